@@ -1,0 +1,42 @@
+//! API errors and their HTTP statuses, in one place.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use colloquium_storage::StorageError;
+use serde_json::json;
+
+/// Why an API request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A parameter is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such event.
+    #[error("event {0} not found")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl ApiError {
+    /// Returns the status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Storage(StorageError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "api request failed");
+        }
+        (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}

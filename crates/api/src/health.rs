@@ -1,0 +1,131 @@
+//! `GET /health`: `healthy`, `degraded` or `unhealthy`, per component, with reasons.
+//!
+//! `unhealthy` (HTTP 503): the store cannot write, or the node is shutting down.
+//! `degraded` (HTTP 200): free disk space is below `storage.min_free_disk`, or unknown.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::ApiState;
+
+/// A component's (or the node's) status, worst last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Working.
+    Healthy,
+    /// Working, but an operator should look.
+    Degraded,
+    /// Not working.
+    Unhealthy,
+}
+
+#[derive(Serialize)]
+struct Component {
+    status: Status,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<String>,
+    #[serde(flatten)]
+    details: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct Report {
+    status: Status,
+    components: Components,
+}
+
+#[derive(Serialize)]
+struct Components {
+    node: Component,
+    storage: Component,
+    disk: Component,
+}
+
+/// `GET /health`.
+pub async fn health(State(state): State<ApiState>) -> Response {
+    let draining = state.draining.load(Ordering::Relaxed);
+    let node = Component {
+        status: if draining {
+            Status::Unhealthy
+        } else {
+            Status::Healthy
+        },
+        reasons: if draining {
+            vec!["shutting down".into()]
+        } else {
+            vec![]
+        },
+        details: serde_json::json!({}),
+    };
+
+    let writable = state.store.writable();
+    let storage = Component {
+        status: if writable {
+            Status::Healthy
+        } else {
+            Status::Unhealthy
+        },
+        reasons: if writable {
+            vec![]
+        } else {
+            vec!["last write to the store failed".into()]
+        },
+        details: serde_json::json!({
+            "writable": writable,
+            "data_dir": state.store.data_dir().display().to_string(),
+        }),
+    };
+
+    let dir = state.store.data_dir();
+    let disk = match (fs4::available_space(dir), fs4::total_space(dir)) {
+        (Ok(available), Ok(total)) => {
+            let low = available < state.min_free_disk;
+            Component {
+                status: if low {
+                    Status::Degraded
+                } else {
+                    Status::Healthy
+                },
+                reasons: if low {
+                    vec![format!(
+                        "{available} bytes free, below storage.min_free_disk ({})",
+                        state.min_free_disk
+                    )]
+                } else {
+                    vec![]
+                },
+                details: serde_json::json!({
+                    "available_bytes": available,
+                    "total_bytes": total,
+                    "min_free_bytes": state.min_free_disk,
+                }),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => Component {
+            status: Status::Degraded,
+            reasons: vec![format!("cannot read free disk space: {e}")],
+            details: serde_json::json!({}),
+        },
+    };
+
+    let status = node.status.max(storage.status).max(disk.status);
+    let code = if status == Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let report = Report {
+        status,
+        components: Components {
+            node,
+            storage,
+            disk,
+        },
+    };
+    (code, axum::Json(report)).into_response()
+}

@@ -1,0 +1,51 @@
+//! The REST API served beside ingest on the node's listener.
+//!
+//! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
+//! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
+//! - [`health`]: `GET /health`, component status.
+//! - [`metrics`]: `GET /metrics`, Prometheus text format.
+//! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod query;
+pub mod stream;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::routing::get;
+use colloquium_storage::Store;
+use colloquium_telemetry::MetricsRegistry;
+use colloquium_telemetry::process::ProcessMetrics;
+
+pub use error::ApiError;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The event store.
+    pub store: Store,
+    /// The node's metric registry.
+    pub registry: MetricsRegistry,
+    /// Process gauges, refreshed per scrape.
+    pub process: ProcessMetrics,
+    /// Free disk space below which `/health` reports `degraded`.
+    pub min_free_disk: u64,
+    /// Set once the node starts shutting down; `/health` then reports `unhealthy`.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Returns the API routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/events", get(query::list))
+        .route("/api/events/stream", get(stream::replay))
+        .route("/api/events/{id}", get(query::get_one))
+        .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state)
+}

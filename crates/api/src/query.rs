@@ -1,0 +1,180 @@
+//! Event lookups: by id, and by ingest-time range with cursor paging.
+//!
+//! Responses splice the stored JSON bytes in as they are: no decode and re-encode per event.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use colloquium_event::{EventId, Timestamp};
+use colloquium_storage::{Order, ScanRange, StorageError, Store};
+use serde::Deserialize;
+
+use crate::{ApiError, ApiState};
+
+/// Default page size.
+const DEFAULT_LIMIT: usize = 100;
+/// Largest page size.
+const MAX_LIMIT: usize = 10_000;
+
+/// `GET /api/events/{id}`.
+pub async fn get_one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: EventId = id
+        .parse()
+        .map_err(|e: colloquium_event::IdParseError| ApiError::BadRequest(e.to_string()))?;
+    let store = state.store.clone();
+    let raw = tokio::task::spawn_blocking(move || store.get_raw(id))
+        .await
+        .map_err(|e| StorageError::Db(e.to_string()))??;
+    let raw = raw.ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    Ok(json_response(raw))
+}
+
+/// Query parameters shared by the list and stream endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeParams {
+    /// Earliest ingest time (RFC 3339 or epoch ms), inclusive.
+    pub since: Option<String>,
+    /// Latest ingest time, inclusive.
+    pub until: Option<String>,
+    /// Page size (list only).
+    pub limit: Option<usize>,
+    /// `asc` (default) or `desc`.
+    pub order: Option<String>,
+    /// Only events from this source.
+    pub source: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl RangeParams {
+    /// Reads the parameters, turning a malformed query string into a 400.
+    pub fn from_query(query: Result<Query<RangeParams>, QueryRejection>) -> Result<Self, ApiError> {
+        query
+            .map(|Query(p)| p)
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+
+    /// Returns the scan range these parameters describe.
+    pub fn range(&self) -> Result<ScanRange, ApiError> {
+        let time = |name: &str, value: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
+            value
+                .as_deref()
+                .map(|v| {
+                    v.parse()
+                        .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+                })
+                .transpose()
+        };
+        let order = match self.order.as_deref() {
+            None | Some("asc") => Order::Asc,
+            Some("desc") => Order::Desc,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "order: expected `asc` or `desc`, got `{other}`"
+                )));
+            }
+        };
+        let after = self
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<EventId>()
+                    .map_err(|e| ApiError::BadRequest(format!("cursor: {e}")))
+            })
+            .transpose()?;
+        Ok(ScanRange {
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            after,
+            order,
+        })
+    }
+}
+
+/// `GET /api/events`: `{"events": [...], "next_cursor": "<id>" | null}`.
+pub async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<RangeParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = RangeParams::from_query(query)?;
+    let range = params.range()?;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let store = state.store.clone();
+    let body =
+        tokio::task::spawn_blocking(move || page(&store, range, limit, params.source.as_deref()))
+            .await
+            .map_err(|e| StorageError::Db(e.to_string()))??;
+    Ok(json_response(body))
+}
+
+/// Builds one page by splicing stored JSON into the response.
+fn page(
+    store: &Store,
+    range: ScanRange,
+    limit: usize,
+    source: Option<&str>,
+) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::with_capacity(256 * limit.min(1000));
+    body.extend_from_slice(b"{\"events\":[");
+    let mut count = 0;
+    let mut last = None;
+    let mut more = false;
+    for item in store.scan(range, true) {
+        let (id, raw) = item?;
+        if !matches_source(&raw, source) {
+            continue;
+        }
+        if count == limit {
+            more = true;
+            break;
+        }
+        if count > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&raw);
+        count += 1;
+        last = Some(id);
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    match last.filter(|_| more) {
+        Some(id) => body.extend_from_slice(format!("\"{id}\"").as_bytes()),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
+    Ok(body)
+}
+
+/// Returns whether the stored event came from `source` (always, when no filter is given).
+pub fn matches_source(raw: &[u8], source: Option<&str>) -> bool {
+    #[derive(Deserialize)]
+    struct Only<'a> {
+        #[serde(borrow)]
+        metadata: Meta<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow)]
+        source: std::borrow::Cow<'a, str>,
+    }
+    let Some(wanted) = source else { return true };
+    serde_json::from_slice::<Only<'_>>(raw).is_ok_and(|e| e.metadata.source == wanted)
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}

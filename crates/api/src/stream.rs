@@ -1,0 +1,82 @@
+//! `GET /api/events/stream`: every stored event in a range as NDJSON, oldest first.
+//!
+//! Memory stays constant whatever the range: a blocking task walks a RocksDB iterator (without
+//! filling the block cache) and hands 64 KiB chunks through a channel of 4; when the client
+//! reads slowly the task waits, and when it disconnects the task stops.
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use colloquium_storage::{ScanRange, Store};
+use tokio::sync::mpsc;
+
+use crate::query::{RangeParams, matches_source};
+use crate::{ApiError, ApiState};
+
+const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// `GET /api/events/stream?since=&until=&source=`.
+pub async fn replay(
+    State(state): State<ApiState>,
+    query: Result<Query<RangeParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = RangeParams::from_query(query)?;
+    if params.limit.is_some() || params.cursor.is_some() {
+        return Err(ApiError::BadRequest(
+            "stream takes since, until, order and source only".into(),
+        ));
+    }
+    let range = params.range()?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || pump(&store, range, params.source.as_deref(), &tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Writes the range into `tx` chunk by chunk; an error ends the stream abruptly so the client
+/// can tell a cut-off stream from a complete one.
+fn pump(
+    store: &Store,
+    range: ScanRange,
+    source: Option<&str>,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+    for item in store.scan(range, false) {
+        match item {
+            Ok((_, raw)) => {
+                if !matches_source(&raw, source) {
+                    continue;
+                }
+                chunk.extend_from_slice(&raw);
+                chunk.push(b'\n');
+                if chunk.len() >= CHUNK_BYTES {
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
+                    if tx.blocking_send(Ok(full.into())).is_err() {
+                        return; // client went away
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "replay stream aborted");
+                let _ = tx.blocking_send(Err(std::io::Error::other(error.to_string())));
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Ok(chunk.into()));
+    }
+}

@@ -1,0 +1,23 @@
+//! Wires ingest to storage: a batch is accepted once the store has made it durable.
+
+use colloquium_event::Event;
+use colloquium_ingest::{Accept, AcceptError};
+use colloquium_storage::{StorageError, Store};
+
+/// Appends accepted batches to the event log.
+///
+/// Requests already in flight when shutdown starts still complete here: the server stops
+/// reading new requests, and the store closes only after in-flight ones are answered.
+#[derive(Clone)]
+pub struct StoreAccept {
+    pub store: Store,
+}
+
+impl Accept for StoreAccept {
+    async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+        self.store.append(&events).await.map_err(|e| match e {
+            StorageError::Closed => AcceptError::ShuttingDown,
+            other => AcceptError::Unavailable(other.to_string()),
+        })
+    }
+}

@@ -1,0 +1,223 @@
+//! `colloquium bench http`: a closed-loop (or rate-limited) load generator for `POST /events`.
+//!
+//! Each connection is one HTTP/1.1 keep-alive connection with one request in flight. Latency is
+//! the time from when a request was due (its scheduled slot under `--rate`, else when it was
+//! sent) until its `202` arrived, so a stalled node shows up in the tail instead of being
+//! hidden by the generator waiting (coordinated omission).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::cli::{BenchCommand, BenchHttpArgs};
+
+/// Runs a benchmark subcommand.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Http(args) => http(args).await,
+    }
+}
+
+/// What one connection measured.
+struct ConnectionReport {
+    latency_us: Histogram<u64>,
+    requests: u64,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+}
+
+async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    let (body, content_type) = request_body(args.batch);
+    // Per-connection request interval under --rate.
+    let interval = match args.rate {
+        Some(0) => anyhow::bail!("--rate must be at least 1"),
+        Some(rate) => {
+            let requests_per_second = rate as f64 / args.batch as f64 / args.connections as f64;
+            Some(Duration::from_secs_f64(1.0 / requests_per_second))
+        }
+        None => None,
+    };
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+
+    let mut tasks = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let body = body.clone();
+        // Spread the connections' schedules over one interval so they do not fire together.
+        let offset = interval.map_or(Duration::ZERO, |iv| {
+            iv.mul_f64(i as f64 / args.connections as f64)
+        });
+        tasks.push(tokio::spawn(connection(
+            args.addr,
+            body,
+            content_type,
+            start + offset,
+            interval,
+            measure_from,
+            end,
+        )));
+    }
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut requests, mut errors) = (0u64, 0u64);
+    let mut statuses = BTreeMap::new();
+    for task in tasks {
+        let report = task.await.context("connection task")??;
+        latency_us.add(&report.latency_us)?;
+        requests += report.requests;
+        errors += report.errors;
+        for (status, n) in report.statuses {
+            *statuses.entry(status).or_insert(0) += n;
+        }
+    }
+    let seconds = args.duration.as_secs_f64();
+    let accepted = statuses.get(&202).copied().unwrap_or(0);
+    let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "bench http: {} connections, batch {}, rate {}, {:?} measured after {:?} warm-up",
+        args.connections,
+        args.batch,
+        args.rate
+            .map_or("unlimited".to_owned(), |r| format!("{r} events/s")),
+        args.duration,
+        args.warmup
+    );
+    println!(
+        "requests:   {requests} ({:.0}/s), statuses {statuses:?}, connection errors {errors}",
+        requests as f64 / seconds
+    );
+    println!(
+        "events/s:   {:.0} acknowledged",
+        accepted as f64 * args.batch as f64 / seconds
+    );
+    println!(
+        "ack latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        latency_us.max() as f64 / 1000.0
+    );
+    if let Some(pid) = args.pid {
+        match peak_rss(pid) {
+            Some((peak, now)) => println!(
+                "node rss:   peak {} MiB, now {} MiB",
+                peak / 1024,
+                now / 1024
+            ),
+            None => println!("node rss:   unavailable for pid {pid}"),
+        }
+    }
+    Ok(())
+}
+
+/// One request body: a JSON object for single events, NDJSON for batches.
+fn request_body(batch: usize) -> (Bytes, &'static str) {
+    let event = |i: usize| {
+        format!(
+            r#"{{"user":"user-{}","action":"checkout","amount":{}.{:02},"items":["sku-1","sku-2"],"region":"eu-west","seq":{i}}}"#,
+            i % 1000,
+            i % 500,
+            i % 100
+        )
+    };
+    if batch == 1 {
+        (Bytes::from(event(0)), "application/json")
+    } else {
+        let lines: Vec<String> = (0..batch).map(event).collect();
+        (Bytes::from(lines.join("\n")), "application/x-ndjson")
+    }
+}
+
+async fn connection(
+    addr: SocketAddr,
+    body: Bytes,
+    content_type: &'static str,
+    first_slot: Instant,
+    interval: Option<Duration>,
+    measure_from: Instant,
+    end: Instant,
+) -> anyhow::Result<ConnectionReport> {
+    let mut report = ConnectionReport {
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        requests: 0,
+        statuses: BTreeMap::new(),
+        errors: 0,
+    };
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let host = addr.to_string();
+    let mut slot = first_slot;
+    loop {
+        let due = match interval {
+            Some(interval) => {
+                tokio::time::sleep_until(slot.into()).await;
+                let due = slot;
+                slot += interval;
+                due
+            }
+            None => Instant::now(),
+        };
+        if due >= end {
+            break;
+        }
+        let request = Request::post("/events")
+            .header(HOST, &host)
+            .header(CONTENT_TYPE, content_type)
+            .body(Full::new(body.clone()))?;
+        if sender.ready().await.is_err() {
+            report.errors += 1;
+            break;
+        }
+        match sender.send_request(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                // Drain the body so the connection can be reused.
+                let _ = response.into_body().collect().await;
+                if due >= measure_from {
+                    let micros = u64::try_from(due.elapsed().as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(1);
+                    report.latency_us.saturating_record(micros);
+                    report.requests += 1;
+                    *report.statuses.entry(status).or_insert(0) += 1;
+                }
+            }
+            Err(_) => {
+                report.errors += 1;
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Returns (peak, current) resident KiB of `pid`.
+fn peak_rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}

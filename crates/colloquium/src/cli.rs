@@ -1,0 +1,149 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use colloquium_config::Config;
+use colloquium_telemetry::logging::LogFormat;
+
+/// A real-time event stream processor: ingest JSON events, store them durably, query and
+/// replay them.
+#[derive(Debug, Parser)]
+#[command(name = "colloquium", version, propagate_version = true)]
+pub struct Cli {
+    /// Log line format (logs go to stderr; level from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Human)]
+    pub log_format: LogFormatArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a node (with no config: the embedded defaults, 127.0.0.1:8080, ./data).
+    Run(RunArgs),
+    /// Check a config file and print every problem; exits non-zero when there is one.
+    Validate(ConfigArgs),
+    /// Print a stopped node's stored events as NDJSON, oldest first.
+    Replay(ReplayArgs),
+    /// Load generators for benchmarking a running node.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// The config file option shared by subcommands.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Config file (YAML or JSON; `${ENV_VAR}` substituted).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Names the config for messages.
+    pub fn describe(&self) -> String {
+        self.config
+            .as_ref()
+            .map_or_else(|| "default config".to_owned(), |p| p.display().to_string())
+    }
+}
+
+/// `colloquium run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address (overrides server.listen; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    /// Applies command-line overrides to `config`.
+    pub fn apply(&self, mut config: Config) -> Config {
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        config
+    }
+}
+
+/// `colloquium replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Earliest ingest time, inclusive: RFC 3339 or epoch milliseconds.
+    #[arg(long, value_name = "TIME")]
+    pub since: colloquium_event::Timestamp,
+    /// Latest ingest time, inclusive (default: everything).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<colloquium_event::Timestamp>,
+    /// Only events from this source.
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+/// `colloquium bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive `POST /events` and report events/s and ack latency percentiles.
+    Http(BenchHttpArgs),
+}
+
+/// `colloquium bench http`.
+#[derive(Debug, Args)]
+pub struct BenchHttpArgs {
+    /// Node address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Concurrent connections, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Events per request: 1 sends a JSON object, more send NDJSON.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Measured run time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Target events/s across all connections (default: as fast as the node answers).
+    /// Latency is measured from each request's scheduled time, so a stall is not hidden.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Pid of the node, to report its peak resident memory.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}

@@ -1,0 +1,87 @@
+//! `colloquium`: the node binary.
+//!
+//! - [`cli`]: arguments and subcommands.
+//! - [`node`]: `run`: opens the store, wires sources and the API onto one listener, and shuts
+//!   down cleanly on SIGINT/SIGTERM.
+//! - [`accept`]: the [`Accept`](colloquium_ingest::Accept) handle that makes ingested batches
+//!   durable in the store.
+//! - [`replay`]: `replay`: NDJSON of a stopped node's events.
+//! - [`bench`]: `bench http`: the load generator behind BENCHMARKS.md.
+
+mod accept;
+mod bench;
+mod cli;
+mod node;
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use colloquium_config::Config;
+use colloquium_telemetry::logging;
+
+use crate::cli::{Cli, Command, ConfigArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format.into());
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let Some(config) = load_config(&args.config)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let config = args.apply(config);
+            runtime()?.block_on(node::run(config))?;
+        }
+        Command::Validate(args) => {
+            let Some(_) = load_config(&args)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            println!("{}: ok", args.describe());
+        }
+        Command::Replay(args) => {
+            let Some(config) = load_config(&args.config)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            replay::run(&args, config)?;
+        }
+        Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the config named by `args` (or the default); `None` after printing every error.
+fn load_config(args: &ConfigArgs) -> anyhow::Result<Option<Config>> {
+    let Some(path) = &args.config else {
+        return Ok(Some(Config::default()));
+    };
+    match colloquium_config::from_file(path) {
+        Ok(config) => Ok(Some(config)),
+        Err(colloquium_config::LoadError::Invalid(errors)) => {
+            eprintln!("error: invalid config {}:", path.display());
+            for error in errors {
+                eprintln!("  {error}");
+            }
+            Ok(None)
+        }
+        Err(error) => {
+            Err(anyhow::Error::new(error).context(format!("loading config {}", path.display())))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,144 @@
+//! `colloquium run`: one node. Opens the store, mounts every source and the API on one
+//! listener, prints `colloquium ready http=<addr>` on stdout once it accepts connections, and
+//! on SIGINT/SIGTERM stops accepting, finishes in-flight requests, flushes and closes the store.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use colloquium_api::ApiState;
+use colloquium_config::Config;
+use colloquium_event::IdGenerator;
+use colloquium_ingest::{HttpSource, HttpSourceConfig, IngestMetrics};
+use colloquium_storage::{Compression, StorageMetrics, Store, StoreOptions};
+use colloquium_telemetry::MetricsRegistry;
+use colloquium_telemetry::http::HttpMetrics;
+use colloquium_telemetry::process::ProcessMetrics;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::Notify;
+
+use crate::accept::StoreAccept;
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before the ready line: a signal that arrives once we are "ready" must drain, not kill.
+    let signals = Signals::install().context("installing signal handlers")?;
+    let registry = MetricsRegistry::default();
+    let store = open_store(&config, StorageMetrics::register(&registry))?;
+    if let Some(max_age) = config.storage.retention {
+        store
+            .start_retention(max_age, config.storage.retention_interval)
+            .context("starting retention")?;
+    }
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let http = HttpSource::new(
+        HttpSourceConfig {
+            max_body_size: usize::try_from(config.server.max_body_size.as_u64())
+                .unwrap_or(usize::MAX),
+            max_pending_events: config.server.max_pending_events.get(),
+            timestamp_field: config.ingest.timestamp_field.clone(),
+            pipeline: config.ingest.pipeline.clone(),
+        },
+        StoreAccept {
+            store: store.clone(),
+        },
+        Arc::new(IdGenerator::default()),
+        IngestMetrics::register(&registry),
+    );
+    let api = colloquium_api::router(ApiState {
+        store: store.clone(),
+        registry: registry.clone(),
+        process: ProcessMetrics::register(&registry),
+        min_free_disk: config.storage.min_free_disk.as_u64(),
+        draining: draining.clone(),
+    });
+    let http_metrics = HttpMetrics::register(&registry);
+    let app = http
+        .router()
+        .merge(api)
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            HttpMetrics::track,
+        ));
+
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} (server.listen)"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "colloquium ready");
+    // The ready line is the contract scripts and tests wait on.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "colloquium ready http={addr}")?;
+    stdout.flush()?;
+
+    let stop = Arc::new(Notify::new());
+    let signalled = stop.clone();
+    let drain_flag = draining.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let signal = signals.recv().await;
+        tracing::info!(
+            signal,
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        drain_flag.store(true, Ordering::Relaxed);
+        signalled.notify_one();
+    });
+    let timeout = config.server.shutdown_timeout;
+    tokio::select! {
+        served = server => served.context("serving HTTP")?,
+        () = async { stop.notified().await; tokio::time::sleep(timeout).await } => {
+            tracing::warn!(?timeout, "in-flight requests did not finish in server.shutdown_timeout; closing");
+        }
+    }
+
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("closing the store")?
+        .context("closing the store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the store with the config's storage settings.
+pub fn open_store(config: &Config, metrics: StorageMetrics) -> anyhow::Result<Store> {
+    let storage = &config.storage;
+    let options = StoreOptions {
+        data_dir: storage.data_dir.clone(),
+        sync: storage.sync,
+        compression: match storage.compression {
+            colloquium_config::Compression::Lz4 => Compression::Lz4,
+            colloquium_config::Compression::Zstd => Compression::Zstd,
+            colloquium_config::Compression::None => Compression::None,
+        },
+        block_cache_bytes: usize::try_from(storage.block_cache.as_u64()).unwrap_or(usize::MAX),
+        write_buffer_bytes: usize::try_from(storage.write_buffer.as_u64()).unwrap_or(usize::MAX),
+    };
+    Ok(Store::open(options, metrics)?)
+}
+
+/// SIGINT and SIGTERM handlers, installed up front.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM, naming which.
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The command line: run with no config, validate, replay, shutdown, the directory lock.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Node, binary, run_cli, wait_ready, wait_with_deadline};
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["validate", "--help"],
+        vec!["replay", "--help"],
+        vec!["bench", "--help"],
+        vec!["bench", "http", "--help"],
+    ] {
+        let (code, stdout, _) = run_cli(&args, None);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(stdout.contains("Usage:"), "{args:?}: {stdout}");
+    }
+}
+
+#[test]
+fn validate_accepts_good_configs_and_names_bad_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "server:\n  listen: 127.0.0.1:9000\nstorage:\n  retention: 3d\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_cli(&["validate", "-c", good.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok"));
+
+    let json = dir.path().join("good.json");
+    std::fs::write(&json, r#"{"storage": {"sync": false}}"#).unwrap();
+    assert_eq!(
+        run_cli(&["validate", "-c", json.to_str().unwrap()], None).0,
+        0
+    );
+
+    let cases = [
+        (
+            "server:\n  listen: 127.0.0.1:9000\n  colour: blue\n",
+            "server.colour: unknown field `colour`",
+        ),
+        ("storage:\n  retention: soon\n", "storage.retention:"),
+        (
+            "storage:\n  data_dir: ${COLLOQUIUM_TEST_UNSET_VAR}\n",
+            "storage.data_dir: environment variable `COLLOQUIUM_TEST_UNSET_VAR` is not set",
+        ),
+        ("server: [\n", "syntax error"),
+    ];
+    for (text, expected) in cases {
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, text).unwrap();
+        let (code, _, stderr) = run_cli(&["validate", "-c", bad.to_str().unwrap()], None);
+        assert_eq!(code, 1, "{text}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        // `run` refuses the same config with the same message.
+        let (code, _, run_stderr) =
+            run_cli(&["run", "-c", bad.to_str().unwrap()], Some(dir.path()));
+        assert_eq!(code, 1);
+        assert!(run_stderr.contains(expected), "{run_stderr}");
+    }
+    let (code, _, stderr) = run_cli(&["validate", "-c", "/nonexistent/colloquium.yaml"], None);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent/colloquium.yaml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn run_without_config_starts_a_working_node_and_stops_cleanly_on_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    // Only the port is overridden, so parallel tests do not collide on 8080.
+    let mut child = Command::new(binary())
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = wait_ready(&mut child);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("http://{addr}/events"))
+        .header("content-type", "application/json")
+        .body(r#"{"hello":"world"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    assert!(
+        cwd.path().join("data").join("CURRENT").exists(),
+        "default data dir is ./data"
+    );
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = wait_with_deadline(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+}
+
+#[tokio::test]
+async fn replay_prints_a_stopped_nodes_events_and_the_lock_keeps_others_out() {
+    let node = Node::start("");
+    let mut ids = Vec::new();
+    for batch in 0..5 {
+        let body: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"batch":{batch},"i":{i}}}"#))
+            .collect();
+        let (status, reply) = node.post(&body.join("\n"), "application/x-ndjson").await;
+        assert_eq!(status, 202);
+        ids.extend(
+            reply["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned()),
+        );
+    }
+    let data_dir = node.data_dir();
+    let data = data_dir.to_str().unwrap();
+
+    // While the node runs, its directory is locked: a second node and replay both refuse.
+    let (code, _, stderr) = run_cli(
+        &["run", "--data-dir", data, "--listen", "127.0.0.1:0"],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    let (code, _, stderr) = run_cli(&["replay", "--since", "0", "--data-dir", data], None);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("GET /api/events/stream"), "{stderr}");
+
+    let (status, stopped) = node.terminate();
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+
+    let (code, stdout, stderr) = run_cli(&["replay", "--since", "0", "--data-dir", data], None);
+    assert_eq!(code, 0, "{stderr}");
+    let replayed: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        replayed, ids,
+        "replay returns every event once, oldest first"
+    );
+
+    // Time bounds: nothing before the epoch's first second, nothing after a past `until`.
+    let (_, stdout, _) = run_cli(
+        &[
+            "replay",
+            "--since",
+            "0",
+            "--until",
+            "1000",
+            "--data-dir",
+            data,
+        ],
+        None,
+    );
+    assert!(stdout.is_empty());
+    let (_, stdout, _) = run_cli(
+        &[
+            "replay",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--source",
+            "kafka",
+            "--data-dir",
+            data,
+        ],
+        None,
+    );
+    assert!(stdout.is_empty());
+    let (code, _, stderr) = run_cli(
+        &["replay", "--since", "last tuesday", "--data-dir", data],
+        None,
+    );
+    assert_eq!(code, 2, "clap usage error");
+    assert!(stderr.contains("invalid time"), "{stderr}");
+
+    // Restarting on the same directory serves the same events.
+    let node = stopped.restart();
+    assert_eq!(node.all_events().await.len(), ids.len());
+}
+
+#[test]
+fn a_request_in_flight_at_sigterm_is_finished_and_stored() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(binary())
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = wait_ready(&mut child);
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+
+    // Headers and half the body: the request is in flight.
+    let body = br#"{"in_flight":true}"#;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body[..5]).unwrap();
+    stream.flush().unwrap();
+    // Signal only once the server is inside the request: before that, the connection is idle
+    // and closing it is right. The probe itself is one request in flight.
+    loop {
+        let mut probe = TcpStream::connect(addr).unwrap();
+        write!(
+            probe,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut metrics = String::new();
+        probe.read_to_string(&mut metrics).unwrap();
+        if metrics
+            .lines()
+            .any(|l| l == "colloquium_http_requests_in_flight 2")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Wait until the node says it is draining, then finish the request.
+    loop {
+        let line = log_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("shutdown log line");
+        if line.contains("shutting down") {
+            break;
+        }
+    }
+    stream.write_all(&body[5..]).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    let id = response
+        .split("\"ids\":[\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+
+    let status = wait_with_deadline(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+    let (code, stdout, stderr) = run_cli(
+        &[
+            "replay",
+            "--since",
+            "0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&id),
+        "in-flight event {id} not stored: {stdout}"
+    );
+}

@@ -1,0 +1,252 @@
+//! Runs the real binary on a temporary data dir and a free port on 127.0.0.1.
+//!
+//! `Node::start` waits for the `colloquium ready http=<addr>` line (with a deadline, no fixed
+//! sleeps); `kill9` and `terminate` stop it; `restart` starts it again on the same data dir.
+//! The process is killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How long a node may take to print its ready line (debug build, fresh RocksDB).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_colloquium")
+}
+
+/// A running node.
+pub struct Node {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: Arc<TempDir>,
+    config: String,
+    pub client: reqwest::Client,
+}
+
+impl Node {
+    /// Starts a node with `config` (YAML) on a fresh data dir.
+    pub fn start(config: &str) -> Node {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::start_in(dir, config)
+    }
+
+    fn start_in(dir: Arc<TempDir>, config: &str) -> Node {
+        let config_path = dir.path().join("colloquium.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn colloquium");
+        let addr = wait_ready(&mut child);
+        Node {
+            child,
+            addr,
+            dir,
+            config: config.to_owned(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) -> Stopped {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Stopped {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> (ExitStatus, Stopped) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = wait_with_deadline(&mut self.child, Duration::from_secs(60));
+        (
+            exit,
+            Stopped {
+                dir: self.dir.clone(),
+                config: self.config.clone(),
+            },
+        )
+    }
+
+    pub async fn post(&self, body: &str, content_type: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/events"))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("POST /events");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// Returns every stored event, via the replay stream.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let (status, text) = self.get_text("/api/events/stream").await;
+        assert_eq!(status, 200);
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("stored event is JSON"))
+            .collect()
+    }
+
+    /// Returns (VmRSS, VmHWM) of the node in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let field = |name: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(name)).expect("field");
+            line.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("kib")
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stopped node's data dir and config.
+pub struct Stopped {
+    pub dir: Arc<TempDir>,
+    config: String,
+}
+
+impl Stopped {
+    pub fn restart(self) -> Node {
+        Node::start_in(self.dir, &self.config)
+    }
+}
+
+pub fn wait_ready(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("colloquium ready http=") {
+                let _ = tx.send(addr.parse::<SocketAddr>().expect("ready address"));
+            }
+        }
+    });
+    match rx.recv_timeout(START_DEADLINE) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("node did not become ready within {START_DEADLINE:?}: {status:?}");
+        }
+    }
+}
+
+pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("process did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary with `args` to completion, returning (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], cwd: Option<&Path>) -> (i32, String, String) {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let output = command.output().expect("run colloquium");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Polls `check` until it returns `Some`, failing after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

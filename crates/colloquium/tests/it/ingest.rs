@@ -1,0 +1,260 @@
+//! HTTP ingest and queries through the real binary.
+
+use serde_json::{Value, json};
+
+use crate::harness::Node;
+
+fn ids(body: &Value) -> Vec<String> {
+    body["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn object_array_and_ndjson_read_back_by_id_and_time_range() {
+    let node = Node::start("");
+
+    let (status, one) = node
+        .post(
+            r#"{"kind":"one","timestamp":1700000000000}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, 202, "{one}");
+    assert_eq!(one["accepted"], 1);
+    let (status, many) = node
+        .post(
+            r#"[{"kind":"array","n":1},{"kind":"array","n":2}]"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, 202, "{many}");
+    let (status, lines) = node
+        .post("{\"kind\":\"ndjson\",\"n\":1}\n{\"kind\":\"ndjson\",\"n\":2}\n{\"kind\":\"ndjson\",\"n\":3}\n", "application/x-ndjson")
+        .await;
+    assert_eq!(status, 202, "{lines}");
+    assert_eq!(lines["accepted"], 3);
+
+    let all_ids: Vec<String> = [&one, &many, &lines].into_iter().flat_map(ids).collect();
+    assert_eq!(all_ids.len(), 6);
+
+    // By id: the payload, the event time from the payload, ingest time and metadata.
+    let (status, event) = node.get(&format!("/api/events/{}", all_ids[0])).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        event["data"],
+        json!({"kind": "one", "timestamp": 1700000000000u64})
+    );
+    assert_eq!(event["timestamp"], 1700000000000u64);
+    assert!(event["ingest_time"].as_u64().unwrap() > 1700000000000);
+    assert_eq!(event["metadata"]["source"], "http");
+    assert_eq!(event["metadata"]["priority"], "medium");
+    for id in &all_ids[1..] {
+        let (status, event) = node.get(&format!("/api/events/{id}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(event["id"], id.as_str());
+        assert_eq!(event["timestamp"], event["ingest_time"]);
+    }
+
+    // By time range: everything since the first ingest time, in id order, paged by cursor.
+    let since = event_time(&node, &all_ids[0]).await;
+    let until = event_time(&node, &all_ids[5]).await;
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = node
+            .get(&format!(
+                "/api/events?since={since}&until={until}&limit=4{cursor}"
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all_ids);
+
+    // RFC 3339 bounds, descending order, and a range before everything.
+    let (_, page) = node
+        .get("/api/events?since=2000-01-01T00:00:00Z&order=desc&limit=2")
+        .await;
+    let newest: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(newest, [all_ids[5].as_str(), all_ids[4].as_str()]);
+    let (_, page) = node.get("/api/events?until=2000-01-01T00:00:00Z").await;
+    assert_eq!(page["events"], json!([]));
+    assert_eq!(page["next_cursor"], Value::Null);
+}
+
+async fn event_time(node: &Node, id: &str) -> u64 {
+    node.get(&format!("/api/events/{id}")).await.1["ingest_time"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_status_and_stores_nothing() {
+    let node = Node::start("server:\n  max_body_size: 1KiB\n");
+    let big = format!(
+        "[{}]",
+        vec![r#"{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#; 40]
+            .join(",")
+    );
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        (r#"{"a":"#, "application/json", 400, "invalid JSON"),
+        ("", "application/json", 400, "empty"),
+        ("[]", "application/json", 400, "no events"),
+        ("[1,2]", "application/json", 400, "item [0]"),
+        (
+            r#""just a string""#,
+            "application/json",
+            400,
+            "got a string",
+        ),
+        (
+            "{\"ok\":1}\n{\"ok\":2}\n{broken\n{\"ok\":4}",
+            "application/x-ndjson",
+            400,
+            "line 3",
+        ),
+        ("{\"ok\":1}\n42\n", "application/x-ndjson", 400, "line 2"),
+        ("{\"ok\":1}", "text/plain", 415, "unsupported content type"),
+        (&big, "application/json", 413, "max_body_size"),
+    ];
+    for (body, content_type, want, message) in &cases {
+        let (status, error) = node.post(body, content_type).await;
+        assert_eq!(status, *want, "{body:.40}: {error}");
+        let text = error["error"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{body:.40}: {error}");
+    }
+    let (_, error) = node
+        .post("{\"ok\":1}\n{broken\n", "application/x-ndjson")
+        .await;
+    assert_eq!(error["line"], 2);
+
+    // A bad query parameter rejects the whole batch too.
+    let response = node
+        .client
+        .post(node.url("/events?priority=asap"))
+        .header("content-type", "application/json")
+        .body(r#"[{"a":1}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    assert!(
+        node.all_events().await.is_empty(),
+        "a rejected request stored something"
+    );
+    let (_, metrics) = node.get_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"colloquium_ingest_requests_rejected_total{source="http",reason="invalid_body"} 8"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("colloquium_storage_events_stored_total 0"));
+}
+
+#[tokio::test]
+async fn lookups_answer_404_and_400() {
+    let node = Node::start("");
+    assert_eq!(
+        node.get("/api/events/01ARZ3NDEKTSV4RRFFQ69G5FAV").await.0,
+        404
+    );
+    assert_eq!(node.get("/api/events/not-an-id").await.0, 400);
+    assert_eq!(node.get("/api/events?since=yesterday").await.0, 400);
+    assert_eq!(node.get("/api/events?order=sideways").await.0, 400);
+    assert_eq!(node.get("/api/events?limit=0").await.0, 400);
+    assert_eq!(node.get("/api/events?cursor=zzz").await.0, 400);
+    assert_eq!(node.get("/api/events?bogus=1").await.0, 400);
+}
+
+#[tokio::test]
+async fn source_filter_priority_and_topic() {
+    let node = Node::start("");
+    let (status, _) = node.post(r#"{"a":1}"#, "application/json").await;
+    assert_eq!(status, 202);
+    let response = node
+        .client
+        .post(node.url("/events?priority=critical&topic=payments&routing_key=acct-9"))
+        .header("content-type", "application/json")
+        .body(r#"{"a":2}"#)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let (_, event) = node
+        .get(&format!("/api/events/{}", body["ids"][0].as_str().unwrap()))
+        .await;
+    assert_eq!(event["metadata"]["priority"], "critical");
+    assert_eq!(event["metadata"]["topic"], "payments");
+    assert_eq!(event["metadata"]["routing_key"], "acct-9");
+
+    let (_, page) = node.get("/api/events?source=http").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    let (_, page) = node.get("/api/events?source=kafka").await;
+    assert_eq!(page["events"], json!([]));
+}
+
+#[tokio::test]
+async fn health_and_metrics_describe_the_node() {
+    let node = Node::start("");
+    let (status, health) = node.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["components"]["storage"]["writable"], true);
+    assert!(
+        health["components"]["disk"]["available_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    node.post(r#"[{"a":1},{"a":2}]"#, "application/json").await;
+    node.post("nope", "application/json").await;
+    let (status, metrics) = node.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    for expected in [
+        r#"colloquium_ingest_events_received_total{source="http"} 2"#,
+        r#"colloquium_ingest_events_accepted_total{source="http"} 2"#,
+        r#"colloquium_ingest_requests_rejected_total{source="http",reason="invalid_body"} 1"#,
+        "colloquium_storage_events_stored_total 2",
+        "colloquium_ingest_durable_latency_seconds_bucket",
+        r#"colloquium_http_requests_total{method="POST",route="/events",status="202"} 1"#,
+        r#"colloquium_http_requests_total{method="POST",route="/events",status="400"} 1"#,
+        r#"colloquium_storage_bytes{cf="events"}"#,
+        "colloquium_process_resident_memory_bytes",
+        "# EOF",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn health_is_degraded_when_disk_space_is_low() {
+    let node = Node::start("storage:\n  min_free_disk: 1000000TiB\n");
+    let (status, health) = node.get("/health").await;
+    assert_eq!(status, 200, "degraded still serves");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["components"]["disk"]["status"], "degraded");
+    let reason = health["components"]["disk"]["reasons"][0].as_str().unwrap();
+    assert!(reason.contains("storage.min_free_disk"), "{reason}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `colloquium` binary, driven over HTTP on 127.0.0.1.
+// The harness is test code outside `#[test]` fns, where panicking on failure is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod crash;
+mod harness;
+mod ingest;
+mod storage;

@@ -1,0 +1,90 @@
+//! Retention and replay through the real binary.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::harness::{Node, eventually};
+
+#[tokio::test]
+async fn retention_removes_old_events_in_the_background() {
+    let node = Node::start("storage:\n  retention: 1s\n  retention_interval: 100ms\n");
+    let (status, body) = node
+        .post(r#"[{"a":1},{"a":2},{"a":3}]"#, "application/json")
+        .await;
+    assert_eq!(status, 202);
+    let id = body["ids"][0].as_str().unwrap().to_owned();
+    assert_eq!(node.get(&format!("/api/events/{id}")).await.0, 200);
+
+    eventually(
+        Duration::from_secs(30),
+        "retention to delete expired events",
+        || async { node.all_events().await.is_empty().then_some(()) },
+    )
+    .await;
+    assert_eq!(node.get(&format!("/api/events/{id}")).await.0, 404);
+    // The pass counts itself after compacting the deleted range, a moment later.
+    eventually(
+        Duration::from_secs(30),
+        "the retention pass to be counted",
+        || async {
+            let (_, metrics) = node.get_text("/metrics").await;
+            (!metrics.contains("colloquium_storage_retention_runs_total 0")).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Streams ~90 MB of events and checks the node's memory grows far less than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_streams_a_large_range_in_bounded_memory() {
+    const BATCHES: usize = 60;
+    const PER_BATCH: usize = 1_000;
+    const MAX_GROWTH: u64 = 32 << 20;
+    let node = Node::start("storage:\n  sync: false\n");
+    let padding = "x".repeat(1_300);
+    for batch in 0..BATCHES {
+        let body: Vec<String> = (0..PER_BATCH)
+            .map(|i| format!(r#"{{"batch":{batch},"i":{i},"padding":"{padding}"}}"#))
+            .collect();
+        let (status, reply) = node.post(&body.join("\n"), "application/x-ndjson").await;
+        assert_eq!(status, 202, "{reply}");
+    }
+
+    let (before, _) = node.rss();
+    let response = node
+        .client
+        .get(node.url("/api/events/stream?since=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = response.bytes_stream();
+    let (mut bytes, mut lines, mut peak) = (0u64, 0usize, before);
+    let mut last_sampled = 0u64;
+    let mut last_line = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("stream chunk");
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+        if let Some(tail) = chunk.rsplit(|b| *b == b'\n').nth(1) {
+            last_line = tail.to_vec();
+        }
+        if bytes - last_sampled > (1 << 20) {
+            peak = peak.max(node.rss().0);
+            last_sampled = bytes;
+        }
+    }
+    assert_eq!(lines, BATCHES * PER_BATCH);
+    assert!(bytes > 2 * MAX_GROWTH, "streamed only {bytes} bytes");
+    let growth = peak.saturating_sub(before);
+    eprintln!("replay: streamed {bytes} bytes, node RSS {before} before, {peak} at peak");
+    assert!(
+        growth < MAX_GROWTH,
+        "RSS grew {growth} bytes while streaming {bytes} bytes"
+    );
+    let last: Value = serde_json::from_slice(&last_line).unwrap();
+    assert_eq!(last["data"]["batch"], BATCHES - 1);
+    assert_eq!(last["data"]["i"], PER_BATCH - 1);
+}

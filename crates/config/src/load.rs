@@ -1,0 +1,285 @@
+//! Loading in steps: read the file; parse YAML (JSON is accepted: it is YAML); substitute
+//! `${ENV}` in string values; deserialize into [`Config`] with the failing key path; validate.
+//! Substitution and validation report every problem, not just the first.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+use crate::Config;
+use crate::env::substitute;
+
+/// One problem in a config document, at a key path such as `storage.retention`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, with `[i]` for sequence items; empty for the document itself.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Returns an error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not YAML or JSON.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// The document parsed but has bad keys or values; each error names its key path.
+    #[error("{}", list(.0))]
+    Invalid(Vec<ConfigError>),
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// Loads a config file, substituting from the process environment.
+pub fn from_file(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_str(&text, &|name| std::env::var(name).ok())
+}
+
+/// Loads a config document from text, looking `${VAR}`s up with `env`.
+pub fn from_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, LoadError> {
+    let mut document: Value =
+        serde_yaml::from_str(text).map_err(|e| LoadError::Syntax(e.to_string()))?;
+    if document.is_null() {
+        // An empty file is the default config.
+        document = Value::Mapping(Default::default());
+    }
+    let mut errors = Vec::new();
+    substitute_env(&mut document, &mut String::new(), env, &mut errors);
+    if !errors.is_empty() {
+        return Err(LoadError::Invalid(errors));
+    }
+    let config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        LoadError::Invalid(vec![ConfigError::new(path, e.into_inner().to_string())])
+    })?;
+    let errors = config.validate();
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(LoadError::Invalid(errors))
+    }
+}
+
+/// Replaces `${VAR}` in every string value, recording errors with their key path.
+fn substitute_env(
+    value: &mut Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    match value {
+        Value::String(s) if s.contains('$') => match substitute(s, env) {
+            Ok(replaced) => {
+                let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+                *value = if whole {
+                    scalar(replaced)
+                } else {
+                    Value::String(replaced)
+                };
+            }
+            Err(e) => errors.push(ConfigError::new(path.clone(), e.to_string())),
+        },
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                match key {
+                    Value::String(k) => path.push_str(k),
+                    other => path.push_str(&serde_yaml::to_string(other).unwrap_or_default()),
+                }
+                substitute_env(item, path, env, errors);
+                path.truncate(len);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                substitute_env(item, path, env, errors);
+                path.truncate(len);
+            }
+        }
+        Value::Tagged(tagged) => substitute_env(&mut tagged.value, path, env, errors),
+        _ => {}
+    }
+}
+
+/// A value that was exactly `${VAR}` takes the variable's YAML type (`port: ${PORT}` is a
+/// number), but never becomes a mapping or sequence.
+fn scalar(text: String) -> Value {
+    match serde_yaml::from_str::<Value>(&text) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        _ => Value::String(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PORT" => Some("9999".into()),
+            "DIR" => Some("/var/lib/colloquium".into()),
+            "SYNC" => Some("false".into()),
+            _ => None,
+        }
+    }
+
+    fn load(text: &str) -> Result<Config, LoadError> {
+        from_str(text, &env)
+    }
+
+    fn errors(text: &str) -> String {
+        load(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_document_is_the_default() {
+        let config = load("").unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.storage.retention,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert!(config.storage.sync);
+    }
+
+    #[test]
+    fn parses_yaml_with_env_and_units() {
+        let config = load(
+            "server:\n  listen: 127.0.0.1:${PORT}\n  max_body_size: 2MiB\n\
+             storage:\n  data_dir: ${DIR}/data\n  sync: ${SYNC}\n  retention: 2h\n  compression: zstd\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.server.max_body_size.as_u64(), 2 * 1024 * 1024);
+        assert_eq!(
+            config.storage.data_dir.to_str(),
+            Some("/var/lib/colloquium/data")
+        );
+        assert!(!config.storage.sync);
+        assert_eq!(config.storage.retention, Some(Duration::from_secs(7200)));
+    }
+
+    #[test]
+    fn accepts_json() {
+        let config =
+            load(r#"{"server": {"max_body_size": 1000}, "storage": {"retention": null}}"#).unwrap();
+        assert_eq!(config.server.max_body_size.as_u64(), 1000);
+        assert_eq!(config.storage.retention, None);
+    }
+
+    #[test]
+    fn each_mistake_names_its_key_path() {
+        let cases = [
+            ("server:\n  bind: x\n", "server.bind: unknown field `bind`"),
+            ("storage:\n  retention: forever\n", "storage.retention: "),
+            (
+                "storage:\n  compression: snappy\n",
+                "storage.compression: unknown variant `snappy`",
+            ),
+            (
+                "server:\n  listen: nowhere\n",
+                "server.listen: invalid socket address",
+            ),
+            (
+                "server:\n  max_pending_events: 0\n",
+                "server.max_pending_events: ",
+            ),
+            (
+                "server:\n  max_body_size: 0\n",
+                "server.max_body_size: must be greater than 0",
+            ),
+            (
+                "ingest:\n  timestamp_field: ''\n",
+                "ingest.timestamp_field: must not be empty",
+            ),
+            (
+                "storage:\n  data_dir: ${MISSING}\n",
+                "storage.data_dir: environment variable `MISSING` is not set",
+            ),
+            (
+                "- just\n- a list\n",
+                "invalid type: sequence, expected struct Config",
+            ),
+            ("server: [unclosed\n", "syntax error"),
+        ];
+        for (text, expected) in cases {
+            let message = errors(text);
+            assert!(
+                message.contains(expected),
+                "{text:?}: got {message:?}, want {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn collects_every_substitution_and_validation_error() {
+        let message = errors("storage:\n  data_dir: ${A}\nserver:\n  listen: ${B}\n");
+        assert!(
+            message.contains("storage.data_dir: environment variable `A`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("server.listen: environment variable `B`"),
+            "{message}"
+        );
+        let message = errors("server:\n  max_body_size: 0\ningest:\n  pipeline: ''\n");
+        assert_eq!(message.lines().count(), 2, "{message}");
+    }
+
+    #[test]
+    fn reads_files_and_reports_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "storage:\n  sync: false\n").unwrap();
+        assert!(!from_file(&path).unwrap().storage.sync);
+        let missing = from_file(&dir.path().join("nope.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.starts_with("reading "), "{missing}");
+    }
+}

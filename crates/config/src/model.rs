@@ -1,0 +1,233 @@
+//! The configuration document. Every field has a default, so an empty document (and
+//! `colloquium run` with no config) gives a working node.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+/// The whole node configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener shared by ingest and the API.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The embedded event store.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// How incoming events are stamped.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `server:` — the HTTP listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger bodies get `413`.
+    #[serde(default = "default_max_body_size")]
+    pub max_body_size: ByteSize,
+    /// Events accepted but not yet durable, across all requests; past it requests get `503`.
+    #[serde(default = "default_max_pending_events")]
+    pub max_pending_events: NonZeroUsize,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+/// `storage:` — the RocksDB event store.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data directory (`--data-dir` overrides it).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `true`: fsync the WAL once per group commit before acknowledging (survives power loss).
+    /// `false`: acknowledge once the WAL write is in the OS (survives a process crash only).
+    #[serde(default = "default_true")]
+    pub sync: bool,
+    /// Events older than this (by ingest time) are deleted in the background; `null` keeps all.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// How often the retention pass runs.
+    #[serde(default = "default_retention_interval", with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Block compression for stored events.
+    #[serde(default)]
+    pub compression: Compression,
+    /// RocksDB block cache shared by all column families.
+    #[serde(default = "default_block_cache")]
+    pub block_cache: ByteSize,
+    /// Memtable size per column family before it is flushed to disk.
+    #[serde(default = "default_write_buffer")]
+    pub write_buffer: ByteSize,
+    /// Below this much free disk space `/health` reports `degraded`.
+    #[serde(default = "default_min_free_disk")]
+    pub min_free_disk: ByteSize,
+}
+
+/// Block compression algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Fast, moderate ratio.
+    #[default]
+    Lz4,
+    /// Slower, better ratio.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+/// `ingest:` — how events are stamped on arrival.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Payload field holding the event time (epoch ms or RFC 3339): a top-level key, or a JSON
+    /// pointer such as `/meta/ts`. Missing or invalid values fall back to ingest time.
+    #[serde(default = "default_timestamp_field")]
+    pub timestamp_field: String,
+    /// Pipeline name recorded in each event's metadata.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_size: default_max_body_size(),
+            max_pending_events: default_max_pending_events(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            sync: true,
+            retention: default_retention(),
+            retention_interval: default_retention_interval(),
+            compression: Compression::default(),
+            block_cache: default_block_cache(),
+            write_buffer: default_write_buffer(),
+            min_free_disk: default_min_free_disk(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            timestamp_field: default_timestamp_field(),
+            pipeline: default_pipeline(),
+        }
+    }
+}
+
+impl Config {
+    /// Returns every semantic problem (types and unknown keys were checked while parsing).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, path: &str, message: &str| {
+            if !ok {
+                errors.push(ConfigError::new(path, message));
+            }
+        };
+        let body = self.server.max_body_size.as_u64();
+        check(body > 0, "server.max_body_size", "must be greater than 0");
+        check(
+            body <= ByteSize::gib(1).as_u64(),
+            "server.max_body_size",
+            "must be at most 1 GiB",
+        );
+        check(
+            !self.server.shutdown_timeout.is_zero(),
+            "server.shutdown_timeout",
+            "must be greater than 0",
+        );
+        check(
+            self.storage.retention.is_none_or(|r| r.as_millis() > 0),
+            "storage.retention",
+            "must be at least 1ms, or null to keep events forever",
+        );
+        check(
+            self.storage.retention_interval.as_millis() > 0,
+            "storage.retention_interval",
+            "must be at least 1ms",
+        );
+        check(
+            self.storage.write_buffer.as_u64() >= ByteSize::mib(1).as_u64(),
+            "storage.write_buffer",
+            "must be at least 1 MiB",
+        );
+        check(
+            !self.storage.data_dir.as_os_str().is_empty(),
+            "storage.data_dir",
+            "must not be empty",
+        );
+        let field = &self.ingest.timestamp_field;
+        check(
+            !field.is_empty(),
+            "ingest.timestamp_field",
+            "must not be empty",
+        );
+        check(
+            !self.ingest.pipeline.is_empty(),
+            "ingest.pipeline",
+            "must not be empty",
+        );
+        errors
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body_size() -> ByteSize {
+    ByteSize::mib(10)
+}
+fn default_max_pending_events() -> NonZeroUsize {
+    NonZeroUsize::new(200_000).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_retention() -> Option<Duration> {
+    Some(Duration::from_secs(7 * 24 * 3600))
+}
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_block_cache() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_write_buffer() -> ByteSize {
+    ByteSize::mib(32)
+}
+fn default_min_free_disk() -> ByteSize {
+    ByteSize::gib(1)
+}
+fn default_timestamp_field() -> String {
+    "timestamp".to_owned()
+}
+fn default_pipeline() -> String {
+    "default".to_owned()
+}

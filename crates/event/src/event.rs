@@ -1,0 +1,150 @@
+//! [`Event`]: what every source produces, storage keeps and stages transform.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{EventId, Timestamp};
+
+/// One event: a JSON object plus the facts the node records about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Unique and time-ordered by ingest time.
+    pub id: EventId,
+    /// Event time: from the payload's timestamp field when present and valid, else ingest time.
+    pub timestamp: Timestamp,
+    /// When the node received the event.
+    pub ingest_time: Timestamp,
+    /// The payload, always a JSON object.
+    pub data: Map<String, Value>,
+    /// Where the event came from and how to treat it.
+    pub metadata: Metadata,
+}
+
+/// Facts about an event that are not part of its payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// The source kind that received it, such as `http`.
+    pub source: String,
+    /// The pipeline it belongs to.
+    pub pipeline: String,
+    /// A key that routes related events together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+    /// How many times processing was retried.
+    #[serde(default)]
+    pub retry_count: u32,
+    /// Its lane.
+    #[serde(default)]
+    pub priority: Priority,
+    /// A topic the producer gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+/// Priority lanes, most urgent first.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Never dropped, served first.
+    Critical,
+    /// Served before medium.
+    High,
+    /// The default.
+    #[default]
+    Medium,
+    /// Served after medium.
+    Low,
+    /// Bulk loads; served last.
+    Batch,
+}
+
+impl Priority {
+    /// Every priority, most urgent first.
+    pub const ALL: [Priority; 5] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Medium,
+        Priority::Low,
+        Priority::Batch,
+    ];
+
+    /// Returns the lowercase name used in JSON, YAML and query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+            Priority::Batch => "batch",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a string is not a priority.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid priority `{input}`: expected one of critical, high, medium, low, batch")]
+pub struct PriorityParseError {
+    input: String,
+}
+
+impl FromStr for Priority {
+    type Err = PriorityParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| PriorityParseError {
+                input: s.chars().take(64).collect(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IdGenerator;
+    use serde_json::json;
+
+    #[test]
+    fn event_json_round_trips() {
+        let id = IdGenerator::default().next_ids(Timestamp::from_millis(7), 1)[0];
+        let event = Event {
+            id,
+            timestamp: Timestamp::from_millis(5),
+            ingest_time: Timestamp::from_millis(7),
+            data: json!({"a": [1, 2]}).as_object().cloned().unwrap(),
+            metadata: Metadata {
+                source: "http".into(),
+                pipeline: "default".into(),
+                routing_key: None,
+                retry_count: 0,
+                priority: Priority::High,
+                topic: Some("orders".into()),
+            },
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(text.contains(r#""priority":"high""#));
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), event);
+    }
+
+    #[test]
+    fn priority_parses_its_names_only() {
+        for p in Priority::ALL {
+            assert_eq!(p.as_str().parse::<Priority>().unwrap(), p);
+        }
+        assert!("urgent".parse::<Priority>().is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! Event ids: ULIDs (48-bit millisecond time, 80 random bits).
+//!
+//! The 16-byte big-endian form sorts in time order, so storage uses it directly as the key and
+//! a range scan over keys is a scan over ingest time. The 26-character Crockford base32 string
+//! sorts the same way and is what users see.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ulid::Ulid;
+
+use crate::Timestamp;
+
+/// A unique, time-ordered event id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(Ulid);
+
+impl EventId {
+    /// Length of [`EventId::to_bytes`].
+    pub const LEN: usize = 16;
+
+    /// Returns the smallest id of the given millisecond: every id generated at or after `at`
+    /// sorts at or after it, so it bounds range scans.
+    pub fn min_at(at: Timestamp) -> Self {
+        Self(Ulid::from_parts(at.as_millis(), 0))
+    }
+
+    /// Returns the time this id was generated at (the event's ingest time).
+    pub fn timestamp(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.timestamp_ms())
+    }
+
+    /// Returns the big-endian bytes; their order is the ids' order.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        self.0.to_bytes()
+    }
+
+    /// Reads an id back from [`EventId::to_bytes`]; `None` when `bytes` has the wrong length.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let bytes: [u8; Self::LEN] = bytes.try_into().ok()?;
+        Some(Self(Ulid::from_bytes(bytes)))
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; ulid::ULID_LEN];
+        f.write_str(self.0.array_to_str(&mut buf))
+    }
+}
+
+/// Why a string is not an event id.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid event id `{input}`: expected a 26-character ULID")]
+pub struct IdParseError {
+    input: String,
+}
+
+impl FromStr for EventId {
+    type Err = IdParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s).map(Self).map_err(|_| IdParseError {
+            input: s.chars().take(64).collect(),
+        })
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; ulid::ULID_LEN];
+        serializer.serialize_str(self.0.array_to_str(&mut buf))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <&str>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Hands out strictly increasing ids, also within one millisecond and across threads.
+#[derive(Default)]
+pub struct IdGenerator {
+    last: Mutex<Option<Ulid>>,
+}
+
+impl IdGenerator {
+    /// Returns `count` new ids, each greater than every id this generator gave before.
+    ///
+    /// Ids carry `now`, or the previous id's time when the clock went back, so order holds.
+    pub fn next_ids(&self, now: Timestamp, count: usize) -> Vec<EventId> {
+        let mut ids = Vec::with_capacity(count);
+        // A poisoned lock only means another thread panicked mid-increment; the value is intact.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..count {
+            let next = match *last {
+                Some(prev) if prev.timestamp_ms() >= now.as_millis() => prev
+                    .increment()
+                    // 2^80 ids in one millisecond cannot happen; move to the next one if it did.
+                    .unwrap_or_else(|| Ulid::from_parts(prev.timestamp_ms() + 1, 0)),
+                _ => Ulid::from_parts(now.as_millis(), rand_bits()),
+            };
+            *last = Some(next);
+            ids.push(EventId(next));
+        }
+        ids
+    }
+}
+
+/// Returns 80 random bits. Within a millisecond the generator increments, so randomness only
+/// has to keep ids from different processes (or a restart in the same ms) apart.
+fn rand_bits() -> u128 {
+    // `Ulid::new` draws from a thread-local CSPRNG; keep its random part.
+    Ulid::new().random()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ids_increase_within_one_millisecond() {
+        let ids = IdGenerator::default().next_ids(Timestamp::from_millis(5), 1000);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            ids.iter()
+                .all(|id| id.timestamp() == Timestamp::from_millis(5))
+        );
+    }
+
+    #[test]
+    fn ids_keep_order_when_the_clock_goes_back() {
+        let generator = IdGenerator::default();
+        let a = generator.next_ids(Timestamp::from_millis(1000), 1)[0];
+        let b = generator.next_ids(Timestamp::from_millis(10), 1)[0];
+        assert!(a < b);
+    }
+
+    #[test]
+    fn bad_id_is_an_error() {
+        assert!("nope".parse::<EventId>().is_err());
+        assert!(EventId::from_slice(&[1, 2, 3]).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn byte_order_and_string_order_are_time_order(a in 0u64..(1 << 48), b in 0u64..(1 << 48)) {
+            let ia = IdGenerator::default().next_ids(Timestamp::from_millis(a), 1)[0];
+            let ib = IdGenerator::default().next_ids(Timestamp::from_millis(b), 1)[0];
+            if a < b {
+                prop_assert!(ia.to_bytes() < ib.to_bytes());
+                prop_assert!(ia.to_string() < ib.to_string());
+            }
+            prop_assert_eq!(EventId::from_slice(&ia.to_bytes()), Some(ia));
+            prop_assert_eq!(ia.to_string().parse::<EventId>().ok(), Some(ia));
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! `POST /events`: the HTTP source.
+//!
+//! Answers `202 {"accepted": N, "ids": [...]}` only after the [`Accept`] handle reports the
+//! batch durable. Every rejection is a JSON `{"error", "reason"}` body (plus `line` for NDJSON)
+//! and stores nothing: 400 bad JSON or parameters, 413 too large, 415 wrong content type,
+//! 503 + `Retry-After` when overloaded, shutting down or the store is failing.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use colloquium_event::{EventId, IdGenerator, Priority, Timestamp};
+use http_body_util::{BodyExt, Limited};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::body::{self, BodyFormat};
+use crate::stamp::{Envelope, Stamper};
+use crate::{Accept, AcceptError, IngestMetrics};
+
+const SOURCE: &str = "http";
+
+/// Settings of the HTTP source (from `server:` and `ingest:`).
+#[derive(Clone, Debug)]
+pub struct HttpSourceConfig {
+    /// Largest accepted body in bytes.
+    pub max_body_size: usize,
+    /// Most events accepted but not yet durable across all requests.
+    pub max_pending_events: usize,
+    /// Payload field (or JSON pointer) holding the event time.
+    pub timestamp_field: String,
+    /// Pipeline recorded in metadata.
+    pub pipeline: String,
+}
+
+/// The HTTP source: build it, then mount [`HttpSource::router`] on the node's server.
+pub struct HttpSource<A> {
+    shared: Arc<Shared<A>>,
+}
+
+struct Shared<A> {
+    accept: A,
+    stamper: Stamper,
+    pending: Semaphore,
+    max_pending: usize,
+    max_body_size: usize,
+    metrics: IngestMetrics,
+}
+
+/// Optional query parameters of `POST /events`, applied to every event of the request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostParams {
+    priority: Option<String>,
+    topic: Option<String>,
+    routing_key: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    ids: Vec<EventId>,
+}
+
+/// A rejection: status, bounded reason code, message.
+#[derive(Debug)]
+struct Rejection {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+    line: Option<usize>,
+    events: usize,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+            line: None,
+            events: 0,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: &self.message,
+            reason: self.reason,
+            line: self.line,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let after = if self.reason == "shutting_down" {
+                "5"
+            } else {
+                "1"
+            };
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
+        }
+        response
+    }
+}
+
+impl<A: Accept> HttpSource<A> {
+    /// Returns the source; `ids` is the node-wide id generator.
+    pub fn new(
+        config: HttpSourceConfig,
+        accept: A,
+        ids: Arc<IdGenerator>,
+        metrics: IngestMetrics,
+    ) -> Self {
+        let max_pending = config.max_pending_events.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            shared: Arc::new(Shared {
+                accept,
+                stamper: Stamper::new(ids, SOURCE, &config.timestamp_field, &config.pipeline),
+                pending: Semaphore::new(max_pending),
+                max_pending,
+                max_body_size: config.max_body_size,
+                metrics,
+            }),
+        }
+    }
+
+    /// Returns the routes of this source (`POST /events`).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/events", post(post_events::<A>))
+            .with_state(self.shared.clone())
+    }
+}
+
+async fn post_events<A: Accept>(
+    State(shared): State<Arc<Shared<A>>>,
+    params: Result<Query<PostParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    match ingest(&shared, params, &headers, body).await {
+        Ok(accepted) => {
+            let count = accepted.accepted;
+            shared
+                .metrics
+                .accepted(SOURCE, count, started.elapsed().as_secs_f64());
+            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
+        }
+        Err(rejection) => {
+            shared
+                .metrics
+                .rejected(SOURCE, rejection.reason, rejection.events);
+            rejection.into_response()
+        }
+    }
+}
+
+async fn ingest<A: Accept>(
+    shared: &Shared<A>,
+    params: Result<Query<PostParams>, QueryRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, Rejection> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    let format = BodyFormat::from_content_type(content_type).ok_or_else(|| {
+        Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "unsupported content type `{}`: use application/json or application/x-ndjson",
+                content_type.unwrap_or_default()
+            ),
+        )
+    })?;
+    let envelope = envelope(params)?;
+    let bytes = read_body(body, shared.max_body_size).await?;
+    let payloads = body::parse(&bytes, format).map_err(|e| {
+        let mut rejection = Rejection::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string());
+        rejection.line = e.line();
+        rejection
+    })?;
+    drop(bytes);
+    let count = payloads.len();
+    shared.metrics.received(SOURCE, count);
+
+    if count > shared.max_pending {
+        let mut rejection = Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!(
+                "batch of {count} events exceeds server.max_pending_events ({})",
+                shared.max_pending
+            ),
+        );
+        rejection.events = count;
+        return Err(rejection);
+    }
+    // `count <= max_pending <= Semaphore::MAX_PERMITS < u32::MAX`.
+    let permits = u32::try_from(count).unwrap_or(u32::MAX);
+    let _permit = shared.pending.try_acquire_many(permits).map_err(|_| {
+        let mut rejection = Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many events waiting to be stored; retry shortly",
+        );
+        rejection.events = count;
+        rejection
+    })?;
+
+    let events = shared.stamper.stamp(payloads, &envelope, Timestamp::now());
+    let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+    shared.accept.accept(events).await.map_err(|e| {
+        let reason = match e {
+            AcceptError::ShuttingDown => "shutting_down",
+            AcceptError::Overloaded => "overloaded",
+            AcceptError::Unavailable(_) => "storage_unavailable",
+        };
+        let mut rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string());
+        rejection.events = count;
+        rejection
+    })?;
+    Ok(Accepted {
+        accepted: count,
+        ids,
+    })
+}
+
+fn envelope(params: Result<Query<PostParams>, QueryRejection>) -> Result<Envelope, Rejection> {
+    let bad =
+        |message: String| Rejection::new(StatusCode::BAD_REQUEST, "invalid_parameter", message);
+    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
+    let priority = match params.priority {
+        Some(p) => p.parse::<Priority>().map_err(|e| bad(e.to_string()))?,
+        None => Priority::default(),
+    };
+    Ok(Envelope {
+        priority,
+        routing_key: params.routing_key,
+        topic: params.topic,
+    })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Rejection> {
+    let too_large = || {
+        Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body exceeds server.max_body_size ({limit} bytes)"),
+        )
+    };
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "body_read",
+            format!("reading request body: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+    use colloquium_event::Event;
+    use colloquium_telemetry::MetricsRegistry;
+    use serde_json::Value;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    type Fail = fn() -> AcceptError;
+
+    /// Collects accepted batches, or fails every batch with a fixed error.
+    #[derive(Clone, Default)]
+    struct Collect {
+        events: Arc<Mutex<Vec<Event>>>,
+        fail: Option<Fail>,
+    }
+
+    impl Accept for Collect {
+        async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+            if let Some(fail) = self.fail {
+                return Err(fail());
+            }
+            self.events.lock().unwrap().extend(events);
+            Ok(())
+        }
+    }
+
+    fn source(accept: Collect, max_body_size: usize, max_pending_events: usize) -> Router {
+        let config = HttpSourceConfig {
+            max_body_size,
+            max_pending_events,
+            timestamp_field: "ts".into(),
+            pipeline: "default".into(),
+        };
+        let metrics = IngestMetrics::register(&MetricsRegistry::default());
+        HttpSource::new(config, accept, Arc::default(), metrics).router()
+    }
+
+    async fn post(
+        router: Router,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut request = Request::post(uri);
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        let response = router
+            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    const JSON: Option<&str> = Some("application/json");
+    const NDJSON: Option<&str> = Some("application/x-ndjson");
+
+    #[tokio::test]
+    async fn accepts_every_body_shape_and_returns_ids() {
+        let accept = Collect::default();
+        let router = source(accept.clone(), 1 << 20, 1000);
+        let (status, _, body) = post(
+            router.clone(),
+            "/events?priority=high&topic=t",
+            JSON,
+            r#"{"ts": 5}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["accepted"], 1);
+        let (_, _, body) = post(router.clone(), "/events", None, r#"[{"a":1},{"a":2}]"#).await;
+        assert_eq!(body["ids"].as_array().unwrap().len(), 2);
+        let (_, _, body) = post(
+            router,
+            "/events",
+            NDJSON,
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n",
+        )
+        .await;
+        assert_eq!(body["accepted"], 3);
+
+        let events = accept.events.lock().unwrap();
+        assert_eq!(events.len(), 6);
+        assert_eq!(events[0].timestamp.as_millis(), 5);
+        assert_eq!(events[0].metadata.priority, Priority::High);
+        assert_eq!(events[0].metadata.topic.as_deref(), Some("t"));
+        assert_eq!(body["ids"][2], events[5].id.to_string());
+    }
+
+    #[tokio::test]
+    async fn every_bad_input_gets_its_status_and_stores_nothing() {
+        let accept = Collect::default();
+        let router = source(accept.clone(), 64, 3);
+        let cases: [(&str, Option<&str>, &str, StatusCode, &str); 9] = [
+            (
+                "/events",
+                JSON,
+                "{\"a\":",
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+            ),
+            ("/events", JSON, "", StatusCode::BAD_REQUEST, "invalid_body"),
+            (
+                "/events",
+                JSON,
+                "[{}, 1]",
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+            ),
+            (
+                "/events",
+                NDJSON,
+                "{}\n{bad\n",
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+            ),
+            (
+                "/events?priority=urgent",
+                JSON,
+                "{}",
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+            ),
+            (
+                "/events?nope=1",
+                JSON,
+                "{}",
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+            ),
+            (
+                "/events",
+                Some("text/plain"),
+                "{}",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                "/events",
+                JSON,
+                &"[{}]".repeat(40),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+            ),
+            (
+                "/events",
+                JSON,
+                "[{},{},{},{}]",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+            ),
+        ];
+        for (uri, content_type, body, want_status, want_reason) in cases {
+            let (status, _, json) = post(router.clone(), uri, content_type, body).await;
+            assert_eq!(status, want_status, "{body}: {json}");
+            assert_eq!(json["reason"], want_reason, "{body}: {json}");
+            assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+        let (_, _, json) = post(router, "/events", NDJSON, "{}\n{bad\n").await;
+        assert_eq!(json["line"], 2);
+        assert!(accept.events.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unavailable_store_answers_503_with_retry_after() {
+        let cases: [(Fail, &str); 3] = [
+            (|| AcceptError::ShuttingDown, "shutting_down"),
+            (|| AcceptError::Overloaded, "overloaded"),
+            (
+                || AcceptError::Unavailable("disk full".into()),
+                "storage_unavailable",
+            ),
+        ];
+        for (fail, reason) in cases {
+            let accept = Collect {
+                fail: Some(fail),
+                ..Default::default()
+            };
+            let (status, headers, json) =
+                post(source(accept, 1024, 10), "/events", JSON, "{}").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(json["reason"], reason);
+            assert!(headers.contains_key(header::RETRY_AFTER));
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_limit_turns_into_503_overloaded() {
+        /// Never finishes batches of two or more (holds their permits, as a slow store
+        /// would); single events go through.
+        #[derive(Clone)]
+        struct Stuck;
+        impl Accept for Stuck {
+            async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+                if events.len() > 1 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            }
+        }
+        let config = HttpSourceConfig {
+            max_body_size: 1024,
+            max_pending_events: 2,
+            timestamp_field: "ts".into(),
+            pipeline: "default".into(),
+        };
+        let metrics = IngestMetrics::register(&MetricsRegistry::default());
+        let router = HttpSource::new(config, Stuck, Arc::default(), metrics).router();
+        let held = tokio::spawn(
+            router.clone().oneshot(
+                Request::post("/events")
+                    .body(Body::from("[{},{}]"))
+                    .unwrap(),
+            ),
+        );
+        // Wait until the first request holds both permits.
+        loop {
+            let response = router
+                .clone()
+                .oneshot(Request::post("/events").body(Body::from("{}")).unwrap())
+                .await
+                .unwrap();
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        held.abort();
+    }
+}

@@ -1,0 +1,146 @@
+//! Opening RocksDB: column families, compression, bloom filters, the shared block cache.
+//!
+//! On-disk layout: one RocksDB database per data directory. Column families:
+//! - `events`: key = 16-byte [`EventId`](colloquium_event::EventId) (big-endian ULID, so key
+//!   order is ingest-time order); value = the event as JSON.
+//! - `dlq`: key = 16-byte ULID of the failure; value = [`DeadLetter`](crate::DeadLetter) JSON.
+//!
+//! Adding a column family is one entry in [`ColumnFamily`]. RocksDB's `LOCK` file keeps a
+//! second process out of the directory; we turn its error into [`StorageError::Locked`].
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options};
+
+use crate::StorageError;
+
+/// The column families this version knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnFamily {
+    /// The event log.
+    Events,
+    /// The dead-letter queue.
+    Dlq,
+}
+
+impl ColumnFamily {
+    /// Every column family, created on open when missing.
+    pub const ALL: [ColumnFamily; 2] = [ColumnFamily::Events, ColumnFamily::Dlq];
+
+    /// Returns the RocksDB name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnFamily::Events => "events",
+            ColumnFamily::Dlq => "dlq",
+        }
+    }
+}
+
+/// Block compression for stored data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// LZ4: fast, moderate ratio.
+    #[default]
+    Lz4,
+    /// Zstandard: slower, better ratio.
+    Zstd,
+    /// None.
+    None,
+}
+
+/// How to open the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The data directory; created when missing.
+    pub data_dir: PathBuf,
+    /// Fsync the WAL on every group commit.
+    pub sync: bool,
+    /// Block compression.
+    pub compression: Compression,
+    /// Shared block cache size in bytes.
+    pub block_cache_bytes: usize,
+    /// Memtable size per column family in bytes.
+    pub write_buffer_bytes: usize,
+}
+
+impl StoreOptions {
+    /// Returns options with defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            sync: true,
+            compression: Compression::Lz4,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Opens (or creates) the database with every known column family.
+pub(crate) fn open(options: &StoreOptions) -> Result<DB, StorageError> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::Open {
+        dir: dir.clone(),
+        message: format!("creating directory: {e}"),
+    })?;
+
+    let mut db_options = Options::default();
+    db_options.create_if_missing(true);
+    db_options.create_missing_column_families(true);
+    db_options.increase_parallelism(2);
+    db_options.set_max_background_jobs(2);
+    db_options.set_keep_log_file_num(5);
+    // Caps WAL growth when a rarely written family (dlq) pins old WAL files.
+    db_options.set_max_total_wal_size(256 << 20);
+    db_options.set_bytes_per_sync(1 << 20);
+
+    let cache = Cache::new_lru_cache(options.block_cache_bytes);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_block_size(16 * 1024);
+
+    let mut cf_options = Options::default();
+    cf_options.set_block_based_table_factory(&table);
+    cf_options.set_compression_type(match options.compression {
+        Compression::Lz4 => rocksdb::DBCompressionType::Lz4,
+        Compression::Zstd => rocksdb::DBCompressionType::Zstd,
+        Compression::None => rocksdb::DBCompressionType::None,
+    });
+    cf_options.set_write_buffer_size(options.write_buffer_bytes);
+    cf_options.set_max_write_buffer_number(3);
+    cf_options.set_level_compaction_dynamic_level_bytes(true);
+
+    // Families written by a newer version must be opened too, or RocksDB refuses the directory.
+    let mut names: Vec<String> = ColumnFamily::ALL
+        .iter()
+        .map(|cf| cf.name().to_owned())
+        .collect();
+    if let Ok(existing) = DB::list_cf(&db_options, dir) {
+        for name in existing {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let descriptors = names
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
+    DB::open_cf_descriptors(&db_options, dir, descriptors).map_err(|e| open_error(dir, e))
+}
+
+fn open_error(dir: &Path, e: rocksdb::Error) -> StorageError {
+    let message = e.into_string();
+    if message.contains("lock") || message.contains("LOCK") {
+        StorageError::Locked {
+            dir: dir.to_owned(),
+        }
+    } else {
+        StorageError::Open {
+            dir: dir.to_owned(),
+            message,
+        }
+    }
+}

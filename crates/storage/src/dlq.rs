@@ -1,0 +1,20 @@
+//! The dead-letter queue: events that could not be processed, kept with why and when so they
+//! can be inspected and replayed. Key: a ULID of the failure time (time-ordered, like the log).
+
+use colloquium_event::{Event, EventId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// One dead-lettered event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Id of this dead letter (not the event's id).
+    pub id: EventId,
+    /// A short, bounded code such as `no_route` or `script_error`.
+    pub reason: String,
+    /// The full error message.
+    pub error: String,
+    /// When it failed.
+    pub failed_at: Timestamp,
+    /// The event as it was when it failed.
+    pub event: Event,
+}

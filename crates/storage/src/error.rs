@@ -1,0 +1,46 @@
+//! The storage error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong in the store.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Another process holds the data directory's lock.
+    #[error(
+        "data directory {dir} is in use by another process (its RocksDB LOCK is held); stop that process or choose another --data-dir"
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The database could not be opened.
+    #[error("opening data directory {dir}: {message}")]
+    Open {
+        /// The data directory.
+        dir: PathBuf,
+        /// RocksDB's message.
+        message: String,
+    },
+    /// A read or write failed inside RocksDB.
+    #[error("rocksdb: {0}")]
+    Db(String),
+    /// A stored record could not be decoded (corruption or a format from a newer version).
+    #[error("stored record {key} in `{cf}` is not valid: {message}")]
+    Corrupt {
+        /// Column family.
+        cf: &'static str,
+        /// The key, hex.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store is shutting down and takes no more writes.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl From<rocksdb::Error> for StorageError {
+    fn from(e: rocksdb::Error) -> Self {
+        StorageError::Db(e.into_string())
+    }
+}

@@ -1,0 +1,104 @@
+//! Everything the storage layer reports, registered once at open.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use colloquium_telemetry::{MetricsRegistry, latency_histogram};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+/// Labels for per-column-family gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CfLabels {
+    /// Column family name.
+    pub cf: &'static str,
+}
+
+/// Labels for dead letters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A short, bounded reason code.
+    pub reason: String,
+}
+
+/// Storage metrics (`colloquium_storage_*`, `colloquium_dlq_*`).
+#[derive(Clone)]
+pub struct StorageMetrics {
+    stored: Counter,
+    failed: Counter,
+    commit_duration: Histogram,
+    commit_events: Histogram,
+    bytes_written: Counter,
+    pub(crate) bytes: Family<CfLabels, Gauge<u64, AtomicU64>>,
+    pub(crate) retention_runs: Counter,
+    pub(crate) dead_letters: Family<ReasonLabels, Counter>,
+}
+
+impl StorageMetrics {
+    /// Registers the storage metrics.
+    pub fn register(registry: &MetricsRegistry) -> Self {
+        let metrics = registry.register("storage", |r| {
+            let m = Self {
+                stored: Counter::default(),
+                failed: Counter::default(),
+                commit_duration: latency_histogram(),
+                commit_events: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+                bytes_written: Counter::default(),
+                bytes: Family::default(),
+                retention_runs: Counter::default(),
+                dead_letters: Family::default(),
+            };
+            r.register("events_stored", "Events durably stored", m.stored.clone());
+            r.register(
+                "events_failed",
+                "Events whose write failed",
+                m.failed.clone(),
+            );
+            r.register(
+                "commit_duration_seconds",
+                "Duration of one group commit (WAL write and fsync)",
+                m.commit_duration.clone(),
+            );
+            r.register(
+                "commit_events",
+                "Events per group commit",
+                m.commit_events.clone(),
+            );
+            r.register(
+                "written_bytes",
+                "Record bytes written",
+                m.bytes_written.clone(),
+            );
+            r.register("bytes", "Bytes on disk and in memtables", m.bytes.clone());
+            r.register(
+                "retention_runs",
+                "Retention passes that deleted a range",
+                m.retention_runs.clone(),
+            );
+            m
+        });
+        registry.register("dlq", |r| {
+            r.register(
+                "events",
+                "Events sent to the dead-letter queue",
+                metrics.dead_letters.clone(),
+            );
+        });
+        metrics
+    }
+
+    pub(crate) fn commit(&self, events: u64, bytes: u64, took: Duration) {
+        self.stored.inc_by(events);
+        self.bytes_written.inc_by(bytes);
+        self.commit_events.observe(events as f64);
+        self.commit_duration.observe(took.as_secs_f64());
+        tracing::trace!(events, bytes, ?took, "group commit");
+    }
+
+    pub(crate) fn commit_failed(&self, events: u64) {
+        self.failed.inc_by(events);
+    }
+}

@@ -1,0 +1,27 @@
+//! The embedded event store (RocksDB).
+//!
+//! - [`db`]: opening the database, its column families and tuning; the directory lock.
+//! - [`log`]: the event log: key layout and the group-commit writer that makes batches durable.
+//! - [`scan`]: time-range scans over the log, forward or backward, with cursors.
+//! - [`retention`]: the background pass that deletes events older than the retention.
+//! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
+//! - [`events`]: the metrics this crate reports.
+//!
+//! [`Store`] ties them together; clone it freely (it is a handle).
+#![warn(missing_docs)]
+
+pub mod db;
+pub mod dlq;
+pub mod error;
+pub mod events;
+pub mod log;
+pub mod retention;
+pub mod scan;
+mod store;
+
+pub use db::{ColumnFamily, Compression, StoreOptions};
+pub use dlq::DeadLetter;
+pub use error::StorageError;
+pub use events::StorageMetrics;
+pub use scan::{Order, ScanRange};
+pub use store::Store;

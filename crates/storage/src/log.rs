@@ -1,0 +1,198 @@
+//! The event log and its group-commit writer.
+//!
+//! Key: the event's 16-byte id (big-endian ULID: 48-bit ms ingest time, then 80 bits that
+//! increase within a millisecond), so keys sort by ingest time and a range scan is a time scan.
+//! Value: the event as JSON, exactly what the API serves, so reads need no re-encoding.
+//!
+//! Durability: callers hand a batch to [`Writer::append`] and wait. One writer thread drains
+//! every batch queued at that moment into one `WriteBatch` and one WAL write (fsynced when
+//! `sync` is on), then answers all of them: concurrent requests share one fsync (group commit).
+//! A batch is written atomically: all of its events or none.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use colloquium_event::Event;
+use rocksdb::{DB, WriteBatch, WriteOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{ColumnFamily, StorageError, StorageMetrics};
+
+/// Most bytes merged into one group commit, so one huge group cannot stall the rest.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+/// Queued batches before `append` waits.
+const QUEUE_DEPTH: usize = 4096;
+
+/// A batch already encoded to `(key, value)` pairs, with the channel its result goes to.
+struct Request {
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// Encodes an event as its log record.
+pub fn encode(event: &Event) -> Result<(Vec<u8>, Vec<u8>), StorageError> {
+    let value = serde_json::to_vec(event).map_err(|e| StorageError::Db(e.to_string()))?;
+    Ok((event.id.to_bytes().to_vec(), value))
+}
+
+/// Decodes a log record value.
+pub fn decode(key: &[u8], value: &[u8]) -> Result<Event, StorageError> {
+    serde_json::from_slice(value).map_err(|e| StorageError::Corrupt {
+        cf: ColumnFamily::Events.name(),
+        key: hex(key),
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The handle callers append through; the thread behind it owns all event-log writes.
+pub(crate) struct Writer {
+    queue: Mutex<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Starts the writer thread for `cf` of `db`.
+    pub(crate) fn start(
+        db: Arc<DB>,
+        cf: ColumnFamily,
+        sync: bool,
+        metrics: StorageMetrics,
+    ) -> Result<Self, StorageError> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let failed = Arc::new(AtomicBool::new(false));
+        let thread_failed = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-writer", cf.name()))
+            .spawn(move || write_loop(&db, cf, sync, rx, &metrics, &thread_failed))
+            .map_err(|e| StorageError::Db(format!("starting writer thread: {e}")))?;
+        Ok(Self {
+            queue: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            failed,
+        })
+    }
+
+    /// Appends `events` atomically and returns once they are durable (per the `sync` setting).
+    pub(crate) async fn append(&self, events: &[Event]) -> Result<(), StorageError> {
+        let mut records = Vec::with_capacity(events.len());
+        let mut bytes = 0;
+        for event in events {
+            let record = encode(event)?;
+            bytes += record.0.len() + record.1.len();
+            records.push(record);
+        }
+        self.append_records(records, bytes).await
+    }
+
+    /// Appends pre-encoded records atomically.
+    pub(crate) async fn append_records(
+        &self,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        bytes: usize,
+    ) -> Result<(), StorageError> {
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StorageError::Closed)?;
+        let (done, result) = oneshot::channel();
+        let request = Request {
+            records,
+            bytes,
+            done,
+        };
+        queue
+            .send(request)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        result.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Returns `false` once a write has failed since the last successful one.
+    pub(crate) fn healthy(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking writes, finishes the queued ones and joins the thread.
+    pub(crate) fn close(&self) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("event log writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// Joins the thread, so the database it holds is closed before the process exits
+    /// (RocksDB aborts when its static state is torn down under a live handle).
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(
+    db: &DB,
+    cf: ColumnFamily,
+    sync: bool,
+    mut rx: mpsc::Receiver<Request>,
+    metrics: &StorageMetrics,
+    failed: &AtomicBool,
+) {
+    let Some(handle) = db.cf_handle(cf.name()) else {
+        tracing::error!(cf = cf.name(), "column family missing; writer not started");
+        return;
+    };
+    let mut options = WriteOptions::default();
+    options.set_sync(sync);
+    let mut group: Vec<Request> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut bytes = first.bytes;
+        group.push(first);
+        while bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(next) => {
+                    bytes += next.bytes;
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut batch = WriteBatch::default();
+        let mut events = 0u64;
+        for request in &group {
+            for (key, value) in &request.records {
+                batch.put_cf(&handle, key, value);
+            }
+            events += request.records.len() as u64;
+        }
+        let result = db.write_opt(batch, &options).map_err(StorageError::from);
+        match &result {
+            Ok(()) => {
+                failed.store(false, Ordering::Relaxed);
+                metrics.commit(events, bytes as u64, started.elapsed());
+            }
+            Err(error) => {
+                failed.store(true, Ordering::Relaxed);
+                metrics.commit_failed(events);
+                tracing::error!(%error, events, "group commit failed; requests answered with an error");
+            }
+        }
+        for request in group.drain(..) {
+            // The requester may have gone away (client disconnected); nothing to tell then.
+            let _ = request.done.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! [`Store`]: the handle the rest of the node uses to write and read events.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use colloquium_event::{Event, EventId, IdGenerator, Timestamp};
+use rocksdb::{DB, WriteOptions};
+
+use crate::dlq::DeadLetter;
+use crate::events::CfLabels;
+use crate::log::{self, Writer};
+use crate::retention::{self, RetentionTask};
+use crate::scan::Scan;
+use crate::{ColumnFamily, ScanRange, StorageError, StorageMetrics, StoreOptions};
+
+/// A handle to the open store. Cloning is cheap; the database closes when the last clone drops.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    writer: Writer,
+    retention: Mutex<Option<RetentionTask>>,
+    metrics: StorageMetrics,
+    dlq_ids: IdGenerator,
+    options: StoreOptions,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `options.data_dir` and starts its writer.
+    pub fn open(options: StoreOptions, metrics: StorageMetrics) -> Result<Self, StorageError> {
+        let db = Arc::new(crate::db::open(&options)?);
+        let writer = Writer::start(
+            db.clone(),
+            ColumnFamily::Events,
+            options.sync,
+            metrics.clone(),
+        )?;
+        tracing::info!(dir = %options.data_dir.display(), sync = options.sync, "store opened");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                writer,
+                retention: Mutex::new(None),
+                metrics,
+                dlq_ids: IdGenerator::default(),
+                options,
+            }),
+        })
+    }
+
+    /// Starts deleting, every `interval`, events older than `max_age` (by ingest time).
+    pub fn start_retention(
+        &self,
+        max_age: Duration,
+        interval: Duration,
+    ) -> Result<(), StorageError> {
+        let task = RetentionTask::start(
+            self.inner.db.clone(),
+            max_age,
+            interval,
+            self.inner.metrics.clone(),
+        )?;
+        *self
+            .inner
+            .retention
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    /// Appends `events` atomically; returns once they are durable. Concurrent calls share one
+    /// WAL write and fsync.
+    pub async fn append(&self, events: &[Event]) -> Result<(), StorageError> {
+        self.inner.writer.append(events).await
+    }
+
+    /// Returns the stored JSON of event `id`.
+    pub fn get_raw(&self, id: EventId) -> Result<Option<Vec<u8>>, StorageError> {
+        let handle = self.cf(ColumnFamily::Events)?;
+        Ok(self
+            .inner
+            .db
+            .get_pinned_cf(&handle, id.to_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Returns event `id`.
+    pub fn get(&self, id: EventId) -> Result<Option<Event>, StorageError> {
+        let key = id.to_bytes();
+        self.get_raw(id)?.map(|v| log::decode(&key, &v)).transpose()
+    }
+
+    /// Returns the events in `range` as `(id, stored JSON)`, in its order. `fill_cache: false`
+    /// for long scans such as replay, so they do not evict the hot set.
+    pub fn scan(&self, range: ScanRange, fill_cache: bool) -> Scan<'_> {
+        Scan::new(&self.inner.db, ColumnFamily::Events, range, fill_cache)
+    }
+
+    /// Deletes every event ingested before `cutoff`; returns whether any existed.
+    pub fn delete_before(&self, cutoff: Timestamp) -> Result<bool, StorageError> {
+        retention::delete_before(&self.inner.db, ColumnFamily::Events, cutoff)
+    }
+
+    /// Stores `event` in the dead-letter queue (durably: fsynced when `sync` is on).
+    /// `reason` must come from a small fixed set: it becomes a metric label.
+    pub fn put_dead_letter(
+        &self,
+        event: Event,
+        reason: &str,
+        error: &str,
+    ) -> Result<DeadLetter, StorageError> {
+        let now = Timestamp::now();
+        let letter = DeadLetter {
+            id: self.inner.dlq_ids.next_ids(now, 1)[0],
+            reason: reason.to_owned(),
+            error: error.to_owned(),
+            failed_at: now,
+            event,
+        };
+        let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
+        let mut options = WriteOptions::default();
+        options.set_sync(self.inner.options.sync);
+        let handle = self.cf(ColumnFamily::Dlq)?;
+        self.inner
+            .db
+            .put_cf_opt(&handle, letter.id.to_bytes(), value, &options)?;
+        self.inner
+            .metrics
+            .dead_letters
+            .get_or_create(&crate::events::ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+        Ok(letter)
+    }
+
+    /// Returns the dead letters in `range` (by failure time).
+    pub fn dead_letters(
+        &self,
+        range: ScanRange,
+    ) -> impl Iterator<Item = Result<DeadLetter, StorageError>> + '_ {
+        Scan::new(&self.inner.db, ColumnFamily::Dlq, range, true).map(|item| {
+            let (id, value) = item?;
+            serde_json::from_slice(&value).map_err(|e| StorageError::Corrupt {
+                cf: ColumnFamily::Dlq.name(),
+                key: id.to_string(),
+                message: e.to_string(),
+            })
+        })
+    }
+
+    /// Returns `false` when the last write failed (disk full, I/O error) or the store closed.
+    pub fn writable(&self) -> bool {
+        self.inner.writer.healthy()
+    }
+
+    /// Returns the data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.options.data_dir
+    }
+
+    /// Returns the bytes held per column family (SST files plus memtables).
+    pub fn sizes(&self) -> Vec<(&'static str, u64)> {
+        let db = &self.inner.db;
+        let mut sizes = Vec::new();
+        for cf in ColumnFamily::ALL {
+            let Ok(handle) = self.cf(cf) else { continue };
+            let property = |name: &str| {
+                db.property_int_value_cf(&handle, name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            let bytes = property("rocksdb.live-sst-files-size")
+                + property("rocksdb.cur-size-all-mem-tables");
+            sizes.push((cf.name(), bytes));
+        }
+        sizes
+    }
+
+    /// Updates the size gauges; call before encoding metrics.
+    pub fn refresh_metrics(&self) {
+        for (cf, bytes) in self.sizes() {
+            self.inner
+                .metrics
+                .bytes
+                .get_or_create(&CfLabels { cf })
+                .set(bytes);
+        }
+    }
+
+    /// Stops retention, finishes queued writes, and flushes the WAL and memtables to disk.
+    /// Later appends fail with [`StorageError::Closed`].
+    pub fn close(&self) -> Result<(), StorageError> {
+        if let Some(mut task) = self
+            .inner
+            .retention
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.stop();
+        }
+        self.inner.writer.close();
+        let db = &self.inner.db;
+        db.flush_wal(true)?;
+        for cf in ColumnFamily::ALL {
+            db.flush_cf(&self.cf(cf)?)?;
+        }
+        tracing::info!(dir = %self.inner.options.data_dir.display(), "store closed");
+        Ok(())
+    }
+
+    fn cf(&self, cf: ColumnFamily) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.inner
+            .db
+            .cf_handle(cf.name())
+            .ok_or_else(|| StorageError::Db(format!("column family `{}` missing", cf.name())))
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.options.data_dir)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Order;
+    use colloquium_event::{Metadata, Priority};
+    use colloquium_telemetry::MetricsRegistry;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn metrics() -> StorageMetrics {
+        StorageMetrics::register(&MetricsRegistry::default())
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(
+            StoreOptions {
+                sync: false,
+                ..StoreOptions::new(dir)
+            },
+            metrics(),
+        )
+        .unwrap()
+    }
+
+    fn events(ids: &IdGenerator, at: u64, n: usize) -> Vec<Event> {
+        ids.next_ids(Timestamp::from_millis(at), n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| Event {
+                id,
+                timestamp: Timestamp::from_millis(at),
+                ingest_time: Timestamp::from_millis(at),
+                data: json!({ "n": i }).as_object().cloned().unwrap(),
+                metadata: Metadata {
+                    source: "test".into(),
+                    pipeline: "default".into(),
+                    routing_key: None,
+                    retry_count: 0,
+                    priority: Priority::Medium,
+                    topic: None,
+                },
+            })
+            .collect()
+    }
+
+    fn ids_in(store: &Store, range: ScanRange) -> Vec<EventId> {
+        store.scan(range, true).map(|r| r.unwrap().0).collect()
+    }
+
+    #[tokio::test]
+    async fn appended_events_read_back_by_id_and_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let ids = IdGenerator::default();
+        let early = events(&ids, 1_000, 3);
+        let late = events(&ids, 2_000, 2);
+        store.append(&early).await.unwrap();
+        store.append(&late).await.unwrap();
+
+        assert_eq!(store.get(early[1].id).unwrap().unwrap(), early[1]);
+        assert!(
+            store
+                .get(IdGenerator::default().next_ids(Timestamp::from_millis(5), 1)[0])
+                .unwrap()
+                .is_none()
+        );
+
+        let all: Vec<EventId> = early.iter().chain(&late).map(|e| e.id).collect();
+        assert_eq!(ids_in(&store, ScanRange::default()), all);
+        let t = |ms| Some(Timestamp::from_millis(ms));
+        assert_eq!(
+            ids_in(
+                &store,
+                ScanRange {
+                    since: t(1_500),
+                    ..Default::default()
+                }
+            ),
+            all[3..]
+        );
+        assert_eq!(
+            ids_in(
+                &store,
+                ScanRange {
+                    until: t(1_000),
+                    ..Default::default()
+                }
+            ),
+            all[..3]
+        );
+        let desc = ScanRange {
+            order: Order::Desc,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids_in(&store, desc),
+            all.iter().rev().copied().collect::<Vec<_>>()
+        );
+        // Cursors resume strictly after the last id seen, in either direction.
+        let after = ScanRange {
+            after: Some(all[1]),
+            ..Default::default()
+        };
+        assert_eq!(ids_in(&store, after), all[2..]);
+        let before = ScanRange {
+            after: Some(all[3]),
+            order: Order::Desc,
+            ..Default::default()
+        };
+        assert_eq!(ids_in(&store, before), vec![all[2], all[1], all[0]]);
+    }
+
+    #[tokio::test]
+    async fn events_survive_close_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = events(&IdGenerator::default(), 7, 100);
+        {
+            let store = open(dir.path());
+            store.append(&batch).await.unwrap();
+            store.close().unwrap();
+            assert!(matches!(
+                store.append(&batch).await,
+                Err(StorageError::Closed)
+            ));
+        }
+        let store = open(dir.path());
+        assert_eq!(ids_in(&store, ScanRange::default()).len(), 100);
+    }
+
+    #[tokio::test]
+    async fn second_open_of_a_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path());
+        let second = Store::open(StoreOptions::new(dir.path()), metrics()).unwrap_err();
+        assert!(matches!(second, StorageError::Locked { .. }), "{second}");
+        assert!(second.to_string().contains("in use by another process"));
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_what_is_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let ids = IdGenerator::default();
+        store.append(&events(&ids, 1_000, 50)).await.unwrap();
+        let kept = events(&ids, 5_000, 5);
+        store.append(&kept).await.unwrap();
+
+        assert!(store.delete_before(Timestamp::from_millis(5_000)).unwrap());
+        let left = ids_in(&store, ScanRange::default());
+        assert_eq!(left, kept.iter().map(|e| e.id).collect::<Vec<_>>());
+        // Nothing older left: no new tombstone is written.
+        assert!(!store.delete_before(Timestamp::from_millis(5_000)).unwrap());
+    }
+
+    #[tokio::test]
+    async fn background_retention_removes_expired_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        // Ingested "an hour ago" by id time.
+        let old = Timestamp::now()
+            .saturating_sub_millis(3_600_000)
+            .as_millis();
+        store
+            .append(&events(&IdGenerator::default(), old, 10))
+            .await
+            .unwrap();
+        store
+            .start_retention(Duration::from_secs(60), Duration::from_millis(20))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ids_in(&store, ScanRange::default()).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "retention did not run"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn dead_letters_keep_reason_and_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let event = events(&IdGenerator::default(), 9, 1).remove(0);
+        let letter = store
+            .put_dead_letter(event.clone(), "no_route", "no rule matched")
+            .unwrap();
+        let stored: Vec<DeadLetter> = store
+            .dead_letters(ScanRange::default())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(stored, vec![letter]);
+        assert_eq!(stored[0].event, event);
+        assert_eq!(stored[0].reason, "no_route");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// The store agrees with a Vec model through appends, close and reopen.
+        #[test]
+        fn store_matches_a_vec_model(batches in prop::collection::vec((0u64..5_000, 1usize..20), 1..8), reopen_at in 0usize..8) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let ids = IdGenerator::default();
+            let mut model: Vec<Event> = Vec::new();
+            let mut store = open(dir.path());
+            for (i, (at, n)) in batches.into_iter().enumerate() {
+                if i == reopen_at {
+                    store.close().unwrap();
+                    drop(store);
+                    store = open(dir.path());
+                }
+                let batch = events(&ids, at, n);
+                runtime.block_on(store.append(&batch)).unwrap();
+                model.extend(batch);
+            }
+            model.sort_by_key(|e| e.id);
+            let stored: Vec<Event> = store
+                .scan(ScanRange::default(), true)
+                .map(|r| { let (id, v) = r.unwrap(); log::decode(&id.to_bytes(), &v).unwrap() })
+                .collect();
+            prop_assert_eq!(stored, model);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Observability shared by every layer.
+//!
+//! - [`metrics`]: the Prometheus registry each crate registers its metrics in, and its encoding.
+//! - [`http`]: the middleware that counts HTTP requests by route and status.
+//! - [`process`]: process gauges (resident memory) read at scrape time.
+//! - [`logging`]: `tracing` setup (human or JSON).
+#![warn(missing_docs)]
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod process;
+
+pub use metrics::{HistogramFamily, MetricsRegistry, latency_buckets, latency_histogram};

@@ -1,0 +1,77 @@
+//! The metric registry. Crates register their metrics once at startup (each crate's `events.rs`
+//! owns its names); `/metrics` encodes the registry in Prometheus text format.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A shared Prometheus registry under the `colloquium` prefix.
+#[derive(Clone)]
+pub struct MetricsRegistry {
+    inner: Arc<Mutex<Registry>>,
+}
+
+impl Default for MetricsRegistry {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Registry::with_prefix("colloquium"))),
+        }
+    }
+}
+
+impl MetricsRegistry {
+    /// Runs `f` with the registry, to register metrics under `subsystem`
+    /// (names become `colloquium_<subsystem>_<name>`).
+    pub fn register<T>(&self, subsystem: &str, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut registry = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(registry.sub_registry_with_prefix(subsystem))
+    }
+
+    /// Returns every metric in Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let registry = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+/// A labelled histogram family whose histograms use [`latency_buckets`].
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Returns an empty histogram with [`latency_buckets`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+/// Histogram buckets in seconds for latencies from 50 µs to 10 s.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn registered_metrics_are_prefixed() {
+        let registry = MetricsRegistry::default();
+        let counter: Counter = registry.register("test", |r| {
+            let c = Counter::default();
+            r.register("things", "Things seen", c.clone());
+            c
+        });
+        counter.inc();
+        let text = registry.encode();
+        assert!(text.contains("colloquium_test_things_total 1"), "{text}");
+    }
+}
