@@ -11,4 +11,6 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 
-pub use metrics::{HistogramFamily, MetricsRegistry, latency_buckets, latency_histogram};
+pub use metrics::{
+    HistogramFamily, MetricsRegistry, latency_buckets, latency_histogram, to_prometheus_text,
+};

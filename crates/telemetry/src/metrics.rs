@@ -30,7 +30,7 @@ impl MetricsRegistry {
         f(registry.sub_registry_with_prefix(subsystem))
     }
 
-    /// Returns every metric in Prometheus text exposition format.
+    /// Returns every metric in OpenMetrics text format (what Prometheus asks for).
     pub fn encode(&self) -> String {
         let registry = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::with_capacity(16 * 1024);
@@ -38,6 +38,44 @@ impl MetricsRegistry {
         let _ = encode(&mut out, &registry);
         out
     }
+}
+
+/// Returns OpenMetrics text rewritten as Prometheus text format 0.0.4, for scrapers and tools
+/// (promtool, older agents) that do not speak OpenMetrics: counter families are named with
+/// their `_total` suffix in `# HELP`/`# TYPE`, and `# UNIT` and `# EOF` lines are dropped.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# HELP ") {
+            // Its family's type comes on the next line; hold it until then.
+            help = Some(line);
+            continue;
+        }
+        if let Some(family) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|t| t.strip_suffix(" counter"))
+        {
+            if let Some(help) = help.take() {
+                let text = help
+                    .strip_prefix(&format!("# HELP {family} "))
+                    .unwrap_or_default();
+                out.push_str(&format!("# HELP {family}_total {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {family}_total counter\n"));
+            continue;
+        }
+        if let Some(help) = help.take() {
+            out.push_str(help);
+            out.push('\n');
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// A labelled histogram family whose histograms use [`latency_buckets`].
@@ -73,5 +111,16 @@ mod tests {
         counter.inc();
         let text = registry.encode();
         assert!(text.contains("colloquium_test_things_total 1"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_with_total() {
+        let openmetrics = "# HELP a_things Things seen.\n# TYPE a_things counter\na_things_total 1\n\
+                           # HELP a_size Size.\n# TYPE a_size gauge\n# UNIT a_size bytes\na_size 5\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "# HELP a_things_total Things seen.\n# TYPE a_things_total counter\na_things_total 1\n\
+             # HELP a_size Size.\n# TYPE a_size gauge\na_size 5\n"
+        );
     }
 }

@@ -242,10 +242,37 @@ async fn health_and_metrics_describe_the_node() {
         r#"colloquium_http_requests_total{method="POST",route="/events",status="400"} 1"#,
         r#"colloquium_storage_bytes{cf="events"}"#,
         "colloquium_process_resident_memory_bytes",
-        "# EOF",
+        "# TYPE colloquium_storage_events_stored_total counter",
     ] {
         assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
     }
+    assert!(
+        !metrics.contains("# EOF"),
+        "plain scrapes get Prometheus text 0.0.4"
+    );
+
+    // Prometheus asks for OpenMetrics and gets it.
+    let response = node
+        .client
+        .get(node.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE colloquium_storage_events_stored counter"));
 }
 
 #[tokio::test]
