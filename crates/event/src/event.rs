@@ -46,6 +46,21 @@ pub struct Metadata {
     pub topic: Option<String>,
 }
 
+impl Metadata {
+    /// Returns metadata for an event just received by `source` for `pipeline`: priority
+    /// `medium`, no retries, no routing key or topic.
+    pub fn new(source: impl Into<String>, pipeline: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            pipeline: pipeline.into(),
+            routing_key: None,
+            retry_count: 0,
+            priority: Priority::default(),
+            topic: None,
+        }
+    }
+}
+
 /// Priority lanes, most urgent first.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -127,12 +142,9 @@ mod tests {
             ingest_time: Timestamp::from_millis(7),
             data: json!({"a": [1, 2]}).as_object().cloned().unwrap(),
             metadata: Metadata {
-                source: "http".into(),
-                pipeline: "default".into(),
-                routing_key: None,
-                retry_count: 0,
                 priority: Priority::High,
                 topic: Some("orders".into()),
+                ..Metadata::new("http", "default")
             },
         };
         let text = serde_json::to_string(&event).unwrap();

@@ -70,12 +70,10 @@ impl Stamper {
                 ingest_time: now,
                 data,
                 metadata: Metadata {
-                    source: self.source.to_owned(),
-                    pipeline: self.pipeline.to_string(),
                     routing_key: envelope.routing_key.clone(),
-                    retry_count: 0,
                     priority: envelope.priority,
                     topic: envelope.topic.clone(),
+                    ..Metadata::new(self.source, &*self.pipeline)
                 },
             })
             .collect()

@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 
-use colloquium_event::{Event, IdGenerator, Metadata, Priority, Timestamp};
+use colloquium_event::{Event, IdGenerator, Metadata, Timestamp};
 use colloquium_storage::{StorageMetrics, Store, StoreOptions, log};
 use colloquium_telemetry::MetricsRegistry;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -25,14 +25,7 @@ fn events(ids: &IdGenerator, n: usize) -> Vec<Event> {
             .as_object()
             .cloned()
             .unwrap_or_default(),
-            metadata: Metadata {
-                source: "http".into(),
-                pipeline: "default".into(),
-                routing_key: None,
-                retry_count: 0,
-                priority: Priority::Medium,
-                topic: None,
-            },
+            metadata: Metadata::new("http", "default"),
         })
         .collect()
 }

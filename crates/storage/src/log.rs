@@ -89,15 +89,6 @@ impl Writer {
             bytes += record.0.len() + record.1.len();
             records.push(record);
         }
-        self.append_records(records, bytes).await
-    }
-
-    /// Appends pre-encoded records atomically.
-    pub(crate) async fn append_records(
-        &self,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
-        bytes: usize,
-    ) -> Result<(), StorageError> {
         let queue = self
             .queue
             .lock()

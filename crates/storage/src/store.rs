@@ -235,7 +235,7 @@ impl std::fmt::Debug for Store {
 mod tests {
     use super::*;
     use crate::Order;
-    use colloquium_event::{Metadata, Priority};
+    use colloquium_event::Metadata;
     use colloquium_telemetry::MetricsRegistry;
     use proptest::prelude::*;
     use serde_json::json;
@@ -264,14 +264,7 @@ mod tests {
                 timestamp: Timestamp::from_millis(at),
                 ingest_time: Timestamp::from_millis(at),
                 data: json!({ "n": i }).as_object().cloned().unwrap(),
-                metadata: Metadata {
-                    source: "test".into(),
-                    pipeline: "default".into(),
-                    routing_key: None,
-                    retry_count: 0,
-                    priority: Priority::Medium,
-                    topic: None,
-                },
+                metadata: Metadata::new("test", "default"),
             })
             .collect()
     }
