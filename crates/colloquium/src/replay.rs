@@ -7,7 +7,7 @@ use anyhow::Context;
 use colloquium_api::query::matches_source;
 use colloquium_config::Config;
 use colloquium_event::Timestamp;
-use colloquium_storage::{ScanRange, StorageMetrics};
+use colloquium_storage::{Order, ScanRange, StorageMetrics};
 use colloquium_telemetry::MetricsRegistry;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -25,7 +25,20 @@ pub fn run(args: &ReplayArgs, mut config: Config) -> anyhow::Result<()> {
         until: args.until,
         ..Default::default()
     };
-    let progress = progress_bar(args.since, args.until.unwrap_or_else(Timestamp::now));
+    // The bar ends at the last event in range (one backward seek), not at `--until` or now.
+    let last = store
+        .scan(
+            ScanRange {
+                order: Order::Desc,
+                ..range
+            },
+            false,
+        )
+        .next()
+        .transpose()
+        .context("reading the event log")?
+        .map(|(id, _)| id.timestamp());
+    let mut progress = Progress::new(args.since, last.unwrap_or(args.since));
     let mut out = BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
     let mut written = 0u64;
     for item in store.scan(range, false) {
@@ -41,38 +54,68 @@ pub fn run(args: &ReplayArgs, mut config: Config) -> anyhow::Result<()> {
             Err(e) => return Err(e).context("writing to stdout"),
         }
         written += 1;
-        if let Some(bar) = &progress
-            && written.is_multiple_of(1024)
-        {
-            bar.set_position(
-                id.timestamp()
-                    .as_millis()
-                    .saturating_sub(args.since.as_millis()),
-            );
-            bar.set_message(format!("{written} events"));
-        }
+        progress.update(id.timestamp(), written);
     }
     match out.flush() {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(e).context("writing to stdout"),
         _ => {}
     }
-    if let Some(bar) = progress {
-        bar.finish_with_message(format!("{written} events"));
-    }
+    progress.finish(written);
     tracing::debug!(written, "replay done");
     Ok(())
 }
 
-/// A bar over the time range, or `None` when stderr is not a terminal.
-fn progress_bar(since: Timestamp, until: Timestamp) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
+/// A bar on stderr (when it is a terminal) over the ingest time from the first event found
+/// (not `--since`, which may be long before any data) to the last.
+struct Progress {
+    bar: Option<ProgressBar>,
+    since: Timestamp,
+    until: Timestamp,
+    start: Option<Timestamp>,
+}
+
+impl Progress {
+    fn new(since: Timestamp, until: Timestamp) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(1);
+            let template =
+                "{spinner} [{elapsed_precise}] {wide_bar} {percent}% of time range, {msg}";
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self {
+            bar,
+            since,
+            until,
+            start: None,
+        }
     }
-    let bar = ProgressBar::new(until.as_millis().saturating_sub(since.as_millis()).max(1));
-    let style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {percent}% of time range, {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    Some(bar)
+
+    fn update(&mut self, at: Timestamp, written: u64) {
+        let Some(bar) = &self.bar else { return };
+        let start = *self.start.get_or_insert_with(|| {
+            let start = at.max(self.since);
+            bar.set_length(
+                self.until
+                    .as_millis()
+                    .saturating_sub(start.as_millis())
+                    .max(1),
+            );
+            start
+        });
+        if written.is_multiple_of(1024) {
+            bar.set_position(at.as_millis().saturating_sub(start.as_millis()));
+            bar.set_message(format!("{written} events"));
+        }
+    }
+
+    fn finish(&self, written: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(bar.length().unwrap_or(0));
+            bar.finish_with_message(format!("{written} events"));
+        }
+    }
 }
