@@ -5,6 +5,7 @@
 //!   down cleanly on SIGINT/SIGTERM.
 //! - [`accept`]: the [`Accept`](colloquium_ingest::Accept) handle that makes ingested batches
 //!   durable in the store.
+//! - [`server`]: the HTTP/1.1 listener: connection cap, header deadline, draining.
 //! - [`replay`]: `replay`: NDJSON of a stopped node's events.
 //! - [`bench`]: `bench http`: the load generator behind BENCHMARKS.md.
 
@@ -13,6 +14,7 @@ mod bench;
 mod cli;
 mod node;
 mod replay;
+mod server;
 
 use std::process::ExitCode;
 
@@ -24,7 +26,13 @@ use crate::cli::{Cli, Command, ConfigArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format.into());
+    // A node logs its lifecycle; one-shot commands speak only when something is wrong.
+    let level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    logging::init(cli.log_format.into(), level);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {

@@ -17,9 +17,9 @@ use colloquium_telemetry::http::HttpMetrics;
 use colloquium_telemetry::process::ProcessMetrics;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::Notify;
 
 use crate::accept::StoreAccept;
+use crate::server::{self, ServerLimits};
 
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -75,25 +75,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     writeln!(stdout, "colloquium ready http={addr}")?;
     stdout.flush()?;
 
-    let stop = Arc::new(Notify::new());
-    let signalled = stop.clone();
-    let drain_flag = draining.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let limits = ServerLimits {
+        max_connections: config.server.max_connections.get(),
+        header_read_timeout: config.server.header_read_timeout,
+        shutdown_timeout: config.server.shutdown_timeout,
+    };
+    server::serve(listener, app, limits, async move {
         let signal = signals.recv().await;
         tracing::info!(
             signal,
             "shutting down: no new connections, finishing in-flight requests"
         );
-        drain_flag.store(true, Ordering::Relaxed);
-        signalled.notify_one();
-    });
-    let timeout = config.server.shutdown_timeout;
-    tokio::select! {
-        served = server => served.context("serving HTTP")?,
-        () = async { stop.notified().await; tokio::time::sleep(timeout).await } => {
-            tracing::warn!(?timeout, "in-flight requests did not finish in server.shutdown_timeout; closing");
-        }
-    }
+        draining.store(true, Ordering::Relaxed);
+    })
+    .await;
 
     tokio::task::spawn_blocking(move || store.close())
         .await

@@ -42,6 +42,12 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests before closing connections.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Most connections open at once; more wait in the kernel's accept backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: NonZeroUsize,
+    /// A client that has not sent a request's headers within this is disconnected.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 /// `storage:` — the RocksDB event store.
@@ -108,6 +114,8 @@ impl Default for ServerConfig {
             max_body_size: default_max_body_size(),
             max_pending_events: default_max_pending_events(),
             shutdown_timeout: default_shutdown_timeout(),
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
@@ -158,6 +166,11 @@ impl Config {
             "must be greater than 0",
         );
         check(
+            !self.server.header_read_timeout.is_zero(),
+            "server.header_read_timeout",
+            "must be greater than 0",
+        );
+        check(
             self.storage.retention.is_none_or(|r| r.as_millis() > 0),
             "storage.retention",
             "must be at least 1ms, or null to keep events forever",
@@ -202,6 +215,12 @@ fn default_max_pending_events() -> NonZeroUsize {
     NonZeroUsize::new(200_000).unwrap_or(NonZeroUsize::MIN)
 }
 fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> NonZeroUsize {
+    NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_header_read_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_data_dir() -> PathBuf {

@@ -1,5 +1,6 @@
 //! `tracing` setup: human-readable lines by default, one JSON object per line on request.
-//! The level comes from `RUST_LOG` (default `info`). Logs go to stderr; stdout is for data.
+//! The level comes from `RUST_LOG`, else the caller's default. Logs go to stderr; stdout is
+//! for data.
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,9 +14,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber, at `default_level` unless `RUST_LOG` says otherwise. Call
+/// once, first thing in `main`.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -285,3 +285,59 @@ async fn health_is_degraded_when_disk_space_is_low() {
     let reason = health["components"]["disk"]["reasons"][0].as_str().unwrap();
     assert!(reason.contains("storage.min_free_disk"), "{reason}");
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let node = Node::start("server:\n  header_read_timeout: 200ms\n");
+    let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .unwrap();
+    let mut rest = Vec::new();
+    // The server ends the connection (possibly after a 408); a read timeout here means it
+    // kept the slot.
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(!String::from_utf8_lossy(&rest).contains("202"));
+}
+
+#[test]
+fn connections_past_max_connections_wait_for_a_free_slot() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let node = Node::start("server:\n  max_connections: 1\n");
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", node.addr);
+    let status_line = |stream: &TcpStream| -> std::io::Result<String> {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line)
+    };
+    // The first connection is served and stays open (keep-alive), holding the only slot.
+    let mut first = TcpStream::connect(node.addr).unwrap();
+    first.write_all(request.as_bytes()).unwrap();
+    assert!(status_line(&first).unwrap().starts_with("HTTP/1.1 200"));
+
+    // The second is not served while the first is open...
+    let mut second = TcpStream::connect(node.addr).unwrap();
+    second.write_all(request.as_bytes()).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let waiting = status_line(&second);
+    assert!(waiting.is_err(), "served past max_connections: {waiting:?}");
+
+    // ...and is served once it closes.
+    drop(first);
+    second
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert!(status_line(&second).unwrap().starts_with("HTTP/1.1 200"));
+}
