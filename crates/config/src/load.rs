@@ -271,6 +271,20 @@ mod tests {
         assert_eq!(message.lines().count(), 2, "{message}");
     }
 
+    proptest::proptest! {
+        /// Whatever the text, loading returns a config or an error; it never panics.
+        #[test]
+        fn arbitrary_text_never_panics(text in "(?s).{0,200}") {
+            let _ = load(&text);
+        }
+
+        /// The same for documents with the right shape but arbitrary values.
+        #[test]
+        fn arbitrary_values_never_panic(key in "(listen|max_body_size|retention|sync|data_dir)", value in ".{0,40}") {
+            let _ = load(&format!("server:\n  {key}: {value}\nstorage:\n  {key}: {value}\n"));
+        }
+    }
+
     #[test]
     fn reads_files_and_reports_missing_ones() {
         let dir = tempfile::tempdir().unwrap();

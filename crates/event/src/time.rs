@@ -106,6 +106,16 @@ mod tests {
         assert!("-5".parse::<Timestamp>().is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_strings_parse_or_err(s in "(?s).{0,64}") {
+            let _ = s.parse::<Timestamp>();
+            let _ = Timestamp::from_json(&Value::String(s.clone()));
+            let _ = s.parse::<crate::EventId>();
+            let _ = s.parse::<crate::Priority>();
+        }
+    }
+
     #[test]
     fn reads_event_time_from_json() {
         assert_eq!(Timestamp::from_json(&json!(42)), Some(Timestamp(42)));
