@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Node, binary, run_cli, wait_ready, wait_with_deadline};
+use crate::harness::{Node, run_cli, spawn_ready, wait_with_deadline};
 
 #[test]
 fn every_subcommand_has_help() {
@@ -76,15 +76,12 @@ fn validate_accepts_good_configs_and_names_bad_keys() {
 async fn run_without_config_starts_a_working_node_and_stops_cleanly_on_sigterm() {
     let cwd = tempfile::tempdir().unwrap();
     // Only the port is overridden, so parallel tests do not collide on 8080.
-    let mut child = Command::new(binary())
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .current_dir(cwd.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = wait_ready(&mut child);
+    let (mut child, addr) = spawn_ready(
+        &["run", "--listen", "127.0.0.1:0"],
+        cwd.path(),
+        "warn",
+        Stdio::inherit(),
+    );
     let client = reqwest::Client::new();
     let response = client
         .post(format!("http://{addr}/events"))
@@ -205,16 +202,14 @@ fn a_request_in_flight_at_sigterm_is_finished_and_stored() {
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(binary())
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = wait_ready(&mut child);
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (mut child, addr) = spawn_ready(&args, dir.path(), "info", Stdio::piped());
     let (log_tx, log_rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -305,23 +300,17 @@ fn log_format_json_writes_one_json_object_per_line() {
     use std::io::{BufRead, BufReader};
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(binary())
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_ready(&mut child);
+    let data = dir.path().join("data");
+    let args = [
+        "--log-format",
+        "json",
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let (mut child, _) = spawn_ready(&args, dir.path(), "info", Stdio::piped());
     let stderr = child.stderr.take().unwrap();
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

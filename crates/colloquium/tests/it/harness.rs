@@ -41,19 +41,17 @@ impl Node {
     fn start_in(dir: Arc<TempDir>, config: &str) -> Node {
         let config_path = dir.path().join("colloquium.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(binary())
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn colloquium");
-        let addr = wait_ready(&mut child);
+        let data_dir = dir.path().join("data");
+        let args = [
+            "run",
+            "-c",
+            config_path.to_str().expect("utf-8 path"),
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        let (child, addr) = spawn_ready(&args, dir.path(), "warn", Stdio::inherit());
         Node {
             child,
             addr,
@@ -182,7 +180,23 @@ impl Stopped {
     }
 }
 
-pub fn wait_ready(child: &mut Child) -> SocketAddr {
+/// Spawns `colloquium <args>` in `cwd` with `RUST_LOG=<log>` and stdout piped, and waits for
+/// its ready line.
+pub fn spawn_ready(args: &[&str], cwd: &Path, log: &str, stderr: Stdio) -> (Child, SocketAddr) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn colloquium");
+    let addr = wait_ready(&mut child);
+    (child, addr)
+}
+
+fn wait_ready(child: &mut Child) -> SocketAddr {
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
