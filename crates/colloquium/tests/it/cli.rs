@@ -1,11 +1,11 @@
 //! The command line: run with no config, validate, replay, shutdown, the directory lock.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Node, run_cli, spawn_ready, wait_with_deadline};
+use crate::harness::{Node, run_cli, sigterm, spawn_ready, wait_with_deadline};
 
 #[test]
 fn every_subcommand_has_help() {
@@ -96,11 +96,7 @@ async fn run_without_config_starts_a_working_node_and_stops_cleanly_on_sigterm()
         "default data dir is ./data"
     );
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&child);
     let status = wait_with_deadline(&mut child, Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exit: {status:?}");
 }
@@ -251,11 +247,7 @@ fn a_request_in_flight_at_sigterm_is_finished_and_stored() {
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&child);
     // Wait until the node says it is draining, then finish the request.
     loop {
         let line = log_rx
@@ -312,11 +304,7 @@ fn log_format_json_writes_one_json_object_per_line() {
     ];
     let (mut child, _) = spawn_ready(&args, dir.path(), "info", Stdio::piped());
     let stderr = child.stderr.take().unwrap();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&child);
     let lines: Vec<String> = BufReader::new(stderr)
         .lines()
         .map_while(Result::ok)

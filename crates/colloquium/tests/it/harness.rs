@@ -88,11 +88,7 @@ impl Node {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> (ExitStatus, Stopped) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
+        sigterm(&self.child);
         let exit = wait_with_deadline(&mut self.child, Duration::from_secs(60));
         (
             exit,
@@ -215,6 +211,15 @@ fn wait_ready(child: &mut Child) -> SocketAddr {
             panic!("node did not become ready within {START_DEADLINE:?}: {status:?}");
         }
     }
+}
+
+/// Sends SIGTERM to `child` (through `kill`: the workspace forbids `unsafe`, so no libc).
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success(), "kill -TERM failed");
 }
 
 pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> ExitStatus {
