@@ -47,6 +47,8 @@ pub enum Command {
     Validate(ConfigArgs),
     /// Print a stopped node's stored events as NDJSON, oldest first.
     Replay(ReplayArgs),
+    /// Evaluate a Computo script on JSON inputs and print the result as JSON.
+    Computo(ComputoArgs),
     /// Load generators for benchmarking a running node.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -112,6 +114,24 @@ pub struct ReplayArgs {
     /// Only events from this source.
     #[arg(long)]
     pub source: Option<String>,
+}
+
+/// `colloquium computo`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["script", "expr"]))]
+pub struct ComputoArgs {
+    /// Script file (a JSON document).
+    #[arg(short, long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// The script inline, as JSON text (instead of --script).
+    #[arg(short = 'e', long = "expr", value_name = "EXPR")]
+    pub expr: Option<String>,
+    /// Input files in order (`$input` is the first, `$inputs` all); `-` reads one from stdin.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Indent the result.
+    #[arg(long)]
+    pub pretty: bool,
 }
 
 /// `colloquium bench ...`.

@@ -8,10 +8,12 @@
 //! - [`server`]: the HTTP/1.1 listener: connection cap, header deadline, draining.
 //! - [`replay`]: `replay`: NDJSON of a stopped node's events.
 //! - [`bench`]: `bench http`: the load generator behind BENCHMARKS.md.
+//! - [`computo`]: `computo`: evaluate a script on JSON files, as the conformance suite does.
 
 mod accept;
 mod bench;
 mod cli;
+mod computo;
 mod node;
 mod replay;
 mod server;
@@ -63,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             replay::run(&args, config)?;
         }
+        Command::Computo(args) => computo::run(&args)?,
         Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
     }
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,7 @@ fn every_subcommand_has_help() {
         vec!["run", "--help"],
         vec!["validate", "--help"],
         vec!["replay", "--help"],
+        vec!["computo", "--help"],
         vec!["bench", "--help"],
         vec!["bench", "http", "--help"],
     ] {

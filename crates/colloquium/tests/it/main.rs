@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod computo;
 mod crash;
 mod harness;
 mod ingest;
