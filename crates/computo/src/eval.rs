@@ -40,12 +40,11 @@ pub(crate) fn eval(
     limits: &Limits,
     inputs: Inputs<'_>,
 ) -> std::result::Result<Value, EvalError> {
-    let arenas = Arenas::default();
-    let mut machine = Machine::new(limits, inputs, &arenas);
-    let result = machine.eval_root(root).map_err(|e| *e)?;
-    result
-        .into_value(&mut machine.meter)
-        .map_err(|budget| root_error(root, budget))
+    run(root, limits, inputs, |machine, result| {
+        result
+            .into_value(&mut machine.meter)
+            .map_err(|budget| root_error(root, budget))
+    })
 }
 
 /// Evaluates `root` for its truthiness only, without materializing the result.
@@ -54,9 +53,20 @@ pub(crate) fn eval_truthy(
     limits: &Limits,
     inputs: Inputs<'_>,
 ) -> std::result::Result<bool, EvalError> {
+    run(root, limits, inputs, |_, result| Ok(result.truthy()))
+}
+
+/// Runs one evaluation and hands its result to `finish` while the evaluation's storage lives.
+fn run<R>(
+    root: &Node,
+    limits: &Limits,
+    inputs: Inputs<'_>,
+    finish: impl for<'e> FnOnce(&mut Machine<'e>, Val<'e>) -> std::result::Result<R, EvalError>,
+) -> std::result::Result<R, EvalError> {
     let arenas = Arenas::default();
     let mut machine = Machine::new(limits, inputs, &arenas);
-    Ok(machine.eval_root(root).map_err(|e| *e)?.truthy())
+    let result = machine.eval_root(root).map_err(|e| *e)?;
+    finish(&mut machine, result)
 }
 
 fn root_error(root: &Node, budget: BudgetExceeded) -> EvalError {
@@ -337,20 +347,15 @@ impl<'e> Machine<'e> {
     }
 
     fn divide(&mut self, e: &'e Expr, args: &'e [Node], scope: &Scope<'_, 'e>) -> Result<Val<'e>> {
+        let by_zero = |_| fail(e, EvalErrorKind::DivisionByZero);
         let first = self.num(e, &args[0], scope)?;
-        let (mut quotient, divisors) = if args.len() == 1 {
-            (1.0, std::slice::from_ref(&args[0]))
-        } else {
-            (first.as_f64(), &args[1..])
-        };
-        for (i, arg) in divisors.iter().enumerate() {
-            let d = if args.len() == 1 && i == 0 {
-                first
-            } else {
-                self.num(e, arg, scope)?
-            };
-            quotient =
-                arith::divide(quotient, d).map_err(|_| fail(e, EvalErrorKind::DivisionByZero))?;
+        if args.len() == 1 {
+            return arith::divide(1.0, first).map(Val::Float).map_err(by_zero);
+        }
+        let mut quotient = first.as_f64();
+        for arg in &args[1..] {
+            let divisor = self.num(e, arg, scope)?;
+            quotient = arith::divide(quotient, divisor).map_err(by_zero)?;
         }
         Ok(Val::Float(quotient))
     }

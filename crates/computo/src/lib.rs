@@ -68,8 +68,10 @@ impl Script {
         eval::eval(&self.root, &self.limits, inputs.into())
     }
 
-    /// Evaluates the script as a predicate: returns the truthiness of its result (section 3)
-    /// without building the result as JSON.
+    /// Evaluates the script as a predicate: returns the truthiness of its result (section 3),
+    /// exactly as `["if", script, …]` would judge it, without building the result as JSON.
+    /// (One corner differs from the printed result: a number that overflowed to infinity is
+    /// truthy, though it prints as `null`, as in the reference.)
     pub fn eval_bool<'i>(&self, inputs: impl Into<Inputs<'i>>) -> Result<bool, EvalError> {
         eval::eval_truthy(&self.root, &self.limits, inputs.into())
     }

@@ -3,9 +3,10 @@
 //! Evaluating a script should not copy the event it reads. [`Val::Ref`] borrows a value from the
 //! script's literals or an input, lists built by `map`, `filter`, `call`, … hold `Val`s (so a
 //! filtered list of input objects is a list of references), and built objects and strings are
-//! reference-counted so that binding them to a variable costs nothing. A JSON value is copied
-//! once, when the result is materialized, and every copy and every built value is charged to
-//! the evaluation's output budget ([`Meter`]).
+//! reference-counted so that binding them to a variable costs nothing. Borrowed JSON is copied
+//! when the result is materialized (and a field read out of an object that `obj` or `merge`
+//! built is copied out of it); every copy and every built value is charged to the evaluation's
+//! output budget ([`Meter`]).
 
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -155,7 +156,7 @@ fn len64(n: usize) -> u64 {
 }
 
 /// Maps a number result to JSON; an infinity or NaN prints as `null`, as in the reference.
-pub(crate) fn float_value(f: f64) -> Value {
+fn float_value(f: f64) -> Value {
     serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
@@ -438,7 +439,7 @@ fn copied_list<'e>(
     Ok(Built { items: vals, depth })
 }
 
-pub(crate) fn json_type(value: &Value) -> &'static str {
+fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -461,7 +462,7 @@ fn json_truthy(value: &Value) -> bool {
 }
 
 /// JSON equality with numbers compared by value (two integers exactly, otherwise as doubles).
-pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
+fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => number_eq(x, y),
         (Value::Array(x), Value::Array(y)) => {

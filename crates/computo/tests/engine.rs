@@ -97,8 +97,15 @@ fn integers_stay_integral_and_division_is_a_float() {
     assert_eq!(float(json!(["+", i64::MAX, 1])), i64::MAX as f64 + 1.0);
     assert_eq!(float(json!(["*", i64::MAX, 2])), i64::MAX as f64 * 2.0);
     assert_eq!(float(json!(["-", i64::MIN])), -(i64::MIN as f64));
-    // A result that overflows a double prints as null, as in the reference.
+    // A result that overflows a double prints as null, as in the reference; as a predicate it
+    // is what `if` makes of it (infinity is not zero, so true). Found by the fuzzer.
     assert_eq!(eval(json!(["*", 1e308, 10]), &[]), Value::Null);
+    let overflow = computo::compile(&json!(["*", 1e308, 10])).unwrap();
+    assert!(overflow.eval_bool(&[] as &[Value]).unwrap());
+    assert_eq!(
+        eval(json!(["if", ["*", 1e308, 10], "then", "else"]), &[]),
+        json!("then")
+    );
     // A u64 input is kept exactly until it is computed with.
     assert_eq!(
         eval(json!(["get", ["$input"], "/n"]), &[json!({"n": u64::MAX})]),
