@@ -3,12 +3,22 @@
 //! - [`model`]: the typed document ([`Config`] and its sections) with defaults.
 //! - [`load`]: read → parse YAML (or JSON) → substitute `${ENV}` → deserialize → validate,
 //!   every error led by its key path.
+//! - [`pipelines`]: the topology sections (`sources`, `scripts`, `sinks`, `pipelines`,
+//!   `tests`) and their reference checks.
+//! - [`scripts`]: the compiled `scripts:` section and resolving script references.
 //! - [`env`]: `${VAR}` / `${VAR:-default}` substitution.
 #![warn(missing_docs)]
 
 pub mod env;
 pub mod load;
 pub mod model;
+pub mod pipelines;
+pub mod scripts;
 
-pub use load::{ConfigError, LoadError, from_file, from_str};
+pub use load::{ConfigError, LoadError, from_file, from_str, load_script_files};
 pub use model::{Compression, Config, IngestConfig, ServerConfig, StorageConfig};
+pub use pipelines::{
+    Balance, ComponentConfig, OnError, PipelineConfig, ScriptSource, SourceConfig, SourceKind,
+    StartFrom, TestCase, TestEvent, TestExpect,
+};
+pub use scripts::ScriptLibrary;

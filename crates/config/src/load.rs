@@ -9,6 +9,7 @@ use serde_yaml::Value;
 
 use crate::Config;
 use crate::env::substitute;
+use crate::pipelines::ScriptSource;
 
 /// One problem in a config document, at a key path such as `storage.retention`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +71,49 @@ pub fn from_file(path: &Path) -> Result<Config, LoadError> {
         path: path.to_owned(),
         source,
     })?;
-    from_str(&text, &|name| std::env::var(name).ok())
+    let mut config = from_str(&text, &|name| std::env::var(name).ok())?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let errors = load_script_files(&mut config, base);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(LoadError::Invalid(errors))
+    }
+}
+
+/// Reads every `scripts.NAME.file` (relative to `base`, the config file's directory) as JSON.
+pub fn load_script_files(config: &mut Config, base: &Path) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (name, source) in &mut config.scripts {
+        let ScriptSource::File { file } = source else {
+            continue;
+        };
+        let resolved = base.join(&*file);
+        let at = format!("scripts.{name}.file");
+        let text = match std::fs::read_to_string(&resolved) {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    at,
+                    format!("reading {}: {e}", resolved.display()),
+                ));
+                continue;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(script) => {
+                *source = ScriptSource::Loaded {
+                    file: resolved,
+                    script,
+                }
+            }
+            Err(e) => errors.push(ConfigError::new(
+                at,
+                format!("{} is not JSON: {e}", resolved.display()),
+            )),
+        }
+    }
+    errors
 }
 
 /// Loads a config document from text, looking `${VAR}`s up with `env`.

@@ -9,10 +9,13 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::ConfigError;
+use crate::pipelines::{ComponentConfig, PipelineConfig, ScriptSource, SourceConfig, TestCase};
 
 /// The whole node configuration.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The HTTP listener shared by ingest and the API.
@@ -24,6 +27,36 @@ pub struct Config {
     /// How incoming events are stamped.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Named sources that pipelines take events from (default: `http`).
+    #[serde(default = "crate::pipelines::default_sources")]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Named Computo scripts, inline or `{file: path}` relative to the config file.
+    #[serde(default)]
+    pub scripts: BTreeMap<String, ScriptSource>,
+    /// Named sinks that pipelines send results to.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, ComponentConfig>,
+    /// Pipelines: which events (`from`, `when`), what to do (`stages`), where to (`sinks`).
+    #[serde(default)]
+    pub pipelines: Vec<PipelineConfig>,
+    /// Unit tests of this config, run by `colloquium test`.
+    #[serde(default)]
+    pub tests: Vec<TestCase>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            ingest: IngestConfig::default(),
+            sources: crate::pipelines::default_sources(),
+            scripts: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            pipelines: Vec::new(),
+            tests: Vec::new(),
+        }
+    }
 }
 
 /// `server:` — the HTTP listener.
@@ -201,6 +234,12 @@ impl Config {
             "ingest.pipeline",
             "must not be empty",
         );
+        errors.extend(crate::pipelines::validate(
+            &self.sources,
+            &self.sinks,
+            &self.pipelines,
+            &self.tests,
+        ));
         errors
     }
 }

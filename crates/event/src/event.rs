@@ -24,6 +24,27 @@ pub struct Event {
     pub metadata: Metadata,
 }
 
+impl Event {
+    /// The stream metadata a Computo script reads as input 1 (`["get", ["$inputs"],
+    /// "/1/event_id"]`), as seen by `pipeline`: `event_id`, `timestamp` and `ingest_time` (epoch
+    /// ms), `source`, `pipeline`, `priority`, `retry_count`, and `routing_key` and `topic`
+    /// (`null` when unset).
+    pub fn script_metadata(&self, pipeline: &str) -> Value {
+        let m = &self.metadata;
+        serde_json::json!({
+            "event_id": self.id.to_string(),
+            "timestamp": self.timestamp.as_millis(),
+            "ingest_time": self.ingest_time.as_millis(),
+            "source": m.source,
+            "pipeline": pipeline,
+            "priority": m.priority.as_str(),
+            "retry_count": m.retry_count,
+            "routing_key": m.routing_key,
+            "topic": m.topic,
+        })
+    }
+}
+
 /// Facts about an event that are not part of its payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
