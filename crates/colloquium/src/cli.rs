@@ -43,8 +43,11 @@ impl From<LogFormatArg> for LogFormat {
 pub enum Command {
     /// Start a node (with no config: the embedded defaults, 127.0.0.1:8080, ./data).
     Run(RunArgs),
-    /// Check a config file and print every problem; exits non-zero when there is one.
+    /// Check a config file (schema, scripts, references) and print every problem; exits
+    /// non-zero when there is one.
     Validate(ConfigArgs),
+    /// Run the unit tests in a config's `tests:` section; exits non-zero when one fails.
+    Test(ConfigArgs),
     /// Print a stopped node's stored events as NDJSON, oldest first.
     Replay(ReplayArgs),
     /// Evaluate a Computo script on JSON inputs and print the result as JSON.

@@ -6,6 +6,7 @@
 //! - [`accept`]: the [`Accept`](colloquium_ingest::Accept) handle that makes ingested batches
 //!   durable in the store.
 //! - [`server`]: the HTTP/1.1 listener: connection cap, header deadline, draining.
+//! - [`registry`]: every stage kind, one line each.
 //! - [`replay`]: `replay`: NDJSON of a stopped node's events.
 //! - [`bench`]: `bench http`: the load generator behind BENCHMARKS.md.
 //! - [`computo`]: `computo`: evaluate a script on JSON files, as the conformance suite does.
@@ -15,6 +16,7 @@ mod bench;
 mod cli;
 mod computo;
 mod node;
+mod registry;
 mod replay;
 mod server;
 
@@ -22,6 +24,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use colloquium_config::Config;
+use colloquium_pipeline::Topology;
 use colloquium_telemetry::logging;
 
 use crate::cli::{Cli, Command, ConfigArgs};
@@ -50,14 +53,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(config) = load_config(&args.config)? else {
                 return Ok(ExitCode::FAILURE);
             };
+            if !config.pipelines.is_empty() {
+                // Refuse rather than silently ignore what the user wrote.
+                anyhow::bail!(
+                    "{} defines pipelines: this build validates and tests them (`colloquium \
+                     validate`, `colloquium test`) but cannot run them yet",
+                    args.config.describe()
+                );
+            }
             let config = args.apply(config);
             runtime()?.block_on(node::run(config))?;
         }
         Command::Validate(args) => {
-            let Some(_) = load_config(&args)? else {
+            let Some(config) = load_config(&args)? else {
                 return Ok(ExitCode::FAILURE);
             };
+            if let Err(errors) = Topology::build(&config, &registry::registry()) {
+                print_invalid(&args, &errors);
+                return Ok(ExitCode::FAILURE);
+            }
             println!("{}: ok", args.describe());
+        }
+        Command::Test(args) => {
+            let Some(config) = load_config(&args)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            return Ok(config_tests(&args, &config));
         }
         Command::Replay(args) => {
             let Some(config) = load_config(&args.config)? else {
@@ -71,6 +92,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs the config's `tests:` and prints a line per test, with what differed.
+fn config_tests(args: &ConfigArgs, config: &Config) -> ExitCode {
+    let results = match colloquium_pipeline::run_tests(config, &registry::registry()) {
+        Ok(results) => results,
+        Err(errors) => {
+            print_invalid(args, &errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    for result in &results {
+        match &result.failure {
+            None => println!("test {} ... ok", result.name),
+            Some(report) => {
+                println!("test {} ... FAILED", result.name);
+                for line in report.lines() {
+                    println!("    {line}");
+                }
+            }
+        }
+    }
+    println!(
+        "{}: {} tests, {} passed, {failed} failed",
+        args.describe(),
+        results.len(),
+        results.len() - failed
+    );
+    if failed == 0 && !results.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        if results.is_empty() {
+            eprintln!("error: {} has no `tests:`", args.describe());
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn print_invalid(args: &ConfigArgs, errors: &[colloquium_config::ConfigError]) {
+    eprintln!("error: invalid config {}:", args.describe());
+    for error in errors {
+        eprintln!("  {error}");
+    }
+}
+
 /// Loads the config named by `args` (or the default); `None` after printing every error.
 fn load_config(args: &ConfigArgs) -> anyhow::Result<Option<Config>> {
     let Some(path) = &args.config else {
@@ -79,10 +144,7 @@ fn load_config(args: &ConfigArgs) -> anyhow::Result<Option<Config>> {
     match colloquium_config::from_file(path) {
         Ok(config) => Ok(Some(config)),
         Err(colloquium_config::LoadError::Invalid(errors)) => {
-            eprintln!("error: invalid config {}:", path.display());
-            for error in errors {
-                eprintln!("  {error}");
-            }
+            print_invalid(args, &errors);
             Ok(None)
         }
         Err(error) => {

@@ -41,6 +41,13 @@ pub use inputs::Inputs;
 pub use limits::Limits;
 pub use op::Op;
 
+/// Compares two JSON values as the language's `==` does: numbers by value (`1` equals `1.0`;
+/// two integers exactly), object key order ignored, kinds never equal across (`1` is not `"1"`
+/// nor `true`).
+pub fn json_equal(a: &Value, b: &Value) -> bool {
+    value::json_eq(a, b)
+}
+
 /// A compiled script: immutable, `Send + Sync`, evaluated from any number of threads at once.
 #[derive(Debug)]
 pub struct Script {

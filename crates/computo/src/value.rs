@@ -462,7 +462,7 @@ fn json_truthy(value: &Value) -> bool {
 }
 
 /// JSON equality with numbers compared by value (two integers exactly, otherwise as doubles).
-fn json_eq(a: &Value, b: &Value) -> bool {
+pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => number_eq(x, y),
         (Value::Array(x), Value::Array(y)) => {

@@ -25,6 +25,23 @@ pub struct Event {
 }
 
 impl Event {
+    /// The value at an RFC 6901 JSON pointer into the data (`/customer/id`); `None` when there
+    /// is none (the empty pointer, the whole data, is not a single value here).
+    pub fn data_pointer(&self, pointer: &str) -> Option<&Value> {
+        let rest = pointer.strip_prefix('/')?;
+        let (first, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let key = first.replace("~1", "/").replace("~0", "~");
+        let value = self.data.get(&key)?;
+        if tail.is_empty() {
+            Some(value)
+        } else {
+            value.pointer(tail)
+        }
+    }
+
     /// The stream metadata a Computo script reads as input 1 (`["get", ["$inputs"],
     /// "/1/event_id"]`), as seen by `pipeline`: `event_id`, `timestamp` and `ingest_time` (epoch
     /// ms), `source`, `pipeline`, `priority`, `retry_count`, and `routing_key` and `topic`

@@ -12,3 +12,16 @@ pub mod time;
 pub use event::{Event, Metadata, Priority, PriorityParseError};
 pub use id::{EventId, IdGenerator, IdParseError};
 pub use time::{Timestamp, TimestampParseError};
+
+/// Names a JSON value's kind with its article ("a number", "an object", "null"), for messages.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -3,6 +3,7 @@
 //! Accepted shapes: one JSON object; a JSON array of objects; NDJSON (one object per line,
 //! blank lines skipped). Any bad item rejects the whole body, so a batch is all-or-nothing.
 
+use colloquium_event::json_kind;
 use serde_json::{Map, Value};
 
 /// One event payload: always a JSON object.
@@ -105,14 +106,14 @@ fn parse_json(body: &[u8]) -> Result<Vec<Payload>, BodyError> {
                     other => {
                         return Err(BodyError::ItemNotObject {
                             index,
-                            kind: kind(&other),
+                            kind: json_kind(&other),
                         });
                     }
                 }
             }
             Ok(payloads)
         }
-        other => Err(BodyError::NotObject(kind(&other))),
+        other => Err(BodyError::NotObject(json_kind(&other))),
     }
 }
 
@@ -135,23 +136,12 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<Payload>, BodyError> {
             other => {
                 return Err(BodyError::Line {
                     line: line_no,
-                    message: format!("expected a JSON object, got {}", kind(&other)),
+                    message: format!("expected a JSON object, got {}", json_kind(&other)),
                 });
             }
         }
     }
     Ok(payloads)
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

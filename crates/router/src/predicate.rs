@@ -165,9 +165,11 @@ impl Predicate {
                 let meta = meta();
                 script.eval_bool(&[data, &meta])?
             }
-            Predicate::Equals(p, v) => at(p).is_some_and(|x| same(x, v)),
+            Predicate::Equals(p, v) => at(p).is_some_and(|x| computo::json_equal(x, v)),
             Predicate::Exists(p) => at(p).is_some(),
-            Predicate::In(p, values) => at(p).is_some_and(|x| values.iter().any(|v| same(x, v))),
+            Predicate::In(p, values) => {
+                at(p).is_some_and(|x| values.iter().any(|v| computo::json_equal(x, v)))
+            }
             Predicate::Regex(p, regex) => at(p)
                 .and_then(Value::as_str)
                 .is_some_and(|s| regex.is_match(s)),
@@ -210,22 +212,5 @@ fn pointer(p: &str, at: &str) -> Result<String, ConfigError> {
             at,
             format!("`{p}` is not a JSON pointer (it must start with `/`)"),
         ))
-    }
-}
-
-/// JSON equality with numbers compared by value (`1` equals `1.0`).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
     }
 }

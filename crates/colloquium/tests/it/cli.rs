@@ -15,6 +15,7 @@ fn every_subcommand_has_help() {
         vec!["validate", "--help"],
         vec!["replay", "--help"],
         vec!["computo", "--help"],
+        vec!["test", "--help"],
         vec!["bench", "--help"],
         vec!["bench", "http", "--help"],
     ] {

@@ -7,4 +7,5 @@ mod computo;
 mod crash;
 mod harness;
 mod ingest;
+mod pipelines;
 mod storage;

@@ -1,0 +1,22 @@
+//! Pipelines: what happens to an event after routing.
+//!
+//! - [`stage`]: the [`Stage`] and [`StageConfig`] traits, and stage errors.
+//! - [`stages`]: the built-in stages, one file each (`transform`, `filter`, `set`, `dedup`).
+//! - [`registry`]: stage kinds by `type:` name; the binary lists them, one line each.
+//! - [`pipeline`]: one pipeline's stages and its `on_error` policies.
+//! - [`topology`]: the router and every pipeline of a config, built together.
+//! - [`testing`]: `colloquium test`, the config's own unit tests.
+#![warn(missing_docs)]
+
+pub mod pipeline;
+pub mod registry;
+pub mod stage;
+pub mod stages;
+pub mod testing;
+pub mod topology;
+
+pub use pipeline::{Failure, Outcome, Pipeline, StageCounts};
+pub use registry::Registry;
+pub use stage::{BuildContext, Failed, Stage, StageConfig, StageError};
+pub use testing::{TestResult, run_tests};
+pub use topology::{Delivery, Topology};

@@ -1,0 +1,482 @@
+//! One pipeline: its stages in order, and what happens when one fails (`on_error`).
+//!
+//! An event enters, each stage turns every event it gets into zero or more events, and what
+//! leaves the last stage are the pipeline's outputs. When a stage fails on an event, the stage's
+//! `on_error` (or the pipeline's) decides: `dlq` records a [`Failure`] holding the event as it
+//! entered the pipeline, so a replay after a fix starts from the beginning; `skip` counts and
+//! drops it; `retry` runs the stage again with `retry_count` raised (visible to scripts) after a
+//! doubling backoff, then dead-letters it; `stop_pipeline` halts this pipeline. One poison event
+//! never halts a pipeline unless `stop_pipeline` was chosen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use colloquium_config::{ConfigError, OnError, PipelineConfig, ScriptLibrary};
+use colloquium_event::Event;
+
+use crate::registry::Registry;
+use crate::stage::{BuildContext, Failed, Stage};
+
+/// A built pipeline.
+pub struct Pipeline {
+    name: Arc<str>,
+    stages: Vec<Slot>,
+    sleep: fn(Duration),
+    stopped: Option<String>,
+}
+
+struct Slot {
+    /// `type` and position, e.g. `transform#0`, for failures and metrics.
+    label: String,
+    stage: Box<dyn Stage>,
+    on_error: OnError,
+    /// Events in and out, for metrics and tests.
+    counts: StageCounts,
+}
+
+/// Per-stage counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StageCounts {
+    /// Events given to the stage.
+    pub events_in: u64,
+    /// Events it emitted.
+    pub events_out: u64,
+    /// Events it failed on (after retries).
+    pub failed: u64,
+}
+
+/// An event a pipeline could not process, for the dead-letter queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// A short code: `script_error`, `bad_output`, `bad_value`, `route_error`, `no_route`.
+    pub reason: &'static str,
+    /// The pipeline (`None` for `no_route`).
+    pub pipeline: Option<Arc<str>>,
+    /// The stage, e.g. `transform#0` (`None` for routing).
+    pub stage: Option<String>,
+    /// The full error message.
+    pub error: String,
+    /// How many times the stage was tried.
+    pub attempts: u32,
+    /// The event as it entered the pipeline (or the router).
+    pub event: Event,
+}
+
+/// What one event became.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Events out of the last stage, in order.
+    pub outputs: Vec<Event>,
+    /// Events dead-lettered.
+    pub failures: Vec<Failure>,
+    /// Events skipped by `on_error: skip`.
+    pub skipped: u64,
+}
+
+impl Pipeline {
+    /// Builds `config` (at key path `at`) with the stage kinds of `registry`.
+    pub fn build(
+        config: &PipelineConfig,
+        at: &str,
+        registry: &Registry,
+        scripts: &ScriptLibrary,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let mut stages = Vec::new();
+        let mut errors = Vec::new();
+        for (i, component) in config.stages.iter().enumerate() {
+            let cx = BuildContext {
+                scripts,
+                pipeline: name.clone(),
+                at: format!("{at}.stages[{i}]"),
+            };
+            match registry.build_stage(component, &cx) {
+                Ok(stage) => stages.push(Slot {
+                    label: format!("{}#{i}", component.kind),
+                    stage,
+                    on_error: component.on_error.unwrap_or(config.on_error),
+                    counts: StageCounts::default(),
+                }),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Pipeline {
+            name,
+            stages,
+            sleep: std::thread::sleep,
+            stopped: None,
+        })
+    }
+
+    /// Replaces how retries wait (tests and `colloquium test` don't sleep).
+    pub fn set_sleep(&mut self, sleep: fn(Duration)) {
+        self.sleep = sleep;
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Why the pipeline stopped (`on_error: stop_pipeline`), if it did.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// Counters per stage, labelled `type#index`.
+    pub fn stage_counts(&self) -> impl Iterator<Item = (&str, StageCounts)> {
+        self.stages.iter().map(|s| (s.label.as_str(), s.counts))
+    }
+
+    /// Saved state of every stage that keeps some, by label.
+    pub fn save_state(&self) -> Vec<(String, serde_json::Value)> {
+        self.stages
+            .iter()
+            .filter_map(|s| s.stage.save_state().map(|state| (s.label.clone(), state)))
+            .collect()
+    }
+
+    /// Runs one event through every stage. A stopped pipeline takes nothing (the caller holds
+    /// the event back, e.g. by not moving its checkpoint).
+    pub fn process(&mut self, event: Event) -> Outcome {
+        let mut outcome = Outcome::default();
+        if self.stopped.is_some() {
+            return outcome;
+        }
+        let original = event.clone();
+        let mut batch = vec![event];
+        for slot in &mut self.stages {
+            let mut next = Vec::with_capacity(batch.len());
+            for event in batch {
+                slot.counts.events_in += 1;
+                let before = next.len();
+                if let Err(failure) = run_stage(slot, event, &mut next, self.sleep) {
+                    slot.counts.failed += 1;
+                    let error = failure.failed.error;
+                    let failure = Failure {
+                        reason: error.reason(),
+                        pipeline: Some(self.name.clone()),
+                        stage: Some(slot.label.clone()),
+                        error: error.to_string(),
+                        attempts: failure.attempts,
+                        event: original.clone(),
+                    };
+                    match slot.on_error {
+                        OnError::Skip => outcome.skipped += 1,
+                        OnError::Dlq | OnError::Retry { .. } => outcome.failures.push(failure),
+                        OnError::StopPipeline => {
+                            self.stopped = Some(format!(
+                                "{}: {}",
+                                failure.stage.as_deref().unwrap_or(""),
+                                failure.error
+                            ));
+                            outcome.failures.push(failure);
+                            return outcome;
+                        }
+                    }
+                }
+                slot.counts.events_out += u64::try_from(next.len() - before).unwrap_or(0);
+            }
+            batch = next;
+        }
+        outcome.outputs = batch;
+        outcome
+    }
+}
+
+struct StageFailure {
+    failed: Box<Failed>,
+    attempts: u32,
+}
+
+/// Runs one stage on one event, retrying as its `on_error` says.
+fn run_stage(
+    slot: &mut Slot,
+    event: Event,
+    out: &mut Vec<Event>,
+    sleep: fn(Duration),
+) -> Result<(), Box<StageFailure>> {
+    let (max_attempts, mut backoff) = match slot.on_error {
+        OnError::Retry {
+            max_attempts,
+            backoff,
+        } => (max_attempts.max(1), backoff),
+        _ => (1, Duration::ZERO),
+    };
+    let mut event = event;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let before = out.len();
+        match slot.stage.process(event, out) {
+            Ok(()) => return Ok(()),
+            Err(failed) if attempts < max_attempts => {
+                out.truncate(before);
+                sleep(backoff);
+                backoff = backoff.saturating_mul(2);
+                event = failed.event;
+                event.metadata.retry_count += 1;
+            }
+            Err(failed) => {
+                out.truncate(before);
+                return Err(Box::new(StageFailure { failed, attempts }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::stages::{
+        dedup::DedupConfig, filter::FilterConfig, set::SetConfig, transform::TransformConfig,
+    };
+    use crate::topology::Topology;
+    use colloquium_event::{EventId, Metadata, Priority, Timestamp};
+    use serde_json::{Value, json};
+
+    pub(crate) fn registry() -> Registry {
+        Registry::default()
+            .stage::<TransformConfig>()
+            .stage::<FilterConfig>()
+            .stage::<SetConfig>()
+            .stage::<DedupConfig>()
+    }
+
+    /// A topology of one pipeline `p` with these stages (YAML list items) and pipeline options.
+    fn pipeline(stages: &str, options: &str) -> Topology {
+        let yaml = format!("pipelines:\n  - name: p\n{options}    stages:\n{stages}");
+        let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
+        let mut topology = Topology::build(&config, &registry()).unwrap();
+        for p in topology.pipelines_mut() {
+            p.set_sleep(|_| {});
+        }
+        topology
+    }
+
+    fn event(ms: u64, data: Value) -> Event {
+        let at = Timestamp::from_millis(ms);
+        Event {
+            id: EventId::min_at(at),
+            timestamp: at,
+            ingest_time: at,
+            data: data.as_object().cloned().unwrap(),
+            metadata: Metadata::new("http", "default"),
+        }
+    }
+
+    fn run(topology: &mut Topology, data: Value) -> (Vec<Value>, Vec<Failure>, u64) {
+        run_at(topology, 1, data)
+    }
+
+    fn run_at(topology: &mut Topology, ms: u64, data: Value) -> (Vec<Value>, Vec<Failure>, u64) {
+        let delivery = topology.process(event(ms, data));
+        let outputs = delivery
+            .outputs
+            .into_iter()
+            .flat_map(|(_, events)| events)
+            .map(|e| Value::Object(e.data))
+            .collect();
+        (outputs, delivery.failures, delivery.skipped)
+    }
+
+    #[test]
+    fn transform_replaces_emits_an_array_or_drops_on_null() {
+        let mut t = pipeline(
+            "      - type: transform\n        script: [\"get\", [\"$input\"], \"/out\"]\n",
+            "",
+        );
+        assert_eq!(run(&mut t, json!({"out": {"a": 1}})).0, [json!({"a": 1})]);
+        assert_eq!(
+            run(&mut t, json!({"out": [{"a": 1}, {"a": 2}]})).0,
+            [json!({"a": 1}), json!({"a": 2})]
+        );
+        let (outputs, failures, _) = run(&mut t, json!({"out": null}));
+        assert!(
+            outputs.is_empty() && failures.is_empty(),
+            "null drops the event"
+        );
+        let (_, failures, _) = run(&mut t, json!({"out": 7}));
+        assert_eq!(failures[0].reason, "bad_output");
+        assert_eq!(
+            failures[0].error,
+            "transform must return an object, an array of objects or null, got a number"
+        );
+        let (_, failures, _) = run(&mut t, json!({"out": [{"a": 1}, 2]}));
+        assert_eq!(failures[0].reason, "bad_output");
+
+        // The metadata object is input 1, with this pipeline's name.
+        let mut t = pipeline(
+            "      - type: transform\n        script: [\"obj\", [\"id\", [\"get\", [\"$inputs\"], \"/1/event_id\"]], [\"p\", [\"get\", [\"$inputs\"], \"/1/pipeline\"]], [\"retry\", [\"get\", [\"$inputs\"], \"/1/retry_count\"]]]\n",
+            "",
+        );
+        let id = EventId::min_at(Timestamp::from_millis(1)).to_string();
+        assert_eq!(
+            run(&mut t, json!({})).0,
+            [json!({"id": id, "p": "p", "retry": 0})]
+        );
+    }
+
+    #[test]
+    fn filter_set_and_dedup() {
+        let mut t = pipeline("      - {type: filter, when: {gt: [\"/n\", 1]}}\n", "");
+        assert!(run(&mut t, json!({"n": 1})).0.is_empty());
+        assert_eq!(run(&mut t, json!({"n": 2})).0.len(), 1);
+        let mut t = pipeline(
+            "      - {type: filter, when: [\">\", [\"get\", [\"$input\"], \"/n\"], 1]}\n",
+            "",
+        );
+        assert_eq!(run(&mut t, json!({"n": 2})).0.len(), 1);
+        assert_eq!(run(&mut t, json!({})).1[0].reason, "script_error");
+
+        let yaml =
+            "      - {type: set, priority: high, routing_key: {from: /customer}, topic: t}\n";
+        let mut t = pipeline(yaml, "");
+        let delivery = t.process(event(1, json!({"customer": "c9"})));
+        let out = &delivery.outputs[0].1[0];
+        assert_eq!(out.metadata.priority, Priority::High);
+        assert_eq!(out.metadata.routing_key.as_deref(), Some("c9"));
+        assert_eq!(out.metadata.topic.as_deref(), Some("t"));
+        assert_eq!(run(&mut t, json!({})).1[0].reason, "bad_value");
+
+        let mut t = pipeline(
+            "      - {type: dedup, key: /id, ttl: 10s, max_keys: 2}\n",
+            "",
+        );
+        assert_eq!(run_at(&mut t, 1_000, json!({"id": 1})).0.len(), 1);
+        assert_eq!(
+            run_at(&mut t, 2_000, json!({"id": 1})).0.len(),
+            0,
+            "a duplicate within the TTL"
+        );
+        assert_eq!(run_at(&mut t, 2_000, json!({"id": 2})).0.len(), 1);
+        assert_eq!(
+            run_at(&mut t, 12_000, json!({"id": 1})).0.len(),
+            1,
+            "the TTL passed"
+        );
+        // max_keys: 2 — a third key pushes the oldest out.
+        assert_eq!(run_at(&mut t, 12_001, json!({"id": 3})).0.len(), 1);
+        assert_eq!(run_at(&mut t, 12_002, json!({"id": 4})).0.len(), 1);
+        assert_eq!(
+            run_at(&mut t, 12_003, json!({"id": 2})).0.len(),
+            1,
+            "forgotten: beyond max_keys"
+        );
+        let hits = t.pipelines()[0].stage_counts().next().unwrap().1;
+        assert_eq!((hits.events_in, hits.events_out), (7, 6));
+        // The seen keys are the stage's state and load back.
+        let state = t.pipelines()[0].save_state();
+        assert_eq!(state[0].0, "dedup#0");
+        assert!(
+            state[0].1["order"]
+                .as_array()
+                .is_some_and(|keys| keys.len() <= 2)
+        );
+    }
+
+    #[test]
+    fn every_on_error_policy() {
+        let failing = "      - type: transform\n        script: [\"obj\", [\"r\", [\"/\", 1, [\"get\", [\"$inputs\"], \"/1/retry_count\"]]]]\n";
+        // dlq (default): the original event with the reason, pipeline, stage and error.
+        let mut t = pipeline(failing, "");
+        let (outputs, failures, _) = run(&mut t, json!({"x": 1}));
+        assert!(outputs.is_empty());
+        let f = &failures[0];
+        assert_eq!(
+            (f.reason, f.stage.as_deref(), f.attempts),
+            ("script_error", Some("transform#0"), 1)
+        );
+        assert_eq!(f.pipeline.as_deref(), Some("p"));
+        assert_eq!(Value::Object(f.event.data.clone()), json!({"x": 1}));
+        assert!(f.error.contains("division by zero"), "{}", f.error);
+        // skip: counted, dropped, nothing dead-lettered.
+        let mut t = pipeline(failing, "    on_error: skip\n");
+        assert_eq!(run(&mut t, json!({})), (vec![], vec![], 1));
+        // retry: the second attempt sees retry_count 1 and succeeds.
+        let mut t = pipeline(
+            failing,
+            "    on_error: {retry: {max_attempts: 3, backoff: 1ms}}\n",
+        );
+        assert_eq!(run(&mut t, json!({})).0, [json!({"r": 1.0})]);
+        // retry that never succeeds ends in the DLQ with the attempt count.
+        let always = "      - {type: transform, script: [\"/\", 1, 0]}\n";
+        let mut t = pipeline(always, "    on_error: {retry: {max_attempts: 3}}\n");
+        assert_eq!(run(&mut t, json!({})).1[0].attempts, 3);
+        // A stage's own on_error wins over the pipeline's.
+        let own = "      - {type: transform, script: [\"/\", 1, 0], on_error: skip}\n";
+        let mut t = pipeline(own, "    on_error: stop_pipeline\n");
+        assert_eq!(run(&mut t, json!({})).2, 1);
+        // stop_pipeline: halts this pipeline, and it takes nothing more.
+        let mut t = pipeline(always, "    on_error: stop_pipeline\n");
+        assert_eq!(run(&mut t, json!({})).1.len(), 1);
+        assert!(
+            t.pipelines()[0]
+                .stopped()
+                .is_some_and(|why| why.contains("division by zero"))
+        );
+        assert_eq!(run(&mut t, json!({})), (vec![], vec![], 0));
+    }
+
+    #[test]
+    fn one_poison_event_does_not_halt_the_pipeline() {
+        let mut t = pipeline(
+            "      - {type: transform, script: [\"obj\", [\"y\", [\"*\", [\"get\", [\"$input\"], \"/x\"], 2]]]}\n",
+            "",
+        );
+        assert_eq!(run(&mut t, json!({"x": "poison"})).1.len(), 1);
+        assert_eq!(run(&mut t, json!({"x": 2})).0, [json!({"y": 4})]);
+    }
+
+    #[test]
+    fn bad_stage_configs_name_their_key_path() {
+        let cases = [
+            (
+                "      - {type: explode}\n",
+                "pipelines[0].stages[0].type: unknown stage type `explode` (known: dedup, filter, set, transform)",
+            ),
+            (
+                "      - {type: transform}\n",
+                "pipelines[0].stages[0]: missing field `script`",
+            ),
+            (
+                "      - {type: transform, script: nope}\n",
+                "pipelines[0].stages[0].script: no script named `nope`",
+            ),
+            (
+                "      - {type: transform, script: [\"frob\"]}\n",
+                "pipelines[0].stages[0].script: script does not compile: unknown operator `frob` at (root)",
+            ),
+            (
+                "      - {type: filter, when: [\"if\", 1]}\n",
+                "pipelines[0].stages[0].when: script does not compile",
+            ),
+            (
+                "      - {type: set}\n",
+                "pipelines[0].stages[0]: `set` needs at least one of",
+            ),
+            (
+                "      - {type: set, priority: urgent}\n",
+                "pipelines[0].stages[0].priority: invalid priority `urgent`",
+            ),
+            (
+                "      - {type: dedup, key: id, ttl: 1m}\n",
+                "pipelines[0].stages[0].key: `id` is not a JSON pointer",
+            ),
+            (
+                "      - {type: dedup, key: /id, ttl: 1m, colour: red}\n",
+                "pipelines[0].stages[0].colour: unknown field `colour`",
+            ),
+        ];
+        for (stages, expected) in cases {
+            let yaml = format!("pipelines:\n  - name: p\n    stages:\n{stages}");
+            let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
+            let errors = Topology::build(&config, &registry()).err().unwrap();
+            let message = errors[0].to_string();
+            assert!(message.starts_with(expected), "{stages}: {message}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `filter`: keeps the events a predicate is true for and drops the rest.
+//!
+//! The predicate is written like a pipeline's `when:`: a Computo expression, a script name, or a
+//! shorthand such as `{gt: ["/amount", 100]}`.
+
+use colloquium_config::ConfigError;
+use colloquium_event::Event;
+use colloquium_router::Predicate;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::stage::{BuildContext, Failed, Stage, StageConfig, with_data};
+
+/// `{type: filter, when: PREDICATE}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Events for which this is true pass.
+    pub when: Value,
+}
+
+impl StageConfig for FilterConfig {
+    const KIND: &'static str = "filter";
+    fn build(self, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError> {
+        let predicate = Predicate::compile(&self.when, &cx.key("when"), cx.scripts)?;
+        Ok(Box::new(Filter {
+            predicate,
+            pipeline: cx.pipeline.to_string(),
+        }))
+    }
+}
+
+struct Filter {
+    predicate: Predicate,
+    pipeline: String,
+}
+
+impl Stage for Filter {
+    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+        let pipeline = &self.pipeline;
+        let predicate = &self.predicate;
+        let keep = with_data(&mut event, pipeline, |data, meta| {
+            predicate.matches(data, &mut || meta.clone())
+        });
+        match keep {
+            Ok(true) => out.push(event),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(Failed::new(e, event));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! Built-in stages, one file each. Adding one: a file implementing [`StageConfig`] and
+//! [`Stage`](crate::Stage), and one line in the binary's `registry.rs`.
+//!
+//! [`StageConfig`]: crate::StageConfig
+
+pub mod dedup;
+pub mod filter;
+pub mod set;
+pub mod transform;

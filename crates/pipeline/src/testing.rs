@@ -1,0 +1,162 @@
+//! `colloquium test`: runs the `tests:` section of a config.
+//!
+//! Each test builds the topology afresh (so stage state such as dedup starts empty), sends its
+//! input events through routing and every matching pipeline, and compares the named pipeline's
+//! outputs and the dead-letter reasons with what it expects. Test events are deterministic:
+//! event `i` has ingest time and timestamp `2026-01-01T00:00:00Z + i` ms and the smallest id of
+//! that millisecond, so expected outputs may contain `event_id` and times. Retries do not sleep.
+
+use std::fmt::Write;
+
+use colloquium_config::{Config, ConfigError, TestCase, TestEvent};
+use colloquium_event::{Event, EventId, Metadata, Priority, Timestamp};
+use serde_json::Value;
+
+use crate::registry::Registry;
+use crate::topology::Topology;
+
+/// Ingest time of the first test event: 2026-01-01T00:00:00Z.
+pub const TEST_EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// The result of one test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestResult {
+    /// The test's name.
+    pub name: String,
+    /// `None` when it passed; otherwise what differed, ready to print.
+    pub failure: Option<String>,
+}
+
+/// Runs every test of `config`. Errors when the topology itself does not build.
+pub fn run_tests(
+    config: &Config,
+    registry: &Registry,
+) -> Result<Vec<TestResult>, Vec<ConfigError>> {
+    // Build once up front so a broken config is reported as such, not once per test.
+    Topology::build(config, registry)?;
+    let mut results = Vec::new();
+    for (i, test) in config.tests.iter().enumerate() {
+        let failure = run_one(config, registry, i, test)?;
+        results.push(TestResult {
+            name: test.name.clone(),
+            failure,
+        });
+    }
+    Ok(results)
+}
+
+fn run_one(
+    config: &Config,
+    registry: &Registry,
+    index: usize,
+    test: &TestCase,
+) -> Result<Option<String>, Vec<ConfigError>> {
+    let mut topology = Topology::build(config, registry)?;
+    for pipeline in topology.pipelines_mut() {
+        pipeline.set_sleep(|_| {});
+    }
+    let target = test
+        .pipeline
+        .as_ref()
+        .and_then(|name| config.pipelines.iter().position(|p| &p.name == name));
+    let mut outputs = Vec::new();
+    let mut reasons = Vec::new();
+    for (j, input) in test.input.iter().enumerate() {
+        let event = test_event(config, input, j).map_err(|message| {
+            vec![ConfigError::new(
+                format!("tests[{index}].input[{j}]"),
+                message,
+            )]
+        })?;
+        let delivery = topology.process(event);
+        for (pipeline, events) in delivery.outputs {
+            if Some(pipeline) == target {
+                outputs.extend(events.into_iter().map(|e| Value::Object(e.data)));
+            }
+        }
+        reasons.extend(delivery.failures.into_iter().map(|f| {
+            let at = f.pipeline.map(|p| format!(" in {p}")).unwrap_or_default();
+            (
+                f.reason.to_owned(),
+                format!("{}{at}: {}", f.reason, f.error),
+            )
+        }));
+    }
+
+    let mut report = String::new();
+    let expected = test.expect.outputs.as_ref();
+    if let Some(expected) = expected.filter(|e| !same_list(e, &outputs)) {
+        let _ = writeln!(report, "outputs differ (- expected, + actual):");
+        report.push_str(&diff(
+            &Value::Array(expected.clone()),
+            &Value::Array(outputs),
+        ));
+    }
+    let actual_reasons: Vec<&str> = reasons.iter().map(|(r, _)| r.as_str()).collect();
+    if actual_reasons != test.expect.dlq {
+        let _ = writeln!(
+            report,
+            "dead letters differ: expected {:?}, got {:?}",
+            test.expect.dlq, actual_reasons
+        );
+        for (_, detail) in &reasons {
+            let _ = writeln!(report, "  {detail}");
+        }
+    }
+    let report = report.trim_end().to_owned();
+    Ok((!report.is_empty()).then_some(report))
+}
+
+fn test_event(config: &Config, input: &TestEvent, index: usize) -> Result<Event, String> {
+    let at = Timestamp::from_millis(TEST_EPOCH_MS + u64::try_from(index).unwrap_or(0));
+    let source = input.source.clone().unwrap_or_else(|| "http".to_owned());
+    let mut metadata = Metadata::new(source, config.ingest.pipeline.clone());
+    for (key, value) in &input.metadata {
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("metadata.{key} must be a string"))?;
+        match key.as_str() {
+            "priority" => {
+                metadata.priority = text.parse::<Priority>().map_err(|e| e.to_string())?
+            }
+            "topic" => metadata.topic = Some(text.to_owned()),
+            "routing_key" => metadata.routing_key = Some(text.to_owned()),
+            other => {
+                return Err(format!(
+                    "unknown metadata field `{other}` (priority, topic, routing_key)"
+                ));
+            }
+        }
+    }
+    Ok(Event {
+        id: EventId::min_at(at),
+        timestamp: at,
+        ingest_time: at,
+        data: input.data.clone(),
+        metadata,
+    })
+}
+
+/// Lists are equal element by element, numbers by value (`15` equals `15.0`).
+fn same_list(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| computo::json_equal(x, y))
+}
+
+/// A line diff of the two values as pretty JSON.
+fn diff(expected: &Value, actual: &Value) -> String {
+    let expected = serde_json::to_string_pretty(expected).unwrap_or_default();
+    let actual = serde_json::to_string_pretty(actual).unwrap_or_default();
+    let mut out = String::new();
+    for change in similar::TextDiff::from_lines(&expected, &actual).iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => "-",
+            similar::ChangeTag::Insert => "+",
+            similar::ChangeTag::Equal => " ",
+        };
+        let _ = write!(out, "  {sign} {change}");
+        if change.missing_newline() {
+            out.push('\n');
+        }
+    }
+    out
+}

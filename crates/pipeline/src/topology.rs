@@ -1,0 +1,118 @@
+//! A whole config's processing graph: the router and every pipeline, built together so that
+//! `validate`, `test` and the node report every problem at once, each at its key path.
+
+use colloquium_config::{Config, ConfigError, ScriptLibrary};
+use colloquium_event::Event;
+use colloquium_router::{Router, Verdict};
+use serde_json::Value;
+
+use crate::pipeline::{Failure, Pipeline};
+use crate::registry::Registry;
+
+/// Sink kinds a config may name. Their options are checked when the sinks are built by the
+/// node; `validate` checks the kind.
+pub const SINK_KINDS: [&str; 5] = ["store", "file", "stdout", "http", "dlq"];
+
+/// The router and the pipelines of one config.
+pub struct Topology {
+    router: Router,
+    pipelines: Vec<Pipeline>,
+}
+
+/// Where one event went.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Outputs per pipeline index (only pipelines the event reached).
+    pub outputs: Vec<(usize, Vec<Event>)>,
+    /// Dead letters: routing failures and stage failures.
+    pub failures: Vec<Failure>,
+    /// Events skipped by `on_error: skip`.
+    pub skipped: u64,
+}
+
+impl Topology {
+    /// Compiles every script and builds the router and every pipeline, collecting all errors.
+    pub fn build(config: &Config, registry: &Registry) -> Result<Self, Vec<ConfigError>> {
+        let scripts = ScriptLibrary::compile(config)?;
+        let mut errors = Vec::new();
+        let router = Router::build(config, &scripts)
+            .map_err(|e| errors.extend(e))
+            .ok();
+        let mut pipelines = Vec::new();
+        for (i, p) in config.pipelines.iter().enumerate() {
+            match Pipeline::build(p, &format!("pipelines[{i}]"), registry, &scripts) {
+                Ok(pipeline) => pipelines.push(pipeline),
+                Err(e) => errors.extend(e),
+            }
+        }
+        for (name, sink) in &config.sinks {
+            if !SINK_KINDS.contains(&sink.kind.as_str()) {
+                let message = format!(
+                    "unknown sink type `{}` (known: {})",
+                    sink.kind,
+                    SINK_KINDS.join(", ")
+                );
+                errors.push(ConfigError::new(format!("sinks.{name}.type"), message));
+            }
+        }
+        match router {
+            Some(router) if errors.is_empty() => Ok(Topology { router, pipelines }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The pipelines, in config order.
+    pub fn pipelines(&self) -> &[Pipeline] {
+        &self.pipelines
+    }
+
+    /// Mutable access to the pipelines (e.g. to change how retries sleep).
+    pub fn pipelines_mut(&mut self) -> &mut [Pipeline] {
+        &mut self.pipelines
+    }
+
+    /// Routes one event and runs it through every pipeline that takes it.
+    pub fn process(&mut self, mut event: Event) -> Delivery {
+        let data = Value::Object(std::mem::take(&mut event.data));
+        let routing = self.router.route(&event.metadata.source, &data, || {
+            event.script_metadata(&event.metadata.pipeline)
+        });
+        if let Value::Object(map) = data {
+            event.data = map;
+        }
+        let mut delivery = Delivery::default();
+        if routing.is_unroutable() {
+            delivery.failures.push(Failure {
+                reason: "no_route",
+                pipeline: None,
+                stage: None,
+                error: "no pipeline's `from` and `when` match the event".to_owned(),
+                attempts: 1,
+                event,
+            });
+            return delivery;
+        }
+        for (i, verdict) in routing.verdicts.iter().enumerate() {
+            if let Verdict::Error(e) = verdict {
+                delivery.failures.push(Failure {
+                    reason: "route_error",
+                    pipeline: self.pipelines.get(i).map(|p| p.name().clone()),
+                    stage: None,
+                    error: e.to_string(),
+                    attempts: 1,
+                    event: event.clone(),
+                });
+            }
+        }
+        for i in routing.matched() {
+            let Some(pipeline) = self.pipelines.get_mut(i) else {
+                continue;
+            };
+            let outcome = pipeline.process(event.clone());
+            delivery.failures.extend(outcome.failures);
+            delivery.skipped += outcome.skipped;
+            delivery.outputs.push((i, outcome.outputs));
+        }
+        delivery
+    }
+}
