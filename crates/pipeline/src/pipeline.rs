@@ -140,14 +140,14 @@ impl Pipeline {
     }
 
     /// Runs one event through every stage. A stopped pipeline takes nothing (the caller holds
-    /// the event back, e.g. by not moving its checkpoint).
-    pub fn process(&mut self, event: Event) -> Outcome {
+    /// the event back, e.g. by not moving its checkpoint). The event is borrowed: the pipeline
+    /// works on one copy, and copies it again only to dead-letter it.
+    pub fn process(&mut self, original: &Event) -> Outcome {
         let mut outcome = Outcome::default();
         if self.stopped.is_some() {
             return outcome;
         }
-        let original = event.clone();
-        let mut batch = vec![event];
+        let mut batch = vec![original.clone()];
         for slot in &mut self.stages {
             let mut next = Vec::with_capacity(batch.len());
             for event in batch {

@@ -99,16 +99,15 @@ impl StageError {
     }
 }
 
-/// Runs `f` on the event's data as a JSON value (moved, not copied) and its script metadata,
-/// then puts the data back.
+/// Runs `f` on the event's data as a JSON value (moved, not copied) and a builder of its
+/// script metadata (input 1), called only if a script needs it; then puts the data back.
 pub(crate) fn with_data<T>(
     event: &mut Event,
     pipeline: &str,
-    f: impl FnOnce(&Value, &Value) -> T,
+    f: impl FnOnce(&Value, &mut dyn FnMut() -> Value) -> T,
 ) -> T {
-    let meta = event.script_metadata(pipeline);
     let data = Value::Object(std::mem::take(&mut event.data));
-    let result = f(&data, &meta);
+    let result = f(&data, &mut || event.script_metadata(pipeline));
     if let Value::Object(map) = data {
         event.data = map;
     }

@@ -108,7 +108,7 @@ impl Topology {
             let Some(pipeline) = self.pipelines.get_mut(i) else {
                 continue;
             };
-            let outcome = pipeline.process(event.clone());
+            let outcome = pipeline.process(&event);
             delivery.failures.extend(outcome.failures);
             delivery.skipped += outcome.skipped;
             delivery.outputs.push((i, outcome.outputs));

@@ -103,7 +103,7 @@ impl Dedup {
                 .map_or_else(|| "null".to_owned(), Value::to_string)),
             DedupKey::Script(script) => {
                 let result = with_data(event, &self.pipeline, |data, meta| {
-                    script.eval(&[data, meta])
+                    script.eval(&[data, &meta()])
                 })?;
                 Ok(result.to_string())
             }

@@ -40,7 +40,7 @@ impl Stage for Filter {
         let pipeline = &self.pipeline;
         let predicate = &self.predicate;
         let keep = with_data(&mut event, pipeline, |data, meta| {
-            predicate.matches(data, &mut || meta.clone())
+            predicate.matches(data, meta)
         });
         match keep {
             Ok(true) => out.push(event),

@@ -41,7 +41,7 @@ struct Transform {
 impl Stage for Transform {
     fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
         let result = with_data(&mut event, &self.pipeline, |data, meta| {
-            self.script.eval(&[data, meta])
+            self.script.eval(&[data, &meta()])
         });
         let result = match result {
             Ok(result) => result,
