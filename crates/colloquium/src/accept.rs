@@ -1,6 +1,6 @@
 //! Wires ingest to storage: a batch is accepted once the store has made it durable.
 
-use colloquium_event::Event;
+use colloquium_event::{Event, Reservation};
 use colloquium_ingest::{Accept, AcceptError};
 use colloquium_storage::{StorageError, Store};
 
@@ -14,10 +14,13 @@ pub struct StoreAccept {
 }
 
 impl Accept for StoreAccept {
-    async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
-        self.store.append(&events).await.map_err(|e| match e {
-            StorageError::Closed => AcceptError::ShuttingDown,
-            other => AcceptError::Unavailable(other.to_string()),
-        })
+    async fn accept(&self, events: Vec<Event>, ids: Reservation) -> Result<(), AcceptError> {
+        self.store
+            .append_settling(&events, ids)
+            .await
+            .map_err(|e| match e {
+                StorageError::Closed => AcceptError::ShuttingDown,
+                other => AcceptError::Unavailable(other.to_string()),
+            })
     }
 }

@@ -4,9 +4,10 @@
 //! a range scan over keys is a scan over ingest time. The 26-character Crockford base32 string
 //! sorts the same way and is what users see.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use ulid::Ulid;
@@ -81,10 +82,51 @@ impl<'de> Deserialize<'de> for EventId {
     }
 }
 
-/// Hands out strictly increasing ids, also within one millisecond and across threads.
+/// Hands out strictly increasing ids, also within one millisecond and across threads, and
+/// knows which of them are still unsettled.
+///
+/// Ids are given out when a request is stamped, before its batch is durable, so with concurrent
+/// requests the log does not fill in id order. Readers that must not miss an event (pipelines
+/// resuming from a checkpoint) read only below [`IdGenerator::watermark`]: ids handed out by
+/// [`IdGenerator::reserve`] stay unsettled until their [`Reservation`] is dropped, which the
+/// store does once the batch is written or can no longer be.
 #[derive(Default)]
 pub struct IdGenerator {
-    last: Mutex<Option<Ulid>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    last: Option<Ulid>,
+    /// First id of every live reservation, with how many start there.
+    unsettled: BTreeMap<Ulid, usize>,
+}
+
+/// Ids that are not settled yet; dropping this settles them (stored, or never to be).
+pub struct Reservation {
+    generator: Arc<IdGenerator>,
+    first: Option<Ulid>,
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("first", &self.first)
+            .finish()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(first) = self.first else { return };
+        let mut state = self.generator.lock();
+        if let Some(count) = state.unsettled.get_mut(&first) {
+            *count -= 1;
+            if *count == 0 {
+                state.unsettled.remove(&first);
+            }
+        }
+    }
 }
 
 impl IdGenerator {
@@ -92,18 +134,56 @@ impl IdGenerator {
     ///
     /// Ids carry `now`, or the previous id's time when the clock went back, so order holds.
     pub fn next_ids(&self, now: Timestamp, count: usize) -> Vec<EventId> {
-        let mut ids = Vec::with_capacity(count);
+        Self::issue(&mut self.lock(), now, count)
+    }
+
+    /// Like [`IdGenerator::next_ids`], but the ids stay unsettled (below the watermark's reach)
+    /// until the returned reservation is dropped.
+    pub fn reserve(self: &Arc<Self>, now: Timestamp, count: usize) -> (Vec<EventId>, Reservation) {
+        let mut state = self.lock();
+        let ids = Self::issue(&mut state, now, count);
+        let first = ids.first().map(|id| id.0);
+        if let Some(first) = first {
+            *state.unsettled.entry(first).or_default() += 1;
+        }
+        drop(state);
+        let reservation = Reservation {
+            generator: Arc::clone(self),
+            first,
+        };
+        (ids, reservation)
+    }
+
+    /// Every id below the returned one is settled: it is in the log, or never will be. `None`
+    /// when this generator has given out no ids (everything in the log predates it).
+    pub fn watermark(&self) -> Option<EventId> {
+        let state = self.lock();
+        if let Some((first, _)) = state.unsettled.first_key_value() {
+            return Some(EventId(*first));
+        }
+        let last = state.last?;
+        let next = last
+            .increment()
+            .unwrap_or_else(|| Ulid::from_parts(last.timestamp_ms() + 1, 0));
+        Some(EventId(next))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means another thread panicked mid-increment; the value is intact.
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn issue(state: &mut State, now: Timestamp, count: usize) -> Vec<EventId> {
+        let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
-            let next = match *last {
+            let next = match state.last {
                 Some(prev) if prev.timestamp_ms() >= now.as_millis() => prev
                     .increment()
                     // 2^80 ids in one millisecond cannot happen; move to the next one if it did.
                     .unwrap_or_else(|| Ulid::from_parts(prev.timestamp_ms() + 1, 0)),
                 _ => Ulid::from_parts(now.as_millis(), rand_bits()),
             };
-            *last = Some(next);
+            state.last = Some(next);
             ids.push(EventId(next));
         }
         ids
@@ -138,6 +218,26 @@ mod tests {
         let a = generator.next_ids(Timestamp::from_millis(1000), 1)[0];
         let b = generator.next_ids(Timestamp::from_millis(10), 1)[0];
         assert!(a < b);
+    }
+
+    #[test]
+    fn the_watermark_stays_below_every_unsettled_reservation() {
+        let generator = Arc::new(IdGenerator::default());
+        assert_eq!(generator.watermark(), None);
+        let (a, ra) = generator.reserve(Timestamp::from_millis(100), 2);
+        let (b, rb) = generator.reserve(Timestamp::from_millis(100), 3);
+        assert_eq!(generator.watermark(), Some(a[0]));
+        // b settles first (committed out of order): a still holds the watermark back.
+        drop(rb);
+        assert_eq!(generator.watermark(), Some(a[0]));
+        drop(ra);
+        let w = generator.watermark().unwrap();
+        assert!(b.iter().chain(&a).all(|id| *id < w));
+        let next = generator.next_ids(Timestamp::from_millis(100), 1)[0];
+        assert!(
+            w <= next,
+            "the watermark never passes an id not yet given out"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod id;
 pub mod time;
 
 pub use event::{Event, Metadata, Priority, PriorityParseError};
-pub use id::{EventId, IdGenerator, IdParseError};
+pub use id::{EventId, IdGenerator, IdParseError, Reservation};
 pub use time::{Timestamp, TimestampParseError};
 
 /// Names a JSON value's kind with its article ("a number", "an object", "null"), for messages.

@@ -2,13 +2,19 @@
 
 use std::future::Future;
 
-use colloquium_event::Event;
+use colloquium_event::{Event, Reservation};
 
 /// Takes batches from sources. `accept` resolves `Ok` only once the whole batch is durable;
 /// on `Err` none of it was stored.
 pub trait Accept: Clone + Send + Sync + 'static {
-    /// Makes `events` durable, atomically.
-    fn accept(&self, events: Vec<Event>) -> impl Future<Output = Result<(), AcceptError>> + Send;
+    /// Makes `events` durable, atomically. `ids` is dropped once the batch is written or can no
+    /// longer be, even if the caller stops waiting, so readers below the id watermark never
+    /// miss an event that is still on its way.
+    fn accept(
+        &self,
+        events: Vec<Event>,
+        ids: Reservation,
+    ) -> impl Future<Output = Result<(), AcceptError>> + Send;
 }
 
 /// Why a batch was not accepted. Every variant means nothing was stored.

@@ -225,18 +225,23 @@ async fn ingest<A: Accept>(
         rejection
     })?;
 
-    let events = shared.stamper.stamp(payloads, &envelope, Timestamp::now());
+    let (events, reservation) = shared.stamper.stamp(payloads, &envelope, Timestamp::now());
     let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
-    shared.accept.accept(events).await.map_err(|e| {
-        let reason = match e {
-            AcceptError::ShuttingDown => "shutting_down",
-            AcceptError::Overloaded => "overloaded",
-            AcceptError::Unavailable(_) => "storage_unavailable",
-        };
-        let mut rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string());
-        rejection.events = count;
-        rejection
-    })?;
+    shared
+        .accept
+        .accept(events, reservation)
+        .await
+        .map_err(|e| {
+            let reason = match e {
+                AcceptError::ShuttingDown => "shutting_down",
+                AcceptError::Overloaded => "overloaded",
+                AcceptError::Unavailable(_) => "storage_unavailable",
+            };
+            let mut rejection =
+                Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string());
+            rejection.events = count;
+            rejection
+        })?;
     Ok(Accepted {
         accepted: count,
         ids,
@@ -281,7 +286,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Rejection> 
 mod tests {
     use super::*;
     use axum::http::Request;
-    use colloquium_event::Event;
+    use colloquium_event::{Event, Reservation};
     use colloquium_telemetry::MetricsRegistry;
     use serde_json::Value;
     use std::sync::Mutex;
@@ -297,7 +302,7 @@ mod tests {
     }
 
     impl Accept for Collect {
-        async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+        async fn accept(&self, events: Vec<Event>, _ids: Reservation) -> Result<(), AcceptError> {
             if let Some(fail) = self.fail {
                 return Err(fail());
             }
@@ -476,7 +481,11 @@ mod tests {
         #[derive(Clone)]
         struct Stuck;
         impl Accept for Stuck {
-            async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+            async fn accept(
+                &self,
+                events: Vec<Event>,
+                _ids: Reservation,
+            ) -> Result<(), AcceptError> {
                 if events.len() > 1 {
                     std::future::pending::<()>().await;
                 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use colloquium_event::{Event, IdGenerator, Metadata, Priority, Timestamp};
+use colloquium_event::{Event, IdGenerator, Metadata, Priority, Reservation, Timestamp};
 use serde_json::Value;
 
 use crate::body::Payload;
@@ -58,10 +58,16 @@ impl Stamper {
         }
     }
 
-    /// Returns the events for `payloads`, all ingested `now`.
-    pub fn stamp(&self, payloads: Vec<Payload>, envelope: &Envelope, now: Timestamp) -> Vec<Event> {
-        let ids = self.ids.next_ids(now, payloads.len());
-        payloads
+    /// Returns the events for `payloads`, all ingested `now`, and the reservation that keeps
+    /// their ids unsettled until the batch is stored (or dropped).
+    pub fn stamp(
+        &self,
+        payloads: Vec<Payload>,
+        envelope: &Envelope,
+        now: Timestamp,
+    ) -> (Vec<Event>, Reservation) {
+        let (ids, reservation) = self.ids.reserve(now, payloads.len());
+        let events = payloads
             .into_iter()
             .zip(ids)
             .map(|(data, id)| Event {
@@ -76,7 +82,8 @@ impl Stamper {
                     ..Metadata::new(self.source, &*self.pipeline)
                 },
             })
-            .collect()
+            .collect();
+        (events, reservation)
     }
 
     fn event_time(&self, data: &Payload) -> Option<Timestamp> {
@@ -117,16 +124,18 @@ mod tests {
     fn event_time_comes_from_the_payload_when_valid() {
         let now = Timestamp::from_millis(1_000_000);
         let stamper = Stamper::new(Arc::default(), "http", "ts", "default");
-        let events = stamper.stamp(
-            vec![
-                payload(json!({"ts": 5})),
-                payload(json!({"ts": "1970-01-01T00:00:02Z"})),
-                payload(json!({"ts": "garbage"})),
-                payload(json!({})),
-            ],
-            &Envelope::default(),
-            now,
-        );
+        let events = stamper
+            .stamp(
+                vec![
+                    payload(json!({"ts": 5})),
+                    payload(json!({"ts": "1970-01-01T00:00:02Z"})),
+                    payload(json!({"ts": "garbage"})),
+                    payload(json!({})),
+                ],
+                &Envelope::default(),
+                now,
+            )
+            .0;
         let times: Vec<u64> = events.iter().map(|e| e.timestamp.as_millis()).collect();
         assert_eq!(times, [5, 2000, 1_000_000, 1_000_000]);
         assert!(
@@ -140,14 +149,16 @@ mod tests {
     #[test]
     fn pointer_fields_reach_nested_values() {
         let stamper = Stamper::new(Arc::default(), "http", "/meta/a~1b", "p");
-        let events = stamper.stamp(
-            vec![payload(json!({"meta": {"a/b": 77}}))],
-            &Envelope {
-                priority: Priority::Critical,
-                ..Default::default()
-            },
-            Timestamp::from_millis(9),
-        );
+        let events = stamper
+            .stamp(
+                vec![payload(json!({"meta": {"a/b": 77}}))],
+                &Envelope {
+                    priority: Priority::Critical,
+                    ..Default::default()
+                },
+                Timestamp::from_millis(9),
+            )
+            .0;
         assert_eq!(events[0].timestamp.as_millis(), 77);
         assert_eq!(events[0].metadata.priority, Priority::Critical);
         assert_eq!(events[0].metadata.pipeline, "p");

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use colloquium_event::Event;
+use colloquium_event::{Event, Reservation};
 use rocksdb::{DB, WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,6 +30,9 @@ struct Request {
     records: Vec<(Vec<u8>, Vec<u8>)>,
     bytes: usize,
     done: oneshot::Sender<Result<(), StorageError>>,
+    /// Dropped by the writer thread once the batch is written (or failed), not before: the ids
+    /// must stay below the watermark while the batch may still land.
+    _settle: Option<Reservation>,
 }
 
 /// Encodes an event as its log record.
@@ -81,7 +84,11 @@ impl Writer {
     }
 
     /// Appends `events` atomically and returns once they are durable (per the `sync` setting).
-    pub(crate) async fn append(&self, events: &[Event]) -> Result<(), StorageError> {
+    pub(crate) async fn append(
+        &self,
+        events: &[Event],
+        settle: Option<Reservation>,
+    ) -> Result<(), StorageError> {
         let mut records = Vec::with_capacity(events.len());
         let mut bytes = 0;
         for event in events {
@@ -100,6 +107,7 @@ impl Writer {
             records,
             bytes,
             done,
+            _settle: settle,
         };
         queue
             .send(request)

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use colloquium_event::{Event, EventId, IdGenerator, Timestamp};
+use colloquium_event::{Event, EventId, IdGenerator, Reservation, Timestamp};
 use rocksdb::{DB, WriteOptions};
 
 use crate::dlq::DeadLetter;
@@ -75,7 +75,17 @@ impl Store {
     /// Appends `events` atomically; returns once they are durable. Concurrent calls share one
     /// WAL write and fsync.
     pub async fn append(&self, events: &[Event]) -> Result<(), StorageError> {
-        self.inner.writer.append(events).await
+        self.inner.writer.append(events, None).await
+    }
+
+    /// Like [`Store::append`], and drops `ids` once the batch is written or can no longer be
+    /// (also when the caller stops waiting): see [`colloquium_event::IdGenerator::watermark`].
+    pub async fn append_settling(
+        &self,
+        events: &[Event],
+        ids: Reservation,
+    ) -> Result<(), StorageError> {
+        self.inner.writer.append(events, Some(ids)).await
     }
 
     /// Returns the stored JSON of event `id`.
