@@ -4,6 +4,9 @@
 //! - `events`: key = 16-byte [`EventId`](colloquium_event::EventId) (big-endian ULID, so key
 //!   order is ingest-time order); value = the event as JSON.
 //! - `dlq`: key = 16-byte ULID of the failure; value = [`DeadLetter`](crate::DeadLetter) JSON.
+//! - `outputs`: key = pipeline name, `0x00`, the input event's 16-byte id, a 4-byte big-endian
+//!   output index; value = the output event as JSON (see [`crate::pipelines`]).
+//! - `checkpoints`: key = pipeline name; value = [`Checkpoint`](crate::Checkpoint) JSON.
 //!
 //! Adding a column family is one entry in [`ColumnFamily`]. RocksDB's `LOCK` file keeps a
 //! second process out of the directory; we turn its error into [`StorageError::Locked`].
@@ -21,17 +24,28 @@ pub enum ColumnFamily {
     Events,
     /// The dead-letter queue.
     Dlq,
+    /// Results of pipelines' `store` sinks.
+    Outputs,
+    /// Each pipeline's position in the log and its stages' state.
+    Checkpoints,
 }
 
 impl ColumnFamily {
     /// Every column family, created on open when missing.
-    pub const ALL: [ColumnFamily; 2] = [ColumnFamily::Events, ColumnFamily::Dlq];
+    pub const ALL: [ColumnFamily; 4] = [
+        ColumnFamily::Events,
+        ColumnFamily::Dlq,
+        ColumnFamily::Outputs,
+        ColumnFamily::Checkpoints,
+    ];
 
     /// Returns the RocksDB name.
     pub fn name(self) -> &'static str {
         match self {
             ColumnFamily::Events => "events",
             ColumnFamily::Dlq => "dlq",
+            ColumnFamily::Outputs => "outputs",
+            ColumnFamily::Checkpoints => "checkpoints",
         }
     }
 }

@@ -15,6 +15,19 @@ pub struct DeadLetter {
     pub error: String,
     /// When it failed.
     pub failed_at: Timestamp,
+    /// The pipeline it failed in (`None` when no pipeline took it: `no_route`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// The stage it failed in, e.g. `transform#0` (`None` for routing failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// How many times it was tried.
+    #[serde(default = "one")]
+    pub attempts: u32,
     /// The event as it was when it failed.
     pub event: Event,
+}
+
+fn one() -> u32 {
+    1
 }

@@ -37,6 +37,9 @@ pub enum StorageError {
     /// The store is shutting down and takes no more writes.
     #[error("store is closed")]
     Closed,
+    /// A paging cursor that this store did not hand out.
+    #[error("invalid cursor")]
+    BadCursor,
 }
 
 impl From<rocksdb::Error> for StorageError {

@@ -5,6 +5,8 @@
 //! - [`scan`]: time-range scans over the log, forward or backward, with cursors.
 //! - [`retention`]: the background pass that deletes events older than the retention.
 //! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
+//! - [`pipelines`]: pipelines' outputs and checkpoints, committed atomically with their dead
+//!   letters.
 //! - [`events`]: the metrics this crate reports.
 //!
 //! [`Store`] ties them together; clone it freely (it is a handle).
@@ -15,6 +17,7 @@ pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod log;
+pub mod pipelines;
 pub mod retention;
 pub mod scan;
 mod store;
@@ -23,5 +26,6 @@ pub use db::{ColumnFamily, Compression, StoreOptions};
 pub use dlq::DeadLetter;
 pub use error::StorageError;
 pub use events::StorageMetrics;
+pub use pipelines::{Checkpoint, NewDeadLetter, Output, PipelineCommit, StoredOutput};
 pub use scan::{Order, ScanRange};
 pub use store::Store;

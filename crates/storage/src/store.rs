@@ -129,6 +129,9 @@ impl Store {
             reason: reason.to_owned(),
             error: error.to_owned(),
             failed_at: now,
+            pipeline: None,
+            stage: None,
+            attempts: 1,
             event,
         };
         let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
@@ -138,13 +141,7 @@ impl Store {
         self.inner
             .db
             .put_cf_opt(&handle, letter.id.to_bytes(), value, &options)?;
-        self.inner
-            .metrics
-            .dead_letters
-            .get_or_create(&crate::events::ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
+        self.count_dead_letter(reason);
         Ok(letter)
     }
 
@@ -225,7 +222,26 @@ impl Store {
         Ok(())
     }
 
-    fn cf(&self, cf: ColumnFamily) -> Result<&rocksdb::ColumnFamily, StorageError> {
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub(crate) fn syncs(&self) -> bool {
+        self.inner.options.sync
+    }
+
+    pub(crate) fn dead_letter_ids(&self, now: Timestamp, count: usize) -> Vec<EventId> {
+        self.inner.dlq_ids.next_ids(now, count)
+    }
+
+    pub(crate) fn count_dead_letter(&self, reason: &str) {
+        let labels = crate::events::ReasonLabels {
+            reason: reason.to_owned(),
+        };
+        self.inner.metrics.dead_letters.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn cf(&self, cf: ColumnFamily) -> Result<&rocksdb::ColumnFamily, StorageError> {
         self.inner
             .db
             .cf_handle(cf.name())
