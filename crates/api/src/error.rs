@@ -26,6 +26,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Storage(StorageError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(StorageError::BadCursor) => StatusCode::BAD_REQUEST,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

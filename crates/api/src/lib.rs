@@ -2,6 +2,7 @@
 //!
 //! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
 //! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
+//! - [`pipelines`]: `GET /api/outputs` and `GET /api/dlq`, what pipelines produced.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -10,6 +11,7 @@
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod pipelines;
 pub mod query;
 pub mod stream;
 
@@ -45,6 +47,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events", get(query::list))
         .route("/api/events/stream", get(stream::replay))
         .route("/api/events/{id}", get(query::get_one))
+        .route("/api/outputs", get(pipelines::outputs))
+        .route("/api/dlq", get(pipelines::dead_letters))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .with_state(state)

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use crate::{ApiError, ApiState};
 
 /// Default page size.
-const DEFAULT_LIMIT: usize = 100;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
 /// Largest page size.
-const MAX_LIMIT: usize = 10_000;
+pub(crate) const MAX_LIMIT: usize = 10_000;
 
 /// `GET /api/events/{id}`.
 pub async fn get_one(
@@ -170,7 +170,7 @@ pub fn matches_source(raw: &[u8], source: Option<&str>) -> bool {
     serde_json::from_slice::<Only<'_>>(raw).is_ok_and(|e| e.metadata.source == wanted)
 }
 
-fn json_response(body: Vec<u8>) -> Response {
+pub(crate) fn json_response(body: Vec<u8>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

@@ -2,6 +2,7 @@
 
 use colloquium_event::{Event, Reservation};
 use colloquium_ingest::{Accept, AcceptError};
+use colloquium_pipeline::RuntimeHandle;
 use colloquium_storage::{StorageError, Store};
 
 /// Appends accepted batches to the event log.
@@ -11,16 +12,20 @@ use colloquium_storage::{StorageError, Store};
 #[derive(Clone)]
 pub struct StoreAccept {
     pub store: Store,
+    /// Woken after each durable batch, when pipelines run.
+    pub pipelines: Option<RuntimeHandle>,
 }
 
 impl Accept for StoreAccept {
     async fn accept(&self, events: Vec<Event>, ids: Reservation) -> Result<(), AcceptError> {
-        self.store
-            .append_settling(&events, ids)
-            .await
-            .map_err(|e| match e {
-                StorageError::Closed => AcceptError::ShuttingDown,
-                other => AcceptError::Unavailable(other.to_string()),
-            })
+        let stored = self.store.append_settling(&events, ids).await;
+        stored.map_err(|e| match e {
+            StorageError::Closed => AcceptError::ShuttingDown,
+            other => AcceptError::Unavailable(other.to_string()),
+        })?;
+        if let Some(pipelines) = &self.pipelines {
+            pipelines.notify();
+        }
+        Ok(())
     }
 }

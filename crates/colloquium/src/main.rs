@@ -53,14 +53,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(config) = load_config(&args.config)? else {
                 return Ok(ExitCode::FAILURE);
             };
-            if !config.pipelines.is_empty() {
-                // Refuse rather than silently ignore what the user wrote.
-                anyhow::bail!(
-                    "{} defines pipelines: this build validates and tests them (`colloquium \
-                     validate`, `colloquium test`) but cannot run them yet",
-                    args.config.describe()
-                );
-            }
             let config = args.apply(config);
             runtime()?.block_on(node::run(config))?;
         }

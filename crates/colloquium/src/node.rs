@@ -1,5 +1,5 @@
-//! `colloquium run`: one node. Opens the store, mounts every source and the API on one
-//! listener, prints `colloquium ready http=<addr>` on stdout once it accepts connections, and
+//! `colloquium run`: one node. Opens the store, starts the pipelines, mounts every source and
+//! the API on one listener, prints `colloquium ready http=<addr>` on stdout once it accepts connections, and
 //! on SIGINT/SIGTERM stops accepting, finishes in-flight requests, flushes and closes the store.
 
 use std::io::Write;
@@ -11,6 +11,7 @@ use colloquium_api::ApiState;
 use colloquium_config::Config;
 use colloquium_event::IdGenerator;
 use colloquium_ingest::{HttpSource, HttpSourceConfig, IngestMetrics};
+use colloquium_pipeline::Runtime;
 use colloquium_storage::{Compression, StorageMetrics, Store, StoreOptions};
 use colloquium_telemetry::MetricsRegistry;
 use colloquium_telemetry::http::HttpMetrics;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::accept::StoreAccept;
+use crate::registry;
 use crate::server::{self, ServerLimits};
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -33,6 +35,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("starting retention")?;
     }
 
+    let ids = Arc::new(IdGenerator::default());
+    let pipelines = if config.pipelines.is_empty() {
+        None
+    } else {
+        let runtime = Runtime::start(&config, &registry::registry(), store.clone(), ids.clone())
+            .context("starting pipelines")?;
+        tracing::info!(pipelines = config.pipelines.len(), "pipelines running");
+        Some(runtime)
+    };
+
     let draining = Arc::new(AtomicBool::new(false));
     let http = HttpSource::new(
         HttpSourceConfig {
@@ -44,8 +56,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         StoreAccept {
             store: store.clone(),
+            pipelines: pipelines.as_ref().map(Runtime::handle),
         },
-        Arc::new(IdGenerator::default()),
+        ids,
         IngestMetrics::register(&registry),
     );
     let api = colloquium_api::router(ApiState {
@@ -90,10 +103,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await;
 
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .context("closing the store")?
-        .context("closing the store")?;
+    // Pipelines stop after ingest (nothing new arrives) and before the store closes; what
+    // they have not processed yet resumes from their checkpoints at the next start.
+    tokio::task::spawn_blocking(move || {
+        if let Some(pipelines) = pipelines {
+            pipelines.stop();
+        }
+        store.close()
+    })
+    .await
+    .context("closing the store")?
+    .context("closing the store")?;
     tracing::info!("stopped");
     Ok(())
 }

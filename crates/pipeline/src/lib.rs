@@ -6,10 +6,12 @@
 //! - [`pipeline`]: one pipeline's stages and its `on_error` policies.
 //! - [`topology`]: the router and every pipeline of a config, built together.
 //! - [`testing`]: `colloquium test`, the config's own unit tests.
+//! - [`runtime`]: running the pipelines on a node: checkpoints, sinks, atomic commits.
 #![warn(missing_docs)]
 
 pub mod pipeline;
 pub mod registry;
+pub mod runtime;
 pub mod stage;
 pub mod stages;
 pub mod testing;
@@ -17,6 +19,7 @@ pub mod topology;
 
 pub use pipeline::{Failure, Outcome, Pipeline, StageCounts};
 pub use registry::Registry;
+pub use runtime::{Runtime, RuntimeError, RuntimeHandle};
 pub use stage::{BuildContext, Failed, Stage, StageConfig, StageError};
 pub use testing::{TestResult, run_tests};
 pub use topology::{Delivery, Topology};

@@ -131,6 +131,20 @@ impl Pipeline {
         self.stages.iter().map(|s| (s.label.as_str(), s.counts))
     }
 
+    /// Restores stage state saved by [`Pipeline::save_state`] (labels that no longer exist are
+    /// ignored: the stage was removed or moved).
+    pub fn restore_state(
+        &mut self,
+        saved: &[(String, serde_json::Value)],
+    ) -> Result<(), crate::StageError> {
+        for (label, state) in saved {
+            if let Some(slot) = self.stages.iter_mut().find(|s| &s.label == label) {
+                slot.stage.restore_state(state.clone())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Saved state of every stage that keeps some, by label.
     pub fn save_state(&self) -> Vec<(String, serde_json::Value)> {
         self.stages

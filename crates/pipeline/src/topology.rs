@@ -72,7 +72,19 @@ impl Topology {
     }
 
     /// Routes one event and runs it through every pipeline that takes it.
-    pub fn process(&mut self, mut event: Event) -> Delivery {
+    pub fn process(&mut self, event: Event) -> Delivery {
+        self.process_gated(event, &|_| true, true)
+    }
+
+    /// Like [`Topology::process`], but only pipelines for which `take(index)` holds run it (a
+    /// pipeline already past the event skips it), and routing failures (`no_route`,
+    /// `route_error`) are reported only when `report_routing` (once per event, not per replay).
+    pub fn process_gated(
+        &mut self,
+        mut event: Event,
+        take: &dyn Fn(usize) -> bool,
+        report_routing: bool,
+    ) -> Delivery {
         let data = Value::Object(std::mem::take(&mut event.data));
         let routing = self.router.route(&event.metadata.source, &data, || {
             event.script_metadata(&event.metadata.pipeline)
@@ -81,7 +93,7 @@ impl Topology {
             event.data = map;
         }
         let mut delivery = Delivery::default();
-        if routing.is_unroutable() {
+        if routing.is_unroutable() && report_routing {
             delivery.failures.push(Failure {
                 reason: "no_route",
                 pipeline: None,
@@ -93,7 +105,7 @@ impl Topology {
             return delivery;
         }
         for (i, verdict) in routing.verdicts.iter().enumerate() {
-            if let Verdict::Error(e) = verdict {
+            if let (Verdict::Error(e), true) = (verdict, report_routing) {
                 delivery.failures.push(Failure {
                     reason: "route_error",
                     pipeline: self.pipelines.get(i).map(|p| p.name().clone()),
@@ -104,7 +116,7 @@ impl Topology {
                 });
             }
         }
-        for i in routing.matched() {
+        for i in routing.matched().filter(|i| take(*i)) {
             let Some(pipeline) = self.pipelines.get_mut(i) else {
                 continue;
             };

@@ -118,3 +118,159 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let new_id = body["ids"][0].as_str().unwrap();
     assert!(ids.iter().all(|old| old.as_str() < new_id));
 }
+
+const PIPELINES: &str = r#"
+sinks:
+  archive: {type: store}
+pipelines:
+  - name: double
+    stages:
+      - {type: transform, script: [obj, [client, [get, [$input], /client]], [double, ["*", [get, [$input], /seq], 2]]]}
+    sinks: [archive]
+  - name: odd
+    stages:
+      - {type: filter, when: ["==", ["%", [get, [$input], /seq], 2], 1]}
+    sinks: [archive]
+  - name: split
+    when: {equals: [/client, 0]}
+    stages:
+      # `map` over `$inputs` (data and metadata) gives a plain array: two events per input.
+      - {type: transform, script: [map, [$inputs], [lambda, [x], [obj, [part, 1]]]]}
+    sinks: [archive]
+"#;
+
+/// Every output of `pipeline`, paged through `/api/outputs`.
+async fn outputs(node: &Node, pipeline: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/outputs?pipeline={pipeline}&limit=10000");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = node.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        all.extend(page["outputs"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return all,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_with_pipelines_loses_and_duplicates_no_output() {
+    let node = Node::start(PIPELINES);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(0usize));
+    let mut clients = Vec::new();
+    for client in 0..4u64 {
+        let (url, http, stop, acked) = (
+            node.url("/events"),
+            node.client.clone(),
+            stop.clone(),
+            acked.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            for request in 0..20_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let body: Vec<String> = (0..10)
+                    .map(|i| format!(r#"{{"client":{client},"seq":{}}}"#, request * 10 + i))
+                    .collect();
+                let sent = http
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body.join("\n"))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status().as_u16() == 202 {
+                    *acked.lock().unwrap() += 10;
+                }
+            }
+        }));
+    }
+    eventually(
+        Duration::from_secs(120),
+        "events to be acknowledged",
+        || {
+            let count = *acked.lock().unwrap();
+            async move { (count >= 2_000).then_some(()) }
+        },
+    )
+    .await;
+    let stopped = node.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let node = stopped.restart();
+    let stored = node.all_events().await;
+    assert!(stored.len() >= 2_000);
+    // What every stored event must have produced, by input event id.
+    let mut expected: HashMap<&str, HashMap<String, usize>> = HashMap::new();
+    for event in &stored {
+        let id = event["id"].as_str().unwrap().to_owned();
+        let (client, seq) = (
+            event["data"]["client"].as_u64().unwrap(),
+            event["data"]["seq"].as_u64().unwrap(),
+        );
+        expected.entry("double").or_default().insert(id.clone(), 1);
+        if seq % 2 == 1 {
+            expected.entry("odd").or_default().insert(id.clone(), 1);
+        }
+        if client == 0 {
+            expected.entry("split").or_default().insert(id, 2);
+        }
+    }
+    for (pipeline, want) in &expected {
+        let total: usize = want.values().sum();
+        // The restarted node catches up from its checkpoints.
+        let got = eventually(
+            Duration::from_secs(120),
+            "pipelines to catch up",
+            || async {
+                let all = outputs(&node, pipeline).await;
+                (all.len() >= total).then_some(all)
+            },
+        )
+        .await;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for output in &got {
+            *counts
+                .entry(output["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        assert_eq!(
+            got.len(),
+            total,
+            "{pipeline}: {} outputs, expected {total}",
+            got.len()
+        );
+        assert_eq!(
+            &counts, want,
+            "{pipeline}: outputs differ from the stored events' by id"
+        );
+    }
+    // And the pipelines keep running on new events.
+    let (status, body) = node
+        .post(r#"{"client":9,"seq":3}"#, "application/json")
+        .await;
+    assert_eq!(status, 202);
+    let id = body["ids"][0].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(30),
+        "the new event's output",
+        || async {
+            outputs(&node, "odd")
+                .await
+                .iter()
+                .any(|o| o["id"] == id.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -93,7 +93,7 @@ fn invalid(yaml: &str) -> String {
 }
 
 #[test]
-fn validate_names_every_problem_and_run_refuses_what_it_cannot_run() {
+fn validate_names_every_problem() {
     // References are checked when the document loads.
     let stderr = invalid(
         "sinks: {out: {type: store}}\npipelines:\n  - {name: p, sinks: [out, nowhere], from: [kafka]}\n",
@@ -136,9 +136,107 @@ pipelines:
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
+}
 
-    let example = examples().into_iter().next().unwrap();
-    let (code, _, stderr) = run_cli(&["run", "-c", example.to_str().unwrap()], None);
+#[test]
+fn run_refuses_sinks_it_cannot_deliver_to_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "sinks:\n  f: {type: file, path: x}\npipelines:\n  - {name: p, sinks: [f]}\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "run",
+        "-c",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (code, _, stderr) = run_cli(&args, None);
     assert_eq!(code, 1);
-    assert!(stderr.contains("cannot run them yet"), "{stderr}");
+    assert!(
+        stderr.contains("pipelines[0].sinks[0]: sink `f` (file) cannot run yet"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_run_on_the_node_with_outputs_and_dead_letters() {
+    let node = crate::harness::Node::start(
+        r#"
+scripts:
+  ratio: [obj, [ratio, ["/", [get, [$input], /a], [get, [$input], /b]]], [event_id, [get, [$inputs], /1/event_id]]]
+sinks:
+  archive: {type: store}
+pipelines:
+  - name: ratios
+    when: {exists: /a}
+    stages:
+      - {type: transform, script: ratio}
+    sinks: [archive]
+"#,
+    );
+    let body = "{\"a\": 6, \"b\": 3}\n{\"a\": 1, \"b\": 0}\n{\"other\": true}\n";
+    let (status, accepted) = node.post(body, "application/x-ndjson").await;
+    assert_eq!(status, 202, "{accepted}");
+    let ids: Vec<String> = accepted["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+
+    let outputs =
+        crate::harness::eventually(std::time::Duration::from_secs(30), "the output", || async {
+            let (_, page) = node.get("/api/outputs?pipeline=ratios").await;
+            let outputs = page["outputs"].as_array().cloned().unwrap_or_default();
+            (!outputs.is_empty()).then_some(outputs)
+        })
+        .await;
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(
+        outputs[0]["data"],
+        serde_json::json!({"ratio": 2.0, "event_id": ids[0]})
+    );
+
+    let letters = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "two dead letters",
+        || async {
+            let (_, page) = node.get("/api/dlq").await;
+            let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
+            (letters.len() >= 2).then_some(letters)
+        },
+    )
+    .await;
+    let by_reason = |reason: &str| {
+        letters
+            .iter()
+            .find(|l| l["reason"] == reason)
+            .cloned()
+            .unwrap()
+    };
+    let failed = by_reason("script_error");
+    assert_eq!(failed["pipeline"], "ratios");
+    assert_eq!(failed["stage"], "transform#0");
+    assert_eq!(failed["event"]["id"], ids[1].as_str());
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("division by zero"),
+        "{failed}"
+    );
+    assert_eq!(by_reason("no_route")["event"]["id"], ids[2].as_str());
+    let (_, only) = node.get("/api/dlq?reason=no_route").await;
+    assert_eq!(only["dead_letters"].as_array().unwrap().len(), 1);
+    let (status, _) = node.get("/api/outputs").await;
+    assert_eq!(status, 400, "pipeline is required");
+    let (status, _) = node.get("/api/outputs?pipeline=ratios&cursor=zz").await;
+    assert_eq!(status, 400);
 }

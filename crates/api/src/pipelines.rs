@@ -1,0 +1,156 @@
+//! What pipelines produced: `GET /api/outputs` (a pipeline's `store` sink) and `GET /api/dlq`
+//! (dead letters, filtered by reason and pipeline). Both page with `limit` and `cursor`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use colloquium_event::{EventId, Timestamp};
+use colloquium_storage::{ScanRange, StorageError};
+use serde::Deserialize;
+
+use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, json_response};
+use crate::{ApiError, ApiState};
+
+/// `GET /api/outputs` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputParams {
+    /// The pipeline (required).
+    pub pipeline: Option<String>,
+    /// Earliest ingest time of the input event (RFC 3339 or epoch ms), inclusive.
+    pub since: Option<String>,
+    /// Latest ingest time of the input event, inclusive.
+    pub until: Option<String>,
+    /// Page size.
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/dlq` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqParams {
+    /// Only this reason (`no_route`, `route_error`, `script_error`, …).
+    pub reason: Option<String>,
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// Earliest failure time, inclusive.
+    pub since: Option<String>,
+    /// Page size.
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn time(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+        })
+        .transpose()
+}
+
+fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
+fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// `GET /api/outputs`: `{"outputs": [...], "next_cursor": "<cursor>" | null}`.
+pub async fn outputs(
+    State(state): State<ApiState>,
+    query: Result<Query<OutputParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = params(query)?;
+    let pipeline = p
+        .pipeline
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest("pipeline: required".into()))?;
+    let (since, until) = (
+        time("since", p.since.as_deref())?,
+        time("until", p.until.as_deref())?,
+    );
+    let limit = limit(p.limit)?;
+    let store = state.store.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        store.outputs(&pipeline, since, until, p.cursor.as_deref(), limit + 1)
+    })
+    .await
+    .map_err(|e| StorageError::Db(e.to_string()))??;
+    let more = page.len() > limit;
+    let mut body = b"{\"outputs\":[".to_vec();
+    for (i, output) in page.iter().take(limit).enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&output.json);
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    match page.get(limit - 1).filter(|_| more) {
+        Some(last) => body.extend_from_slice(format!("\"{}\"", last.cursor).as_bytes()),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
+    Ok(json_response(body))
+}
+
+/// `GET /api/dlq`: `{"dead_letters": [...], "next_cursor": "<id>" | null}`, oldest first.
+pub async fn dead_letters(
+    State(state): State<ApiState>,
+    query: Result<Query<DlqParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = params(query)?;
+    let after = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<EventId>()
+                .map_err(|e| ApiError::BadRequest(format!("cursor: {e}")))
+        })
+        .transpose()?;
+    let range = ScanRange {
+        since: time("since", p.since.as_deref())?,
+        after,
+        ..ScanRange::default()
+    };
+    let limit = limit(p.limit)?;
+    let store = state.store.clone();
+    let letters = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+        let mut page = Vec::new();
+        for letter in store.dead_letters(range) {
+            let letter = letter?;
+            let wanted = p.reason.as_ref().is_none_or(|r| *r == letter.reason)
+                && p.pipeline
+                    .as_ref()
+                    .is_none_or(|w| letter.pipeline.as_ref() == Some(w));
+            if wanted {
+                page.push(letter);
+                if page.len() > limit {
+                    break;
+                }
+            }
+        }
+        Ok(page)
+    })
+    .await
+    .map_err(|e| StorageError::Db(e.to_string()))??;
+    let more = letters.len() > limit;
+    let shown = &letters[..letters.len().min(limit)];
+    let next = shown.last().filter(|_| more).map(|l| l.id.to_string());
+    let body = serde_json::json!({ "dead_letters": shown, "next_cursor": next });
+    Ok(json_response(
+        serde_json::to_vec(&body).map_err(|e| StorageError::Db(e.to_string()))?,
+    ))
+}

@@ -1,0 +1,366 @@
+//! Running pipelines on a node: read the log from each pipeline's checkpoint, process, commit.
+//!
+//! One worker thread owns the topology. Each step it reads up to [`STEP_EVENTS`] events from the
+//! log, in id order, after the lowest checkpoint and strictly below the id watermark (every id
+//! below it is settled: stored or never to be, see `IdGenerator::watermark`), so an event
+//! committed late below a newer one is never skipped. Every pipeline whose checkpoint is before
+//! an event runs it; the step's `store` outputs, dead letters and new checkpoints are then
+//! written in one atomic batch (`Store::commit_pipelines`). After a crash, each pipeline resumes
+//! from its checkpoint: nothing acknowledged is skipped and no `store` output is written twice.
+//!
+//! Delivery: `store` is effectively exactly-once (outputs are keyed by pipeline + input event
+//! id + index, and written atomically with the checkpoint); `stdout` is at-least-once (printed
+//! before the step commits); `dlq` sends outputs to the dead-letter queue with reason
+//! `dlq_sink`, exactly-once like `store`.
+//!
+//! The worker wakes when the ingest path reports a commit (`RuntimeHandle::notify`) and at
+//! least every [`IDLE_POLL`]. It reads recent events back from RocksDB's memtable and block
+//! cache rather than receiving them in memory; handing them over in memory is a later step.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use colloquium_config::{Config, ConfigError, StartFrom};
+use colloquium_event::{Event, EventId, IdGenerator};
+use colloquium_router::{Balancer, Pick};
+use colloquium_storage::{
+    Checkpoint, NewDeadLetter, Order, Output, PipelineCommit, ScanRange, StorageError, Store,
+};
+
+use crate::registry::Registry;
+use crate::topology::{Delivery, Topology};
+
+/// Most events read and committed in one step.
+pub const STEP_EVENTS: usize = 1_000;
+/// Longest the worker sleeps without a notification.
+pub const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Checkpoint key of the router (`@` cannot start a pipeline name).
+const ROUTER: &str = "@router";
+
+/// Sink kinds the runtime can deliver to so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkKind {
+    Store,
+    Stdout,
+    Dlq,
+}
+
+/// Why pipelines could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The config does not build.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigError>),
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The worker thread could not be started.
+    #[error("starting the pipeline worker: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The running pipelines. Dropping it without [`Runtime::stop`] leaves the thread running until
+/// the process ends.
+pub struct Runtime {
+    handle: RuntimeHandle,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Wakes the worker after new events are durable. Cheap to clone and to call per request.
+#[derive(Clone, Debug)]
+pub struct RuntimeHandle {
+    wake: SyncSender<()>,
+}
+
+impl RuntimeHandle {
+    /// Tells the worker there is something new in the log.
+    pub fn notify(&self) {
+        // A full channel already holds a wake-up; a closed one means the worker is gone.
+        if let Err(TrySendError::Full(()) | TrySendError::Disconnected(())) = self.wake.try_send(())
+        {
+        }
+    }
+}
+
+impl Runtime {
+    /// Builds the topology and starts the worker on the store's log.
+    pub fn start(
+        config: &Config,
+        registry: &Registry,
+        store: Store,
+        ids: Arc<IdGenerator>,
+    ) -> Result<Self, RuntimeError> {
+        let topology = Topology::build(config, registry).map_err(RuntimeError::Config)?;
+        let mut errors = Vec::new();
+        let mut sinks = Vec::new();
+        for (i, p) in config.pipelines.iter().enumerate() {
+            let mut kinds = Vec::new();
+            for (j, name) in p.sinks.iter().enumerate() {
+                let kind = config.sinks.get(name).map(|s| s.kind.as_str());
+                match kind {
+                    Some("store") => kinds.push(SinkKind::Store),
+                    Some("stdout") => kinds.push(SinkKind::Stdout),
+                    Some("dlq") => kinds.push(SinkKind::Dlq),
+                    other => errors.push(ConfigError::new(
+                        format!("pipelines[{i}].sinks[{j}]"),
+                        format!("sink `{name}` ({}) cannot run yet: this build runs store, stdout and dlq sinks", other.unwrap_or("?")),
+                    )),
+                }
+            }
+            sinks.push(PipelineSinks {
+                kinds,
+                balancer: Balancer::new(p.balance, p.balance_key.as_deref()),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(RuntimeError::Config(errors));
+        }
+
+        let newest = newest_id(&store)?;
+        let mut positions = Vec::new();
+        let mut topology = topology;
+        for (p, pipeline) in config.pipelines.iter().zip(topology.pipelines_mut()) {
+            let position = match store.checkpoint(&p.name)? {
+                Some(checkpoint) => {
+                    pipeline.restore_state(&checkpoint.state).map_err(|e| {
+                        RuntimeError::Config(vec![ConfigError::new(
+                            format!("pipeline {}", p.name),
+                            e.to_string(),
+                        )])
+                    })?;
+                    checkpoint.position
+                }
+                None => match p.start_from {
+                    StartFrom::Earliest => None,
+                    StartFrom::Latest => newest,
+                },
+            };
+            positions.push(position);
+        }
+        // The router starts at the head when new: history is not dead-lettered as `no_route`.
+        let router = match store.checkpoint(ROUTER)? {
+            Some(checkpoint) => checkpoint.position,
+            None => newest,
+        };
+
+        let (wake, wakes) = sync_channel(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            store,
+            ids,
+            names: config.pipelines.iter().map(|p| p.name.clone()).collect(),
+            topology,
+            sinks,
+            positions,
+            router,
+        };
+        let thread = std::thread::Builder::new()
+            .name("pipelines".into())
+            .spawn({
+                let stop = stop.clone();
+                move || worker.run(&wakes, &stop)
+            })
+            .map_err(RuntimeError::Thread)?;
+        Ok(Runtime {
+            handle: RuntimeHandle { wake },
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle that wakes the worker.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// Finishes the current step and stops the worker. Events not processed yet are processed
+    /// after the next start, from the checkpoints.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.handle.notify();
+        let joined = self.thread.take().map(JoinHandle::join);
+        if let Some(Err(_)) = joined {
+            tracing::error!("the pipeline worker panicked");
+        }
+    }
+}
+
+struct PipelineSinks {
+    kinds: Vec<SinkKind>,
+    balancer: Balancer,
+}
+
+struct Worker {
+    store: Store,
+    ids: Arc<IdGenerator>,
+    names: Vec<String>,
+    topology: Topology,
+    sinks: Vec<PipelineSinks>,
+    /// Per pipeline: the last event it has processed (`None`: none yet).
+    positions: Vec<Option<EventId>>,
+    /// The last event whose routing failures were recorded.
+    router: Option<EventId>,
+}
+
+impl Worker {
+    fn run(mut self, wakes: &Receiver<()>, stop: &AtomicBool) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.load(Ordering::Acquire) {
+            match self.step() {
+                Ok(n) if n >= STEP_EVENTS => continue, // catching up: no wait
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    // The step was not committed; it is retried from the same checkpoints.
+                    tracing::error!(error = %e, "pipeline step failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            match wakes.recv_timeout(IDLE_POLL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// Processes up to [`STEP_EVENTS`] events and commits; returns how many it read.
+    fn step(&mut self) -> Result<usize, StorageError> {
+        let watermark = self.ids.watermark();
+        let live = self
+            .topology
+            .pipelines()
+            .iter()
+            .zip(&self.positions)
+            .filter(|(p, _)| p.stopped().is_none())
+            .map(|(_, position)| *position);
+        // `None` (nothing processed) sorts first: read from the start of the log.
+        let from = live.chain(std::iter::once(self.router)).min().flatten();
+        let range = ScanRange {
+            after: from,
+            ..ScanRange::default()
+        };
+
+        let mut events = Vec::new();
+        for item in self.store.scan(range, true) {
+            let (id, bytes) = item?;
+            if watermark.is_some_and(|w| id >= w) || events.len() >= STEP_EVENTS {
+                break;
+            }
+            events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
+        }
+        let Some(last) = events.last().map(|e| e.id) else {
+            return Ok(0);
+        };
+        let count = events.len();
+        let mut commit = PipelineCommit::default();
+        let mut lines = Vec::new();
+        for event in events {
+            self.process(event, &mut commit, &mut lines);
+        }
+        for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
+            commit.checkpoints.push((
+                self.names[i].clone(),
+                Checkpoint {
+                    position: self.positions[i],
+                    state: pipeline.save_state(),
+                    stopped: pipeline.stopped().map(str::to_owned),
+                },
+            ));
+        }
+        self.router = Some(last);
+        commit.checkpoints.push((
+            ROUTER.to_owned(),
+            Checkpoint {
+                position: Some(last),
+                ..Checkpoint::default()
+            },
+        ));
+        if !lines.is_empty() {
+            // At-least-once: printed before the step commits.
+            let mut out = std::io::stdout().lock();
+            for line in &lines {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+        }
+        self.store.commit_pipelines(commit)?;
+        Ok(count)
+    }
+
+    fn process(&mut self, event: Event, commit: &mut PipelineCommit, lines: &mut Vec<String>) {
+        let id = event.id;
+        let positions = &self.positions;
+        let take = |i: usize| positions.get(i).is_some_and(|p| p.is_none_or(|p| p < id));
+        let report_routing = self.router.is_none_or(|r| r < id);
+        let Delivery {
+            outputs, failures, ..
+        } = self.topology.process_gated(event, &take, report_routing);
+        for failure in failures {
+            commit.dead_letters.push(NewDeadLetter {
+                reason: failure.reason.to_owned(),
+                error: failure.error,
+                pipeline: failure.pipeline.map(|p| p.to_string()),
+                stage: failure.stage,
+                attempts: failure.attempts,
+                event: failure.event,
+            });
+        }
+        for (i, events) in outputs {
+            let (Some(name), Some(sinks)) = (self.names.get(i), self.sinks.get(i)) else {
+                continue;
+            };
+            for (index, output) in events.into_iter().enumerate() {
+                let data = serde_json::Value::Object(output.data.clone());
+                let pick = sinks.balancer.pick(&data, sinks.kinds.len());
+                for (k, kind) in sinks.kinds.iter().enumerate() {
+                    if pick != Pick::All && pick != Pick::One(k) {
+                        continue;
+                    }
+                    match kind {
+                        SinkKind::Store => commit.outputs.push(Output {
+                            pipeline: name.clone(),
+                            source_id: id,
+                            index: u32::try_from(index).unwrap_or(u32::MAX),
+                            event: output.clone(),
+                        }),
+                        SinkKind::Stdout => {
+                            lines.push(serde_json::to_string(&output).unwrap_or_default())
+                        }
+                        SinkKind::Dlq => commit.dead_letters.push(NewDeadLetter {
+                            reason: "dlq_sink".to_owned(),
+                            error: format!("sent to the dead-letter queue by pipeline `{name}`"),
+                            pipeline: Some(name.clone()),
+                            stage: None,
+                            attempts: 1,
+                            event: output.clone(),
+                        }),
+                    }
+                }
+            }
+        }
+        // Every pipeline that was before this event and is still running is now past it.
+        for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
+            if pipeline.stopped().is_none() && self.positions[i].is_none_or(|p| p < id) {
+                self.positions[i] = Some(id);
+            }
+        }
+    }
+}
+
+fn newest_id(store: &Store) -> Result<Option<EventId>, StorageError> {
+    let range = ScanRange {
+        order: Order::Desc,
+        ..ScanRange::default()
+    };
+    store
+        .scan(range, false)
+        .next()
+        .transpose()
+        .map(|item| item.map(|(id, _)| id))
+}
