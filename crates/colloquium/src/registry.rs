@@ -1,14 +1,21 @@
-//! Every component kind the node knows, one line each. Adding a stage: a file in
-//! `crates/pipeline/src/stages/` implementing `StageConfig` + `Stage`, and a line here.
+//! Every component kind the node knows, one line each. Adding a stage (or sink): a file in
+//! `crates/pipeline/src/stages/` (`sinks/`) implementing `StageConfig` + `Stage` (`SinkConfig` +
+//! `Sink`), and a line here.
 
 use colloquium_pipeline::Registry;
+use colloquium_pipeline::sinks::{dlq, file, http, stdout, store};
 use colloquium_pipeline::stages::{dedup, filter, set, transform};
 
-/// The stage kinds, by `type:` name.
+/// The stage and sink kinds, by `type:` name.
 pub fn registry() -> Registry {
     Registry::default()
         .stage::<transform::TransformConfig>()
         .stage::<filter::FilterConfig>()
         .stage::<set::SetConfig>()
         .stage::<dedup::DedupConfig>()
+        .sink::<store::StoreConfig>()
+        .sink::<dlq::DlqConfig>()
+        .sink::<stdout::StdoutConfig>()
+        .sink::<file::FileConfig>()
+        .sink::<http::HttpConfig>()
 }

@@ -1,18 +1,21 @@
-//! The stage kinds a node knows: `type:` name → "deserialize the options as this config (with
-//! their key path), then build". The list itself is one line per kind, in the binary.
+//! The stage and sink kinds a node knows: `type:` name → "deserialize the options as this config
+//! (with their key path), then build". The list itself is one line per kind, in the binary.
 
 use std::collections::BTreeMap;
 
 use colloquium_config::{ComponentConfig, ConfigError};
 
+use crate::sink::{Sink, SinkBuildContext, SinkConfig};
 use crate::stage::{BuildContext, Stage, StageConfig};
 
 type BuildFn = fn(&ComponentConfig, &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError>;
+type BuildSinkFn = fn(&ComponentConfig, &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError>;
 
-/// Stage kinds by `type:` name.
+/// Stage and sink kinds by `type:` name.
 #[derive(Default, Clone)]
 pub struct Registry {
     stages: BTreeMap<&'static str, BuildFn>,
+    sinks: BTreeMap<&'static str, BuildSinkFn>,
 }
 
 impl Registry {
@@ -20,6 +23,36 @@ impl Registry {
     pub fn stage<C: StageConfig>(mut self) -> Self {
         self.stages.insert(C::KIND, build::<C>);
         self
+    }
+
+    /// Registers the sink kind `C`.
+    pub fn sink<C: SinkConfig>(mut self) -> Self {
+        self.sinks.insert(C::KIND, build_sink::<C>);
+        self
+    }
+
+    /// Builds a sink from its config at `cx.at`.
+    pub fn build_sink(
+        &self,
+        component: &ComponentConfig,
+        cx: &SinkBuildContext,
+    ) -> Result<Box<dyn Sink>, ConfigError> {
+        let Some(build) = self.sinks.get(component.kind.as_str()) else {
+            let known: Vec<&str> = self.sinks.keys().copied().collect();
+            let message = format!(
+                "unknown sink type `{}` (known: {})",
+                component.kind,
+                known.join(", ")
+            );
+            return Err(ConfigError::new(format!("{}.type", cx.at), message));
+        };
+        if component.on_error.is_some() {
+            return Err(ConfigError::new(
+                format!("{}.on_error", cx.at),
+                "sinks take no `on_error`: results they cannot deliver go to the dead-letter queue",
+            ));
+        }
+        build(component, cx)
     }
 
     /// Builds a stage from its config at `cx.at`.
@@ -45,15 +78,29 @@ fn build<C: StageConfig>(
     component: &ComponentConfig,
     cx: &BuildContext<'_>,
 ) -> Result<Box<dyn Stage>, ConfigError> {
+    options::<C>(component, &cx.at)?.build(cx)
+}
+
+fn build_sink<C: SinkConfig>(
+    component: &ComponentConfig,
+    cx: &SinkBuildContext,
+) -> Result<Box<dyn Sink>, ConfigError> {
+    options::<C>(component, &cx.at)?.build(cx)
+}
+
+/// Deserializes a component's options, errors led by their key path under `at`.
+fn options<C: serde::de::DeserializeOwned>(
+    component: &ComponentConfig,
+    at: &str,
+) -> Result<C, ConfigError> {
     let options = serde_json::Value::Object(component.options.clone());
-    let config: C = serde_path_to_error::deserialize(options).map_err(|e| {
+    serde_path_to_error::deserialize(options).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." {
-            cx.at.clone()
+            at.to_owned()
         } else {
-            format!("{}.{path}", cx.at)
+            format!("{at}.{path}")
         };
         ConfigError::new(at, e.into_inner().to_string())
-    })?;
-    config.build(cx)
+    })
 }

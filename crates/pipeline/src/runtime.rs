@@ -8,16 +8,14 @@
 //! written in one atomic batch (`Store::commit_pipelines`). After a crash, each pipeline resumes
 //! from its checkpoint: nothing acknowledged is skipped and no `store` output is written twice.
 //!
-//! Delivery: `store` is effectively exactly-once (outputs are keyed by pipeline + input event
-//! id + index, and written atomically with the checkpoint); `stdout` is at-least-once (printed
-//! before the step commits); `dlq` sends outputs to the dead-letter queue with reason
-//! `dlq_sink`, exactly-once like `store`.
+//! Results then go to the pipeline's sinks (see `sink.rs` for each one's delivery guarantee):
+//! `store` and `dlq` add to the step's commit, `file`, `http` and `stdout` deliver before it.
 //!
 //! The worker wakes when the ingest path reports a commit (`RuntimeHandle::notify`) and at
 //! least every [`IDLE_POLL`]. It reads recent events back from RocksDB's memtable and block
 //! cache rather than receiving them in memory; handing them over in memory is a later step.
 
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -28,10 +26,11 @@ use colloquium_config::{Config, ConfigError, StartFrom};
 use colloquium_event::{Event, EventId, IdGenerator};
 use colloquium_router::{Balancer, Pick};
 use colloquium_storage::{
-    Checkpoint, NewDeadLetter, Order, Output, PipelineCommit, ScanRange, StorageError, Store,
+    Checkpoint, NewDeadLetter, Order, PipelineCommit, ScanRange, StorageError, Store,
 };
 
 use crate::registry::Registry;
+use crate::sink::Routed;
 use crate::topology::{Delivery, Topology};
 
 /// Most events read and committed in one step.
@@ -40,14 +39,6 @@ pub const STEP_EVENTS: usize = 1_000;
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Checkpoint key of the router (`@` cannot start a pipeline name).
 const ROUTER: &str = "@router";
-
-/// Sink kinds the runtime can deliver to so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SinkKind {
-    Store,
-    Stdout,
-    Dlq,
-}
 
 /// Why pipelines could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,30 +87,14 @@ impl Runtime {
         ids: Arc<IdGenerator>,
     ) -> Result<Self, RuntimeError> {
         let topology = Topology::build(config, registry).map_err(RuntimeError::Config)?;
-        let mut errors = Vec::new();
-        let mut sinks = Vec::new();
-        for (i, p) in config.pipelines.iter().enumerate() {
-            let mut kinds = Vec::new();
-            for (j, name) in p.sinks.iter().enumerate() {
-                let kind = config.sinks.get(name).map(|s| s.kind.as_str());
-                match kind {
-                    Some("store") => kinds.push(SinkKind::Store),
-                    Some("stdout") => kinds.push(SinkKind::Stdout),
-                    Some("dlq") => kinds.push(SinkKind::Dlq),
-                    other => errors.push(ConfigError::new(
-                        format!("pipelines[{i}].sinks[{j}]"),
-                        format!("sink `{name}` ({}) cannot run yet: this build runs store, stdout and dlq sinks", other.unwrap_or("?")),
-                    )),
-                }
-            }
-            sinks.push(PipelineSinks {
-                kinds,
+        let sinks = config
+            .pipelines
+            .iter()
+            .map(|p| PipelineSinks {
+                names: p.sinks.clone(),
                 balancer: Balancer::new(p.balance, p.balance_key.as_deref()),
-            });
-        }
-        if !errors.is_empty() {
-            return Err(RuntimeError::Config(errors));
-        }
+            })
+            .collect();
 
         let newest = newest_id(&store)?;
         let mut positions = Vec::new();
@@ -190,8 +165,17 @@ impl Runtime {
     }
 }
 
+/// Why a step did not commit (it is retried from the same checkpoints).
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+}
+
 struct PipelineSinks {
-    kinds: Vec<SinkKind>,
+    names: Vec<String>,
     balancer: Balancer,
 }
 
@@ -230,7 +214,7 @@ impl Worker {
     }
 
     /// Processes up to [`STEP_EVENTS`] events and commits; returns how many it read.
-    fn step(&mut self) -> Result<usize, StorageError> {
+    fn step(&mut self) -> Result<usize, StepError> {
         let watermark = self.ids.watermark();
         let live = self
             .topology
@@ -259,9 +243,14 @@ impl Worker {
         };
         let count = events.len();
         let mut commit = PipelineCommit::default();
-        let mut lines = Vec::new();
+        let mut routed: BTreeMap<String, Vec<Routed>> = BTreeMap::new();
         for event in events {
-            self.process(event, &mut commit, &mut lines);
+            self.process(event, &mut commit, &mut routed);
+        }
+        for (name, batch) in &routed {
+            if let Some(sink) = self.topology.sink_mut(name) {
+                sink.send(batch, &mut commit)?;
+            }
         }
         for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
             commit.checkpoints.push((
@@ -281,19 +270,16 @@ impl Worker {
                 ..Checkpoint::default()
             },
         ));
-        if !lines.is_empty() {
-            // At-least-once: printed before the step commits.
-            let mut out = std::io::stdout().lock();
-            for line in &lines {
-                let _ = writeln!(out, "{line}");
-            }
-            let _ = out.flush();
-        }
         self.store.commit_pipelines(commit)?;
         Ok(count)
     }
 
-    fn process(&mut self, event: Event, commit: &mut PipelineCommit, lines: &mut Vec<String>) {
+    fn process(
+        &mut self,
+        event: Event,
+        commit: &mut PipelineCommit,
+        routed: &mut BTreeMap<String, Vec<Routed>>,
+    ) {
         let id = event.id;
         let positions = &self.positions;
         let take = |i: usize| positions.get(i).is_some_and(|p| p.is_none_or(|p| p < id));
@@ -312,34 +298,22 @@ impl Worker {
             });
         }
         for (i, events) in outputs {
-            let (Some(name), Some(sinks)) = (self.names.get(i), self.sinks.get(i)) else {
+            let (Some(pipeline), Some(sinks)) =
+                (self.topology.pipelines().get(i), self.sinks.get(i))
+            else {
                 continue;
             };
             for (index, output) in events.into_iter().enumerate() {
                 let data = serde_json::Value::Object(output.data.clone());
-                let pick = sinks.balancer.pick(&data, sinks.kinds.len());
-                for (k, kind) in sinks.kinds.iter().enumerate() {
-                    if pick != Pick::All && pick != Pick::One(k) {
-                        continue;
-                    }
-                    match kind {
-                        SinkKind::Store => commit.outputs.push(Output {
-                            pipeline: name.clone(),
+                let pick = sinks.balancer.pick(&data, sinks.names.len());
+                for (k, name) in sinks.names.iter().enumerate() {
+                    if pick == Pick::All || pick == Pick::One(k) {
+                        routed.entry(name.clone()).or_default().push(Routed {
+                            pipeline: pipeline.name().clone(),
                             source_id: id,
                             index: u32::try_from(index).unwrap_or(u32::MAX),
                             event: output.clone(),
-                        }),
-                        SinkKind::Stdout => {
-                            lines.push(serde_json::to_string(&output).unwrap_or_default())
-                        }
-                        SinkKind::Dlq => commit.dead_letters.push(NewDeadLetter {
-                            reason: "dlq_sink".to_owned(),
-                            error: format!("sent to the dead-letter queue by pipeline `{name}`"),
-                            pipeline: Some(name.clone()),
-                            stage: None,
-                            attempts: 1,
-                            event: output.clone(),
-                        }),
+                        });
                     }
                 }
             }

@@ -1,6 +1,9 @@
 //! A whole config's processing graph: the router and every pipeline, built together so that
 //! `validate`, `test` and the node report every problem at once, each at its key path.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use colloquium_config::{Config, ConfigError, ScriptLibrary};
 use colloquium_event::Event;
 use colloquium_router::{Router, Verdict};
@@ -8,15 +11,13 @@ use serde_json::Value;
 
 use crate::pipeline::{Failure, Pipeline};
 use crate::registry::Registry;
+use crate::sink::{Sink, SinkBuildContext};
 
-/// Sink kinds a config may name. Their options are checked when the sinks are built by the
-/// node; `validate` checks the kind.
-pub const SINK_KINDS: [&str; 5] = ["store", "file", "stdout", "http", "dlq"];
-
-/// The router and the pipelines of one config.
+/// The router, the pipelines and the sinks of one config.
 pub struct Topology {
     router: Router,
     pipelines: Vec<Pipeline>,
+    sinks: BTreeMap<String, Box<dyn Sink>>,
 }
 
 /// Where one event went.
@@ -45,20 +46,32 @@ impl Topology {
                 Err(e) => errors.extend(e),
             }
         }
+        let mut sinks = BTreeMap::new();
         for (name, sink) in &config.sinks {
-            if !SINK_KINDS.contains(&sink.kind.as_str()) {
-                let message = format!(
-                    "unknown sink type `{}` (known: {})",
-                    sink.kind,
-                    SINK_KINDS.join(", ")
-                );
-                errors.push(ConfigError::new(format!("sinks.{name}.type"), message));
+            let cx = SinkBuildContext {
+                name: Arc::from(name.as_str()),
+                at: format!("sinks.{name}"),
+            };
+            match registry.build_sink(sink, &cx) {
+                Ok(built) => {
+                    sinks.insert(name.clone(), built);
+                }
+                Err(e) => errors.push(e),
             }
         }
         match router {
-            Some(router) if errors.is_empty() => Ok(Topology { router, pipelines }),
+            Some(router) if errors.is_empty() => Ok(Topology {
+                router,
+                pipelines,
+                sinks,
+            }),
             _ => Err(errors),
         }
+    }
+
+    /// The sink named `name`.
+    pub fn sink_mut(&mut self, name: &str) -> Option<&mut (dyn Sink + 'static)> {
+        self.sinks.get_mut(name).map(|s| &mut **s)
     }
 
     /// The pipelines, in config order.

@@ -138,31 +138,95 @@ pipelines:
     }
 }
 
-#[test]
-fn run_refuses_sinks_it_cannot_deliver_to_yet() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_and_balanced_sinks_deliver_every_result() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        "sinks:\n  f: {type: file, path: x}\npipelines:\n  - {name: p, sinks: [f]}\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let args = [
-        "run",
-        "-c",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let (code, _, stderr) = run_cli(&args, None);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("pipelines[0].sinks[0]: sink `f` (file) cannot run yet"),
-        "{stderr}"
+    let out = dir.path().join("out");
+    let config = format!(
+        r#"
+sinks:
+  a: {{type: file, path: "{a}", max_size: 300B}}
+  b: {{type: file, path: "{b}"}}
+pipelines:
+  - name: spread
+    sinks: [a, b]
+    balance: key_hash
+    balance_key: /customer
+"#,
+        a = out.join("a.ndjson").display(),
+        b = out.join("b.ndjson").display()
     );
+    let node = crate::harness::Node::start(&config);
+    // Four requests, each waited for, so the sinks write four batches and `a` must rotate.
+    let read_lines = |out: std::path::PathBuf| -> Vec<serde_json::Value> {
+        let mut lines = Vec::new();
+        for entry in std::fs::read_dir(&out).into_iter().flatten() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            lines.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+            );
+        }
+        lines
+    };
+    let mut lines = Vec::new();
+    for round in 0..4 {
+        let body: Vec<String> = (0..5)
+            .map(|i| format!(r#"{{"customer":"c{i}","n":{}}}"#, round * 5 + i))
+            .collect();
+        let (status, _) = node.post(&body.join("\n"), "application/x-ndjson").await;
+        assert_eq!(status, 202);
+        let want = (round + 1) * 5;
+        lines = crate::harness::eventually(
+            std::time::Duration::from_secs(30),
+            "the round's lines",
+            || {
+                let out = out.clone();
+                async move {
+                    let lines = read_lines(out);
+                    (lines.len() >= want).then_some(lines)
+                }
+            },
+        )
+        .await;
+    }
+    assert_eq!(lines.len(), 20);
+    let mut customers_per_file =
+        std::collections::HashMap::<String, std::collections::HashSet<String>>::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .chars()
+            .next()
+            .unwrap()
+            .to_string();
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            customers_per_file
+                .entry(name.clone())
+                .or_default()
+                .insert(event["data"]["customer"].as_str().unwrap().to_owned());
+        }
+    }
+    let a = customers_per_file.get("a").cloned().unwrap_or_default();
+    let b = customers_per_file.get("b").cloned().unwrap_or_default();
+    assert!(a.is_disjoint(&b), "one customer, one sink: {a:?} {b:?}");
+    let rotated = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .starts_with("a.ndjson.")
+        })
+        .count();
+    assert!(a.is_empty() || rotated > 0, "a.ndjson rotates past 300 B");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

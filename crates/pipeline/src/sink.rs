@@ -1,0 +1,84 @@
+//! The Sink trait: where a pipeline's results leave, built from its typed YAML config.
+//!
+//! A pipeline step hands every sink the results routed to it, then commits. A sink either adds
+//! to the step's commit (`store` and `dlq`: written atomically with the checkpoint, so
+//! effectively exactly-once) or delivers them outside before the commit (`file`, `http`,
+//! `stdout`: at-least-once, a crash between delivery and commit re-delivers). A sink returns
+//! `Err` only when the whole step must be retried (a disk error); results the outside world
+//! refuses go to the dead-letter queue through the commit.
+
+use std::sync::Arc;
+
+use colloquium_config::ConfigError;
+use colloquium_event::{Event, EventId};
+use colloquium_storage::{NewDeadLetter, PipelineCommit};
+use serde::de::DeserializeOwned;
+
+/// A sink kind as written in YAML (`type: http`): typed options that build a [`Sink`].
+pub trait SinkConfig: DeserializeOwned + 'static {
+    /// The `type:` name.
+    const KIND: &'static str;
+    /// Builds the sink (no I/O yet: `validate` builds every sink); errors name `cx.at`.
+    fn build(self, cx: &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError>;
+}
+
+/// What a sink may use while it is built.
+pub struct SinkBuildContext {
+    /// The sink's name under `sinks:`.
+    pub name: Arc<str>,
+    /// Its key path, e.g. `sinks.archive`.
+    pub at: String,
+}
+
+impl SinkBuildContext {
+    /// The key path of one of the sink's options.
+    pub fn key(&self, option: &str) -> String {
+        format!("{}.{option}", self.at)
+    }
+}
+
+/// One result on its way out, with where it came from (stable keys for `store`).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The pipeline that produced it.
+    pub pipeline: Arc<str>,
+    /// The input event's id.
+    pub source_id: EventId,
+    /// Its index among that input's results.
+    pub index: u32,
+    /// The result.
+    pub event: Event,
+}
+
+/// Where results leave.
+pub trait Sink: Send {
+    /// Delivers `batch` (non-empty), or records it in `commit`.
+    fn send(&mut self, batch: &[Routed], commit: &mut PipelineCommit) -> Result<(), SinkError>;
+}
+
+/// A failure that must fail the whole step (it is retried from the same checkpoints).
+#[derive(Debug, thiserror::Error)]
+#[error("sink `{sink}`: {message}")]
+pub struct SinkError {
+    /// The sink's name.
+    pub sink: Arc<str>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Records results the outside world refused as dead letters of `reason`.
+pub(crate) fn dead_letter(
+    commit: &mut PipelineCommit,
+    routed: &Routed,
+    reason: &str,
+    error: String,
+) {
+    commit.dead_letters.push(NewDeadLetter {
+        reason: reason.to_owned(),
+        error,
+        pipeline: Some(routed.pipeline.to_string()),
+        stage: None,
+        attempts: 1,
+        event: routed.event.clone(),
+    });
+}

@@ -1,0 +1,35 @@
+//! `dlq`: results into the dead-letter queue with reason `dlq_sink` (for pipelines whose job is
+//! to set events aside for a person). Committed with the step, like `store`.
+
+use colloquium_config::ConfigError;
+use colloquium_storage::PipelineCommit;
+use serde::Deserialize;
+
+use crate::sink::{Routed, Sink, SinkBuildContext, SinkConfig, SinkError, dead_letter};
+
+/// `{type: dlq}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqConfig {}
+
+impl SinkConfig for DlqConfig {
+    const KIND: &'static str = "dlq";
+    fn build(self, _cx: &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError> {
+        Ok(Box::new(DlqSink))
+    }
+}
+
+struct DlqSink;
+
+impl Sink for DlqSink {
+    fn send(&mut self, batch: &[Routed], commit: &mut PipelineCommit) -> Result<(), SinkError> {
+        for routed in batch {
+            let error = format!(
+                "sent to the dead-letter queue by pipeline `{}`",
+                routed.pipeline
+            );
+            dead_letter(commit, routed, "dlq_sink", error);
+        }
+        Ok(())
+    }
+}
