@@ -13,16 +13,7 @@ use serde::Serialize;
 use crate::ApiState;
 
 /// A component's (or the node's) status, worst last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Working.
-    Healthy,
-    /// Working, but an operator should look.
-    Degraded,
-    /// Not working.
-    Unhealthy,
-}
+pub use colloquium_telemetry::health::Status;
 
 #[derive(Serialize)]
 struct Component {
@@ -44,6 +35,9 @@ struct Components {
     node: Component,
     storage: Component,
     disk: Component,
+    /// Each pipeline, when the node runs any.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pipelines: std::collections::BTreeMap<String, colloquium_telemetry::health::ComponentHealth>,
 }
 
 /// `GET /health`.
@@ -113,7 +107,17 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         },
     };
 
-    let status = node.status.max(storage.status).max(disk.status);
+    let pipelines = state.board.snapshot();
+    let worst_pipeline = pipelines
+        .values()
+        .map(|p| p.status)
+        .max()
+        .unwrap_or(Status::Healthy);
+    let status = node
+        .status
+        .max(storage.status)
+        .max(disk.status)
+        .max(worst_pipeline);
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -125,6 +129,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             node,
             storage,
             disk,
+            pipelines,
         },
     };
     (code, axum::Json(report)).into_response()

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub min_free_disk: u64,
     /// Set once the node starts shutting down; `/health` then reports `unhealthy`.
     pub draining: Arc<AtomicBool>,
+    /// Components that report their own health (each pipeline).
+    pub board: colloquium_telemetry::health::HealthBoard,
 }
 
 /// Returns the API routes.

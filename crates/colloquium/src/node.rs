@@ -11,9 +11,10 @@ use colloquium_api::ApiState;
 use colloquium_config::Config;
 use colloquium_event::IdGenerator;
 use colloquium_ingest::{HttpSource, HttpSourceConfig, IngestMetrics};
-use colloquium_pipeline::Runtime;
+use colloquium_pipeline::{PipelineMetrics, Runtime};
 use colloquium_storage::{Compression, StorageMetrics, Store, StoreOptions};
 use colloquium_telemetry::MetricsRegistry;
+use colloquium_telemetry::health::HealthBoard;
 use colloquium_telemetry::http::HttpMetrics;
 use colloquium_telemetry::process::ProcessMetrics;
 use tokio::net::TcpListener;
@@ -36,11 +37,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let ids = Arc::new(IdGenerator::default());
+    let board = HealthBoard::default();
     let pipelines = if config.pipelines.is_empty() {
         None
     } else {
-        let runtime = Runtime::start(&config, &registry::registry(), store.clone(), ids.clone())
-            .context("starting pipelines")?;
+        let metrics = PipelineMetrics::register(&registry);
+        let runtime = Runtime::start(
+            &config,
+            &registry::registry(),
+            store.clone(),
+            ids.clone(),
+            metrics,
+            board.clone(),
+        )
+        .context("starting pipelines")?;
         tracing::info!(pipelines = config.pipelines.len(), "pipelines running");
         Some(runtime)
     };
@@ -67,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         process: ProcessMetrics::register(&registry),
         min_free_disk: config.storage.min_free_disk.as_u64(),
         draining: draining.clone(),
+        board,
     });
     let http_metrics = HttpMetrics::register(&registry);
     let app = http

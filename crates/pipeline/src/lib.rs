@@ -9,8 +9,10 @@
 //! - [`topology`]: the router and every pipeline of a config, built together.
 //! - [`testing`]: `colloquium test`, the config's own unit tests.
 //! - [`runtime`]: running the pipelines on a node: checkpoints, sinks, atomic commits.
+//! - [`events`]: the metrics pipelines, the router and sinks report.
 #![warn(missing_docs)]
 
+pub mod events;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;
@@ -21,6 +23,7 @@ pub mod stages;
 pub mod testing;
 pub mod topology;
 
+pub use events::PipelineMetrics;
 pub use pipeline::{Failure, Outcome, Pipeline, StageCounts};
 pub use registry::Registry;
 pub use runtime::{Runtime, RuntimeError, RuntimeHandle};

@@ -23,12 +23,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use colloquium_config::{Config, ConfigError, StartFrom};
-use colloquium_event::{Event, EventId, IdGenerator};
+use colloquium_event::{Event, EventId, IdGenerator, Timestamp};
 use colloquium_router::{Balancer, Pick};
 use colloquium_storage::{
     Checkpoint, NewDeadLetter, Order, PipelineCommit, ScanRange, StorageError, Store,
 };
+use colloquium_telemetry::health::{ComponentHealth, HealthBoard, Status};
 
+use crate::events::{PipelineLabels, PipelineMetrics, RouteLabels, SinkLabels, StageLabels};
+use crate::pipeline::StageCounts;
 use crate::registry::Registry;
 use crate::sink::Routed;
 use crate::topology::{Delivery, Topology};
@@ -37,6 +40,8 @@ use crate::topology::{Delivery, Topology};
 pub const STEP_EVENTS: usize = 1_000;
 /// Longest the worker sleeps without a notification.
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Behind the log by more than this, a pipeline reports `degraded`.
+const LAGGING_SECONDS: f64 = 30.0;
 /// Checkpoint key of the router (`@` cannot start a pipeline name).
 const ROUTER: &str = "@router";
 
@@ -79,12 +84,15 @@ impl RuntimeHandle {
 }
 
 impl Runtime {
-    /// Builds the topology and starts the worker on the store's log.
+    /// Builds the topology and starts the worker on the store's log. Metrics go to `metrics`,
+    /// each pipeline's health to `board`.
     pub fn start(
         config: &Config,
         registry: &Registry,
         store: Store,
         ids: Arc<IdGenerator>,
+        metrics: PipelineMetrics,
+        board: HealthBoard,
     ) -> Result<Self, RuntimeError> {
         let topology = Topology::build(config, registry).map_err(RuntimeError::Config)?;
         let sinks = config
@@ -133,6 +141,9 @@ impl Runtime {
             sinks,
             positions,
             router,
+            metrics,
+            board,
+            reported: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("pipelines".into())
@@ -189,6 +200,10 @@ struct Worker {
     positions: Vec<Option<EventId>>,
     /// The last event whose routing failures were recorded.
     router: Option<EventId>,
+    metrics: PipelineMetrics,
+    board: HealthBoard,
+    /// Stage counters already added to the metrics, per pipeline and stage.
+    reported: Vec<Vec<StageCounts>>,
 }
 
 impl Worker {
@@ -244,12 +259,22 @@ impl Worker {
         let count = events.len();
         let mut commit = PipelineCommit::default();
         let mut routed: BTreeMap<String, Vec<Routed>> = BTreeMap::new();
+        // (pipeline, ingest ms) of every event a pipeline took, for the latency histogram.
+        let mut taken = Vec::new();
         for event in events {
-            self.process(event, &mut commit, &mut routed);
+            self.process(event, &mut commit, &mut routed, &mut taken);
         }
         for (name, batch) in &routed {
             if let Some(sink) = self.topology.sink_mut(name) {
                 sink.send(batch, &mut commit)?;
+                let labels = SinkLabels { sink: name.clone() };
+                let sent = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                self.metrics.sink_events.get_or_create(&labels).inc_by(sent);
+                #[allow(clippy::cast_precision_loss)] // a batch size, far below 2^52
+                self.metrics
+                    .sink_batch
+                    .get_or_create(&labels)
+                    .observe(sent as f64);
             }
         }
         for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
@@ -271,6 +296,7 @@ impl Worker {
             },
         ));
         self.store.commit_pipelines(commit)?;
+        self.report(&taken, count >= STEP_EVENTS);
         Ok(count)
     }
 
@@ -279,7 +305,9 @@ impl Worker {
         event: Event,
         commit: &mut PipelineCommit,
         routed: &mut BTreeMap<String, Vec<Routed>>,
+        taken: &mut Vec<(usize, u64)>,
     ) {
+        let ingested = event.ingest_time.as_millis();
         let id = event.id;
         let positions = &self.positions;
         let take = |i: usize| positions.get(i).is_some_and(|p| p.is_none_or(|p| p < id));
@@ -287,6 +315,21 @@ impl Worker {
         let Delivery {
             outputs, failures, ..
         } = self.topology.process_gated(event, &take, report_routing);
+        for failure in &failures {
+            match (failure.reason, &failure.pipeline) {
+                ("no_route", _) => {
+                    self.metrics.no_route.inc();
+                }
+                ("route_error", Some(p)) => {
+                    let labels = RouteLabels {
+                        pipeline: p.to_string(),
+                        result: "route_error",
+                    };
+                    self.metrics.routed.get_or_create(&labels).inc();
+                }
+                _ => {}
+            }
+        }
         for failure in failures {
             commit.dead_letters.push(NewDeadLetter {
                 reason: failure.reason.to_owned(),
@@ -296,6 +339,14 @@ impl Worker {
                 attempts: failure.attempts,
                 event: failure.event,
             });
+        }
+        for (i, _) in &outputs {
+            taken.push((*i, ingested));
+            let labels = RouteLabels {
+                pipeline: self.names[*i].clone(),
+                result: "matched",
+            };
+            self.metrics.routed.get_or_create(&labels).inc();
         }
         for (i, events) in outputs {
             let (Some(pipeline), Some(sinks)) =
@@ -323,6 +374,88 @@ impl Worker {
             if pipeline.stopped().is_none() && self.positions[i].is_none_or(|p| p < id) {
                 self.positions[i] = Some(id);
             }
+        }
+    }
+}
+
+impl Worker {
+    /// Updates metrics and health after a committed step. `behind`: the step was full, so
+    /// there is more to read.
+    fn report(&mut self, taken: &[(usize, u64)], behind: bool) {
+        let now = Timestamp::now().as_millis();
+        for (i, ingested) in taken {
+            let labels = PipelineLabels {
+                pipeline: self.names[*i].clone(),
+            };
+            #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
+            let seconds = now.saturating_sub(*ingested) as f64 / 1000.0;
+            self.metrics.latency.get_or_create(&labels).observe(seconds);
+        }
+        self.reported.resize_with(self.names.len(), Vec::new);
+        for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
+            let name = &self.names[i];
+            let previous = &mut self.reported[i];
+            for (j, (stage, counts)) in pipeline.stage_counts().enumerate() {
+                if previous.len() <= j {
+                    previous.push(StageCounts::default());
+                }
+                let before = previous[j];
+                for (outcome, now, then) in [
+                    ("in", counts.events_in, before.events_in),
+                    ("out", counts.events_out, before.events_out),
+                    ("failed", counts.failed, before.failed),
+                ] {
+                    if now > then {
+                        let labels = StageLabels {
+                            pipeline: name.clone(),
+                            stage: stage.to_owned(),
+                            outcome,
+                        };
+                        self.metrics
+                            .stage_events
+                            .get_or_create(&labels)
+                            .inc_by(now - then);
+                    }
+                }
+                previous[j] = counts;
+            }
+            let labels = PipelineLabels {
+                pipeline: name.clone(),
+            };
+            // Caught up to the watermark means no lag; otherwise the newest processed event's age.
+            let lag_ms = match (behind, self.positions[i]) {
+                (true, Some(position)) => now.saturating_sub(position.timestamp().as_millis()),
+                _ => 0,
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let lag = lag_ms as f64 / 1000.0;
+            self.metrics.lag.get_or_create(&labels).set(lag);
+            let stopped = pipeline.stopped();
+            self.metrics
+                .stopped
+                .get_or_create(&labels)
+                .set(i64::from(stopped.is_some()));
+            let (status, reasons) = match stopped {
+                Some(why) => (Status::Unhealthy, vec![format!("stopped: {why}")]),
+                None if lag > LAGGING_SECONDS => {
+                    (Status::Degraded, vec![format!("{lag:.1} s behind the log")])
+                }
+                None => (Status::Healthy, vec![]),
+            };
+            let mut details = serde_json::Map::new();
+            details.insert("lag_seconds".into(), serde_json::json!(lag));
+            details.insert(
+                "position".into(),
+                serde_json::json!(self.positions[i].map(|p| p.to_string())),
+            );
+            self.board.set(
+                name,
+                ComponentHealth {
+                    status,
+                    reasons,
+                    details,
+                },
+            );
         }
     }
 }

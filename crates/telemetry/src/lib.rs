@@ -2,10 +2,12 @@
 //!
 //! - [`metrics`]: the Prometheus registry each crate registers its metrics in, and its encoding.
 //! - [`http`]: the middleware that counts HTTP requests by route and status.
+//! - [`health`]: component health reports shared with `/health`.
 //! - [`process`]: process gauges (resident memory) read at scrape time.
 //! - [`logging`]: `tracing` setup (human or JSON).
 #![warn(missing_docs)]
 
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -243,6 +243,11 @@ pipelines:
     stages:
       - {type: transform, script: ratio}
     sinks: [archive]
+  - name: fragile
+    when: {exists: /b}
+    stages:
+      - {type: transform, script: ratio}
+    on_error: stop_pipeline
 "#,
     );
     let body = "{\"a\": 6, \"b\": 3}\n{\"a\": 1, \"b\": 0}\n{\"other\": true}\n";
@@ -270,11 +275,11 @@ pipelines:
 
     let letters = crate::harness::eventually(
         std::time::Duration::from_secs(30),
-        "two dead letters",
+        "three dead letters",
         || async {
             let (_, page) = node.get("/api/dlq").await;
             let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
-            (letters.len() >= 2).then_some(letters)
+            (letters.len() >= 3).then_some(letters)
         },
     )
     .await;
@@ -285,7 +290,11 @@ pipelines:
             .cloned()
             .unwrap()
     };
-    let failed = by_reason("script_error");
+    let failed = letters
+        .iter()
+        .find(|l| l["reason"] == "script_error" && l["pipeline"] == "ratios")
+        .cloned()
+        .unwrap();
     assert_eq!(failed["pipeline"], "ratios");
     assert_eq!(failed["stage"], "transform#0");
     assert_eq!(failed["event"]["id"], ids[1].as_str());
@@ -299,8 +308,64 @@ pipelines:
     assert_eq!(by_reason("no_route")["event"]["id"], ids[2].as_str());
     let (_, only) = node.get("/api/dlq?reason=no_route").await;
     assert_eq!(only["dead_letters"].as_array().unwrap().len(), 1);
+    let (_, only) = node
+        .get("/api/dlq?reason=script_error&pipeline=fragile")
+        .await;
+    assert_eq!(only["dead_letters"].as_array().unwrap().len(), 1);
     let (status, _) = node.get("/api/outputs").await;
     assert_eq!(status, 400, "pipeline is required");
+
+    // Metrics per pipeline, stage, router and sink (updated just after each commit).
+    let expected = [
+        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform#0\",outcome=\"in\"} 2",
+        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform#0\",outcome=\"out\"} 1",
+        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform#0\",outcome=\"failed\"} 1",
+        "colloquium_router_events_total{pipeline=\"ratios\",result=\"matched\"} 2",
+        "colloquium_router_no_route_total 1",
+        "colloquium_sink_events_total{sink=\"archive\"} 1",
+        "colloquium_pipeline_stopped{pipeline=\"fragile\"} 1",
+        "colloquium_dlq_events_total{reason=\"script_error\"} 2",
+    ];
+    let metrics = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "pipeline metrics",
+        || async {
+            let (_, metrics) = node.get_text("/metrics").await;
+            expected
+                .iter()
+                .all(|line| metrics.contains(line))
+                .then_some(metrics)
+        },
+    )
+    .await;
+    assert!(
+        metrics.contains("colloquium_pipeline_latency_seconds_bucket{"),
+        "{metrics}"
+    );
+    // `fragile` stopped on the division by zero: the node reports it unhealthy, naming why.
+    let health = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "fragile unhealthy",
+        || async {
+            let (status, health) = node.get("/health").await;
+            (status == 503 && health["components"]["pipelines"]["fragile"]["status"] == "unhealthy")
+                .then_some(health)
+        },
+    )
+    .await;
+    assert_eq!(
+        health["components"]["pipelines"]["ratios"]["status"],
+        "healthy"
+    );
+    let fragile = &health["components"]["pipelines"]["fragile"];
+    assert_eq!(fragile["status"], "unhealthy");
+    assert!(
+        fragile["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("division by zero"),
+        "{fragile}"
+    );
     let (status, _) = node.get("/api/outputs?pipeline=ratios&cursor=zz").await;
     assert_eq!(status, 400);
 }

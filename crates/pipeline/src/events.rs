@@ -1,0 +1,128 @@
+//! Everything the pipelines report, registered once when they start.
+//!
+//! - `colloquium_pipeline_events_total{pipeline, stage, outcome="in|out|failed"}` per stage;
+//! - `colloquium_pipeline_latency_seconds{pipeline}`: from an event's ingest to the commit of the
+//!   step that processed it (the ingest-to-sink latency);
+//! - `colloquium_pipeline_lag_seconds{pipeline}`: how far behind the newest processed event's
+//!   ingest time is, measured at each step; `colloquium_pipeline_stopped{pipeline}`;
+//! - `colloquium_router_events_total{pipeline, result="matched|route_error"}` and
+//!   `colloquium_router_no_route_total`;
+//! - `colloquium_sink_events_total{sink, result="sent"}` and
+//!   `colloquium_sink_batch_events{sink}` (events per send).
+//!
+//! Dead letters are counted by reason by the store (`colloquium_dlq_events_total`).
+
+use std::sync::atomic::AtomicU64;
+
+use colloquium_telemetry::{HistogramFamily, MetricsRegistry, latency_histogram};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+/// `{pipeline, stage, outcome}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The stage label, e.g. `transform#0`.
+    pub stage: String,
+    /// `in`, `out` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// `{pipeline}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    /// The pipeline.
+    pub pipeline: String,
+}
+
+/// `{pipeline, result}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The pipeline.
+    pub pipeline: String,
+    /// `matched` or `route_error`.
+    pub result: &'static str,
+}
+
+/// `{sink}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// The sink's name.
+    pub sink: String,
+}
+
+/// The pipelines' metrics.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    pub(crate) stage_events: Family<StageLabels, Counter>,
+    pub(crate) latency: HistogramFamily<PipelineLabels>,
+    pub(crate) lag: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) stopped: Family<PipelineLabels, Gauge>,
+    pub(crate) routed: Family<RouteLabels, Counter>,
+    pub(crate) no_route: Counter,
+    pub(crate) sink_events: Family<SinkLabels, Counter>,
+    pub(crate) sink_batch: Family<SinkLabels, Histogram, fn() -> Histogram>,
+}
+
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 8))
+}
+
+impl PipelineMetrics {
+    /// Registers the pipeline, router and sink metrics.
+    pub fn register(registry: &MetricsRegistry) -> Self {
+        let m = PipelineMetrics {
+            stage_events: Family::default(),
+            latency: HistogramFamily::new_with_constructor(latency_histogram),
+            lag: Family::default(),
+            stopped: Family::default(),
+            routed: Family::default(),
+            no_route: Counter::default(),
+            sink_events: Family::default(),
+            sink_batch: Family::new_with_constructor(batch_histogram),
+        };
+        registry.register("pipeline", |r| {
+            r.register(
+                "events",
+                "Events into, out of, and failed in each stage",
+                m.stage_events.clone(),
+            );
+            r.register(
+                "latency_seconds",
+                "From an event's ingest to the commit of the step that processed it",
+                m.latency.clone(),
+            );
+            r.register(
+                "lag_seconds",
+                "Ingest time of the newest processed event, behind now",
+                m.lag.clone(),
+            );
+            r.register(
+                "stopped",
+                "1 when the pipeline stopped (on_error: stop_pipeline)",
+                m.stopped.clone(),
+            );
+        });
+        registry.register("router", |r| {
+            r.register("events", "Routing outcomes per pipeline", m.routed.clone());
+            r.register("no_route", "Events no pipeline took", m.no_route.clone());
+        });
+        registry.register("sink", |r| {
+            r.register(
+                "events",
+                "Results delivered by each sink",
+                m.sink_events.clone(),
+            );
+            r.register(
+                "batch_events",
+                "Results per sink send",
+                m.sink_batch.clone(),
+            );
+        });
+        m
+    }
+}
