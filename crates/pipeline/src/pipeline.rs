@@ -45,6 +45,17 @@ pub struct StageCounts {
     pub failed: u64,
 }
 
+/// Why a pipeline's state could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError<E> {
+    /// Reading the stored entries failed.
+    #[error("reading stage state: {0}")]
+    Load(E),
+    /// A stage rejected its entries.
+    #[error("restoring stage state: {0}")]
+    Stage(crate::StageError),
+}
+
 /// An event a pipeline could not process, for the dead-letter queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
@@ -131,26 +142,31 @@ impl Pipeline {
         self.stages.iter().map(|s| (s.label.as_str(), s.counts))
     }
 
-    /// Restores stage state saved by [`Pipeline::save_state`] (labels that no longer exist are
-    /// ignored: the stage was removed or moved).
-    pub fn restore_state(
+    /// Loads each stage's stored state; `load(label)` returns a stage's entries.
+    pub fn restore_state<E>(
         &mut self,
-        saved: &[(String, serde_json::Value)],
-    ) -> Result<(), crate::StageError> {
-        for (label, state) in saved {
-            if let Some(slot) = self.stages.iter_mut().find(|s| &s.label == label) {
-                slot.stage.restore_state(state.clone())?;
+        mut load: impl FnMut(&str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, E>,
+    ) -> Result<(), RestoreError<E>> {
+        for slot in &mut self.stages {
+            let entries = load(&slot.label).map_err(RestoreError::Load)?;
+            if !entries.is_empty() {
+                slot.stage
+                    .restore_state(entries)
+                    .map_err(RestoreError::Stage)?;
             }
         }
         Ok(())
     }
 
-    /// Saved state of every stage that keeps some, by label.
-    pub fn save_state(&self) -> Vec<(String, serde_json::Value)> {
-        self.stages
-            .iter()
-            .filter_map(|s| s.stage.save_state().map(|state| (s.label.clone(), state)))
-            .collect()
+    /// Every stage's state changes since the last call, as `(stage label, key, value)`.
+    pub fn state_changes(&mut self) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
+        let mut all = Vec::new();
+        let mut changes = Vec::new();
+        for slot in &mut self.stages {
+            slot.stage.state_changes(&mut changes);
+            all.extend(changes.drain(..).map(|(k, v)| (slot.label.clone(), k, v)));
+        }
+        all
     }
 
     /// Runs one event through every stage. A stopped pipeline takes nothing (the caller holds
@@ -382,14 +398,16 @@ pub(crate) mod tests {
         );
         let hits = t.pipelines()[0].stage_counts().next().unwrap().1;
         assert_eq!((hits.events_in, hits.events_out), (7, 6));
-        // The seen keys are the stage's state and load back.
-        let state = t.pipelines()[0].save_state();
-        assert_eq!(state[0].0, "dedup#0");
+        // The seen keys are the stage's state: each admitted key is a change (and each one
+        // forgotten, a deletion), handed over once.
+        let changes = t.pipelines_mut()[0].state_changes();
+        assert!(changes.iter().all(|(stage, _, _)| stage == "dedup#0"));
+        assert_eq!(changes.iter().filter(|c| c.2.is_some()).count(), 6);
         assert!(
-            state[0].1["order"]
-                .as_array()
-                .is_some_and(|keys| keys.len() <= 2)
+            changes.iter().any(|c| c.2.is_none()),
+            "expired keys are deleted"
         );
+        assert!(t.pipelines_mut()[0].state_changes().is_empty());
     }
 
     #[test]

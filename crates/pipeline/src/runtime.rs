@@ -26,7 +26,7 @@ use colloquium_config::{Config, ConfigError, StartFrom};
 use colloquium_event::{Event, EventId, IdGenerator, Timestamp};
 use colloquium_router::{Balancer, Pick};
 use colloquium_storage::{
-    Checkpoint, NewDeadLetter, Order, PipelineCommit, ScanRange, StorageError, Store,
+    Checkpoint, NewDeadLetter, Order, PipelineCommit, ScanRange, StateChange, StorageError, Store,
 };
 use colloquium_telemetry::health::{ComponentHealth, HealthBoard, Status};
 
@@ -110,12 +110,14 @@ impl Runtime {
         for (p, pipeline) in config.pipelines.iter().zip(topology.pipelines_mut()) {
             let position = match store.checkpoint(&p.name)? {
                 Some(checkpoint) => {
-                    pipeline.restore_state(&checkpoint.state).map_err(|e| {
-                        RuntimeError::Config(vec![ConfigError::new(
-                            format!("pipeline {}", p.name),
-                            e.to_string(),
-                        )])
-                    })?;
+                    pipeline
+                        .restore_state(|stage| store.stage_state(&p.name, stage))
+                        .map_err(|e| {
+                            RuntimeError::Config(vec![ConfigError::new(
+                                format!("pipeline {}", p.name),
+                                e.to_string(),
+                            )])
+                        })?;
                     checkpoint.position
                 }
                 None => match p.start_from {
@@ -264,11 +266,11 @@ impl Worker {
         for event in events {
             self.process(event, &mut commit, &mut routed, &mut taken);
         }
-        for (name, batch) in &routed {
-            if let Some(sink) = self.topology.sink_mut(name) {
-                sink.send(batch, &mut commit)?;
-                let labels = SinkLabels { sink: name.clone() };
+        for (name, batch) in routed {
+            if let Some(sink) = self.topology.sink_mut(&name) {
                 let sent = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                sink.send(batch, &mut commit)?;
+                let labels = SinkLabels { sink: name };
                 self.metrics.sink_events.get_or_create(&labels).inc_by(sent);
                 #[allow(clippy::cast_precision_loss)] // a batch size, far below 2^52
                 self.metrics
@@ -277,22 +279,29 @@ impl Worker {
                     .observe(sent as f64);
             }
         }
-        for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
+        for (i, pipeline) in self.topology.pipelines_mut().iter_mut().enumerate() {
             commit.checkpoints.push((
                 self.names[i].clone(),
                 Checkpoint {
                     position: self.positions[i],
-                    state: pipeline.save_state(),
                     stopped: pipeline.stopped().map(str::to_owned),
                 },
             ));
+            for (stage, key, value) in pipeline.state_changes() {
+                commit.state.push(StateChange {
+                    pipeline: self.names[i].clone(),
+                    stage,
+                    key,
+                    value,
+                });
+            }
         }
         self.router = Some(last);
         commit.checkpoints.push((
             ROUTER.to_owned(),
             Checkpoint {
                 position: Some(last),
-                ..Checkpoint::default()
+                stopped: None,
             },
         ));
         self.store.commit_pipelines(commit)?;
@@ -355,17 +364,31 @@ impl Worker {
                 continue;
             };
             for (index, output) in events.into_iter().enumerate() {
-                let data = serde_json::Value::Object(output.data.clone());
-                let pick = sinks.balancer.pick(&data, sinks.names.len());
-                for (k, name) in sinks.names.iter().enumerate() {
-                    if pick == Pick::All || pick == Pick::One(k) {
-                        routed.entry(name.clone()).or_default().push(Routed {
-                            pipeline: pipeline.name().clone(),
-                            source_id: id,
-                            index: u32::try_from(index).unwrap_or(u32::MAX),
-                            event: output.clone(),
-                        });
-                    }
+                let pick = sinks
+                    .balancer
+                    .pick_by(|p| output.data_pointer(p), sinks.names.len());
+                let chosen: Vec<&String> = sinks
+                    .names
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| pick == Pick::All || pick == Pick::One(*k))
+                    .map(|(_, name)| name)
+                    .collect();
+                // The last sink takes the result itself; only the others get copies.
+                let mut output = Some(output);
+                for (n, name) in chosen.iter().enumerate() {
+                    let event = if n + 1 == chosen.len() {
+                        output.take()
+                    } else {
+                        output.clone()
+                    };
+                    let Some(event) = event else { break };
+                    routed.entry((*name).clone()).or_default().push(Routed {
+                        pipeline: pipeline.name().clone(),
+                        source_id: id,
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        event,
+                    });
                 }
             }
         }

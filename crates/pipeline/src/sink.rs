@@ -52,8 +52,8 @@ pub struct Routed {
 
 /// Where results leave.
 pub trait Sink: Send {
-    /// Delivers `batch` (non-empty), or records it in `commit`.
-    fn send(&mut self, batch: &[Routed], commit: &mut PipelineCommit) -> Result<(), SinkError>;
+    /// Delivers `batch` (non-empty; the sink owns it), or records it in `commit`.
+    fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError>;
 }
 
 /// A failure that must fail the whole step (it is retried from the same checkpoints).

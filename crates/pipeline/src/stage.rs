@@ -42,14 +42,13 @@ pub trait Stage: Send {
     /// the error, unchanged, for `on_error`.
     fn process(&mut self, event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>>;
 
-    /// State to persist so a restart resumes exactly (e.g. dedup's seen keys); `None` when the
-    /// stage keeps none.
-    fn save_state(&self) -> Option<Value> {
-        None
-    }
+    /// Hands over what changed in the stage's state since the last call, in order: `(key,
+    /// Some(value))` to set, `(key, None)` to delete. They are committed with the pipeline's
+    /// checkpoint, so a restart resumes with exactly the state of that position.
+    fn state_changes(&mut self, _changes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {}
 
-    /// Restores what [`Stage::save_state`] returned.
-    fn restore_state(&mut self, _state: Value) -> Result<(), StageError> {
+    /// Loads the stage's state from its stored entries, at start.
+    fn restore_state(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
         Ok(())
     }
 }

@@ -38,6 +38,16 @@ impl Balancer {
 
     /// Picks the sinks (out of `sinks`) for one result with this data.
     pub fn pick(&self, data: &Value, sinks: usize) -> Pick {
+        self.pick_by(|pointer| data.pointer(pointer), sinks)
+    }
+
+    /// Like [`Balancer::pick`], reading the key through `lookup` (called only for `key_hash`),
+    /// so callers need not build a `Value` of the data.
+    pub fn pick_by<'a>(
+        &self,
+        lookup: impl FnOnce(&str) -> Option<&'a Value>,
+        sinks: usize,
+    ) -> Pick {
         if sinks <= 1 {
             return Pick::All;
         }
@@ -46,7 +56,7 @@ impl Balancer {
             Balance::RoundRobin => Pick::One(self.next.fetch_add(1, Ordering::Relaxed) % sinks),
             Balance::KeyHash => {
                 // A missing key hashes like `null`: always the same sink.
-                let key = data.pointer(&self.key).unwrap_or(&Value::Null);
+                let key = lookup(&self.key).unwrap_or(&Value::Null);
                 let mut hasher = fnv::FnvHasher::default();
                 hasher.write(key.to_string().as_bytes());
                 let slot = hasher.finish() % u64::try_from(sinks).unwrap_or(u64::MAX);

@@ -7,6 +7,8 @@
 //! - `outputs`: key = pipeline name, `0x00`, the input event's 16-byte id, a 4-byte big-endian
 //!   output index; value = the output event as JSON (see [`crate::pipelines`]).
 //! - `checkpoints`: key = pipeline name; value = [`Checkpoint`](crate::Checkpoint) JSON.
+//! - `state`: key = pipeline name, `0x00`, stage label, `0x00`, the stage's own key; value =
+//!   the stage's bytes (e.g. dedup: a seen key → when it was seen).
 //!
 //! Adding a column family is one entry in [`ColumnFamily`]. RocksDB's `LOCK` file keeps a
 //! second process out of the directory; we turn its error into [`StorageError::Locked`].
@@ -26,17 +28,20 @@ pub enum ColumnFamily {
     Dlq,
     /// Results of pipelines' `store` sinks.
     Outputs,
-    /// Each pipeline's position in the log and its stages' state.
+    /// Each pipeline's position in the log.
     Checkpoints,
+    /// Stages' state, one row per entry, changed together with the checkpoints.
+    State,
 }
 
 impl ColumnFamily {
     /// Every column family, created on open when missing.
-    pub const ALL: [ColumnFamily; 4] = [
+    pub const ALL: [ColumnFamily; 5] = [
         ColumnFamily::Events,
         ColumnFamily::Dlq,
         ColumnFamily::Outputs,
         ColumnFamily::Checkpoints,
+        ColumnFamily::State,
     ];
 
     /// Returns the RocksDB name.
@@ -46,6 +51,7 @@ impl ColumnFamily {
             ColumnFamily::Dlq => "dlq",
             ColumnFamily::Outputs => "outputs",
             ColumnFamily::Checkpoints => "checkpoints",
+            ColumnFamily::State => "state",
         }
     }
 }

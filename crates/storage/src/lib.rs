@@ -26,6 +26,8 @@ pub use db::{ColumnFamily, Compression, StoreOptions};
 pub use dlq::DeadLetter;
 pub use error::StorageError;
 pub use events::StorageMetrics;
-pub use pipelines::{Checkpoint, NewDeadLetter, Output, PipelineCommit, StoredOutput};
+pub use pipelines::{
+    Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StoredOutput,
+};
 pub use scan::{Order, ScanRange};
 pub use store::Store;

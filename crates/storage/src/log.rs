@@ -32,7 +32,7 @@ struct Request {
     done: oneshot::Sender<Result<(), StorageError>>,
     /// Dropped by the writer thread once the batch is written (or failed), not before: the ids
     /// must stay below the watermark while the batch may still land.
-    _settle: Option<Reservation>,
+    settle: Option<Reservation>,
 }
 
 /// Encodes an event as its log record.
@@ -107,7 +107,7 @@ impl Writer {
             records,
             bytes,
             done,
-            _settle: settle,
+            settle,
         };
         queue
             .send(request)
@@ -190,6 +190,9 @@ fn write_loop(
             }
         }
         for request in group.drain(..) {
+            // Settle the ids before answering: whoever is woken by the answer (the pipeline
+            // worker) must already find the watermark past this batch.
+            drop(request.settle);
             // The requester may have gone away (client disconnected); nothing to tell then.
             let _ = request.done.send(result.clone());
         }

@@ -13,22 +13,35 @@
 use colloquium_event::{Event, EventId, Timestamp};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::dlq::DeadLetter;
 use crate::{ColumnFamily, StorageError, Store};
 
-/// Where a pipeline is in the log, and its stages' state there.
+/// Where a pipeline is in the log. Its stages' state at that position is in the `state`
+/// column family, changed in the same commit.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Every event up to and including this id has been processed (`None`: nothing yet).
     pub position: Option<EventId>,
-    /// Saved state by stage label (e.g. dedup's seen keys).
-    #[serde(default)]
-    pub state: Vec<(String, Value)>,
     /// Why the pipeline stopped (`on_error: stop_pipeline`), if it did.
     #[serde(default)]
     pub stopped: Option<String>,
+}
+
+/// One stored state entry of a stage: its own key and the value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+
+/// One change to a stage's state: set `key` to `value`, or delete it (`None`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateChange {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The stage label, e.g. `dedup#2`.
+    pub stage: String,
+    /// The stage's own key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
 }
 
 /// One output of a pipeline's `store` sink.
@@ -70,6 +83,8 @@ pub struct PipelineCommit {
     pub dead_letters: Vec<NewDeadLetter>,
     /// New checkpoints, by pipeline name.
     pub checkpoints: Vec<(String, Checkpoint)>,
+    /// Stage state changes, applied in order.
+    pub state: Vec<StateChange>,
 }
 
 /// One stored output: its cursor (for paging) and its JSON.
@@ -79,6 +94,15 @@ pub struct StoredOutput {
     pub cursor: String,
     /// The output event as stored.
     pub json: Vec<u8>,
+}
+
+fn state_prefix(pipeline: &str, stage: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(pipeline.len() + stage.len() + 2);
+    key.extend_from_slice(pipeline.as_bytes());
+    key.push(0);
+    key.extend_from_slice(stage.as_bytes());
+    key.push(0);
+    key
 }
 
 fn output_key(pipeline: &str, id: EventId, index: u32) -> Vec<u8> {
@@ -125,6 +149,15 @@ impl Store {
             batch.put_cf(&dlq, id.to_bytes(), json(&letter)?);
             letters.push(letter);
         }
+        let state = self.cf(ColumnFamily::State)?;
+        for change in &commit.state {
+            let mut key = state_prefix(&change.pipeline, &change.stage);
+            key.extend_from_slice(&change.key);
+            match &change.value {
+                Some(value) => batch.put_cf(&state, key, value),
+                None => batch.delete_cf(&state, key),
+            }
+        }
         for (pipeline, checkpoint) in &commit.checkpoints {
             batch.put_cf(&checkpoints, pipeline.as_bytes(), json(checkpoint)?);
         }
@@ -150,6 +183,35 @@ impl Store {
                 key: pipeline.to_owned(),
                 message: e.to_string(),
             })
+    }
+
+    /// Returns every state entry of one stage, as `(key, value)`, in key order.
+    pub fn stage_state(
+        &self,
+        pipeline: &str,
+        stage: &str,
+    ) -> Result<Vec<StateEntry>, StorageError> {
+        let handle = self.cf(ColumnFamily::State)?;
+        let prefix = state_prefix(pipeline, stage);
+        let mut read = ReadOptions::default();
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1; // the prefix ends in 0x00: every key of this stage sorts below `…0x01`
+        }
+        read.set_iterate_upper_bound(end);
+        let mut entries = Vec::new();
+        let iter = self.db().iterator_cf_opt(
+            &handle,
+            read,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            if let Some(own) = key.get(prefix.len()..) {
+                entries.push((own.to_vec(), value.to_vec()));
+            }
+        }
+        Ok(entries)
     }
 
     /// Returns up to `limit` outputs of `pipeline` whose input event was ingested in
@@ -272,8 +334,13 @@ mod tests {
         assert_eq!(store.checkpoint("a").unwrap(), None);
         let checkpoint = Checkpoint {
             position: Some(event(30).id),
-            state: vec![("dedup#2".into(), serde_json::json!({"k": 1}))],
             stopped: None,
+        };
+        let change = |key: &str, value: Option<&str>| StateChange {
+            pipeline: "a".into(),
+            stage: "dedup#2".into(),
+            key: key.as_bytes().to_vec(),
+            value: value.map(|v| v.as_bytes().to_vec()),
         };
         let letters = store
             .commit_pipelines(PipelineCommit {
@@ -292,8 +359,23 @@ mod tests {
                     event: event(30),
                 }],
                 checkpoints: vec![("a".into(), checkpoint.clone())],
+                state: vec![
+                    change("k1", Some("1")),
+                    change("k2", Some("2")),
+                    change("k1", None),
+                    change("k3", Some("3")),
+                ],
             })
             .unwrap();
+        let state = store.stage_state("a", "dedup#2").unwrap();
+        assert_eq!(
+            state,
+            [
+                (b"k2".to_vec(), b"2".to_vec()),
+                (b"k3".to_vec(), b"3".to_vec())
+            ]
+        );
+        assert!(store.stage_state("a", "dedup#1").unwrap().is_empty());
         assert_eq!(store.checkpoint("a").unwrap(), Some(checkpoint));
         let stored: Vec<DeadLetter> = store
             .dead_letters(Default::default())

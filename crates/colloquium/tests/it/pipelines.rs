@@ -369,3 +369,49 @@ pipelines:
     let (status, _) = node.get("/api/outputs?pipeline=ratios&cursor=zz").await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_state_survives_a_restart() {
+    async fn outputs(node: &crate::harness::Node) -> Vec<serde_json::Value> {
+        let (_, page) = node.get("/api/outputs?pipeline=once&limit=100").await;
+        page["outputs"].as_array().cloned().unwrap_or_default()
+    }
+    let node = crate::harness::Node::start(
+        "sinks: {archive: {type: store}}\npipelines:\n  - name: once\n    stages:\n      - {type: dedup, key: /id, ttl: 1h}\n    sinks: [archive]\n",
+    );
+    let (status, _) = node
+        .post(
+            "{\"id\": 1}\n{\"id\": 1}\n{\"id\": 2}",
+            "application/x-ndjson",
+        )
+        .await;
+    assert_eq!(status, 202);
+    crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "two outputs",
+        || async { (outputs(&node).await.len() == 2).then_some(()) },
+    )
+    .await;
+
+    let node = node.kill9().restart();
+    let (status, body) = node
+        .post("{\"id\": 1}\n{\"id\": 3}", "application/x-ndjson")
+        .await;
+    assert_eq!(status, 202);
+    let three = body["ids"][1].as_str().unwrap().to_owned();
+    let all = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "the output of id 3",
+        || async {
+            let all = outputs(&node).await;
+            all.iter().any(|o| o["id"] == three.as_str()).then_some(all)
+        },
+    )
+    .await;
+    // `1` was seen before the crash: still a duplicate after it.
+    let ids: Vec<i64> = all
+        .iter()
+        .map(|o| o["data"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+}

@@ -22,8 +22,8 @@ impl SinkConfig for DlqConfig {
 struct DlqSink;
 
 impl Sink for DlqSink {
-    fn send(&mut self, batch: &[Routed], commit: &mut PipelineCommit) -> Result<(), SinkError> {
-        for routed in batch {
+    fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError> {
+        for routed in &batch {
             let error = format!(
                 "sent to the dead-letter queue by pipeline `{}`",
                 routed.pipeline

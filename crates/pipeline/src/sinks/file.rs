@@ -137,9 +137,9 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn send(&mut self, batch: &[Routed], _commit: &mut PipelineCommit) -> Result<(), SinkError> {
+    fn send(&mut self, batch: Vec<Routed>, _commit: &mut PipelineCommit) -> Result<(), SinkError> {
         let mut bytes = Vec::with_capacity(batch.len() * 256);
-        for routed in batch {
+        for routed in &batch {
             serde_json::to_writer(&mut bytes, &routed.event)
                 .map_err(|e| self.error(e.to_string()))?;
             bytes.push(b'\n');
@@ -221,7 +221,7 @@ mod tests {
         };
         let mut sink = build(serde_json::json!({"path": path, "max_age": "1ms", "sync": false}));
         let mut commit = PipelineCommit::default();
-        sink.send(&[routed(1), routed(2)], &mut commit).unwrap();
+        sink.send(vec![routed(1), routed(2)], &mut commit).unwrap();
         let first = std::fs::read_to_string(&path).unwrap();
         assert_eq!(first.lines().count(), 2);
         assert_eq!(
@@ -231,7 +231,7 @@ mod tests {
             1
         );
         std::thread::sleep(Duration::from_millis(5)); // past max_age: the next batch rotates
-        sink.send(&[routed(3)], &mut commit).unwrap();
+        sink.send(vec![routed(3)], &mut commit).unwrap();
         let names = files(&dir.path().join("nested"));
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(names[1].starts_with("out.ndjson."), "{names:?}");
@@ -239,7 +239,7 @@ mod tests {
         let sized = dir.path().join("sized.ndjson");
         let mut sink = build(serde_json::json!({"path": sized, "max_size": "100B"}));
         for n in 0..4 {
-            sink.send(&[routed(n)], &mut commit).unwrap();
+            sink.send(vec![routed(n)], &mut commit).unwrap();
         }
         // Each line is over 100 bytes, so every batch after the first starts a new file.
         let rotated = files(dir.path())

@@ -210,7 +210,7 @@ impl HttpSink {
 }
 
 impl Sink for HttpSink {
-    fn send(&mut self, batch: &[Routed], commit: &mut PipelineCommit) -> Result<(), SinkError> {
+    fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError> {
         for chunk in batch.chunks(self.config.batch_size) {
             self.deliver(chunk, commit)?;
         }
@@ -333,7 +333,7 @@ mod tests {
     ) -> (Vec<(Instant, usize)>, PipelineCommit) {
         let (server, url) = serve(answers);
         let mut commit = PipelineCommit::default();
-        sink(&url, extra).send(&batch(events), &mut commit).unwrap();
+        sink(&url, extra).send(batch(events), &mut commit).unwrap();
         let seen = server.seen.lock().unwrap().clone();
         (seen, commit)
     }

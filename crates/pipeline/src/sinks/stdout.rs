@@ -29,10 +29,10 @@ struct StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn send(&mut self, batch: &[Routed], _commit: &mut PipelineCommit) -> Result<(), SinkError> {
+    fn send(&mut self, batch: Vec<Routed>, _commit: &mut PipelineCommit) -> Result<(), SinkError> {
         let mut out = std::io::stdout().lock();
         let mut write = || -> std::io::Result<()> {
-            for routed in batch {
+            for routed in &batch {
                 serde_json::to_writer(&mut out, &routed.event)?;
                 out.write_all(b"\n")?;
             }

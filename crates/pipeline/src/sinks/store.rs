@@ -23,12 +23,12 @@ impl SinkConfig for StoreConfig {
 struct StoreSink;
 
 impl Sink for StoreSink {
-    fn send(&mut self, batch: &[Routed], commit: &mut PipelineCommit) -> Result<(), SinkError> {
-        commit.outputs.extend(batch.iter().map(|r| Output {
+    fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError> {
+        commit.outputs.extend(batch.into_iter().map(|r| Output {
             pipeline: r.pipeline.to_string(),
             source_id: r.source_id,
             index: r.index,
-            event: r.event.clone(),
+            event: r.event,
         }));
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! The key is a JSON pointer into the data or a Computo script (its result, as JSON text). Time
 //! is the event's ingest time, so a replay after a restart decides exactly as the first pass did.
 //! Memory is bounded: past `max_keys` the oldest keys are forgotten first. The seen keys are the
-//! stage's state (`save_state`), so they survive a restart with the pipeline's checkpoint.
+//! stage's state: each admitted or forgotten key is a change committed with the pipeline's
+//! checkpoint (`state_changes`), so a restart resumes with exactly the keys of that position.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use colloquium_config::ConfigError;
 use colloquium_event::Event;
 use computo::Script;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::stage::{BuildContext, Failed, Stage, StageConfig, StageError, with_data};
@@ -71,6 +72,7 @@ impl StageConfig for DedupConfig {
             max_keys: self.max_keys.get(),
             pipeline: cx.pipeline.clone(),
             seen: Seen::default(),
+            changes: Vec::new(),
         }))
     }
 }
@@ -80,8 +82,8 @@ enum DedupKey {
     Script(Arc<Script>),
 }
 
-/// Keys with the ingest time (ms) they were last let through, oldest first.
-#[derive(Default, Serialize, Deserialize)]
+/// Keys with the ingest time (ms) they were let through, oldest first.
+#[derive(Default)]
 struct Seen {
     first_seen: HashMap<String, u64>,
     order: VecDeque<(String, u64)>,
@@ -93,6 +95,8 @@ struct Dedup {
     max_keys: usize,
     pipeline: Arc<str>,
     seen: Seen,
+    /// Keys admitted (`Some(time)`) or forgotten (`None`) since the last `state_changes`.
+    changes: Vec<(String, Option<u64>)>,
 }
 
 impl Dedup {
@@ -120,6 +124,7 @@ impl Dedup {
             // A key re-admitted later has a newer entry; only remove the map entry it owns.
             if self.seen.first_seen.get(key) == Some(at) {
                 self.seen.first_seen.remove(key);
+                self.changes.push((key.clone(), None));
             }
             self.seen.order.pop_front();
         }
@@ -139,19 +144,33 @@ impl Stage for Dedup {
             return Ok(()); // a duplicate: counted as dropped by the pipeline
         }
         self.seen.first_seen.insert(key.clone(), now);
+        self.changes.push((key.clone(), Some(now)));
         self.seen.order.push_back((key, now));
         self.expire(now);
         out.push(event);
         Ok(())
     }
 
-    fn save_state(&self) -> Option<Value> {
-        serde_json::to_value(&self.seen).ok()
+    fn state_changes(&mut self, changes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        changes.extend(
+            self.changes
+                .drain(..)
+                .map(|(key, at)| (key.into_bytes(), at.map(|ms| ms.to_be_bytes().to_vec()))),
+        );
     }
 
-    fn restore_state(&mut self, state: Value) -> Result<(), StageError> {
-        self.seen = serde_json::from_value(state)
-            .map_err(|e| StageError::BadValue(format!("dedup state does not load: {e}")))?;
+    fn restore_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
+        let mut seen: Vec<(String, u64)> = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let key = String::from_utf8(key)
+                .map_err(|e| StageError::BadValue(format!("dedup state: {e}")))?;
+            let at = <[u8; 8]>::try_from(value.as_slice())
+                .map_err(|_| StageError::BadValue("dedup state: a time is not 8 bytes".into()))?;
+            seen.push((key, u64::from_be_bytes(at)));
+        }
+        seen.sort_by_key(|(_, at)| *at);
+        self.seen.first_seen = seen.iter().cloned().collect();
+        self.seen.order = seen.into();
         Ok(())
     }
 }

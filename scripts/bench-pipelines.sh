@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# End-to-end pipeline benchmark (issue 6): NDJSON batches of 1,000 through HTTP ingest, the log,
+# and N pipelines of transform + filter + dedup into the `store` sink, on this machine.
+#
+#   [DURATION=15s] scripts/bench-pipelines.sh PIPELINES [RATE]
+#
+# Without RATE: the generator sends as fast as the node acknowledges for DURATION; the script then
+# waits until every pipeline has processed every stored event and reports the pipelines'
+# throughput (stored events / time from the first request to caught up). With RATE (events/s):
+# a steady load for 30 s, then the ingest-to-sink latency percentiles from
+# colloquium_pipeline_latency_seconds (estimated within its histogram buckets).
+set -euo pipefail
+pipelines=${1:?number of pipelines}
+rate=${2:-}
+bin=${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium
+work=$(mktemp -d /tmp/colloquium-bench.XXXXXX)
+port=18090
+trap 'kill $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+{
+  echo "storage: {retention: null}"
+  echo "sinks: {archive: {type: store}}"
+  echo "pipelines:"
+  for i in $(seq 0 $((pipelines - 1))); do
+    cat <<YAML
+  - name: p$i
+    stages:
+      - type: transform
+        script: [obj, [user, [get, [\$input], /user]], [amount, [get, [\$input], /amount]],
+                 [seq, [get, [\$input], /seq]], [event_id, [get, [\$inputs], /1/event_id]]]
+      - {type: filter, when: {gt: [/amount, 10]}}
+      - {type: dedup, key: /event_id, ttl: 10m, max_keys: 100000}
+    sinks: [archive]
+YAML
+  done
+} > "$work/config.yaml"
+
+"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:$port > "$work/node.log" 2>&1 &
+node=$!
+until grep -q "colloquium ready" "$work/node.log"; do sleep 0.1; done
+
+metric() { # sum of the samples of one metric line pattern
+  curl -s 127.0.0.1:$port/metrics | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d", s }'
+}
+
+start=$(date +%s.%N)
+if [ -z "$rate" ]; then
+  "$bin" bench http --addr 127.0.0.1:$port --connections 4 --batch 1000 --duration "${DURATION:-15s}" --pid $node
+  stored=$(metric "colloquium_storage_events_stored_total")
+  first_stage="colloquium_pipeline_events_total{pipeline=\"p$((pipelines - 1))\",stage=\"transform#0\",outcome=\"in\"}"
+  until [ "$(metric "$first_stage")" -ge "$stored" ]; do sleep 0.1; done
+  end=$(date +%s.%N)
+  python3 -c "import sys; s=$stored; t=$end-$start; print(f'pipelines: {s} events through each of $pipelines pipeline(s) in {t:.1f} s = {s/t:,.0f} events/s per pipeline (first request to caught up)')"
+else
+  "$bin" bench http --addr 127.0.0.1:$port --connections 4 --batch 1000 --rate "$rate" --duration 30s --pid $node
+  curl -s 127.0.0.1:$port/metrics | python3 -c '
+import sys, re
+buckets = {}
+for line in sys.stdin:
+    m = re.match(r"colloquium_pipeline_latency_seconds_bucket\{[^}]*le=\"([^\"]+)\"[^}]*\} (\d+)", line)
+    if m:
+        le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+        buckets[le] = buckets.get(le, 0) + int(m.group(2))
+bounds = sorted(buckets)
+total = buckets[bounds[-1]]
+def quantile(q):
+    rank, lower, below = q * total, 0.0, 0
+    for le in bounds:
+        if buckets[le] >= rank:
+            inside = buckets[le] - below
+            frac = (rank - below) / inside if inside else 1
+            return lower + (le - lower) * frac if le != float("inf") else lower
+        lower, below = le, buckets[le]
+print(f"ingest-to-sink latency over {total} events: p50 {quantile(0.5)*1000:.1f} ms, p99 {quantile(0.99)*1000:.1f} ms (histogram estimate)")
+'
+fi
+grep VmHWM /proc/$node/status | awk '{printf "node peak RSS: %.0f MiB\n", $2/1024}'
