@@ -82,3 +82,22 @@ pub(crate) fn dead_letter(
         event: routed.event.clone(),
     });
 }
+
+/// A result carrying `{"n": n}`, for sink tests.
+#[cfg(test)]
+pub(crate) fn test_routed(n: u64) -> Routed {
+    let at = colloquium_event::Timestamp::from_millis(1_000 + n);
+    let data = serde_json::json!({"n": n});
+    Routed {
+        pipeline: Arc::from("p"),
+        source_id: EventId::min_at(at),
+        index: 0,
+        event: Event {
+            id: EventId::min_at(at),
+            timestamp: at,
+            ingest_time: at,
+            data: data.as_object().cloned().unwrap_or_default(),
+            metadata: colloquium_event::Metadata::new("http", "default"),
+        },
+    }
+}

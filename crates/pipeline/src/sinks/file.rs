@@ -179,23 +179,8 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use colloquium_event::{Event, EventId, Metadata};
-
-    fn routed(n: u64) -> Routed {
-        let at = Timestamp::from_millis(1_000 + n);
-        Routed {
-            pipeline: Arc::from("p"),
-            source_id: EventId::min_at(at),
-            index: 0,
-            event: Event {
-                id: EventId::min_at(at),
-                timestamp: at,
-                ingest_time: at,
-                data: serde_json::json!({"n": n}).as_object().cloned().unwrap(),
-                metadata: Metadata::new("http", "default"),
-            },
-        }
-    }
+    use crate::sink::test_routed as routed;
+    use colloquium_event::Event;
 
     fn files(dir: &std::path::Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -227,7 +227,6 @@ mod tests {
 
     use axum::extract::State;
     use axum::http::{HeaderMap, HeaderValue};
-    use colloquium_event::{Event, EventId, Metadata, Timestamp};
 
     /// What the test server answers, in order (then 200 for ever).
     #[derive(Clone, Copy)]
@@ -307,23 +306,7 @@ mod tests {
     }
 
     fn batch(n: u64) -> Vec<Routed> {
-        (0..n)
-            .map(|i| {
-                let at = Timestamp::from_millis(1_000 + i);
-                Routed {
-                    pipeline: Arc::from("p"),
-                    source_id: EventId::min_at(at),
-                    index: 0,
-                    event: Event {
-                        id: EventId::min_at(at),
-                        timestamp: at,
-                        ingest_time: at,
-                        data: serde_json::json!({"n": i}).as_object().cloned().unwrap(),
-                        metadata: Metadata::new("http", "default"),
-                    },
-                }
-            })
-            .collect()
+        (0..n).map(crate::sink::test_routed).collect()
     }
 
     fn send(
