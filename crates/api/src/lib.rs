@@ -2,7 +2,7 @@
 //!
 //! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
 //! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
-//! - [`pipelines`]: `GET /api/outputs` and `GET /api/dlq`, what pipelines produced.
+//! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use colloquium_storage::Store;
 use colloquium_telemetry::MetricsRegistry;
 use colloquium_telemetry::process::ProcessMetrics;
@@ -51,6 +51,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events/{id}", get(query::get_one))
         .route("/api/outputs", get(pipelines::outputs))
         .route("/api/dlq", get(pipelines::dead_letters))
+        .route("/api/dlq/{id}", delete(pipelines::delete))
+        .route("/api/dlq/{id}/replay", post(pipelines::replay))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .with_state(state)

@@ -1,9 +1,11 @@
 //! What pipelines produced: `GET /api/outputs` (a pipeline's `store` sink) and `GET /api/dlq`
-//! (dead letters, filtered by reason and pipeline). Both page with `limit` and `cursor`.
+//! (dead letters, filtered by reason and pipeline; both page with `limit` and `cursor`), and
+//! `POST /api/dlq/{id}/replay` and `DELETE /api/dlq/{id}`.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use colloquium_event::{EventId, Timestamp};
 use colloquium_storage::{ScanRange, StorageError};
 use serde::Deserialize;
@@ -153,4 +155,62 @@ pub async fn dead_letters(
     Ok(json_response(
         serde_json::to_vec(&body).map_err(|e| StorageError::Db(e.to_string()))?,
     ))
+}
+
+fn dead_letter_id(id: &str) -> Result<EventId, ApiError> {
+    id.parse()
+        .map_err(|e: colloquium_event::IdParseError| ApiError::BadRequest(e.to_string()))
+}
+
+/// `POST /api/dlq/{id}/replay`: `202 {"replaying": id}`. The pipelines run the event again
+/// (through its pipeline, or through routing for `no_route`; a sink failure goes to the sinks
+/// again) and remove the dead letter in the same commit, so asking twice replays once. `404`
+/// once it is gone.
+pub async fn replay(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = dead_letter_id(&id)?;
+    let store = state.store.clone();
+    let letter = tokio::task::spawn_blocking(move || {
+        let letter = store.dead_letter(id)?;
+        match letter {
+            // A `dlq` sink's results are that pipeline's output: there is nothing to redo.
+            Some(l) if l.reason == "dlq_sink" => Ok(Some(l)),
+            Some(_) => store.request_replay(id),
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(|e| StorageError::Db(e.to_string()))??;
+    match letter {
+        None => Err(ApiError::NotFound(id.to_string())),
+        Some(l) if l.reason == "dlq_sink" => Err(ApiError::BadRequest(
+            "a `dlq` sink's results are its pipeline's output: there is nothing to replay".into(),
+        )),
+        Some(_) => {
+            let body = serde_json::json!({ "replaying": id.to_string() });
+            let body = serde_json::to_vec(&body).map_err(|e| StorageError::Db(e.to_string()))?;
+            let mut response = json_response(body);
+            *response.status_mut() = StatusCode::ACCEPTED;
+            Ok(response)
+        }
+    }
+}
+
+/// `DELETE /api/dlq/{id}`: `204`, or `404` when there is no such dead letter.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = dead_letter_id(&id)?;
+    let store = state.store.clone();
+    let deleted = tokio::task::spawn_blocking(move || store.delete_dead_letter(id))
+        .await
+        .map_err(|e| StorageError::Db(e.to_string()))??;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound(id.to_string()))
+    }
 }

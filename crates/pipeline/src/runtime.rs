@@ -255,12 +255,22 @@ impl Worker {
             }
             events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
         }
+        let mut commit = PipelineCommit::default();
+        let mut routed: BTreeMap<String, Vec<Routed>> = BTreeMap::new();
+        self.replay(&mut commit, &mut routed)?;
         let Some(last) = events.last().map(|e| e.id) else {
+            if commit.replayed.is_empty() {
+                return Ok(0);
+            }
+            for (name, batch) in routed {
+                if let Some(sink) = self.topology.sink_mut(&name) {
+                    sink.send(batch, &mut commit)?;
+                }
+            }
+            self.store.commit_pipelines(commit)?;
             return Ok(0);
         };
         let count = events.len();
-        let mut commit = PipelineCommit::default();
-        let mut routed: BTreeMap<String, Vec<Routed>> = BTreeMap::new();
         // (pipeline, ingest ms) of every event a pipeline took, for the latency histogram.
         let mut taken = Vec::new();
         for event in events {
@@ -339,16 +349,7 @@ impl Worker {
                 _ => {}
             }
         }
-        for failure in failures {
-            commit.dead_letters.push(NewDeadLetter {
-                reason: failure.reason.to_owned(),
-                error: failure.error,
-                pipeline: failure.pipeline.map(|p| p.to_string()),
-                stage: failure.stage,
-                attempts: failure.attempts,
-                event: failure.event,
-            });
-        }
+        self.record_failures(failures, commit);
         for (i, _) in &outputs {
             taken.push((*i, ingested));
             let labels = RouteLabels {
@@ -358,39 +359,7 @@ impl Worker {
             self.metrics.routed.get_or_create(&labels).inc();
         }
         for (i, events) in outputs {
-            let (Some(pipeline), Some(sinks)) =
-                (self.topology.pipelines().get(i), self.sinks.get(i))
-            else {
-                continue;
-            };
-            for (index, output) in events.into_iter().enumerate() {
-                let pick = sinks
-                    .balancer
-                    .pick_by(|p| output.data_pointer(p), sinks.names.len());
-                let chosen: Vec<&String> = sinks
-                    .names
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, _)| pick == Pick::All || pick == Pick::One(*k))
-                    .map(|(_, name)| name)
-                    .collect();
-                // The last sink takes the result itself; only the others get copies.
-                let mut output = Some(output);
-                for (n, name) in chosen.iter().enumerate() {
-                    let event = if n + 1 == chosen.len() {
-                        output.take()
-                    } else {
-                        output.clone()
-                    };
-                    let Some(event) = event else { break };
-                    routed.entry((*name).clone()).or_default().push(Routed {
-                        pipeline: pipeline.name().clone(),
-                        source_id: id,
-                        index: u32::try_from(index).unwrap_or(u32::MAX),
-                        event,
-                    });
-                }
-            }
+            self.to_sinks(i, id, events, routed);
         }
         // Every pipeline that was before this event and is still running is now past it.
         for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
@@ -402,6 +371,107 @@ impl Worker {
 }
 
 impl Worker {
+    /// Routes pipeline `i`'s results for input `source_id` to its sinks (balanced).
+    fn to_sinks(
+        &self,
+        i: usize,
+        source_id: EventId,
+        events: Vec<Event>,
+        routed: &mut BTreeMap<String, Vec<Routed>>,
+    ) {
+        let (Some(pipeline), Some(sinks)) = (self.topology.pipelines().get(i), self.sinks.get(i))
+        else {
+            return;
+        };
+        for (index, output) in events.into_iter().enumerate() {
+            let pick = sinks
+                .balancer
+                .pick_by(|p| output.data_pointer(p), sinks.names.len());
+            let chosen: Vec<&String> = sinks
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| pick == Pick::All || pick == Pick::One(*k))
+                .map(|(_, name)| name)
+                .collect();
+            // The last sink takes the result itself; only the others get copies.
+            let mut output = Some(output);
+            for (n, name) in chosen.iter().enumerate() {
+                let event = if n + 1 == chosen.len() {
+                    output.take()
+                } else {
+                    output.clone()
+                };
+                let Some(event) = event else { break };
+                routed.entry((*name).clone()).or_default().push(Routed {
+                    pipeline: pipeline.name().clone(),
+                    source_id,
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    event,
+                });
+            }
+        }
+    }
+
+    /// Replays the dead letters asked for (`POST /api/dlq/{id}/replay`) into this step: a
+    /// stage or routing failure runs again through its pipeline (or through routing), a sink
+    /// failure goes to the pipeline's sinks again. The commit removes each replayed dead letter
+    /// with its request, so a replay happens once however often it is asked for.
+    fn replay(
+        &mut self,
+        commit: &mut PipelineCommit,
+        routed: &mut BTreeMap<String, Vec<Routed>>,
+    ) -> Result<(), StorageError> {
+        for id in self.store.pending_replays()? {
+            let Some(letter) = self.store.dead_letter(id)? else {
+                commit.replayed.push(id);
+                continue;
+            };
+            let index = letter
+                .pipeline
+                .as_ref()
+                .and_then(|p| self.names.iter().position(|n| n == p));
+            let source_id = letter.event.id;
+            match (letter.reason.as_str(), index) {
+                // Held back while its pipeline is stopped; replayed after it restarts.
+                (_, Some(i)) if self.topology.pipelines()[i].stopped().is_some() => continue,
+                ("sink_error" | "sink_rejected", Some(i)) => {
+                    self.to_sinks(i, source_id, vec![letter.event], routed)
+                }
+                (_, Some(i)) => {
+                    let outcome = self.topology.pipelines_mut()[i].process(&letter.event);
+                    self.record_failures(outcome.failures, commit);
+                    self.to_sinks(i, source_id, outcome.outputs, routed);
+                }
+                // `no_route`, or a pipeline that no longer exists: route it afresh.
+                (_, None) => {
+                    let Delivery {
+                        outputs, failures, ..
+                    } = self.topology.process(letter.event);
+                    self.record_failures(failures, commit);
+                    for (i, events) in outputs {
+                        self.to_sinks(i, source_id, events, routed);
+                    }
+                }
+            }
+            commit.replayed.push(id);
+        }
+        Ok(())
+    }
+
+    fn record_failures(&self, failures: Vec<crate::Failure>, commit: &mut PipelineCommit) {
+        for failure in failures {
+            commit.dead_letters.push(NewDeadLetter {
+                reason: failure.reason.to_owned(),
+                error: failure.error,
+                pipeline: failure.pipeline.map(|p| p.to_string()),
+                stage: failure.stage,
+                attempts: failure.attempts,
+                event: failure.event,
+            });
+        }
+    }
+
     /// Updates metrics and health after a committed step. `behind`: the step was full, so
     /// there is more to read.
     fn report(&mut self, taken: &[(usize, u64)], behind: bool) {

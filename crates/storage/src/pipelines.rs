@@ -85,7 +85,18 @@ pub struct PipelineCommit {
     pub checkpoints: Vec<(String, Checkpoint)>,
     /// Stage state changes, applied in order.
     pub state: Vec<StateChange>,
+    /// Dead letters replayed in this step: removed, with their replay requests.
+    pub replayed: Vec<EventId>,
 }
+
+/// Checkpoints-CF key of a replay request (`@` cannot start a pipeline name).
+fn replay_key(id: EventId) -> Vec<u8> {
+    let mut key = REPLAY_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_bytes());
+    key
+}
+
+const REPLAY_PREFIX: &[u8] = b"@replay/";
 
 /// One stored output: its cursor (for paging) and its JSON.
 #[derive(Clone, Debug)]
@@ -158,6 +169,10 @@ impl Store {
                 None => batch.delete_cf(&state, key),
             }
         }
+        for id in &commit.replayed {
+            batch.delete_cf(&dlq, id.to_bytes());
+            batch.delete_cf(&checkpoints, replay_key(*id));
+        }
         for (pipeline, checkpoint) in &commit.checkpoints {
             batch.put_cf(&checkpoints, pipeline.as_bytes(), json(checkpoint)?);
         }
@@ -168,6 +183,73 @@ impl Store {
             self.count_dead_letter(&letter.reason);
         }
         Ok(letters)
+    }
+
+    /// Returns dead letter `id`.
+    pub fn dead_letter(&self, id: EventId) -> Result<Option<DeadLetter>, StorageError> {
+        let handle = self.cf(ColumnFamily::Dlq)?;
+        let Some(value) = self.db().get_pinned_cf(&handle, id.to_bytes())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                cf: ColumnFamily::Dlq.name(),
+                key: id.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Deletes dead letter `id` (and any pending replay of it); returns whether it existed.
+    pub fn delete_dead_letter(&self, id: EventId) -> Result<bool, StorageError> {
+        if self.dead_letter(id)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(&self.cf(ColumnFamily::Dlq)?, id.to_bytes());
+        batch.delete_cf(&self.cf(ColumnFamily::Checkpoints)?, replay_key(id));
+        let mut options = WriteOptions::default();
+        options.set_sync(self.syncs());
+        self.db().write_opt(batch, &options)?;
+        Ok(true)
+    }
+
+    /// Asks the pipelines to replay dead letter `id`; returns it, or `None` when there is no
+    /// such dead letter (already replayed or deleted). Asking twice replays once.
+    pub fn request_replay(&self, id: EventId) -> Result<Option<DeadLetter>, StorageError> {
+        let Some(letter) = self.dead_letter(id)? else {
+            return Ok(None);
+        };
+        let mut options = WriteOptions::default();
+        options.set_sync(self.syncs());
+        let handle = self.cf(ColumnFamily::Checkpoints)?;
+        self.db()
+            .put_cf_opt(&handle, replay_key(id), b"", &options)?;
+        Ok(Some(letter))
+    }
+
+    /// Dead letters waiting to be replayed, oldest first.
+    pub fn pending_replays(&self) -> Result<Vec<EventId>, StorageError> {
+        let handle = self.cf(ColumnFamily::Checkpoints)?;
+        let mut read = ReadOptions::default();
+        let mut end = REPLAY_PREFIX.to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        read.set_iterate_upper_bound(end);
+        let mut ids = Vec::new();
+        let iter = self.db().iterator_cf_opt(
+            &handle,
+            read,
+            IteratorMode::From(REPLAY_PREFIX, Direction::Forward),
+        );
+        for item in iter {
+            let (key, _) = item?;
+            if let Some(id) = key.get(REPLAY_PREFIX.len()..).and_then(EventId::from_slice) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Returns a pipeline's checkpoint, if it has one.
@@ -365,6 +447,7 @@ mod tests {
                     change("k1", None),
                     change("k3", Some("3")),
                 ],
+                replayed: vec![],
             })
             .unwrap();
         let state = store.stage_state("a", "dedup#2").unwrap();
@@ -409,6 +492,23 @@ mod tests {
             store.outputs("b", None, None, Some(&page[0].cursor), 10),
             Err(StorageError::BadCursor)
         ));
+
+        // A replay request is pending until a commit marks the dead letter replayed, which
+        // removes both; asking twice is one request.
+        let id = letters[0].id;
+        assert!(store.request_replay(id).unwrap().is_some());
+        assert!(store.request_replay(id).unwrap().is_some());
+        assert_eq!(store.pending_replays().unwrap(), [id]);
+        store
+            .commit_pipelines(PipelineCommit {
+                replayed: vec![id],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(store.dead_letter(id).unwrap().is_none());
+        assert!(store.pending_replays().unwrap().is_empty());
+        assert!(store.request_replay(id).unwrap().is_none());
+        assert!(!store.delete_dead_letter(id).unwrap());
 
         // Writing the same outputs again (a replay after a crash) leaves one copy each.
         store

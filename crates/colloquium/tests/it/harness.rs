@@ -174,6 +174,11 @@ impl Stopped {
     pub fn restart(self) -> Node {
         Node::start_in(self.dir, &self.config)
     }
+
+    /// Restarts on the same data directory with another config.
+    pub fn restart_with(self, config: &str) -> Node {
+        Node::start_in(self.dir, config)
+    }
 }
 
 /// Spawns `colloquium <args>` in `cwd` with `RUST_LOG=<log>` and stdout piped, and waits for

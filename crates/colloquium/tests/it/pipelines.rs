@@ -415,3 +415,94 @@ async fn dedup_state_survives_a_restart() {
         .collect();
     assert_eq!(ids, [1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_replays_once_after_a_fix_and_can_be_deleted() {
+    let config = |script: &str| {
+        format!(
+            "sinks: {{archive: {{type: store}}}}\npipelines:\n  - name: ratios\n    when: {{exists: /a}}\n    stages:\n      - {{type: transform, script: {script}}}\n    sinks: [archive]\n"
+        )
+    };
+    let broken = config(r#"[obj, [r, ["/", [get, [$input], /a], [get, [$input], /b]]]]"#);
+    let fixed = config(
+        r#"[obj, [r, [if, ["==", [get, [$input], /b], 0], 0, ["/", [get, [$input], /a], [get, [$input], /b]]]]]"#,
+    );
+    let node = crate::harness::Node::start(&broken);
+    let (status, body) = node
+        .post(
+            "{\"a\": 6, \"b\": 0}\n{\"other\": 1}",
+            "application/x-ndjson",
+        )
+        .await;
+    assert_eq!(status, 202);
+    let event = body["ids"][0].as_str().unwrap().to_owned();
+    let letters = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "two dead letters",
+        || async {
+            let (_, page) = node.get("/api/dlq").await;
+            let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
+            (letters.len() == 2).then_some(letters)
+        },
+    )
+    .await;
+    let id_of = |reason: &str| {
+        letters.iter().find(|l| l["reason"] == reason).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (failed, unrouted) = (id_of("script_error"), id_of("no_route"));
+
+    // The fix: restart with a script that handles b = 0, then replay the dead letter.
+    let (_, stopped) = node.terminate();
+    let node = stopped.restart_with(&fixed);
+    let replay = |id: &str| {
+        node.client
+            .post(node.url(&format!("/api/dlq/{id}/replay")))
+            .send()
+    };
+    assert_eq!(replay(&failed).await.unwrap().status().as_u16(), 202);
+    let outputs = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "the replayed output",
+        || async {
+            let (_, page) = node.get("/api/outputs?pipeline=ratios").await;
+            let outputs = page["outputs"].as_array().cloned().unwrap_or_default();
+            (!outputs.is_empty()).then_some(outputs)
+        },
+    )
+    .await;
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(
+        outputs[0]["id"],
+        event.as_str(),
+        "the output keeps the original event's id"
+    );
+    assert_eq!(outputs[0]["data"], serde_json::json!({"r": 0}));
+    // Replayed once: the dead letter is gone, asking again finds nothing.
+    crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "the dead letter removed",
+        || async {
+            let (_, page) = node.get("/api/dlq?reason=script_error").await;
+            page["dead_letters"]
+                .as_array()
+                .is_some_and(|l| l.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(replay(&failed).await.unwrap().status().as_u16(), 404);
+
+    let delete = |id: &str| {
+        node.client
+            .delete(node.url(&format!("/api/dlq/{id}")))
+            .send()
+    };
+    assert_eq!(delete(&unrouted).await.unwrap().status().as_u16(), 204);
+    assert_eq!(delete(&unrouted).await.unwrap().status().as_u16(), 404);
+    let (_, page) = node.get("/api/dlq").await;
+    assert_eq!(page["dead_letters"].as_array().unwrap().len(), 0);
+    assert_eq!(delete("not-an-id").await.unwrap().status().as_u16(), 400);
+}
