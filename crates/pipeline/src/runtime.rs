@@ -94,7 +94,25 @@ impl Runtime {
         metrics: PipelineMetrics,
         board: HealthBoard,
     ) -> Result<Self, RuntimeError> {
-        let topology = Topology::build(config, registry).map_err(RuntimeError::Config)?;
+        // Where pipelines without a checkpoint start, fixed now so that a reload after a failed
+        // step starts them from the same place.
+        let newest = newest_id(&store)?;
+        let initial = config
+            .pipelines
+            .iter()
+            .map(|p| match p.start_from {
+                StartFrom::Earliest => None,
+                StartFrom::Latest => newest,
+            })
+            .collect();
+        // The router starts at the head when new: history is not dead-lettered as `no_route`.
+        let plan = Plan {
+            config: config.clone(),
+            registry: registry.clone(),
+            initial,
+            initial_router: newest,
+        };
+        let committed = plan.load(&store)?;
         let sinks = config
             .pipelines
             .iter()
@@ -104,45 +122,17 @@ impl Runtime {
             })
             .collect();
 
-        let newest = newest_id(&store)?;
-        let mut positions = Vec::new();
-        let mut topology = topology;
-        for (p, pipeline) in config.pipelines.iter().zip(topology.pipelines_mut()) {
-            let position = match store.checkpoint(&p.name)? {
-                Some(checkpoint) => {
-                    pipeline
-                        .restore_state(|stage| store.stage_state(&p.name, stage))
-                        .map_err(|e| {
-                            RuntimeError::Config(vec![ConfigError::new(
-                                format!("pipeline {}", p.name),
-                                e.to_string(),
-                            )])
-                        })?;
-                    checkpoint.position
-                }
-                None => match p.start_from {
-                    StartFrom::Earliest => None,
-                    StartFrom::Latest => newest,
-                },
-            };
-            positions.push(position);
-        }
-        // The router starts at the head when new: history is not dead-lettered as `no_route`.
-        let router = match store.checkpoint(ROUTER)? {
-            Some(checkpoint) => checkpoint.position,
-            None => newest,
-        };
-
         let (wake, wakes) = sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             store,
             ids,
             names: config.pipelines.iter().map(|p| p.name.clone()).collect(),
-            topology,
+            topology: committed.topology,
             sinks,
-            positions,
-            router,
+            positions: committed.positions,
+            router: committed.router,
+            plan,
             metrics,
             board,
             reported: Vec::new(),
@@ -187,6 +177,55 @@ enum StepError {
     Sink(#[from] crate::sink::SinkError),
 }
 
+/// What the worker needs to rebuild its pipelines as of the last commit.
+struct Plan {
+    config: Config,
+    registry: Registry,
+    /// Start position of each pipeline that has no checkpoint yet.
+    initial: Vec<Option<EventId>>,
+    initial_router: Option<EventId>,
+}
+
+/// Pipelines as of the last committed step.
+struct Committed {
+    topology: Topology,
+    positions: Vec<Option<EventId>>,
+    router: Option<EventId>,
+}
+
+impl Plan {
+    /// Builds the topology and loads positions and stage state from the store.
+    fn load(&self, store: &Store) -> Result<Committed, RuntimeError> {
+        let mut topology =
+            Topology::build(&self.config, &self.registry).map_err(RuntimeError::Config)?;
+        let mut positions = Vec::new();
+        let pipelines = self.config.pipelines.iter().zip(topology.pipelines_mut());
+        for ((p, pipeline), initial) in pipelines.zip(&self.initial) {
+            let position = match store.checkpoint(&p.name)? {
+                Some(checkpoint) => {
+                    pipeline
+                        .restore_state(|stage| store.stage_state(&p.name, stage))
+                        .map_err(|e| {
+                            let at = format!("pipeline {}", p.name);
+                            RuntimeError::Config(vec![ConfigError::new(at, e.to_string())])
+                        })?;
+                    checkpoint.position
+                }
+                None => *initial,
+            };
+            positions.push(position);
+        }
+        let router = store
+            .checkpoint(ROUTER)?
+            .map_or(self.initial_router, |c| c.position);
+        Ok(Committed {
+            topology,
+            positions,
+            router,
+        })
+    }
+}
+
 struct PipelineSinks {
     names: Vec<String>,
     balancer: Balancer,
@@ -202,6 +241,7 @@ struct Worker {
     positions: Vec<Option<EventId>>,
     /// The last event whose routing failures were recorded.
     router: Option<EventId>,
+    plan: Plan,
     metrics: PipelineMetrics,
     board: HealthBoard,
     /// Stage counters already added to the metrics, per pipeline and stage.
@@ -216,10 +256,20 @@ impl Worker {
                 Ok(n) if n >= STEP_EVENTS => continue, // catching up: no wait
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    // The step was not committed; it is retried from the same checkpoints.
-                    tracing::error!(error = %e, "pipeline step failed; retrying");
+                    // The step was not committed, but processing it moved positions and stage
+                    // state in memory: go back to the last commit, then retry.
+                    tracing::error!(error = %e, "pipeline step failed; retrying from the last commit");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    match self.plan.load(&self.store) {
+                        Ok(committed) => {
+                            self.topology = committed.topology;
+                            self.positions = committed.positions;
+                            self.router = committed.router;
+                            self.reported.clear();
+                        }
+                        Err(e) => tracing::error!(error = %e, "reloading pipelines failed"),
+                    }
                     continue;
                 }
             }
@@ -563,4 +613,130 @@ fn newest_id(store: &Store) -> Result<Option<EventId>, StorageError> {
         .next()
         .transpose()
         .map(|item| item.map(|(id, _)| id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{Sink, SinkBuildContext, SinkConfig, SinkError};
+    use crate::stages::transform::TransformConfig;
+    use colloquium_event::Metadata;
+    use colloquium_storage::{StorageMetrics, StoreOptions};
+    use colloquium_telemetry::MetricsRegistry;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// Sends this sink must still fail.
+    static FAILURES_LEFT: AtomicUsize = AtomicUsize::new(2);
+
+    /// `{type: flaky}`: fails its first sends, then accepts everything.
+    #[derive(serde::Deserialize)]
+    struct FlakyConfig {}
+
+    impl SinkConfig for FlakyConfig {
+        const KIND: &'static str = "flaky";
+        fn build(self, cx: &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError> {
+            Ok(Box::new(Flaky(cx.name.clone())))
+        }
+    }
+
+    struct Flaky(Arc<str>);
+
+    impl Sink for Flaky {
+        fn send(
+            &mut self,
+            _batch: Vec<Routed>,
+            _commit: &mut PipelineCommit,
+        ) -> Result<(), SinkError> {
+            let failing = FAILURES_LEFT
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok();
+            if failing {
+                return Err(SinkError {
+                    sink: self.0.clone(),
+                    message: "disk full".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_step_is_retried_from_the_last_commit_without_losing_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            sync: false,
+            ..StoreOptions::new(dir.path())
+        };
+        let store = Store::open(
+            options,
+            StorageMetrics::register(&MetricsRegistry::default()),
+        )
+        .unwrap();
+        let yaml = "sinks: {archive: {type: store}, flaky: {type: flaky}}\npipelines:\n  - name: p\n    start_from: earliest\n    stages:\n      - {type: transform, script: [obj, [n, [get, [$input], /n]]]}\n    sinks: [flaky, archive]\n";
+        let config = colloquium_config::from_str(yaml, &|_| None).unwrap();
+        let registry = Registry::default()
+            .stage::<TransformConfig>()
+            .sink::<crate::sinks::store::StoreConfig>()
+            .sink::<FlakyConfig>();
+        let ids = Arc::new(IdGenerator::default());
+        let runtime = Runtime::start(
+            &config,
+            &registry,
+            store.clone(),
+            ids.clone(),
+            PipelineMetrics::register(&MetricsRegistry::default()),
+            HealthBoard::default(),
+        )
+        .unwrap();
+
+        let (ids, reservation) = ids.reserve(Timestamp::now(), 50);
+        let events: Vec<Event> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| Event {
+                id: *id,
+                timestamp: id.timestamp(),
+                ingest_time: id.timestamp(),
+                data: serde_json::json!({"n": n}).as_object().cloned().unwrap(),
+                metadata: Metadata::new("http", "default"),
+            })
+            .collect();
+        let runtime_store = store.clone();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(runtime_store.append_settling(&events, reservation))
+                    .unwrap();
+            });
+        });
+        runtime.handle().notify();
+
+        // Two failed steps, then the retry from the last commit delivers all 50.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let outputs = store.outputs("p", None, None, None, 100).unwrap();
+            if outputs.len() == 50 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of 50 outputs",
+                outputs.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            FAILURES_LEFT.load(Ordering::Acquire),
+            0,
+            "the sink did fail twice"
+        );
+        runtime.stop();
+        store.close().unwrap();
+    }
 }
