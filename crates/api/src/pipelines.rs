@@ -6,11 +6,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use colloquium_event::{EventId, Timestamp};
+use colloquium_event::EventId;
 use colloquium_storage::{ScanRange, StorageError};
 use serde::Deserialize;
 
-use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, json_response};
+use crate::query::{json_response, limit_param, time_param};
 use crate::{ApiError, ApiState};
 
 /// `GET /api/outputs` parameters.
@@ -45,25 +45,6 @@ pub struct DlqParams {
     pub cursor: Option<String>,
 }
 
-fn time(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    value
-        .map(|v| {
-            v.parse()
-                .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
-        })
-        .transpose()
-}
-
-fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be between 1 and {MAX_LIMIT}"
-        )));
-    }
-    Ok(limit)
-}
-
 fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(p)| p)
@@ -81,10 +62,10 @@ pub async fn outputs(
         .clone()
         .ok_or_else(|| ApiError::BadRequest("pipeline: required".into()))?;
     let (since, until) = (
-        time("since", p.since.as_deref())?,
-        time("until", p.until.as_deref())?,
+        time_param("since", p.since.as_deref())?,
+        time_param("until", p.until.as_deref())?,
     );
-    let limit = limit(p.limit)?;
+    let limit = limit_param(p.limit)?;
     let store = state.store.clone();
     let page = tokio::task::spawn_blocking(move || {
         store.outputs(&pipeline, since, until, p.cursor.as_deref(), limit + 1)
@@ -123,11 +104,11 @@ pub async fn dead_letters(
         })
         .transpose()?;
     let range = ScanRange {
-        since: time("since", p.since.as_deref())?,
+        since: time_param("since", p.since.as_deref())?,
         after,
         ..ScanRange::default()
     };
-    let limit = limit(p.limit)?;
+    let limit = limit_param(p.limit)?;
     let store = state.store.clone();
     let letters = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
         let mut page = Vec::new();

@@ -13,9 +13,30 @@ use serde::Deserialize;
 use crate::{ApiError, ApiState};
 
 /// Default page size.
-pub(crate) const DEFAULT_LIMIT: usize = 100;
+const DEFAULT_LIMIT: usize = 100;
 /// Largest page size.
-pub(crate) const MAX_LIMIT: usize = 10_000;
+const MAX_LIMIT: usize = 10_000;
+
+/// Reads a time parameter (RFC 3339 or epoch ms); a bad one is a 400 naming it.
+pub(crate) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+        })
+        .transpose()
+}
+
+/// Reads a page size: [`DEFAULT_LIMIT`] when absent, 1 to [`MAX_LIMIT`].
+pub(crate) fn limit_param(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
 
 /// `GET /api/events/{id}`.
 pub async fn get_one(
@@ -61,15 +82,6 @@ impl RangeParams {
 
     /// Returns the scan range these parameters describe.
     pub fn range(&self) -> Result<ScanRange, ApiError> {
-        let time = |name: &str, value: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
-            value
-                .as_deref()
-                .map(|v| {
-                    v.parse()
-                        .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
-                })
-                .transpose()
-        };
         let order = match self.order.as_deref() {
             None | Some("asc") => Order::Asc,
             Some("desc") => Order::Desc,
@@ -88,8 +100,8 @@ impl RangeParams {
             })
             .transpose()?;
         Ok(ScanRange {
-            since: time("since", &self.since)?,
-            until: time("until", &self.until)?,
+            since: time_param("since", self.since.as_deref())?,
+            until: time_param("until", self.until.as_deref())?,
             after,
             order,
         })
@@ -103,12 +115,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let params = RangeParams::from_query(query)?;
     let range = params.range()?;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = limit_param(params.limit)?;
     let store = state.store.clone();
     let body =
         tokio::task::spawn_blocking(move || page(&store, range, limit, params.source.as_deref()))
