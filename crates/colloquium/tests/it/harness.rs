@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -26,6 +26,7 @@ pub fn binary() -> &'static str {
 pub struct Node {
     child: Child,
     pub addr: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
     pub dir: Arc<TempDir>,
     config: String,
     pub client: reqwest::Client,
@@ -51,10 +52,12 @@ impl Node {
             "--listen",
             "127.0.0.1:0",
         ];
-        let (child, addr) = spawn_ready(&args, dir.path(), "warn", Stdio::inherit());
+        let (child, addr, stdout) =
+            spawn_ready_with_output(&args, dir.path(), "warn", Stdio::inherit());
         Node {
             child,
             addr,
+            stdout,
             dir,
             config: config.to_owned(),
             client: reqwest::Client::builder()
@@ -62,6 +65,11 @@ impl Node {
                 .build()
                 .expect("client"),
         }
+    }
+
+    /// What the node printed on stdout after its ready line (the `stdout` sink's output).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -184,6 +192,17 @@ impl Stopped {
 /// Spawns `colloquium <args>` in `cwd` with `RUST_LOG=<log>` and stdout piped, and waits for
 /// its ready line.
 pub fn spawn_ready(args: &[&str], cwd: &Path, log: &str, stderr: Stdio) -> (Child, SocketAddr) {
+    let (child, addr, _) = spawn_ready_with_output(args, cwd, log, stderr);
+    (child, addr)
+}
+
+/// Like [`spawn_ready`], also returning the node's stdout lines after the ready line.
+fn spawn_ready_with_output(
+    args: &[&str],
+    cwd: &Path,
+    log: &str,
+    stderr: Stdio,
+) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(binary())
         .args(args)
         .current_dir(cwd)
@@ -193,23 +212,31 @@ pub fn spawn_ready(args: &[&str], cwd: &Path, log: &str, stderr: Stdio) -> (Chil
         .stderr(stderr)
         .spawn()
         .expect("spawn colloquium");
-    let addr = wait_ready(&mut child);
-    (child, addr)
+    let (addr, lines) = wait_ready(&mut child);
+    (child, addr, lines)
 }
 
-fn wait_ready(child: &mut Child) -> SocketAddr {
+/// Waits for the ready line; the node's later stdout lines are kept in the returned buffer.
+fn wait_ready(child: &mut Child) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let stdout = child.stdout.take().expect("stdout piped");
+    let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("colloquium ready http=") {
-                let _ = tx.send(addr.parse::<SocketAddr>().expect("ready address"));
+    std::thread::spawn({
+        let lines = lines.clone();
+        move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match line.strip_prefix("colloquium ready http=") {
+                    Some(addr) => {
+                        let _ = tx.send(addr.parse::<SocketAddr>().expect("ready address"));
+                    }
+                    None => lines.lock().unwrap().push(line),
+                }
             }
         }
     });
     match rx.recv_timeout(START_DEADLINE) {
-        Ok(addr) => addr,
+        Ok(addr) => (addr, lines),
         Err(_) => {
             let _ = child.kill();
             let status = child.wait();

@@ -506,3 +506,54 @@ async fn a_dead_letter_replays_once_after_a_fix_and_can_be_deleted() {
     assert_eq!(page["dead_letters"].as_array().unwrap().len(), 0);
     assert_eq!(delete("not-an-id").await.unwrap().status().as_u16(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_and_dlq_sinks_deliver_their_results() {
+    let node = crate::harness::Node::start(
+        "sinks: {out: {type: stdout}, held: {type: dlq}}\npipelines:\n  - {name: printed, when: {equals: [/to, out]}, sinks: [out]}\n  - {name: held_back, when: {equals: [/to, held]}, sinks: [held]}\n",
+    );
+    let (status, body) = node
+        .post(
+            "{\"to\": \"out\", \"n\": 1}\n{\"to\": \"held\", \"n\": 2}",
+            "application/x-ndjson",
+        )
+        .await;
+    assert_eq!(status, 202);
+    let printed = body["ids"][0].as_str().unwrap().to_owned();
+    let lines = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "the printed result",
+        || async {
+            let lines = node.stdout_lines();
+            (!lines.is_empty()).then_some(lines)
+        },
+    )
+    .await;
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["id"], printed.as_str());
+    assert_eq!(event["data"], serde_json::json!({"to": "out", "n": 1}));
+
+    // `stdout` prints before the step commits; the dead letter is visible once it has.
+    let letters = crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "the held result",
+        || async {
+            let (_, page) = node.get("/api/dlq?reason=dlq_sink").await;
+            let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
+            (!letters.is_empty()).then_some(letters)
+        },
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["pipeline"], "held_back");
+    assert_eq!(letters[0]["event"]["data"]["n"], 2);
+    // A `dlq` sink's results are its pipeline's output: replaying them is refused.
+    let id = letters[0]["id"].as_str().unwrap();
+    let response = node
+        .client
+        .post(node.url(&format!("/api/dlq/{id}/replay")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+}
