@@ -187,17 +187,7 @@ impl Store {
 
     /// Returns dead letter `id`.
     pub fn dead_letter(&self, id: EventId) -> Result<Option<DeadLetter>, StorageError> {
-        let handle = self.cf(ColumnFamily::Dlq)?;
-        let Some(value) = self.db().get_pinned_cf(&handle, id.to_bytes())? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&value)
-            .map(Some)
-            .map_err(|e| StorageError::Corrupt {
-                cf: ColumnFamily::Dlq.name(),
-                key: id.to_string(),
-                message: e.to_string(),
-            })
+        self.get_json(ColumnFamily::Dlq, &id.to_bytes(), || id.to_string())
     }
 
     /// Deletes dead letter `id` (and any pending replay of it); returns whether it existed.
@@ -254,15 +244,27 @@ impl Store {
 
     /// Returns a pipeline's checkpoint, if it has one.
     pub fn checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, StorageError> {
-        let handle = self.cf(ColumnFamily::Checkpoints)?;
-        let Some(value) = self.db().get_pinned_cf(&handle, pipeline.as_bytes())? else {
+        self.get_json(ColumnFamily::Checkpoints, pipeline.as_bytes(), || {
+            pipeline.to_owned()
+        })
+    }
+
+    /// Reads and decodes one JSON record; `shown` names the key in a corruption error.
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: ColumnFamily,
+        key: &[u8],
+        shown: impl FnOnce() -> String,
+    ) -> Result<Option<T>, StorageError> {
+        let handle = self.cf(cf)?;
+        let Some(value) = self.db().get_pinned_cf(&handle, key)? else {
             return Ok(None);
         };
         serde_json::from_slice(&value)
             .map(Some)
             .map_err(|e| StorageError::Corrupt {
-                cf: ColumnFamily::Checkpoints.name(),
-                key: pipeline.to_owned(),
+                cf: cf.name(),
+                key: shown(),
                 message: e.to_string(),
             })
     }
