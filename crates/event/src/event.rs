@@ -25,6 +25,18 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event ingested (and timestamped) at `at`, with the smallest id of that millisecond:
+    /// deterministic, for config tests (`colloquium test`) and for tests and benchmarks.
+    pub fn at(at: Timestamp, data: Map<String, Value>, metadata: Metadata) -> Self {
+        Event {
+            id: EventId::min_at(at),
+            timestamp: at,
+            ingest_time: at,
+            data,
+            metadata,
+        }
+    }
+
     /// The value at an RFC 6901 JSON pointer into the data (`/customer/id`); `None` when there
     /// is none (the empty pointer, the whole data, is not a single value here).
     pub fn data_pointer(&self, pointer: &str) -> Option<&Value> {

@@ -4,7 +4,7 @@
 //! `cargo bench -p colloquium-pipeline --bench pipeline`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use colloquium_event::{Event, EventId, Metadata, Timestamp};
+use colloquium_event::{Event, Metadata, Timestamp};
 use colloquium_pipeline::stages::{
     dedup::DedupConfig, filter::FilterConfig, set::SetConfig, transform::TransformConfig,
 };
@@ -39,13 +39,7 @@ fn events(n: u64) -> Vec<Event> {
             let at = Timestamp::from_millis(1_767_225_600_000 + i);
             let data = json!({"type": "order", "id": format!("o-{i}"), "customer": format!("c-{}", i % 1000),
                               "amount": 20 + i % 50, "qty": 1 + i % 3, "note": "a typical small order event"});
-            Event {
-                id: EventId::min_at(at),
-                timestamp: at,
-                ingest_time: at,
-                data: data.as_object().cloned().unwrap(),
-                metadata: Metadata::new("http", "default"),
-            }
+            Event::at(at, data.as_object().cloned().unwrap(), Metadata::new("http", "default"))
         })
         .collect()
 }

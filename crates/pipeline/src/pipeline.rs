@@ -288,14 +288,12 @@ pub(crate) mod tests {
     }
 
     fn event(ms: u64, data: Value) -> Event {
-        let at = Timestamp::from_millis(ms);
-        Event {
-            id: EventId::min_at(at),
-            timestamp: at,
-            ingest_time: at,
-            data: data.as_object().cloned().unwrap(),
-            metadata: Metadata::new("http", "default"),
-        }
+        let data = data.as_object().cloned().unwrap();
+        Event::at(
+            Timestamp::from_millis(ms),
+            data,
+            Metadata::new("http", "default"),
+        )
     }
 
     fn run(topology: &mut Topology, data: Value) -> (Vec<Value>, Vec<Failure>, u64) {

@@ -87,17 +87,15 @@ pub(crate) fn dead_letter(
 #[cfg(test)]
 pub(crate) fn test_routed(n: u64) -> Routed {
     let at = colloquium_event::Timestamp::from_millis(1_000 + n);
-    let data = serde_json::json!({"n": n});
+    let data = serde_json::json!({"n": n})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let event = Event::at(at, data, colloquium_event::Metadata::new("http", "default"));
     Routed {
         pipeline: Arc::from("p"),
-        source_id: EventId::min_at(at),
+        source_id: event.id,
         index: 0,
-        event: Event {
-            id: EventId::min_at(at),
-            timestamp: at,
-            ingest_time: at,
-            data: data.as_object().cloned().unwrap_or_default(),
-            metadata: colloquium_event::Metadata::new("http", "default"),
-        },
+        event,
     }
 }

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use colloquium_config::{Config, ConfigError, TestCase, TestEvent};
-use colloquium_event::{Event, EventId, Metadata, Priority, Timestamp};
+use colloquium_event::{Event, Metadata, Priority, Timestamp};
 use serde_json::Value;
 
 use crate::registry::Registry;
@@ -128,13 +128,7 @@ fn test_event(config: &Config, input: &TestEvent, index: usize) -> Result<Event,
             }
         }
     }
-    Ok(Event {
-        id: EventId::min_at(at),
-        timestamp: at,
-        ingest_time: at,
-        data: input.data.clone(),
-        metadata,
-    })
+    Ok(Event::at(at, input.data.clone(), metadata))
 }
 
 /// Lists are equal element by element, numbers by value (`15` equals `15.0`).

@@ -380,17 +380,15 @@ mod tests {
     use colloquium_telemetry::metrics::MetricsRegistry;
 
     fn event(ms: u64) -> Event {
-        let at = Timestamp::from_millis(ms);
-        Event {
-            id: EventId::min_at(at),
-            timestamp: at,
-            ingest_time: at,
-            data: serde_json::json!({"n": ms})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            metadata: Metadata::new("http", "default"),
-        }
+        let data = serde_json::json!({"n": ms})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Event::at(
+            Timestamp::from_millis(ms),
+            data,
+            Metadata::new("http", "default"),
+        )
     }
 
     fn output(pipeline: &str, ms: u64, index: u32) -> Output {
