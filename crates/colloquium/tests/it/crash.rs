@@ -139,25 +139,6 @@ pipelines:
     sinks: [archive]
 "#;
 
-/// Every output of `pipeline`, paged through `/api/outputs`.
-async fn outputs(node: &Node, pipeline: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/api/outputs?pipeline={pipeline}&limit=10000");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = node.get(&path).await;
-        assert_eq!(status, 200, "{page}");
-        all.extend(page["outputs"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return all,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_with_pipelines_loses_and_duplicates_no_output() {
     let node = Node::start(PIPELINES);
@@ -233,7 +214,7 @@ async fn sigkill_mid_stream_with_pipelines_loses_and_duplicates_no_output() {
             Duration::from_secs(120),
             "pipelines to catch up",
             || async {
-                let all = outputs(&node, pipeline).await;
+                let all = node.outputs(pipeline).await;
                 (all.len() >= total).then_some(all)
             },
         )
@@ -265,7 +246,7 @@ async fn sigkill_mid_stream_with_pipelines_loses_and_duplicates_no_output() {
         Duration::from_secs(30),
         "the new event's output",
         || async {
-            outputs(&node, "odd")
+            node.outputs("odd")
                 .await
                 .iter()
                 .any(|o| o["id"] == id.as_str())

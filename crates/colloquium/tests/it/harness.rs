@@ -67,6 +67,32 @@ impl Node {
         }
     }
 
+    /// Every output of `pipeline`, paged through `/api/outputs`.
+    pub async fn outputs(&self, pipeline: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/outputs?pipeline={pipeline}&limit=10000");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, 200, "{page}");
+            all.extend(page["outputs"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return all,
+            }
+        }
+    }
+
+    /// The dead letters `GET /api/dlq?<query>` lists (its first page).
+    pub async fn dead_letters(&self, query: &str) -> Vec<Value> {
+        let (status, page) = self.get(&format!("/api/dlq?{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        page["dead_letters"].as_array().unwrap().clone()
+    }
+
     /// What the node printed on stdout after its ready line (the `stdout` sink's output).
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()

@@ -262,8 +262,7 @@ pipelines:
 
     let outputs =
         crate::harness::eventually(std::time::Duration::from_secs(30), "the output", || async {
-            let (_, page) = node.get("/api/outputs?pipeline=ratios").await;
-            let outputs = page["outputs"].as_array().cloned().unwrap_or_default();
+            let outputs = node.outputs("ratios").await;
             (!outputs.is_empty()).then_some(outputs)
         })
         .await;
@@ -277,8 +276,7 @@ pipelines:
         std::time::Duration::from_secs(30),
         "three dead letters",
         || async {
-            let (_, page) = node.get("/api/dlq").await;
-            let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
+            let letters = node.dead_letters("").await;
             (letters.len() >= 3).then_some(letters)
         },
     )
@@ -306,12 +304,13 @@ pipelines:
         "{failed}"
     );
     assert_eq!(by_reason("no_route")["event"]["id"], ids[2].as_str());
-    let (_, only) = node.get("/api/dlq?reason=no_route").await;
-    assert_eq!(only["dead_letters"].as_array().unwrap().len(), 1);
-    let (_, only) = node
-        .get("/api/dlq?reason=script_error&pipeline=fragile")
-        .await;
-    assert_eq!(only["dead_letters"].as_array().unwrap().len(), 1);
+    assert_eq!(node.dead_letters("reason=no_route").await.len(), 1);
+    assert_eq!(
+        node.dead_letters("reason=script_error&pipeline=fragile")
+            .await
+            .len(),
+        1
+    );
     let (status, _) = node.get("/api/outputs").await;
     assert_eq!(status, 400, "pipeline is required");
 
@@ -372,10 +371,6 @@ pipelines:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedup_state_survives_a_restart() {
-    async fn outputs(node: &crate::harness::Node) -> Vec<serde_json::Value> {
-        let (_, page) = node.get("/api/outputs?pipeline=once&limit=100").await;
-        page["outputs"].as_array().cloned().unwrap_or_default()
-    }
     let node = crate::harness::Node::start(
         "sinks: {archive: {type: store}}\npipelines:\n  - name: once\n    stages:\n      - {type: dedup, key: /id, ttl: 1h}\n    sinks: [archive]\n",
     );
@@ -389,7 +384,7 @@ async fn dedup_state_survives_a_restart() {
     crate::harness::eventually(
         std::time::Duration::from_secs(30),
         "two outputs",
-        || async { (outputs(&node).await.len() == 2).then_some(()) },
+        || async { (node.outputs("once").await.len() == 2).then_some(()) },
     )
     .await;
 
@@ -403,7 +398,7 @@ async fn dedup_state_survives_a_restart() {
         std::time::Duration::from_secs(30),
         "the output of id 3",
         || async {
-            let all = outputs(&node).await;
+            let all = node.outputs("once").await;
             all.iter().any(|o| o["id"] == three.as_str()).then_some(all)
         },
     )
@@ -440,8 +435,7 @@ async fn a_dead_letter_replays_once_after_a_fix_and_can_be_deleted() {
         std::time::Duration::from_secs(30),
         "two dead letters",
         || async {
-            let (_, page) = node.get("/api/dlq").await;
-            let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
+            let letters = node.dead_letters("").await;
             (letters.len() == 2).then_some(letters)
         },
     )
@@ -467,8 +461,7 @@ async fn a_dead_letter_replays_once_after_a_fix_and_can_be_deleted() {
         std::time::Duration::from_secs(30),
         "the replayed output",
         || async {
-            let (_, page) = node.get("/api/outputs?pipeline=ratios").await;
-            let outputs = page["outputs"].as_array().cloned().unwrap_or_default();
+            let outputs = node.outputs("ratios").await;
             (!outputs.is_empty()).then_some(outputs)
         },
     )
@@ -485,10 +478,9 @@ async fn a_dead_letter_replays_once_after_a_fix_and_can_be_deleted() {
         std::time::Duration::from_secs(30),
         "the dead letter removed",
         || async {
-            let (_, page) = node.get("/api/dlq?reason=script_error").await;
-            page["dead_letters"]
-                .as_array()
-                .is_some_and(|l| l.is_empty())
+            node.dead_letters("reason=script_error")
+                .await
+                .is_empty()
                 .then_some(())
         },
     )
@@ -502,8 +494,7 @@ async fn a_dead_letter_replays_once_after_a_fix_and_can_be_deleted() {
     };
     assert_eq!(delete(&unrouted).await.unwrap().status().as_u16(), 204);
     assert_eq!(delete(&unrouted).await.unwrap().status().as_u16(), 404);
-    let (_, page) = node.get("/api/dlq").await;
-    assert_eq!(page["dead_letters"].as_array().unwrap().len(), 0);
+    assert!(node.dead_letters("").await.is_empty());
     assert_eq!(delete("not-an-id").await.unwrap().status().as_u16(), 400);
 }
 
@@ -538,8 +529,7 @@ async fn stdout_and_dlq_sinks_deliver_their_results() {
         std::time::Duration::from_secs(30),
         "the held result",
         || async {
-            let (_, page) = node.get("/api/dlq?reason=dlq_sink").await;
-            let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
+            let letters = node.dead_letters("reason=dlq_sink").await;
             (!letters.is_empty()).then_some(letters)
         },
     )
