@@ -322,7 +322,8 @@ impl Worker {
         };
         let count = events.len();
         // (pipeline, ingest ms) of every event a pipeline took, for the latency histogram.
-        let mut taken = Vec::new();
+        // Per pipeline: ingest times (ms) of the events it took, for metrics after the commit.
+        let mut taken = vec![Vec::new(); self.names.len()];
         for event in events {
             self.process(event, &mut commit, &mut routed, &mut taken);
         }
@@ -374,7 +375,7 @@ impl Worker {
         event: Event,
         commit: &mut PipelineCommit,
         routed: &mut BTreeMap<String, Vec<Routed>>,
-        taken: &mut Vec<(usize, u64)>,
+        taken: &mut [Vec<u64>],
     ) {
         let ingested = event.ingest_time.as_millis();
         let id = event.id;
@@ -401,12 +402,9 @@ impl Worker {
         }
         self.record_failures(failures, commit);
         for (i, _) in &outputs {
-            taken.push((*i, ingested));
-            let labels = RouteLabels {
-                pipeline: self.names[*i].clone(),
-                result: "matched",
-            };
-            self.metrics.routed.get_or_create(&labels).inc();
+            if let Some(times) = taken.get_mut(*i) {
+                times.push(ingested);
+            }
         }
         for (i, events) in outputs {
             self.to_sinks(i, id, events, routed);
@@ -524,15 +522,25 @@ impl Worker {
 
     /// Updates metrics and health after a committed step. `behind`: the step was full, so
     /// there is more to read.
-    fn report(&mut self, taken: &[(usize, u64)], behind: bool) {
+    fn report(&mut self, taken: &[Vec<u64>], behind: bool) {
         let now = Timestamp::now().as_millis();
-        for (i, ingested) in taken {
-            let labels = PipelineLabels {
-                pipeline: self.names[*i].clone(),
+        // Once per pipeline and step, not per event: labels allocate and families hash.
+        for (name, times) in self.names.iter().zip(taken).filter(|(_, t)| !t.is_empty()) {
+            let matched = RouteLabels {
+                pipeline: name.clone(),
+                result: "matched",
             };
-            #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
-            let seconds = now.saturating_sub(*ingested) as f64 / 1000.0;
-            self.metrics.latency.get_or_create(&labels).observe(seconds);
+            let count = u64::try_from(times.len()).unwrap_or(u64::MAX);
+            self.metrics.routed.get_or_create(&matched).inc_by(count);
+            let labels = PipelineLabels {
+                pipeline: name.clone(),
+            };
+            let latency = self.metrics.latency.get_or_create(&labels);
+            for ingested in times {
+                #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
+                let seconds = now.saturating_sub(*ingested) as f64 / 1000.0;
+                latency.observe(seconds);
+            }
         }
         self.reported.resize_with(self.names.len(), Vec::new);
         for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
