@@ -15,10 +15,10 @@
 //! least every [`IDLE_POLL`]. It reads recent events back from RocksDB's memtable and block
 //! cache rather than receiving them in memory; handing them over in memory is a later step.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -63,8 +63,28 @@ pub enum RuntimeError {
 /// the process ends.
 pub struct Runtime {
     handle: RuntimeHandle,
+    /// The worker's end of the wake channel. It outlives workers, so the ingest path's handle
+    /// keeps working across reloads; a worker holds the lock while it runs.
+    wakes: Arc<Mutex<Receiver<()>>>,
+    shared: Shared,
+    config: Config,
+    /// `None` while there are no pipelines: nothing is routed, nothing is dead-lettered.
+    worker: Option<RunningWorker>,
+}
+
+/// What every worker gets, whatever its config.
+#[derive(Clone)]
+struct Shared {
+    registry: Registry,
+    store: Store,
+    ids: Arc<IdGenerator>,
+    metrics: PipelineMetrics,
+    board: HealthBoard,
+}
+
+struct RunningWorker {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 /// Wakes the worker after new events are durable. Cheap to clone and to call per request.
@@ -76,7 +96,7 @@ pub struct RuntimeHandle {
 impl RuntimeHandle {
     /// Tells the worker there is something new in the log.
     pub fn notify(&self) {
-        // A full channel already holds a wake-up; a closed one means the worker is gone.
+        // A full channel already holds a wake-up; a closed one means the runtime is gone.
         if let Err(TrySendError::Full(()) | TrySendError::Disconnected(())) = self.wake.try_send(())
         {
         }
@@ -85,7 +105,8 @@ impl RuntimeHandle {
 
 impl Runtime {
     /// Builds the topology and starts the worker on the store's log. Metrics go to `metrics`,
-    /// each pipeline's health to `board`.
+    /// each pipeline's health to `board`. With no pipelines in `config` no worker runs until a
+    /// [`Runtime::reload`] adds some.
     pub fn start(
         config: &Config,
         registry: &Registry,
@@ -94,25 +115,118 @@ impl Runtime {
         metrics: PipelineMetrics,
         board: HealthBoard,
     ) -> Result<Self, RuntimeError> {
-        // Where pipelines without a checkpoint start, fixed now so that a reload after a failed
-        // step starts them from the same place.
-        let newest = newest_id(&store)?;
-        let initial = config
+        let (wake, wakes) = sync_channel(1);
+        let mut runtime = Runtime {
+            handle: RuntimeHandle { wake },
+            wakes: Arc::new(Mutex::new(wakes)),
+            shared: Shared {
+                registry: registry.clone(),
+                store,
+                ids,
+                metrics,
+                board,
+            },
+            config: config.clone(),
+            worker: None,
+        };
+        runtime.worker = runtime.launch(config)?;
+        Ok(runtime)
+    }
+
+    /// A handle that wakes the worker.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// Swaps in `config`'s pipelines. The new topology is built first; if it does not build,
+    /// the running pipelines are untouched. Otherwise the worker finishes its step (a commit)
+    /// and stops, and a new one starts from the checkpoints: pipelines that stay keep their
+    /// position and stage state, so no event is skipped or processed twice; removed pipelines
+    /// are forgotten (checkpoint and state; their outputs stay); added ones start from their
+    /// `start_from`. If the new worker cannot start, the old config is started again.
+    pub fn reload(&mut self, config: &Config) -> Result<(), RuntimeError> {
+        Topology::build(config, &self.shared.registry).map_err(RuntimeError::Config)?;
+        self.halt();
+        let kept: BTreeSet<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
+        let removed = self
+            .config
             .pipelines
             .iter()
-            .map(|p| match p.start_from {
+            .filter(|p| !kept.contains(p.name.as_str()));
+        for pipeline in removed {
+            self.shared.store.forget_pipeline(&pipeline.name)?;
+            self.shared.board.remove(&pipeline.name);
+        }
+        if config.pipelines.is_empty() {
+            // Pipelines added later start the router at the head then, not here.
+            self.shared.store.forget_pipeline(ROUTER)?;
+        }
+        match self.launch(config) {
+            Ok(worker) => {
+                self.worker = worker;
+                self.config = config.clone();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "starting the new pipelines failed; restarting the old ones");
+                self.worker = self.launch(&self.config.clone())?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Finishes the current step and stops the worker. Events not processed yet are processed
+    /// after the next start, from the checkpoints.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        worker.stop.store(true, Ordering::Release);
+        self.handle.notify();
+        if worker.thread.join().is_err() {
+            tracing::error!("the pipeline worker panicked");
+        }
+    }
+
+    /// Starts a worker for `config`'s pipelines, if it has any.
+    fn launch(&self, config: &Config) -> Result<Option<RunningWorker>, RuntimeError> {
+        if config.pipelines.is_empty() {
+            return Ok(None);
+        }
+        let store = &self.shared.store;
+        // Where each new pipeline starts is written down before anything runs, so a crash or
+        // a reload before its first step does not move it. The router starts at the head
+        // when new: history is not dead-lettered as `no_route`.
+        let newest = newest_id(store)?;
+        let mut first = PipelineCommit::default();
+        let starts = config.pipelines.iter().map(|p| {
+            let position = match p.start_from {
                 StartFrom::Earliest => None,
                 StartFrom::Latest => newest,
-            })
-            .collect();
-        // The router starts at the head when new: history is not dead-lettered as `no_route`.
+            };
+            (p.name.as_str(), position)
+        });
+        for (name, position) in starts.chain(std::iter::once((ROUTER, newest))) {
+            if store.checkpoint(name)?.is_none() {
+                let checkpoint = Checkpoint {
+                    position,
+                    stopped: None,
+                };
+                first.checkpoints.push((name.to_owned(), checkpoint));
+            }
+        }
+        if !first.checkpoints.is_empty() {
+            store.commit_pipelines(first)?;
+        }
         let plan = Plan {
             config: config.clone(),
-            registry: registry.clone(),
-            initial,
-            initial_router: newest,
+            registry: self.shared.registry.clone(),
         };
-        let committed = plan.load(&store)?;
+        let committed = plan.load(store)?;
         let sinks = config
             .pipelines
             .iter()
@@ -121,50 +235,33 @@ impl Runtime {
                 balancer: Balancer::new(p.balance, p.balance_key.as_deref()),
             })
             .collect();
-
-        let (wake, wakes) = sync_channel(1);
-        let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
-            store,
-            ids,
+            store: store.clone(),
+            ids: self.shared.ids.clone(),
             names: config.pipelines.iter().map(|p| p.name.clone()).collect(),
             topology: committed.topology,
             sinks,
             positions: committed.positions,
             router: committed.router,
             plan,
-            metrics,
-            board,
+            metrics: self.shared.metrics.clone(),
+            board: self.shared.board.clone(),
             reported: Vec::new(),
         };
+        let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("pipelines".into())
             .spawn({
                 let stop = stop.clone();
-                move || worker.run(&wakes, &stop)
+                let wakes = self.wakes.clone();
+                move || {
+                    // Free: the previous worker was joined before this one started.
+                    let wakes = wakes.lock().unwrap_or_else(PoisonError::into_inner);
+                    worker.run(&wakes, &stop);
+                }
             })
             .map_err(RuntimeError::Thread)?;
-        Ok(Runtime {
-            handle: RuntimeHandle { wake },
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// A handle that wakes the worker.
-    pub fn handle(&self) -> RuntimeHandle {
-        self.handle.clone()
-    }
-
-    /// Finishes the current step and stops the worker. Events not processed yet are processed
-    /// after the next start, from the checkpoints.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.handle.notify();
-        let joined = self.thread.take().map(JoinHandle::join);
-        if let Some(Err(_)) = joined {
-            tracing::error!("the pipeline worker panicked");
-        }
+        Ok(Some(RunningWorker { stop, thread }))
     }
 }
 
@@ -181,9 +278,6 @@ enum StepError {
 struct Plan {
     config: Config,
     registry: Registry,
-    /// Start position of each pipeline that has no checkpoint yet.
-    initial: Vec<Option<EventId>>,
-    initial_router: Option<EventId>,
 }
 
 /// Pipelines as of the last committed step.
@@ -194,30 +288,23 @@ struct Committed {
 }
 
 impl Plan {
-    /// Builds the topology and loads positions and stage state from the store.
+    /// Builds the topology and loads positions and stage state from the store (every
+    /// pipeline has a checkpoint: [`Runtime::launch`] writes the first one).
     fn load(&self, store: &Store) -> Result<Committed, RuntimeError> {
         let mut topology =
             Topology::build(&self.config, &self.registry).map_err(RuntimeError::Config)?;
         let mut positions = Vec::new();
-        let pipelines = self.config.pipelines.iter().zip(topology.pipelines_mut());
-        for ((p, pipeline), initial) in pipelines.zip(&self.initial) {
-            let position = match store.checkpoint(&p.name)? {
-                Some(checkpoint) => {
-                    pipeline
-                        .restore_state(|stage| store.stage_state(&p.name, stage))
-                        .map_err(|e| {
-                            let at = format!("pipeline {}", p.name);
-                            RuntimeError::Config(vec![ConfigError::new(at, e.to_string())])
-                        })?;
-                    checkpoint.position
-                }
-                None => *initial,
-            };
-            positions.push(position);
+        for (p, pipeline) in self.config.pipelines.iter().zip(topology.pipelines_mut()) {
+            let checkpoint = store.checkpoint(&p.name)?.unwrap_or_default();
+            pipeline
+                .restore_state(|stage| store.stage_state(&p.name, stage))
+                .map_err(|e| {
+                    let at = format!("pipeline {}", p.name);
+                    RuntimeError::Config(vec![ConfigError::new(at, e.to_string())])
+                })?;
+            positions.push(checkpoint.position);
         }
-        let router = store
-            .checkpoint(ROUTER)?
-            .map_or(self.initial_router, |c| c.position);
+        let router = store.checkpoint(ROUTER)?.and_then(|c| c.position);
         Ok(Committed {
             topology,
             positions,

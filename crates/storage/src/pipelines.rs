@@ -204,6 +204,25 @@ impl Store {
         Ok(true)
     }
 
+    /// Deletes a pipeline's checkpoint and every stage's state (its `store` outputs stay), so a
+    /// pipeline added again under this name starts afresh from its `start_from`.
+    pub fn forget_pipeline(&self, pipeline: &str) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(&self.cf(ColumnFamily::Checkpoints)?, pipeline.as_bytes());
+        // State keys are `pipeline 0x00 stage 0x00 key`: all of them sort below `pipeline 0x01`.
+        let mut from = pipeline.as_bytes().to_vec();
+        from.push(0);
+        let mut to = from.clone();
+        if let Some(last) = to.last_mut() {
+            *last = 1;
+        }
+        batch.delete_range_cf(&self.cf(ColumnFamily::State)?, from, to);
+        let mut options = WriteOptions::default();
+        options.set_sync(self.syncs());
+        self.db().write_opt(batch, &options)?;
+        Ok(())
+    }
+
     /// Asks the pipelines to replay dead letter `id`; returns it, or `None` when there is no
     /// such dead letter (already replayed or deleted). Asking twice replays once.
     pub fn request_replay(&self, id: EventId) -> Result<Option<DeadLetter>, StorageError> {
@@ -517,6 +536,22 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
+        assert_eq!(store.outputs("a", None, None, None, 10).unwrap().len(), 3);
+
+        // Forgetting `a` removes its checkpoint and state, not its outputs nor `ab`'s state.
+        store
+            .commit_pipelines(PipelineCommit {
+                state: vec![StateChange {
+                    pipeline: "ab".into(),
+                    ..change("k9", Some("9"))
+                }],
+                ..Default::default()
+            })
+            .unwrap();
+        store.forget_pipeline("a").unwrap();
+        assert_eq!(store.checkpoint("a").unwrap(), None);
+        assert!(store.stage_state("a", "dedup#2").unwrap().is_empty());
+        assert_eq!(store.stage_state("ab", "dedup#2").unwrap().len(), 1);
         assert_eq!(store.outputs("a", None, None, None, 10).unwrap().len(), 3);
         store.close().unwrap();
     }
