@@ -5,9 +5,11 @@
 //! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
+//! - [`admin`]: `GET /admin/config` and `POST /admin/reload`, on the admin listener.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod error;
 pub mod health;
 pub mod metrics;

@@ -12,8 +12,8 @@ use colloquium_storage::{StorageError, Store};
 #[derive(Clone)]
 pub struct StoreAccept {
     pub store: Store,
-    /// Woken after each durable batch, when pipelines run.
-    pub pipelines: Option<RuntimeHandle>,
+    /// Woken after each durable batch.
+    pub pipelines: RuntimeHandle,
 }
 
 impl Accept for StoreAccept {
@@ -23,9 +23,7 @@ impl Accept for StoreAccept {
             StorageError::Closed => AcceptError::ShuttingDown,
             other => AcceptError::Unavailable(other.to_string()),
         })?;
-        if let Some(pipelines) = &self.pipelines {
-            pipelines.notify();
-        }
+        self.pipelines.notify();
         Ok(())
     }
 }

@@ -58,7 +58,7 @@ pub enum Command {
 }
 
 /// The config file option shared by subcommands.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct ConfigArgs {
     /// Config file (YAML or JSON; `${ENV_VAR}` substituted).
     #[arg(short, long, value_name = "FILE")]
@@ -75,7 +75,7 @@ impl ConfigArgs {
 }
 
 /// `colloquium run`.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// Listen address (overrides server.listen; port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Admin listen address (overrides server.admin_listen; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl RunArgs {
@@ -95,6 +98,9 @@ impl RunArgs {
         }
         if let Some(listen) = self.listen {
             config.server.listen = listen;
+        }
+        if let Some(listen) = self.admin_listen {
+            config.server.admin_listen = listen;
         }
         config
     }

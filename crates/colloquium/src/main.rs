@@ -7,6 +7,7 @@
 //!   durable in the store.
 //! - [`server`]: the HTTP/1.1 listener: connection cap, header deadline, draining.
 //! - [`registry`]: every stage kind, one line each.
+//! - [`reload`]: hot reload of the config file (file watch, SIGHUP, `POST /admin/reload`).
 //! - [`replay`]: `replay`: NDJSON of a stopped node's events.
 //! - [`bench`]: `bench http`: the load generator behind BENCHMARKS.md.
 //! - [`computo`]: `computo`: evaluate a script on JSON files, as the conformance suite does.
@@ -17,6 +18,7 @@ mod cli;
 mod computo;
 mod node;
 mod registry;
+mod reload;
 mod replay;
 mod server;
 
@@ -54,7 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             let config = args.apply(config);
-            runtime()?.block_on(node::run(config))?;
+            runtime()?.block_on(node::run(config, args))?;
         }
         Command::Validate(args) => {
             let Some(config) = load_config(&args)? else {

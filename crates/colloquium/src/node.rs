@@ -1,6 +1,8 @@
 //! `colloquium run`: one node. Opens the store, starts the pipelines, mounts every source and
-//! the API on one listener, prints `colloquium ready http=<addr>` on stdout once it accepts connections, and
-//! on SIGINT/SIGTERM stops accepting, finishes in-flight requests, flushes and closes the store.
+//! the API on one listener and the admin routes on another, prints `colloquium ready
+//! http=<addr> admin=<addr>` on stdout once it accepts connections, reloads the config on
+//! SIGHUP, and on SIGINT/SIGTERM stops accepting, finishes in-flight requests, stops the
+//! pipelines, flushes and closes the store.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -21,11 +23,13 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::accept::StoreAccept;
+use crate::cli::RunArgs;
 use crate::registry;
+use crate::reload::{Cause, ReloadMetrics, Reloads};
 use crate::server::{self, ServerLimits};
 
 /// Runs a node until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Before the ready line: a signal that arrives once we are "ready" must drain, not kill.
     let signals = Signals::install().context("installing signal handlers")?;
     let registry = MetricsRegistry::default();
@@ -38,22 +42,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let ids = Arc::new(IdGenerator::default());
     let board = HealthBoard::default();
-    let pipelines = if config.pipelines.is_empty() {
-        None
-    } else {
-        let metrics = PipelineMetrics::register(&registry);
-        let runtime = Runtime::start(
-            &config,
-            &registry::registry(),
-            store.clone(),
-            ids.clone(),
-            metrics,
-            board.clone(),
-        )
-        .context("starting pipelines")?;
-        tracing::info!(pipelines = config.pipelines.len(), "pipelines running");
-        Some(runtime)
-    };
+    // Always started: with no pipelines it idles until a reload adds some.
+    let runtime = Runtime::start(
+        &config,
+        &registry::registry(),
+        store.clone(),
+        ids.clone(),
+        PipelineMetrics::register(&registry),
+        board.clone(),
+    )
+    .context("starting pipelines")?;
+    tracing::info!(pipelines = config.pipelines.len(), "pipelines running");
+    let wake = runtime.handle();
+    let (reloads, reload_thread) = Reloads::start(
+        args,
+        config.clone(),
+        runtime,
+        ReloadMetrics::register(&registry),
+    )?;
 
     let draining = Arc::new(AtomicBool::new(false));
     let http = HttpSource::new(
@@ -66,7 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         StoreAccept {
             store: store.clone(),
-            pipelines: pipelines.as_ref().map(Runtime::handle),
+            pipelines: wake,
         },
         ids,
         IngestMetrics::register(&registry),
@@ -93,10 +99,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen} (server.listen)"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "colloquium ready");
+    let admin_listen = config.server.admin_listen;
+    let admin_listener = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding {admin_listen} (server.admin_listen)"))?;
+    let admin_addr = admin_listener.local_addr()?;
+    if !admin_addr.ip().is_loopback() {
+        tracing::warn!(%admin_addr, "the admin routes (config reload) are reachable from other machines");
+    }
+    tracing::info!(%addr, %admin_addr, data_dir = %config.storage.data_dir.display(), "colloquium ready");
     // The ready line is the contract scripts and tests wait on.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "colloquium ready http={addr}")?;
+    writeln!(stdout, "colloquium ready http={addr} admin={admin_addr}")?;
     stdout.flush()?;
 
     let limits = ServerLimits {
@@ -104,21 +118,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_timeout: config.server.shutdown_timeout,
     };
-    server::serve(listener, app, limits, async move {
-        let signal = signals.recv().await;
-        tracing::info!(
-            signal,
-            "shutting down: no new connections, finishing in-flight requests"
-        );
-        draining.store(true, Ordering::Relaxed);
-    })
-    .await;
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let admin = server::serve(
+        admin_listener,
+        colloquium_api::admin::router(Arc::new(reloads.clone())),
+        limits,
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    );
+    let main = server::serve(listener, app, limits, {
+        let reloads = reloads.clone();
+        async move {
+            let signal = signals.until_stop(|| reloads.request(Cause::Sighup)).await;
+            tracing::info!(
+                signal,
+                "shutting down: no new connections, finishing in-flight requests"
+            );
+            draining.store(true, Ordering::Relaxed);
+            let _ = stopping.send(true);
+        }
+    });
+    tokio::join!(main, admin);
 
     // Pipelines stop after ingest (nothing new arrives) and before the store closes; what
     // they have not processed yet resumes from their checkpoints at the next start.
+    reloads.shutdown();
     tokio::task::spawn_blocking(move || {
-        if let Some(pipelines) = pipelines {
-            pipelines.stop();
+        if reload_thread.join().is_err() {
+            tracing::error!("the config reload thread panicked");
         }
         store.close()
     })
@@ -146,10 +175,11 @@ pub fn open_store(config: &Config, metrics: StorageMetrics) -> anyhow::Result<St
     Ok(Store::open(options, metrics)?)
 }
 
-/// SIGINT and SIGTERM handlers, installed up front.
+/// SIGINT, SIGTERM and SIGHUP handlers, installed up front.
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl Signals {
@@ -157,14 +187,18 @@ impl Signals {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Resolves on the first SIGINT or SIGTERM, naming which.
-    async fn recv(mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+    /// Calls `on_hangup` at each SIGHUP; resolves on the first SIGINT or SIGTERM, naming which.
+    async fn until_stop(mut self, on_hangup: impl Fn()) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return "SIGINT",
+                _ = self.terminate.recv() => return "SIGTERM",
+                _ = self.hangup.recv() => on_hangup(),
+            }
         }
     }
 }

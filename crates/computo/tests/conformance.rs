@@ -11,12 +11,19 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+/// This crate's directory, read when the test runs: a test binary reused from a build cache
+/// filled by a checkout elsewhere would carry that checkout's path in `env!`.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn suite_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("COLLOQUIUM_SHARED_DIR") {
         return PathBuf::from(dir).join("conformance/computo");
     }
     // crates/computo → workspace root; then look for `shared/` beside it (or above it).
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = manifest_dir();
     for ancestor in manifest.ancestors() {
         let candidate = ancestor.join("shared/conformance/computo");
         if candidate.is_dir() {

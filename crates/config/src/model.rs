@@ -66,6 +66,10 @@ pub struct ServerConfig {
     /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address of the admin routes (`/admin/config`, `/admin/reload`): `127.0.0.1:8081`, so
+    /// only this machine can reload the node unless you choose otherwise.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
     /// Largest accepted request body; larger bodies get `413`.
     #[serde(default = "default_max_body_size")]
     pub max_body_size: ByteSize,
@@ -144,6 +148,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            admin_listen: default_admin_listen(),
             max_body_size: default_max_body_size(),
             max_pending_events: default_max_pending_events(),
             shutdown_timeout: default_shutdown_timeout(),
@@ -246,6 +251,9 @@ impl Config {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
 }
 fn default_max_body_size() -> ByteSize {
     ByteSize::mib(10)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Node, run_cli, sigterm, spawn_ready, wait_with_deadline};
+use crate::harness::{Node, Ready, run_cli, sigterm, spawn_ready, wait_with_deadline};
 
 #[test]
 fn every_subcommand_has_help() {
@@ -78,7 +78,7 @@ fn validate_accepts_good_configs_and_names_bad_keys() {
 async fn run_without_config_starts_a_working_node_and_stops_cleanly_on_sigterm() {
     let cwd = tempfile::tempdir().unwrap();
     // Only the port is overridden, so parallel tests do not collide on 8080.
-    let (mut child, addr) = spawn_ready(
+    let (mut child, Ready { addr, .. }) = spawn_ready(
         &["run", "--listen", "127.0.0.1:0"],
         cwd.path(),
         "warn",
@@ -207,7 +207,7 @@ fn a_request_in_flight_at_sigterm_is_finished_and_stored() {
         "--data-dir",
         data.to_str().unwrap(),
     ];
-    let (mut child, addr) = spawn_ready(&args, dir.path(), "info", Stdio::piped());
+    let (mut child, Ready { addr, .. }) = spawn_ready(&args, dir.path(), "info", Stdio::piped());
     let (log_tx, log_rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

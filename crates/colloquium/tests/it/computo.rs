@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::harness::{binary, run_cli};
+use crate::harness::{binary, manifest_dir, run_cli};
 
 #[test]
 fn prints_the_result_of_a_script_file_on_input_files() {
@@ -113,7 +113,7 @@ fn every_failure_is_one_line_on_stderr_and_a_non_zero_exit() {
 
 #[test]
 fn the_conformance_suite_passes_through_the_cli() {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = manifest_dir();
     let suite = std::env::var("COLLOQUIUM_SHARED_DIR")
         .map(PathBuf::from)
         .ok()

@@ -1,6 +1,6 @@
 //! Runs the real binary on a temporary data dir and a free port on 127.0.0.1.
 //!
-//! `Node::start` waits for the `colloquium ready http=<addr>` line (with a deadline, no fixed
+//! `Node::start` waits for the `colloquium ready http=<addr> admin=<addr>` line (with a deadline, no fixed
 //! sleeps); `kill9` and `terminate` stop it; `restart` starts it again on the same data dir.
 //! The process is killed on drop.
 
@@ -18,6 +18,13 @@ use tempfile::TempDir;
 /// How long a node may take to print its ready line (debug build, fresh RocksDB).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
+/// This crate's directory, read when the test runs: a test binary reused from a build cache
+/// filled by a checkout elsewhere would carry that checkout's path in `env!`.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_colloquium")
 }
@@ -26,6 +33,8 @@ pub fn binary() -> &'static str {
 pub struct Node {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener (`/admin/config`, `/admin/reload`).
+    pub admin: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
     pub dir: Arc<TempDir>,
     config: String,
@@ -35,8 +44,38 @@ pub struct Node {
 impl Node {
     /// Starts a node with `config` (YAML) on a fresh data dir.
     pub fn start(config: &str) -> Node {
+        Self::start_with_files(config, &[])
+    }
+
+    /// Like [`Node::start`], with `files` (name, contents) written beside the config first.
+    pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Node {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write file");
+        }
         Self::start_in(dir, config)
+    }
+
+    /// The config file the node runs on (rewrite it to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("colloquium.yaml")
+    }
+
+    /// `GET` or `POST` an admin route.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.admin);
+        let response = self
+            .client
+            .request(method, url)
+            .send()
+            .await
+            .expect("admin request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn start_in(dir: Arc<TempDir>, config: &str) -> Node {
@@ -52,11 +91,12 @@ impl Node {
             "--listen",
             "127.0.0.1:0",
         ];
-        let (child, addr, stdout) =
+        let (child, Ready { addr, admin }, stdout) =
             spawn_ready_with_output(&args, dir.path(), "warn", Stdio::inherit());
         Node {
             child,
             addr,
+            admin,
             stdout,
             dir,
             config: config.to_owned(),
@@ -215,11 +255,18 @@ impl Stopped {
     }
 }
 
+/// The addresses a node's ready line names.
+#[derive(Clone, Copy, Debug)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
 /// Spawns `colloquium <args>` in `cwd` with `RUST_LOG=<log>` and stdout piped, and waits for
-/// its ready line.
-pub fn spawn_ready(args: &[&str], cwd: &Path, log: &str, stderr: Stdio) -> (Child, SocketAddr) {
-    let (child, addr, _) = spawn_ready_with_output(args, cwd, log, stderr);
-    (child, addr)
+/// its ready line. A `run` gets `--admin-listen 127.0.0.1:0` (tests run nodes side by side).
+pub fn spawn_ready(args: &[&str], cwd: &Path, log: &str, stderr: Stdio) -> (Child, Ready) {
+    let (child, ready, _) = spawn_ready_with_output(args, cwd, log, stderr);
+    (child, ready)
 }
 
 /// Like [`spawn_ready`], also returning the node's stdout lines after the ready line.
@@ -228,9 +275,14 @@ fn spawn_ready_with_output(
     cwd: &Path,
     log: &str,
     stderr: Stdio,
-) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+) -> (Child, Ready, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(binary())
         .args(args)
+        .args(if args.first() == Some(&"run") {
+            &["--admin-listen", "127.0.0.1:0"][..]
+        } else {
+            &[]
+        })
         .current_dir(cwd)
         .env("RUST_LOG", log)
         .stdin(Stdio::null())
@@ -238,12 +290,12 @@ fn spawn_ready_with_output(
         .stderr(stderr)
         .spawn()
         .expect("spawn colloquium");
-    let (addr, lines) = wait_ready(&mut child);
-    (child, addr, lines)
+    let (ready, lines) = wait_ready(&mut child);
+    (child, ready, lines)
 }
 
 /// Waits for the ready line; the node's later stdout lines are kept in the returned buffer.
-fn wait_ready(child: &mut Child) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+fn wait_ready(child: &mut Child) -> (Ready, Arc<Mutex<Vec<String>>>) {
     let stdout = child.stdout.take().expect("stdout piped");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
@@ -252,9 +304,18 @@ fn wait_ready(child: &mut Child) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                match line.strip_prefix("colloquium ready http=") {
-                    Some(addr) => {
-                        let _ = tx.send(addr.parse::<SocketAddr>().expect("ready address"));
+                match line.strip_prefix("colloquium ready ") {
+                    Some(rest) => {
+                        let field = |name: &str| -> SocketAddr {
+                            rest.split(' ')
+                                .find_map(|f| f.strip_prefix(name))
+                                .and_then(|a| a.parse().ok())
+                                .expect("ready line names its addresses")
+                        };
+                        let _ = tx.send(Ready {
+                            addr: field("http="),
+                            admin: field("admin="),
+                        });
                     }
                     None => lines.lock().unwrap().push(line),
                 }
@@ -262,7 +323,7 @@ fn wait_ready(child: &mut Child) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         }
     });
     match rx.recv_timeout(START_DEADLINE) {
-        Ok(addr) => (addr, lines),
+        Ok(ready) => (ready, lines),
         Err(_) => {
             let _ = child.kill();
             let status = child.wait();

@@ -8,4 +8,5 @@ mod crash;
 mod harness;
 mod ingest;
 mod pipelines;
+mod reload;
 mod storage;

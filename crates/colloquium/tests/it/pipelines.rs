@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use crate::harness::run_cli;
+use crate::harness::{manifest_dir, run_cli};
 
 fn examples() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let dir = manifest_dir().join("../../examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
