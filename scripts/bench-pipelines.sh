@@ -14,7 +14,6 @@ pipelines=${1:?number of pipelines}
 rate=${2:-}
 bin=${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium
 work=$(mktemp -d /tmp/colloquium-bench.XXXXXX)
-port=18090
 trap 'kill $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 {
@@ -35,25 +34,27 @@ YAML
   done
 } > "$work/config.yaml"
 
-"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:$port > "$work/node.log" 2>&1 &
+"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
 node=$!
-until grep -q "colloquium ready" "$work/node.log"; do sleep 0.1; done
+alive() { kill -0 $node 2>/dev/null || { echo "the node exited:"; tail -3 "$work/node.log"; exit 1; }; }
+until grep -q "colloquium ready" "$work/node.log"; do alive; sleep 0.1; done
+addr=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
 
 metric() { # sum of the samples of one metric line pattern
-  curl -s 127.0.0.1:$port/metrics | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d", s }'
+  curl -s "$addr/metrics" | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d", s }'
 }
 
 start=$(date +%s.%N)
 if [ -z "$rate" ]; then
-  "$bin" bench http --addr 127.0.0.1:$port --connections 4 --batch 1000 --duration "${DURATION:-15s}" --pid $node
+  "$bin" bench http --addr "$addr" --connections 4 --batch 1000 --duration "${DURATION:-15s}" --pid $node
   stored=$(metric "colloquium_storage_events_stored_total")
   first_stage="colloquium_pipeline_events_total{pipeline=\"p$((pipelines - 1))\",stage=\"transform#0\",outcome=\"in\"}"
-  until [ "$(metric "$first_stage")" -ge "$stored" ]; do sleep 0.1; done
+  until [ "$(metric "$first_stage")" -ge "$stored" ]; do alive; sleep 0.1; done
   end=$(date +%s.%N)
   python3 -c "import sys; s=$stored; t=$end-$start; print(f'pipelines: {s} events through each of $pipelines pipeline(s) in {t:.1f} s = {s/t:,.0f} events/s per pipeline (first request to caught up)')"
 else
-  "$bin" bench http --addr 127.0.0.1:$port --connections 4 --batch 1000 --rate "$rate" --duration 30s --pid $node
-  curl -s 127.0.0.1:$port/metrics | python3 -c '
+  "$bin" bench http --addr "$addr" --connections 4 --batch 1000 --rate "$rate" --duration 30s --pid $node
+  curl -s "$addr/metrics" | python3 -c '
 import sys, re
 buckets = {}
 for line in sys.stdin:

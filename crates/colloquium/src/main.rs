@@ -31,6 +31,10 @@ use colloquium_telemetry::logging;
 
 use crate::cli::{Cli, Command, ConfigArgs};
 
+/// glibc's allocator took about 40% of the pipeline worker's time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A node logs its lifecycle; one-shot commands speak only when something is wrong.
