@@ -3,6 +3,8 @@
 //! - `colloquium_pipeline_events_total{pipeline, stage, outcome="in|out|failed"}` per stage;
 //! - `colloquium_pipeline_latency_seconds{pipeline}`: from an event's ingest to the commit of the
 //!   step that processed it (the ingest-to-sink latency);
+//! - `colloquium_pipeline_step_seconds`: how long each committed step took (read the log,
+//!   process, send, commit);
 //! - `colloquium_pipeline_lag_seconds{pipeline}`: how far behind the newest processed event's
 //!   ingest time is, measured at each step; `colloquium_pipeline_stopped{pipeline}`;
 //! - `colloquium_router_events_total{pipeline, result="matched|route_error"}` and
@@ -60,6 +62,7 @@ pub struct SinkLabels {
 pub struct PipelineMetrics {
     pub(crate) stage_events: Family<StageLabels, Counter>,
     pub(crate) latency: HistogramFamily<PipelineLabels>,
+    pub(crate) step: Histogram,
     pub(crate) lag: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
     pub(crate) stopped: Family<PipelineLabels, Gauge>,
     pub(crate) routed: Family<RouteLabels, Counter>,
@@ -78,6 +81,7 @@ impl PipelineMetrics {
         let m = PipelineMetrics {
             stage_events: Family::default(),
             latency: HistogramFamily::new_with_constructor(latency_histogram),
+            step: latency_histogram(),
             lag: Family::default(),
             stopped: Family::default(),
             routed: Family::default(),
@@ -95,6 +99,11 @@ impl PipelineMetrics {
                 "latency_seconds",
                 "From an event's ingest to the commit of the step that processed it",
                 m.latency.clone(),
+            );
+            r.register(
+                "step_seconds",
+                "How long a worker's step takes: read, process, send, commit",
+                m.step.clone(),
             );
             r.register(
                 "lag_seconds",

@@ -1,24 +1,26 @@
 //! Running pipelines on a node: read the log from each pipeline's checkpoint, process, commit.
 //!
-//! One worker thread owns the topology. Each step it reads up to [`STEP_EVENTS`] events from the
-//! log, in id order, after the lowest checkpoint and strictly below the id watermark (every id
-//! below it is settled: stored or never to be, see `IdGenerator::watermark`), so an event
-//! committed late below a newer one is never skipped. Every pipeline whose checkpoint is before
-//! an event runs it; the step's `store` outputs, dead letters and new checkpoints are then
-//! written in one atomic batch (`Store::commit_pipelines`). After a crash, each pipeline resumes
-//! from its checkpoint: nothing acknowledged is skipped and no `store` output is written twice.
+//! The pipelines are split over up to one worker thread per core (`worker_groups`: pipelines
+//! that share a file, http or stdout sink stay together). Each step a worker reads up to
+//! [`STEP_EVENTS`] events from the log, in id order, after the lowest checkpoint of its
+//! pipelines and strictly below the id watermark (every id below it is settled: stored or never
+//! to be, see `IdGenerator::watermark`), so an event committed late below a newer one is never
+//! skipped. Every pipeline of the worker whose checkpoint is before an event runs it; the step's
+//! `store` outputs, dead letters, stage-state changes and new checkpoints are then written in
+//! one atomic batch (`Store::commit_pipelines`). After a crash, each pipeline resumes from its
+//! checkpoint: nothing acknowledged is skipped and no `store` output is written twice. One
+//! worker also records routing failures (`no_route`, `route_error`) under its own checkpoint.
 //!
 //! Results then go to the pipeline's sinks (see `sink.rs` for each one's delivery guarantee):
 //! `store` and `dlq` add to the step's commit, `file`, `http` and `stdout` deliver before it.
 //!
-//! The worker wakes when the ingest path reports a commit (`RuntimeHandle::notify`) and at
-//! least every [`IDLE_POLL`]. It reads recent events back from RocksDB's memtable and block
-//! cache rather than receiving them in memory; handing them over in memory is a later step.
+//! Workers wake when the ingest path reports a commit (`RuntimeHandle::notify`) and at least
+//! every [`IDLE_POLL`]. They read recent events back from RocksDB's memtable and block cache
+//! rather than receiving them in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -62,14 +64,12 @@ pub enum RuntimeError {
 /// The running pipelines. Dropping it without [`Runtime::stop`] leaves the thread running until
 /// the process ends.
 pub struct Runtime {
+    /// Outlives workers, so the ingest path's handle keeps working across reloads.
     handle: RuntimeHandle,
-    /// The worker's end of the wake channel. It outlives workers, so the ingest path's handle
-    /// keeps working across reloads; a worker holds the lock while it runs.
-    wakes: Arc<Mutex<Receiver<()>>>,
     shared: Shared,
     config: Config,
-    /// `None` while there are no pipelines: nothing is routed, nothing is dead-lettered.
-    worker: Option<RunningWorker>,
+    /// Empty while there are no pipelines: nothing is routed, nothing is dead-lettered.
+    workers: Vec<RunningWorker>,
 }
 
 /// What every worker gets, whatever its config.
@@ -87,19 +87,40 @@ struct RunningWorker {
     thread: JoinHandle<()>,
 }
 
-/// Wakes the worker after new events are durable. Cheap to clone and to call per request.
-#[derive(Clone, Debug)]
+/// Wakes the workers after new events are durable. Cheap to clone and to call per request.
+#[derive(Clone, Debug, Default)]
 pub struct RuntimeHandle {
-    wake: SyncSender<()>,
+    bell: Arc<Doorbell>,
 }
 
 impl RuntimeHandle {
-    /// Tells the worker there is something new in the log.
+    /// Tells the workers there is something new in the log.
     pub fn notify(&self) {
-        // A full channel already holds a wake-up; a closed one means the runtime is gone.
-        if let Err(TrySendError::Full(()) | TrySendError::Disconnected(())) = self.wake.try_send(())
-        {
-        }
+        self.bell.ring();
+    }
+}
+
+/// A counter of rings, and a condition variable every worker waits on.
+#[derive(Debug, Default)]
+struct Doorbell {
+    rung: Mutex<u64>,
+    bell: Condvar,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.bell.notify_all();
+    }
+
+    /// Returns once the bell rang after `seen` (updating it), or after `timeout`.
+    fn wait(&self, seen: &mut u64, timeout: Duration) {
+        let rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        let (rung, _) = self
+            .bell
+            .wait_timeout_while(rung, timeout, |rung| *rung == *seen)
+            .unwrap_or_else(PoisonError::into_inner);
+        *seen = *rung;
     }
 }
 
@@ -115,10 +136,8 @@ impl Runtime {
         metrics: PipelineMetrics,
         board: HealthBoard,
     ) -> Result<Self, RuntimeError> {
-        let (wake, wakes) = sync_channel(1);
         let mut runtime = Runtime {
-            handle: RuntimeHandle { wake },
-            wakes: Arc::new(Mutex::new(wakes)),
+            handle: RuntimeHandle::default(),
             shared: Shared {
                 registry: registry.clone(),
                 store,
@@ -127,9 +146,9 @@ impl Runtime {
                 board,
             },
             config: config.clone(),
-            worker: None,
+            workers: Vec::new(),
         };
-        runtime.worker = runtime.launch(config)?;
+        runtime.workers = runtime.launch(config)?;
         Ok(runtime)
     }
 
@@ -162,14 +181,14 @@ impl Runtime {
             self.shared.store.forget_pipeline(ROUTER)?;
         }
         match self.launch(config) {
-            Ok(worker) => {
-                self.worker = worker;
+            Ok(workers) => {
+                self.workers = workers;
                 self.config = config.clone();
                 Ok(())
             }
             Err(e) => {
                 tracing::error!(error = %e, "starting the new pipelines failed; restarting the old ones");
-                self.worker = self.launch(&self.config.clone())?;
+                self.workers = self.launch(&self.config.clone())?;
                 Err(e)
             }
         }
@@ -182,20 +201,21 @@ impl Runtime {
     }
 
     fn halt(&mut self) {
-        let Some(worker) = self.worker.take() else {
-            return;
-        };
-        worker.stop.store(true, Ordering::Release);
+        for worker in &self.workers {
+            worker.stop.store(true, Ordering::Release);
+        }
         self.handle.notify();
-        if worker.thread.join().is_err() {
-            tracing::error!("the pipeline worker panicked");
+        for worker in self.workers.drain(..) {
+            if worker.thread.join().is_err() {
+                tracing::error!("a pipeline worker panicked");
+            }
         }
     }
 
-    /// Starts a worker for `config`'s pipelines, if it has any.
-    fn launch(&self, config: &Config) -> Result<Option<RunningWorker>, RuntimeError> {
+    /// Starts the workers for `config`'s pipelines (none without pipelines).
+    fn launch(&self, config: &Config) -> Result<Vec<RunningWorker>, RuntimeError> {
         if config.pipelines.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let store = &self.shared.store;
         // Where each new pipeline starts is written down before anything runs, so a crash or
@@ -222,6 +242,37 @@ impl Runtime {
         if !first.checkpoints.is_empty() {
             store.commit_pipelines(first)?;
         }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let groups = worker_groups(config, threads);
+        let mut workers = Vec::with_capacity(groups.len());
+        for (n, own) in groups.into_iter().enumerate() {
+            match self.spawn(config, own, n == 0, n) {
+                Ok(worker) => workers.push(worker),
+                Err(e) => {
+                    for worker in &workers {
+                        worker.stop.store(true, Ordering::Release);
+                    }
+                    self.handle.notify();
+                    for worker in workers {
+                        let _ = worker.thread.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(workers)
+    }
+
+    /// Starts one worker running the pipelines `own` marks; `routes`: it also records routing
+    /// failures (`no_route`, `route_error`), which one worker must do for all.
+    fn spawn(
+        &self,
+        config: &Config,
+        own: Vec<bool>,
+        routes: bool,
+        n: usize,
+    ) -> Result<RunningWorker, RuntimeError> {
+        let store = &self.shared.store;
         let plan = Plan {
             config: config.clone(),
             registry: self.shared.registry.clone(),
@@ -239,6 +290,8 @@ impl Runtime {
             store: store.clone(),
             ids: self.shared.ids.clone(),
             names: config.pipelines.iter().map(|p| p.name.clone()).collect(),
+            own,
+            routes,
             topology: committed.topology,
             sinks,
             positions: committed.positions,
@@ -250,19 +303,67 @@ impl Runtime {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
-            .name("pipelines".into())
+            .name(format!("pipelines-{n}"))
             .spawn({
                 let stop = stop.clone();
-                let wakes = self.wakes.clone();
-                move || {
-                    // Free: the previous worker was joined before this one started.
-                    let wakes = wakes.lock().unwrap_or_else(PoisonError::into_inner);
-                    worker.run(&wakes, &stop);
-                }
+                let bell = self.handle.bell.clone();
+                move || worker.run(&bell, &stop)
             })
             .map_err(RuntimeError::Thread)?;
-        Ok(Some(RunningWorker { stop, thread }))
+        Ok(RunningWorker { stop, thread })
     }
+}
+
+/// Splits the pipelines over at most `threads` workers: `result[w][i]` is whether worker `w`
+/// runs pipeline `i`. Pipelines that share a sink other than `store` or `dlq` (a file, an
+/// http endpoint, stdout: one instance each) stay on one worker; the rest are spread evenly.
+fn worker_groups(config: &Config, threads: usize) -> Vec<Vec<bool>> {
+    let count = config.pipelines.len();
+    // Union-find over pipelines, joined by the exclusive sinks they share.
+    let mut parent: Vec<usize> = (0..count).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut holder: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, p) in config.pipelines.iter().enumerate() {
+        for sink in &p.sinks {
+            let shared_safely = config
+                .sinks
+                .get(sink)
+                .is_some_and(|s| matches!(s.kind.as_str(), "store" | "dlq"));
+            if shared_safely {
+                continue;
+            }
+            if let Some(&other) = holder.get(sink.as_str()) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, other));
+                parent[a] = b;
+            } else {
+                holder.insert(sink, i);
+            }
+        }
+    }
+    let mut components: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..count {
+        components.entry(root(&mut parent, i)).or_default().push(i);
+    }
+    // Largest first, each to the least loaded worker.
+    let mut components: Vec<Vec<usize>> = components.into_values().collect();
+    components.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    let workers = threads.clamp(1, components.len().max(1));
+    let mut groups = vec![vec![false; count]; workers];
+    let mut load = vec![0usize; workers];
+    for component in components {
+        let w = (0..workers).min_by_key(|w| load[*w]).unwrap_or(0);
+        load[w] += component.len();
+        for i in component {
+            groups[w][i] = true;
+        }
+    }
+    groups
 }
 
 /// Why a step did not commit (it is retried from the same checkpoints).
@@ -318,10 +419,16 @@ struct PipelineSinks {
     balancer: Balancer,
 }
 
+/// Runs some of the pipelines (`own`); every worker builds the whole topology, because
+/// routing looks at every pipeline's `when`.
 struct Worker {
     store: Store,
     ids: Arc<IdGenerator>,
     names: Vec<String>,
+    /// Per pipeline: whether this worker runs it.
+    own: Vec<bool>,
+    /// Whether this worker records routing failures and keeps the router's checkpoint.
+    routes: bool,
     topology: Topology,
     sinks: Vec<PipelineSinks>,
     /// Per pipeline: the last event it has processed (`None`: none yet).
@@ -336,7 +443,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, wakes: &Receiver<()>, stop: &AtomicBool) {
+    fn run(mut self, bell: &Doorbell, stop: &AtomicBool) {
+        let mut seen = 0;
         let mut backoff = Duration::from_millis(100);
         while !stop.load(Ordering::Acquire) {
             match self.step() {
@@ -360,37 +468,36 @@ impl Worker {
                     continue;
                 }
             }
-            match wakes.recv_timeout(IDLE_POLL) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
+            bell.wait(&mut seen, IDLE_POLL);
         }
     }
 
     /// Processes up to [`STEP_EVENTS`] events and commits; returns how many it read.
     fn step(&mut self) -> Result<usize, StepError> {
+        let started = std::time::Instant::now();
         let watermark = self.ids.watermark();
-        let live = self
-            .topology
-            .pipelines()
-            .iter()
-            .zip(&self.positions)
-            .filter(|(p, _)| p.stopped().is_none())
-            .map(|(_, position)| *position);
-        // `None` (nothing processed) sorts first: read from the start of the log.
-        let from = live.chain(std::iter::once(self.router)).min().flatten();
-        let range = ScanRange {
-            after: from,
-            ..ScanRange::default()
-        };
+        let live = (self.topology.pipelines().iter().zip(&self.positions))
+            .zip(&self.own)
+            .filter(|((p, _), own)| **own && p.stopped().is_none())
+            .map(|((_, position), _)| *position);
+        let router = self.routes.then_some(self.router);
+        // `None` (nothing processed) sorts first: read from the start of the log. Nothing
+        // live and no routing: nothing to read.
+        let from = live.chain(router).min();
 
         let mut events = Vec::new();
-        for item in self.store.scan(range, true) {
-            let (id, bytes) = item?;
-            if watermark.is_some_and(|w| id >= w) || events.len() >= STEP_EVENTS {
-                break;
+        if let Some(after) = from {
+            let range = ScanRange {
+                after,
+                ..ScanRange::default()
+            };
+            for item in self.store.scan(range, true) {
+                let (id, bytes) = item?;
+                if watermark.is_some_and(|w| id >= w) || events.len() >= STEP_EVENTS {
+                    break;
+                }
+                events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
             }
-            events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
         }
         let mut commit = PipelineCommit::default();
         let mut routed: BTreeMap<String, Vec<Routed>> = BTreeMap::new();
@@ -427,7 +534,8 @@ impl Worker {
                     .observe(sent as f64);
             }
         }
-        for (i, pipeline) in self.topology.pipelines_mut().iter_mut().enumerate() {
+        let pipelines = self.topology.pipelines_mut().iter_mut().enumerate();
+        for (i, pipeline) in pipelines.filter(|(i, _)| self.own[*i]) {
             commit.checkpoints.push((
                 self.names[i].clone(),
                 Checkpoint {
@@ -444,15 +552,18 @@ impl Worker {
                 });
             }
         }
-        self.router = Some(last);
-        commit.checkpoints.push((
-            ROUTER.to_owned(),
-            Checkpoint {
-                position: Some(last),
-                stopped: None,
-            },
-        ));
+        if self.routes {
+            self.router = Some(last);
+            commit.checkpoints.push((
+                ROUTER.to_owned(),
+                Checkpoint {
+                    position: Some(last),
+                    stopped: None,
+                },
+            ));
+        }
         self.store.commit_pipelines(commit)?;
+        self.metrics.step.observe(started.elapsed().as_secs_f64());
         self.report(&taken, count >= STEP_EVENTS);
         Ok(count)
     }
@@ -466,9 +577,11 @@ impl Worker {
     ) {
         let ingested = event.ingest_time.as_millis();
         let id = event.id;
-        let positions = &self.positions;
-        let take = |i: usize| positions.get(i).is_some_and(|p| p.is_none_or(|p| p < id));
-        let report_routing = self.router.is_none_or(|r| r < id);
+        let (positions, own) = (&self.positions, &self.own);
+        let take = |i: usize| {
+            own.get(i) == Some(&true) && positions.get(i).is_some_and(|p| p.is_none_or(|p| p < id))
+        };
+        let report_routing = self.routes && self.router.is_none_or(|r| r < id);
         let Delivery {
             outputs, failures, ..
         } = self.topology.process_gated(event, &take, report_routing);
@@ -496,9 +609,10 @@ impl Worker {
         for (i, events) in outputs {
             self.to_sinks(i, id, events, routed);
         }
-        // Every pipeline that was before this event and is still running is now past it.
+        // Every pipeline here that was before this event and is still running is now past it.
         for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
-            if pipeline.stopped().is_none() && self.positions[i].is_none_or(|p| p < id) {
+            let running = self.own[i] && pipeline.stopped().is_none();
+            if running && self.positions[i].is_none_or(|p| p < id) {
                 self.positions[i] = Some(id);
             }
         }
@@ -568,8 +682,11 @@ impl Worker {
                 .and_then(|p| self.names.iter().position(|n| n == p));
             let source_id = letter.event.id;
             match (letter.reason.as_str(), index) {
-                // Held back while its pipeline is stopped; replayed after it restarts.
+                // Another worker's, or held back while its pipeline is stopped (replayed after
+                // it restarts).
+                (_, Some(i)) if !self.own[i] => continue,
                 (_, Some(i)) if self.topology.pipelines()[i].stopped().is_some() => continue,
+                (_, None) if !self.routes => continue,
                 ("sink_error" | "sink_rejected", Some(i)) => {
                     self.to_sinks(i, source_id, vec![letter.event], routed)
                 }
@@ -578,11 +695,29 @@ impl Worker {
                     self.record_failures(outcome.failures, commit);
                     self.to_sinks(i, source_id, outcome.outputs, routed);
                 }
-                // `no_route`, or a pipeline that no longer exists: route it afresh.
+                // `no_route`, or a pipeline that no longer exists: route it afresh. Matching
+                // pipelines of other workers get it handed over, to run with their state.
                 (_, None) => {
+                    for i in self.topology.matching(&letter.event) {
+                        if !self.own[i] {
+                            commit.handoffs.push(NewDeadLetter {
+                                reason: letter.reason.clone(),
+                                error: letter.error.clone(),
+                                pipeline: Some(self.names[i].clone()),
+                                stage: None,
+                                attempts: letter.attempts,
+                                event: letter.event.clone(),
+                            });
+                        }
+                    }
+                    let own = &self.own;
                     let Delivery {
                         outputs, failures, ..
-                    } = self.topology.process(letter.event);
+                    } = self.topology.process_gated(
+                        letter.event,
+                        &|i| own.get(i) == Some(&true),
+                        true,
+                    );
                     self.record_failures(failures, commit);
                     for (i, events) in outputs {
                         self.to_sinks(i, source_id, events, routed);
@@ -630,7 +765,8 @@ impl Worker {
             }
         }
         self.reported.resize_with(self.names.len(), Vec::new);
-        for (i, pipeline) in self.topology.pipelines().iter().enumerate() {
+        let pipelines = self.topology.pipelines().iter().enumerate();
+        for (i, pipeline) in pipelines.filter(|(i, _)| self.own[*i]) {
             let name = &self.names[i];
             let previous = &mut self.reported[i];
             for (j, (stage, counts)) in pipeline.stage_counts().enumerate() {
@@ -756,6 +892,40 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    #[test]
+    fn pipelines_sharing_an_exclusive_sink_stay_on_one_worker() {
+        let yaml = "sinks: {db: {type: store}, out: {type: file, path: out.ndjson}, web: {type: http, url: 'http://127.0.0.1:9/'}}\npipelines:\n  - {name: a, sinks: [out]}\n  - {name: b, sinks: [db]}\n  - {name: c, sinks: [db, out]}\n  - {name: d, sinks: [db]}\n  - {name: e, sinks: [web]}\n";
+        let config = colloquium_config::from_str(yaml, &|_| None).unwrap();
+        let on = |groups: &[Vec<bool>], name: &str| {
+            let i = config
+                .pipelines
+                .iter()
+                .position(|p| p.name == name)
+                .unwrap();
+            groups.iter().position(|g| g[i]).unwrap()
+        };
+        let groups = worker_groups(&config, 2);
+        assert_eq!(groups.len(), 2);
+        // `a` and `c` share the file sink; `store` is shared freely.
+        assert_eq!(on(&groups, "a"), on(&groups, "c"));
+        let sizes: Vec<usize> = groups
+            .iter()
+            .map(|g| g.iter().filter(|o| **o).count())
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 5);
+        assert!(sizes.iter().all(|s| *s >= 2), "{sizes:?}");
+        // Every pipeline runs on exactly one worker.
+        for i in 0..5 {
+            assert_eq!(groups.iter().filter(|g| g[i]).count(), 1);
+        }
+        assert_eq!(worker_groups(&config, 1).len(), 1);
+        assert_eq!(
+            worker_groups(&config, 16).len(),
+            4,
+            "one per component at most"
+        );
     }
 
     #[test]

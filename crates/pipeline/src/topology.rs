@@ -89,6 +89,15 @@ impl Topology {
         self.process_gated(event, &|_| true, true)
     }
 
+    /// Indexes of the pipelines whose `from` and `when` match `event`.
+    pub fn matching(&self, event: &Event) -> Vec<usize> {
+        let data = Value::Object(event.data.clone());
+        let routing = self.router.route(&event.metadata.source, &data, || {
+            event.script_metadata(&event.metadata.pipeline)
+        });
+        routing.matched().collect()
+    }
+
     /// Like [`Topology::process`], but only pipelines for which `take(index)` holds run it (a
     /// pipeline already past the event skips it), and routing failures (`no_route`,
     /// `route_error`) are reported only when `report_routing` (once per event, not per replay).

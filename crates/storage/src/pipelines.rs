@@ -81,6 +81,9 @@ pub struct PipelineCommit {
     pub outputs: Vec<Output>,
     /// Dead letters.
     pub dead_letters: Vec<NewDeadLetter>,
+    /// Dead letters handed to another pipeline worker: stored with a replay request, so the
+    /// worker that owns their pipeline runs them (not counted as failures).
+    pub handoffs: Vec<NewDeadLetter>,
     /// New checkpoints, by pipeline name.
     pub checkpoints: Vec<(String, Checkpoint)>,
     /// Stage state changes, applied in order.
@@ -144,9 +147,14 @@ impl Store {
             );
         }
         let now = Timestamp::now();
-        let ids = self.dead_letter_ids(now, commit.dead_letters.len());
+        let handoffs = commit.handoffs.len();
+        let ids = self.dead_letter_ids(now, commit.dead_letters.len() + handoffs);
         let mut letters = Vec::with_capacity(ids.len());
-        for (letter, id) in commit.dead_letters.into_iter().zip(ids) {
+        let all = commit.handoffs.into_iter().chain(commit.dead_letters);
+        for (n, (letter, id)) in all.zip(ids).enumerate() {
+            if n < handoffs {
+                batch.put_cf(&checkpoints, replay_key(id), b"");
+            }
             let letter = DeadLetter {
                 id,
                 reason: letter.reason,
@@ -179,6 +187,7 @@ impl Store {
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
         db.write_opt(batch, &options)?;
+        let letters = letters.split_off(handoffs);
         for letter in &letters {
             self.count_dead_letter(&letter.reason);
         }
@@ -467,6 +476,7 @@ mod tests {
                     change("k3", Some("3")),
                 ],
                 replayed: vec![],
+                handoffs: vec![],
             })
             .unwrap();
         let state = store.stage_state("a", "dedup#2").unwrap();

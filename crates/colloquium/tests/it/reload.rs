@@ -295,3 +295,52 @@ async fn a_node_without_a_config_file_has_nothing_to_reload() {
     let exit = crate::harness::wait_with_deadline(&mut child, Duration::from_secs(60));
     assert!(exit.success());
 }
+
+/// A `no_route` dead letter replayed after a reload added two pipelines that match it: each
+/// runs it once, whichever worker thread it is on (the routing worker hands it to the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unroutable_event_replays_into_pipelines_added_by_a_reload() {
+    let only_a = "
+sinks: {archive: {type: store}}
+pipelines:
+  - {name: a, when: {exists: /a}, sinks: [archive]}
+";
+    let node = Node::start(only_a);
+    let (status, accepted) = node.post(r#"{"b": 1}"#, "application/json").await;
+    assert_eq!(status, 202, "{accepted}");
+    let letter = eventually(DEADLINE, "the no_route dead letter", || async {
+        node.dead_letters("reason=no_route")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+
+    let with_b = format!(
+        "{only_a}  - {{name: b1, when: {{exists: /b}}, sinks: [archive]}}\n  - {{name: b2, when: {{exists: /b}}, sinks: [archive]}}\n"
+    );
+    std::fs::write(node.config_path(), with_b).unwrap();
+    let (status, report) = node.admin(Method::POST, "/admin/reload").await;
+    assert_eq!(status, 200, "{report}");
+    let url = node.url(&format!(
+        "/api/dlq/{}/replay",
+        letter["id"].as_str().unwrap()
+    ));
+    let replayed = node.client.post(url).send().await.unwrap();
+    assert_eq!(replayed.status().as_u16(), 202);
+
+    for pipeline in ["b1", "b2"] {
+        let outputs = eventually(DEADLINE, pipeline, || async {
+            let outputs = node.outputs(pipeline).await;
+            (!outputs.is_empty()).then_some(outputs)
+        })
+        .await;
+        assert_eq!(outputs.len(), 1, "{pipeline}: {outputs:?}");
+        assert_eq!(outputs[0]["data"], serde_json::json!({"b": 1}));
+    }
+    eventually(DEADLINE, "an empty dead-letter queue", || async {
+        node.dead_letters("").await.is_empty().then_some(())
+    })
+    .await;
+    assert!(node.outputs("a").await.is_empty());
+}
