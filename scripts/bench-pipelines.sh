@@ -73,7 +73,7 @@ def quantile(q):
             frac = (rank - below) / inside if inside else 1
             return lower + (le - lower) * frac if le != float("inf") else lower
         lower, below = le, buckets[le]
-print(f"ingest-to-sink latency over {total} events: p50 {quantile(0.5)*1000:.1f} ms, p99 {quantile(0.99)*1000:.1f} ms (histogram estimate)")
+print(f"ingest-to-sink latency over {total} events: p50 {quantile(0.5)*1000:.1f} ms, p99 {quantile(0.99)*1000:.1f} ms (histogram estimate), {100*buckets.get(0.02, 0)/total:.2f}% within 20 ms")
 '
 fi
 grep VmHWM /proc/$node/status | awk '{printf "node peak RSS: %.0f MiB\n", $2/1024}'
