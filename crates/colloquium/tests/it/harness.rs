@@ -70,12 +70,7 @@ impl Node {
             .send()
             .await
             .expect("admin request");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        status_and_json(response).await
     }
 
     fn start_in(dir: Arc<TempDir>, config: &str) -> Node {
@@ -182,22 +177,12 @@ impl Node {
             .send()
             .await
             .expect("POST /events");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        status_and_json(response).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.expect("GET");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        status_and_json(response).await
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
@@ -229,6 +214,16 @@ impl Node {
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
+}
+
+/// A response's status and its body as JSON (`null` when it is not JSON).
+async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 impl Drop for Node {

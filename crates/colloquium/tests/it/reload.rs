@@ -38,26 +38,9 @@ pipelines:
 ";
 
 /// `doomed` removed, `late` added (from the start of the log), `all` and `tagged` unchanged.
-const V2: &str = "
-scripts:
-  tag: {file: tag.json}
-sinks:
-  archive: {type: store}
-pipelines:
-  - name: all
-    start_from: earliest
-    stages:
-      - {type: dedup, key: /n, ttl: 1h}
-    sinks: [archive]
-  - name: tagged
-    start_from: earliest
-    stages:
-      - {type: transform, script: tag}
-    sinks: [archive]
-  - name: late
-    start_from: earliest
-    sinks: [archive]
-";
+fn v2() -> String {
+    V1.replace("name: doomed", "name: late")
+}
 
 fn tag_script(version: u64) -> String {
     format!(r#"["obj", ["n", ["get", ["$input"], "/n"]], ["v", {version}]]"#)
@@ -145,7 +128,7 @@ async fn reloads_under_live_traffic_lose_and_duplicate_nothing() {
     progress(500).await;
 
     // 1. A valid reload, from a change to the config file: `doomed` goes, `late` comes.
-    std::fs::write(node.config_path(), V2).unwrap();
+    std::fs::write(node.config_path(), v2()).unwrap();
     let config = until_version(&node, 2).await;
     let report = &config["last_reload"];
     assert_eq!(report["result"], "ok", "{config}");
@@ -169,7 +152,7 @@ async fn reloads_under_live_traffic_lose_and_duplicate_nothing() {
     progress(sent.load(Ordering::Acquire) + 500).await;
 
     // 3. An invalid config is rejected with its reason; the old one keeps running.
-    let broken = V2.replace("script: tag", "script: [nosuchop, 1]");
+    let broken = v2().replace("script: tag", "script: [nosuchop, 1]");
     std::fs::write(node.config_path(), &broken).unwrap();
     let (status, report) = node.admin(Method::POST, "/admin/reload").await;
     assert_eq!(status, 422, "{report}");
@@ -189,7 +172,7 @@ async fn reloads_under_live_traffic_lose_and_duplicate_nothing() {
 
     // 4. Back to the valid config: equal to the active one, so nothing restarts; SIGHUP
     // reloads too.
-    std::fs::write(node.config_path(), V2).unwrap();
+    std::fs::write(node.config_path(), v2()).unwrap();
     let (status, report) = node.admin(Method::POST, "/admin/reload").await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["result"], "unchanged", "{report}");
