@@ -222,7 +222,10 @@ impl Runtime {
         // a reload before its first step does not move it. The router starts at the head
         // when new: history is not dead-lettered as `no_route`.
         let newest = newest_id(store)?;
-        let mut first = PipelineCommit::default();
+        let mut first = PipelineCommit {
+            durable: true,
+            ..PipelineCommit::default()
+        };
         let starts = config.pipelines.iter().map(|p| {
             let position = match p.start_from {
                 StartFrom::Earliest => None,

@@ -6,6 +6,12 @@
 //! crash either all of a step is there or none of it is, and the pipeline resumes from its last
 //! checkpoint: no output is lost and none is written twice.
 //!
+//! Steps are not fsynced (unless [`PipelineCommit::durable`]): everything they write is derived
+//! from the log, which ingest fsyncs. A process crash loses nothing (the WAL is written before
+//! the commit returns); a power loss may lose the last steps, and the pipelines then redo them
+//! from the log, writing the same `store` rows again. An fsync per step cost the worker time on
+//! every step and sat in the ingest-to-sink latency (BENCHMARKS.md).
+//!
 //! Layout (`outputs`): pipeline name, `0x00`, the input event's 16-byte id, a 4-byte big-endian
 //! index (a transform may emit several events from one). Within a pipeline, keys sort by input
 //! event id, i.e. by ingest time. (`checkpoints`): pipeline name → [`Checkpoint`] JSON.
@@ -84,6 +90,9 @@ pub struct PipelineCommit {
     /// Dead letters handed to another pipeline worker: stored with a replay request, so the
     /// worker that owns their pipeline runs them (not counted as failures).
     pub handoffs: Vec<NewDeadLetter>,
+    /// Fsync this commit (when the store syncs at all): for what cannot be redone from the
+    /// log, such as where a new pipeline starts.
+    pub durable: bool,
     /// New checkpoints, by pipeline name.
     pub checkpoints: Vec<(String, Checkpoint)>,
     /// Stage state changes, applied in order.
@@ -185,7 +194,7 @@ impl Store {
             batch.put_cf(&checkpoints, pipeline.as_bytes(), json(checkpoint)?);
         }
         let mut options = WriteOptions::default();
-        options.set_sync(self.syncs());
+        options.set_sync(commit.durable && self.syncs());
         db.write_opt(batch, &options)?;
         let letters = letters.split_off(handoffs);
         for letter in &letters {
@@ -477,6 +486,7 @@ mod tests {
                 ],
                 replayed: vec![],
                 handoffs: vec![],
+                durable: true,
             })
             .unwrap();
         let state = store.stage_state("a", "dedup#2").unwrap();
