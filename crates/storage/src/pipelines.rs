@@ -558,6 +558,24 @@ mod tests {
             .unwrap();
         assert_eq!(store.outputs("a", None, None, None, 10).unwrap().len(), 3);
 
+        // Retention removes outputs of events older than the cutoff, in every pipeline.
+        assert!(
+            store
+                .delete_outputs_before(Timestamp::from_millis(15))
+                .unwrap()
+        );
+        let ns = |p: &str| -> Vec<u64> {
+            let outputs = store.outputs(p, None, None, None, 10).unwrap();
+            outputs.iter().filter_map(&n).collect()
+        };
+        assert_eq!(ns("a"), [20]);
+        assert_eq!(ns("ab"), [15]);
+        assert!(
+            !store
+                .delete_outputs_before(Timestamp::from_millis(15))
+                .unwrap()
+        );
+
         // Forgetting `a` removes its checkpoint and state, not its outputs nor `ab`'s state.
         store
             .commit_pipelines(PipelineCommit {
@@ -572,7 +590,7 @@ mod tests {
         assert_eq!(store.checkpoint("a").unwrap(), None);
         assert!(store.stage_state("a", "dedup#2").unwrap().is_empty());
         assert_eq!(store.stage_state("ab", "dedup#2").unwrap().len(), 1);
-        assert_eq!(store.outputs("a", None, None, None, 10).unwrap().len(), 3);
+        assert_eq!(store.outputs("a", None, None, None, 10).unwrap().len(), 1);
         store.close().unwrap();
     }
 }

@@ -1,8 +1,11 @@
-//! Retention: deletes events older than the configured age, in a background thread.
+//! Retention: deletes events, dead letters and pipeline outputs older than the configured age,
+//! in a background thread.
 //!
-//! Keys are time-ordered, so "older than the cutoff" is the key prefix range `[0, cutoff)`:
-//! one range tombstone removes it whatever its size, files wholly inside it are dropped, and a
-//! compaction of just that range reclaims the rest. Ingest never waits on any of it.
+//! Event and dead-letter keys are time-ordered, so "older than the cutoff" is the key range
+//! `[0, cutoff)`: one range tombstone removes it whatever its size, files wholly inside it are
+//! dropped, and a compaction of just that range reclaims the rest. Outputs are keyed by
+//! pipeline, then input event id: one range per pipeline, left to universal compaction to
+//! reclaim (a manual compaction there would rewrite everything). Ingest never waits on any of it.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -40,6 +43,38 @@ pub(crate) fn delete_before(
     Ok(true)
 }
 
+/// Deletes every output whose input event is older than `cutoff`, in every pipeline's key range
+/// (removed pipelines' too); returns whether any existed.
+pub(crate) fn delete_outputs_before(db: &DB, cutoff: Timestamp) -> Result<bool, StorageError> {
+    let Some(handle) = db.cf_handle(ColumnFamily::Outputs.name()) else {
+        return Ok(false);
+    };
+    let cutoff = EventId::min_at(cutoff).to_bytes();
+    let mut deleted = false;
+    let mut iter = db.raw_iterator_cf(&handle);
+    iter.seek_to_first();
+    // Visit each pipeline's first key: `name 0x00 id index`.
+    while let Some(key) = iter.key() {
+        let Some(end_of_name) = key.iter().position(|b| *b == 0) else {
+            break; // not an output key: nothing of ours past it
+        };
+        let prefix = key[..=end_of_name].to_vec();
+        let mut end = prefix.clone();
+        end.extend_from_slice(&cutoff);
+        if key < end.as_slice() {
+            db.delete_range_cf(&handle, &prefix, &end)?;
+            db.delete_file_in_range_cf(&handle, &prefix, &end)?;
+            deleted = true;
+        }
+        // The next pipeline: every key of this one sorts below `name 0x01`.
+        let mut next = key[..end_of_name].to_vec();
+        next.push(1);
+        iter.seek(&next);
+    }
+    iter.status()?;
+    Ok(deleted)
+}
+
 /// The background retention thread; stops when dropped or [`RetentionTask::stop`]ped.
 pub(crate) struct RetentionTask {
     stop: Option<mpsc::Sender<()>>,
@@ -61,8 +96,13 @@ impl RetentionTask {
             .spawn(move || {
                 loop {
                     let cutoff = Timestamp::now().saturating_sub_millis(max_age_ms);
-                    for cf in ColumnFamily::ALL {
-                        match delete_before(&db, cf, cutoff) {
+                    let passes = [ColumnFamily::Events, ColumnFamily::Dlq, ColumnFamily::Outputs];
+                    for cf in passes {
+                        let pass = match cf {
+                            ColumnFamily::Outputs => delete_outputs_before(&db, cutoff),
+                            _ => delete_before(&db, cf, cutoff),
+                        };
+                        match pass {
                             Ok(true) => {
                                 metrics.retention_runs.inc();
                                 tracing::info!(cf = cf.name(), cutoff = %cutoff, "retention deleted expired records");

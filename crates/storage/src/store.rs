@@ -115,6 +115,12 @@ impl Store {
         retention::delete_before(&self.inner.db, ColumnFamily::Events, cutoff)
     }
 
+    /// Deletes every pipeline output whose input event was ingested before `cutoff`; returns
+    /// whether any existed.
+    pub fn delete_outputs_before(&self, cutoff: Timestamp) -> Result<bool, StorageError> {
+        retention::delete_outputs_before(&self.inner.db, cutoff)
+    }
+
     /// Stores `event` in the dead-letter queue (durably: fsynced when `sync` is on).
     /// `reason` must come from a small fixed set: it becomes a metric label.
     pub fn put_dead_letter(

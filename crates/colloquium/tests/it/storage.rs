@@ -9,18 +9,30 @@ use crate::harness::{Node, eventually};
 
 #[tokio::test]
 async fn retention_removes_old_events_in_the_background() {
-    let node = Node::start("storage:\n  retention: 1s\n  retention_interval: 100ms\n");
+    let node = Node::start(
+        "storage:\n  retention: 1s\n  retention_interval: 100ms\nsinks: {archive: {type: store}}\npipelines:\n  - {name: copy, start_from: earliest, sinks: [archive]}\n",
+    );
     let (status, body) = node
         .post(r#"[{"a":1},{"a":2},{"a":3}]"#, "application/json")
         .await;
     assert_eq!(status, 202);
     let id = body["ids"][0].as_str().unwrap().to_owned();
     assert_eq!(node.get(&format!("/api/events/{id}")).await.0, 200);
-
     eventually(
         Duration::from_secs(30),
-        "retention to delete expired events",
-        || async { node.all_events().await.is_empty().then_some(()) },
+        "the pipeline's outputs",
+        || async { (node.outputs("copy").await.len() == 3).then_some(()) },
+    )
+    .await;
+
+    // Events and the outputs made from them expire together.
+    eventually(
+        Duration::from_secs(30),
+        "retention to delete expired events and outputs",
+        || async {
+            (node.all_events().await.is_empty() && node.outputs("copy").await.is_empty())
+                .then_some(())
+        },
     )
     .await;
     assert_eq!(node.get(&format!("/api/events/{id}")).await.0, 404);
