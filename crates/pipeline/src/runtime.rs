@@ -61,8 +61,8 @@ pub enum RuntimeError {
     Thread(std::io::Error),
 }
 
-/// The running pipelines. Dropping it without [`Runtime::stop`] leaves the thread running until
-/// the process ends.
+/// The running pipelines. Dropping it without [`Runtime::stop`] leaves the workers running
+/// until the process ends.
 pub struct Runtime {
     /// Outlives workers, so the ingest path's handle keeps working across reloads.
     handle: RuntimeHandle,
@@ -158,8 +158,8 @@ impl Runtime {
     }
 
     /// Swaps in `config`'s pipelines. The new topology is built first; if it does not build,
-    /// the running pipelines are untouched. Otherwise the worker finishes its step (a commit)
-    /// and stops, and a new one starts from the checkpoints: pipelines that stay keep their
+    /// the running pipelines are untouched. Otherwise each worker finishes its step (a commit)
+    /// and stops, and new ones start from the checkpoints: pipelines that stay keep their
     /// position and stage state, so no event is skipped or processed twice; removed pipelines
     /// are forgotten (checkpoint and state; their outputs stay); added ones start from their
     /// `start_from`. If the new worker cannot start, the old config is started again.
@@ -194,22 +194,14 @@ impl Runtime {
         }
     }
 
-    /// Finishes the current step and stops the worker. Events not processed yet are processed
+    /// Finishes the current steps and stops the workers. Events not processed yet are processed
     /// after the next start, from the checkpoints.
     pub fn stop(mut self) {
         self.halt();
     }
 
     fn halt(&mut self) {
-        for worker in &self.workers {
-            worker.stop.store(true, Ordering::Release);
-        }
-        self.handle.notify();
-        for worker in self.workers.drain(..) {
-            if worker.thread.join().is_err() {
-                tracing::error!("a pipeline worker panicked");
-            }
-        }
+        stop_workers(&self.handle, std::mem::take(&mut self.workers));
     }
 
     /// Starts the workers for `config`'s pipelines (none without pipelines).
@@ -252,13 +244,7 @@ impl Runtime {
             match self.spawn(config, own, n == 0, n) {
                 Ok(worker) => workers.push(worker),
                 Err(e) => {
-                    for worker in &workers {
-                        worker.stop.store(true, Ordering::Release);
-                    }
-                    self.handle.notify();
-                    for worker in workers {
-                        let _ = worker.thread.join();
-                    }
+                    stop_workers(&self.handle, workers);
                     return Err(e);
                 }
             }
@@ -314,6 +300,19 @@ impl Runtime {
             })
             .map_err(RuntimeError::Thread)?;
         Ok(RunningWorker { stop, thread })
+    }
+}
+
+/// Lets each worker finish its step, then joins them.
+fn stop_workers(handle: &RuntimeHandle, workers: Vec<RunningWorker>) {
+    for worker in &workers {
+        worker.stop.store(true, Ordering::Release);
+    }
+    handle.notify();
+    for worker in workers {
+        if worker.thread.join().is_err() {
+            tracing::error!("a pipeline worker panicked");
+        }
     }
 }
 
