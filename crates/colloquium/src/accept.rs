@@ -18,7 +18,7 @@ pub struct StoreAccept {
 
 impl Accept for StoreAccept {
     async fn accept(&self, events: Vec<Event>, ids: Reservation) -> Result<(), AcceptError> {
-        let stored = self.store.append_settling(&events, ids).await;
+        let stored = self.store.append_settling(events.into(), ids).await;
         stored.map_err(|e| match e {
             StorageError::Closed => AcceptError::ShuttingDown,
             other => AcceptError::Unavailable(other.to_string()),

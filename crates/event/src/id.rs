@@ -161,6 +161,16 @@ impl IdGenerator {
         if let Some((first, _)) = state.unsettled.first_key_value() {
             return Some(EventId(*first));
         }
+        Self::after_last(&state)
+    }
+
+    /// Every id given out so far is below the returned one, and every later id is at least it.
+    /// `None` before the first.
+    pub fn issued(&self) -> Option<EventId> {
+        Self::after_last(&self.lock())
+    }
+
+    fn after_last(state: &State) -> Option<EventId> {
         let last = state.last?;
         let next = last
             .increment()

@@ -3,6 +3,8 @@
 //! - `colloquium_pipeline_events_total{pipeline, stage, outcome="in|out|failed"}` per stage;
 //! - `colloquium_pipeline_latency_seconds{pipeline}`: from an event's ingest to the commit of the
 //!   step that processed it (the ingest-to-sink latency);
+//! - `colloquium_pipeline_read_events_total{source="memory|log"}`: where workers got their
+//!   events (memory once caught up with the log);
 //! - `colloquium_pipeline_step_seconds`: how long each committed step took (read the log,
 //!   process, send, commit);
 //! - `colloquium_pipeline_lag_seconds{pipeline}`: how far behind the newest processed event's
@@ -50,6 +52,13 @@ pub struct RouteLabels {
     pub result: &'static str,
 }
 
+/// `{source}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    /// `memory` or `log`.
+    pub source: &'static str,
+}
+
 /// `{sink}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
@@ -63,6 +72,7 @@ pub struct PipelineMetrics {
     pub(crate) stage_events: Family<StageLabels, Counter>,
     pub(crate) latency: HistogramFamily<PipelineLabels>,
     pub(crate) step: Histogram,
+    read: Family<ReadLabels, Counter>,
     pub(crate) lag: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
     pub(crate) stopped: Family<PipelineLabels, Gauge>,
     pub(crate) routed: Family<RouteLabels, Counter>,
@@ -76,12 +86,20 @@ fn batch_histogram() -> Histogram {
 }
 
 impl PipelineMetrics {
+    /// Counts `count` events read from `source` (`memory` or `log`).
+    pub(crate) fn read(&self, source: &'static str, count: usize) {
+        let labels = ReadLabels { source };
+        let count = u64::try_from(count).unwrap_or(u64::MAX);
+        self.read.get_or_create(&labels).inc_by(count);
+    }
+
     /// Registers the pipeline, router and sink metrics.
     pub fn register(registry: &MetricsRegistry) -> Self {
         let m = PipelineMetrics {
             stage_events: Family::default(),
             latency: HistogramFamily::new_with_constructor(latency_histogram),
             step: latency_histogram(),
+            read: Family::default(),
             lag: Family::default(),
             stopped: Family::default(),
             routed: Family::default(),
@@ -99,6 +117,11 @@ impl PipelineMetrics {
                 "latency_seconds",
                 "From an event's ingest to the commit of the step that processed it",
                 m.latency.clone(),
+            );
+            r.register(
+                "read_events",
+                "Events the workers read, from memory (caught up) or from the log",
+                m.read.clone(),
             );
             r.register(
                 "step_seconds",

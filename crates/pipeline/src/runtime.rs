@@ -15,8 +15,10 @@
 //! `store` and `dlq` add to the step's commit, `file`, `http` and `stdout` deliver before it.
 //!
 //! Workers wake when the ingest path reports a commit (`RuntimeHandle::notify`) and at least
-//! every [`IDLE_POLL`]. They read recent events back from RocksDB's memtable and block cache
-//! rather than receiving them in memory.
+//! every [`IDLE_POLL`]. A worker that has caught up with the log takes new events in memory
+//! from the store's feed (`Store::feed`: each durable batch, published before its ids settle),
+//! so it neither reads nor decodes them again; one that falls more than [`FEED_CAPACITY`]
+//! events behind, or whose step fails, reads the log until it has caught up again (`Source`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,7 @@ use colloquium_event::{Event, EventId, IdGenerator, Timestamp};
 use colloquium_router::{Balancer, Pick};
 use colloquium_storage::{
     Checkpoint, NewDeadLetter, Order, PipelineCommit, ScanRange, StateChange, StorageError, Store,
+    Subscription,
 };
 use colloquium_telemetry::health::{ComponentHealth, HealthBoard, Status};
 
@@ -42,6 +45,11 @@ use crate::topology::{Delivery, Topology};
 pub const STEP_EVENTS: usize = 1_000;
 /// Longest the worker sleeps without a notification.
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Most events a worker's in-memory feed holds; a worker further behind reads the log.
+const FEED_CAPACITY: usize = 50 * STEP_EVENTS;
+/// `source` label values of `colloquium_pipeline_read_events_total`.
+const MEMORY: &str = "memory";
+const LOG: &str = "log";
 /// Behind the log by more than this, a pipeline reports `degraded`.
 const LAGGING_SECONDS: f64 = 30.0;
 /// Checkpoint key of the router (`@` cannot start a pipeline name).
@@ -289,6 +297,7 @@ impl Runtime {
             metrics: self.shared.metrics.clone(),
             board: self.shared.board.clone(),
             reported: Vec::new(),
+            source: Source::log(store, &self.shared.ids),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -442,6 +451,35 @@ struct Worker {
     board: HealthBoard,
     /// Stage counters already added to the metrics, per pipeline and stage.
     reported: Vec<Vec<StageCounts>>,
+    source: Source,
+}
+
+/// Where a worker's next events come from.
+enum Source {
+    /// Catching up: reading the log. `subscription` buffers what is published meanwhile;
+    /// every batch reserved before it was taken has an id below `since`.
+    Log {
+        subscription: Arc<Subscription>,
+        since: Option<EventId>,
+    },
+    /// Caught up: new events arrive in memory. `pending` holds those not yet below the
+    /// watermark (an earlier batch may still land), in id order.
+    Memory {
+        subscription: Arc<Subscription>,
+        pending: Vec<Event>,
+    },
+}
+
+impl Source {
+    /// Back to the log, with a fresh subscription for when it has caught up again.
+    fn log(store: &Store, ids: &IdGenerator) -> Source {
+        // Subscribe first: a batch reserved after `since` is read is published after this.
+        let subscription = store.feed().subscribe(FEED_CAPACITY);
+        Source::Log {
+            subscription,
+            since: ids.issued(),
+        }
+    }
 }
 
 impl Worker {
@@ -464,6 +502,8 @@ impl Worker {
                             self.positions = committed.positions;
                             self.router = committed.router;
                             self.reported.clear();
+                            // What the failed step took from memory is gone: reread the log.
+                            self.source = Source::log(&self.store, &self.ids);
                         }
                         Err(e) => tracing::error!(error = %e, "reloading pipelines failed"),
                     }
@@ -487,20 +527,10 @@ impl Worker {
         // live and no routing: nothing to read.
         let from = live.chain(router).min();
 
-        let mut events = Vec::new();
-        if let Some(after) = from {
-            let range = ScanRange {
-                after,
-                ..ScanRange::default()
-            };
-            for item in self.store.scan(range, true) {
-                let (id, bytes) = item?;
-                if watermark.is_some_and(|w| id >= w) || events.len() >= STEP_EVENTS {
-                    break;
-                }
-                events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
-            }
-        }
+        let events = match from {
+            Some(after) => self.next_events(after, watermark)?,
+            None => Vec::new(),
+        };
         let mut commit = PipelineCommit::default();
         let mut routed: BTreeMap<String, Vec<Routed>> = BTreeMap::new();
         self.replay(&mut commit, &mut routed)?;
@@ -568,6 +598,65 @@ impl Worker {
         self.metrics.step.observe(started.elapsed().as_secs_f64());
         self.report(&taken, count >= STEP_EVENTS);
         Ok(count)
+    }
+
+    /// Up to [`STEP_EVENTS`] events after `after` and below `watermark`, in id order: from
+    /// memory once caught up, else from the log.
+    fn next_events(
+        &mut self,
+        after: Option<EventId>,
+        watermark: Option<EventId>,
+    ) -> Result<Vec<Event>, StorageError> {
+        let is_new = |id: EventId| after.is_none_or(|a| id > a);
+        // No watermark: no id given out yet, so everything in the log is settled.
+        let settled = |id: EventId| watermark.is_none_or(|w| id < w);
+        if let Source::Memory {
+            subscription,
+            pending,
+        } = &mut self.source
+        {
+            // Taken after reading the watermark: whatever settled below it is in here.
+            if let Some(batches) = subscription.take() {
+                for batch in batches {
+                    pending.extend(batch.iter().filter(|e| is_new(e.id)).cloned());
+                }
+                pending.sort_unstable_by_key(|e| e.id);
+                let ready = pending.partition_point(|e| settled(e.id)).min(STEP_EVENTS);
+                let events: Vec<Event> = pending.drain(..ready).collect();
+                self.metrics.read(MEMORY, events.len());
+                return Ok(events);
+            }
+            // Fell too far behind: some batches were dropped.
+            self.source = Source::log(&self.store, &self.ids);
+        }
+        let range = ScanRange {
+            after,
+            ..ScanRange::default()
+        };
+        let mut events = Vec::new();
+        for item in self.store.scan(range, true) {
+            let (id, bytes) = item?;
+            if !settled(id) || events.len() >= STEP_EVENTS {
+                break;
+            }
+            events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
+        }
+        self.metrics.read(LOG, events.len());
+        // Caught up with the log below a watermark past every batch reserved before the
+        // subscription: from now on, every new event is in the subscription.
+        if let Source::Log {
+            subscription,
+            since,
+        } = &self.source
+            && events.len() < STEP_EVENTS
+            && since.is_none_or(|s| watermark.is_some_and(|w| w >= s))
+        {
+            self.source = Source::Memory {
+                subscription: subscription.clone(),
+                pending: Vec::new(),
+            };
+        }
+        Ok(events)
     }
 
     fn process(
@@ -978,7 +1067,7 @@ mod tests {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(runtime_store.append_settling(&events, reservation))
+                rt.block_on(runtime_store.append_settling(events.clone().into(), reservation))
                     .unwrap();
             });
         });

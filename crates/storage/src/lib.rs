@@ -2,6 +2,7 @@
 //!
 //! - [`db`]: opening the database, its column families and tuning; the directory lock.
 //! - [`log`]: the event log: key layout and the group-commit writer that makes batches durable.
+//! - [`feed`]: newly durable batches handed to readers that keep up, in memory.
 //! - [`scan`]: time-range scans over the log, forward or backward, with cursors.
 //! - [`retention`]: the background pass that deletes events older than the retention.
 //! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
@@ -16,6 +17,7 @@ pub mod db;
 pub mod dlq;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod log;
 pub mod pipelines;
 pub mod retention;
@@ -26,6 +28,7 @@ pub use db::{ColumnFamily, Compression, StoreOptions};
 pub use dlq::DeadLetter;
 pub use error::StorageError;
 pub use events::StorageMetrics;
+pub use feed::{Feed, Subscription};
 pub use pipelines::{
     Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StoredOutput,
 };

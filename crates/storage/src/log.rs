@@ -18,6 +18,7 @@ use colloquium_event::{Event, Reservation};
 use rocksdb::{DB, WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::feed::Feed;
 use crate::{ColumnFamily, StorageError, StorageMetrics};
 
 /// Most bytes merged into one group commit, so one huge group cannot stall the rest.
@@ -33,6 +34,8 @@ struct Request {
     /// Dropped by the writer thread once the batch is written (or failed), not before: the ids
     /// must stay below the watermark while the batch may still land.
     settle: Option<Reservation>,
+    /// Published to the feed once durable, before `settle` is dropped.
+    publish: Option<Arc<[Event]>>,
 }
 
 /// Encodes an event as its log record.
@@ -65,6 +68,7 @@ impl Writer {
     /// Starts the writer thread for `cf` of `db`.
     pub(crate) fn start(
         db: Arc<DB>,
+        feed: Arc<Feed>,
         cf: ColumnFamily,
         sync: bool,
         metrics: StorageMetrics,
@@ -74,7 +78,7 @@ impl Writer {
         let thread_failed = failed.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{}-writer", cf.name()))
-            .spawn(move || write_loop(&db, cf, sync, rx, &metrics, &thread_failed))
+            .spawn(move || write_loop(&db, &feed, cf, sync, rx, &metrics, &thread_failed))
             .map_err(|e| StorageError::Db(format!("starting writer thread: {e}")))?;
         Ok(Self {
             queue: Mutex::new(Some(tx)),
@@ -88,6 +92,7 @@ impl Writer {
         &self,
         events: &[Event],
         settle: Option<Reservation>,
+        publish: Option<Arc<[Event]>>,
     ) -> Result<(), StorageError> {
         let mut records = Vec::with_capacity(events.len());
         let mut bytes = 0;
@@ -108,6 +113,7 @@ impl Writer {
             bytes,
             done,
             settle,
+            publish,
         };
         queue
             .send(request)
@@ -143,6 +149,7 @@ impl Drop for Writer {
 
 fn write_loop(
     db: &DB,
+    feed: &Feed,
     cf: ColumnFamily,
     sync: bool,
     mut rx: mpsc::Receiver<Request>,
@@ -190,6 +197,10 @@ fn write_loop(
             }
         }
         for request in group.drain(..) {
+            // Publish before settling: once the watermark passes a batch, its subscribers have it.
+            if let (Ok(()), Some(batch)) = (&result, &request.publish) {
+                feed.publish(batch);
+            }
             // Settle the ids before answering: whoever is woken by the answer (the pipeline
             // worker) must already find the watermark past this batch.
             drop(request.settle);

@@ -9,6 +9,7 @@ use rocksdb::{DB, WriteOptions};
 
 use crate::dlq::DeadLetter;
 use crate::events::CfLabels;
+use crate::feed::Feed;
 use crate::log::{self, Writer};
 use crate::retention::{self, RetentionTask};
 use crate::scan::Scan;
@@ -23,6 +24,7 @@ pub struct Store {
 struct Inner {
     db: Arc<DB>,
     writer: Writer,
+    feed: Arc<Feed>,
     retention: Mutex<Option<RetentionTask>>,
     metrics: StorageMetrics,
     dlq_ids: IdGenerator,
@@ -33,8 +35,10 @@ impl Store {
     /// Opens (or creates) the store in `options.data_dir` and starts its writer.
     pub fn open(options: StoreOptions, metrics: StorageMetrics) -> Result<Self, StorageError> {
         let db = Arc::new(crate::db::open(&options)?);
+        let feed = Arc::new(Feed::default());
         let writer = Writer::start(
             db.clone(),
+            feed.clone(),
             ColumnFamily::Events,
             options.sync,
             metrics.clone(),
@@ -44,6 +48,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 writer,
+                feed,
                 retention: Mutex::new(None),
                 metrics,
                 dlq_ids: IdGenerator::default(),
@@ -75,17 +80,26 @@ impl Store {
     /// Appends `events` atomically; returns once they are durable. Concurrent calls share one
     /// WAL write and fsync.
     pub async fn append(&self, events: &[Event]) -> Result<(), StorageError> {
-        self.inner.writer.append(events, None).await
+        self.inner.writer.append(events, None, None).await
     }
 
     /// Like [`Store::append`], and drops `ids` once the batch is written or can no longer be
     /// (also when the caller stops waiting): see [`colloquium_event::IdGenerator::watermark`].
+    /// Once durable, and before `ids` settle, the batch is published to [`Store::feed`].
     pub async fn append_settling(
         &self,
-        events: &[Event],
+        events: Arc<[Event]>,
         ids: Reservation,
     ) -> Result<(), StorageError> {
-        self.inner.writer.append(events, Some(ids)).await
+        self.inner
+            .writer
+            .append(&events, Some(ids), Some(events.clone()))
+            .await
+    }
+
+    /// Where batches written by [`Store::append_settling`] are handed to readers in memory.
+    pub fn feed(&self) -> &Feed {
+        &self.inner.feed
     }
 
     /// Returns the stored JSON of event `id`.

@@ -238,6 +238,13 @@ async fn reloads_under_live_traffic_lose_and_duplicate_nothing() {
     assert!(switch > 0, "version 1 ran first");
     assert!(versions[switch..].iter().all(|v| *v == 2), "{versions:?}");
 
+    // Once caught up, the workers took new events in memory rather than from the log.
+    let memory = "colloquium_pipeline_read_events_total{source=\"memory\"}";
+    assert!(
+        metric(&node, memory).await.is_some_and(|n| n > 0.0),
+        "no event was handed over in memory"
+    );
+
     // `doomed` stopped cleanly: its outputs stay, each once, and it is gone from /health.
     let doomed = counts(&node, "doomed").await;
     assert!(doomed.values().all(|c| *c == 1));

@@ -1,0 +1,137 @@
+//! The in-memory hand-over of newly durable batches to readers that keep up with the log (the
+//! pipeline workers), so they need not read them back and decode them.
+//!
+//! The writer thread publishes each batch written through `Store::append_settling` after it is
+//! durable and *before* its ids settle. So once the id watermark has passed an event, a
+//! subscription taken before the event was published holds it. A subscriber that falls more
+//! than its capacity behind loses its buffer (and is told so), and reads the log instead.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use colloquium_event::Event;
+
+/// Where durable batches are published.
+#[derive(Debug, Default)]
+pub struct Feed {
+    subscribers: Mutex<Vec<Weak<Subscription>>>,
+}
+
+/// One reader's buffer of published batches.
+#[derive(Debug)]
+pub struct Subscription {
+    capacity: usize,
+    buffered: Mutex<Buffered>,
+}
+
+#[derive(Debug, Default)]
+struct Buffered {
+    batches: Vec<Arc<[Event]>>,
+    events: usize,
+    overflowed: bool,
+}
+
+impl Feed {
+    /// Starts buffering every batch published from now on, up to `capacity` events at a time.
+    pub fn subscribe(&self, capacity: usize) -> Arc<Subscription> {
+        let subscription = Arc::new(Subscription {
+            capacity,
+            buffered: Mutex::default(),
+        });
+        self.lock().push(Arc::downgrade(&subscription));
+        subscription
+    }
+
+    /// Hands `batch` to every live subscription (dropped ones are forgotten here).
+    pub(crate) fn publish(&self, batch: &Arc<[Event]>) {
+        let mut subscribers = self.lock();
+        subscribers.retain(|weak| {
+            let Some(subscription) = weak.upgrade() else {
+                return false;
+            };
+            let mut buffered = subscription.lock();
+            if buffered.overflowed {
+                return true;
+            }
+            if buffered.events + batch.len() > subscription.capacity {
+                // Too far behind: free the memory; the reader goes back to the log.
+                *buffered = Buffered {
+                    overflowed: true,
+                    ..Buffered::default()
+                };
+            } else {
+                buffered.events += batch.len();
+                buffered.batches.push(batch.clone());
+            }
+            true
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Subscription>>> {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Subscription {
+    /// Takes the batches published since the last call, in publication order (not id order:
+    /// concurrent batches become durable in any order). `None` when some were dropped because
+    /// the reader fell behind: the log must be read instead, and this subscription is done.
+    pub fn take(&self) -> Option<Vec<Arc<[Event]>>> {
+        let mut buffered = self.lock();
+        if buffered.overflowed {
+            return None;
+        }
+        buffered.events = 0;
+        Some(std::mem::take(&mut buffered.batches))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffered> {
+        self.buffered.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colloquium_event::{Metadata, Timestamp};
+
+    fn batch(n: usize) -> Arc<[Event]> {
+        (0..n)
+            .map(|_| {
+                Event::at(
+                    Timestamp::from_millis(1),
+                    serde_json::Map::new(),
+                    Metadata::new("http", "default"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn subscribers_get_what_is_published_after_they_subscribe_until_they_fall_behind() {
+        let feed = Feed::default();
+        feed.publish(&batch(1));
+        let a = feed.subscribe(5);
+        let b = feed.subscribe(100);
+        feed.publish(&batch(2));
+        feed.publish(&batch(3));
+        assert_eq!(a.take().map(|b| b.len()), Some(2));
+        assert_eq!(a.take().map(|b| b.len()), Some(0));
+        // `a` holds at most 5 events: 3 + 3 overflows it, for good.
+        feed.publish(&batch(3));
+        feed.publish(&batch(3));
+        assert!(a.take().is_none());
+        feed.publish(&batch(1));
+        assert!(a.take().is_none());
+        let total: usize = b.take().unwrap().iter().map(|b| b.len()).sum();
+        assert_eq!(total, 12);
+        drop(a);
+        drop(b);
+        feed.publish(&batch(1));
+        assert!(
+            feed.lock().is_empty(),
+            "dropped subscriptions are forgotten"
+        );
+    }
+}
