@@ -620,13 +620,16 @@ impl Worker {
                 for batch in batches {
                     pending.extend(batch.iter().filter(|e| is_new(e.id)).cloned());
                 }
-                pending.sort_unstable_by_key(|e| e.id);
-                let ready = pending.partition_point(|e| settled(e.id)).min(STEP_EVENTS);
-                let events: Vec<Event> = pending.drain(..ready).collect();
-                self.metrics.read(MEMORY, events.len());
-                return Ok(events);
+                if pending.len() <= FEED_CAPACITY {
+                    pending.sort_unstable_by_key(|e| e.id);
+                    let ready = pending.partition_point(|e| settled(e.id)).min(STEP_EVENTS);
+                    let events: Vec<Event> = pending.drain(..ready).collect();
+                    self.metrics.read(MEMORY, events.len());
+                    return Ok(events);
+                }
             }
-            // Fell too far behind: some batches were dropped.
+            // Fell too far behind (batches were dropped, or too many wait): the log has them
+            // all, and holding them here would cost memory without bound.
             self.source = Source::log(&self.store, &self.ids);
         }
         let range = ScanRange {
