@@ -1099,3 +1099,115 @@ mod tests {
         store.close().unwrap();
     }
 }
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+    use crate::sinks::store::StoreConfig;
+    use colloquium_event::{Metadata, Reservation};
+    use colloquium_storage::{StorageMetrics, StoreOptions};
+    use colloquium_telemetry::MetricsRegistry;
+    use std::time::Instant;
+
+    fn batch(ids: &Arc<IdGenerator>, n: usize) -> (Arc<[Event]>, Reservation) {
+        let (ids, reservation) = ids.reserve(Timestamp::now(), n);
+        let events = ids
+            .iter()
+            .map(|id| Event {
+                id: *id,
+                timestamp: id.timestamp(),
+                ingest_time: id.timestamp(),
+                data: serde_json::Map::new(),
+                metadata: Metadata::new("http", "default"),
+            })
+            .collect();
+        (events, reservation)
+    }
+
+    fn outputs(store: &Store) -> Vec<EventId> {
+        let stored = store.outputs("p", None, None, None, 1_000).unwrap();
+        stored
+            .iter()
+            .map(|o| serde_json::from_slice::<Event>(&o.json).unwrap().id)
+            .collect()
+    }
+
+    /// Once caught up, a worker takes new batches from memory, in id order, and only below the
+    /// watermark: a batch that becomes durable before an earlier one waits for it.
+    #[test]
+    fn caught_up_workers_take_batches_in_memory_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            sync: false,
+            ..StoreOptions::new(dir.path())
+        };
+        let store = Store::open(
+            options,
+            StorageMetrics::register(&MetricsRegistry::default()),
+        )
+        .unwrap();
+        let yaml = "sinks: {archive: {type: store}}\npipelines:\n  - {name: p, start_from: earliest, sinks: [archive]}\n";
+        let config = colloquium_config::from_str(yaml, &|_| None).unwrap();
+        let registry = Registry::default().sink::<StoreConfig>();
+        let metrics_registry = MetricsRegistry::default();
+        let ids = Arc::new(IdGenerator::default());
+        let runtime = Runtime::start(
+            &config,
+            &registry,
+            store.clone(),
+            ids.clone(),
+            PipelineMetrics::register(&metrics_registry),
+            HealthBoard::default(),
+        )
+        .unwrap();
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let wait_for = |count: usize| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while outputs(&store).len() < count {
+                assert!(Instant::now() < deadline, "{:?}", outputs(&store).len());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+
+        // Caught up with an empty log, the worker switches to memory.
+        let (first, settle) = batch(&ids, 3);
+        tokio
+            .block_on(store.append_settling(first.clone(), settle))
+            .unwrap();
+        runtime.handle().notify();
+        wait_for(3);
+
+        // `late` is reserved first but lands last; `early` waits for it below the watermark.
+        let (late, late_ids) = batch(&ids, 2);
+        let (early, early_ids) = batch(&ids, 2);
+        tokio
+            .block_on(store.append_settling(early.clone(), early_ids))
+            .unwrap();
+        runtime.handle().notify();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(outputs(&store).len(), 3, "nothing past an unsettled batch");
+        tokio
+            .block_on(store.append_settling(late.clone(), late_ids))
+            .unwrap();
+        runtime.handle().notify();
+        wait_for(7);
+        let expected: Vec<EventId> = first
+            .iter()
+            .chain(late.iter())
+            .chain(early.iter())
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(outputs(&store), expected);
+        let text = metrics_registry.encode();
+        let memory = text
+            .lines()
+            .find(|l| l.starts_with("colloquium_pipeline_read_events_total{source=\"memory\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(memory.is_some_and(|n| n >= 4), "{text}");
+        runtime.stop();
+        store.close().unwrap();
+    }
+}
