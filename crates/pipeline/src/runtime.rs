@@ -944,8 +944,9 @@ fn newest_id(store: &Store) -> Result<Option<EventId>, StorageError> {
 mod tests {
     use super::*;
     use crate::sink::{Sink, SinkBuildContext, SinkConfig, SinkError};
+    use crate::sinks::store::StoreConfig;
     use crate::stages::transform::TransformConfig;
-    use colloquium_event::Metadata;
+    use colloquium_event::{Metadata, Reservation};
     use colloquium_storage::{StorageMetrics, StoreOptions};
     use colloquium_telemetry::MetricsRegistry;
     use std::sync::atomic::AtomicUsize;
@@ -1024,32 +1025,18 @@ mod tests {
 
     #[test]
     fn a_failed_step_is_retried_from_the_last_commit_without_losing_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            sync: false,
-            ..StoreOptions::new(dir.path())
-        };
-        let store = Store::open(
-            options,
-            StorageMetrics::register(&MetricsRegistry::default()),
-        )
-        .unwrap();
         let yaml = "sinks: {archive: {type: store}, flaky: {type: flaky}}\npipelines:\n  - name: p\n    start_from: earliest\n    stages:\n      - {type: transform, script: [obj, [n, [get, [$input], /n]]]}\n    sinks: [flaky, archive]\n";
-        let config = colloquium_config::from_str(yaml, &|_| None).unwrap();
         let registry = Registry::default()
             .stage::<TransformConfig>()
-            .sink::<crate::sinks::store::StoreConfig>()
+            .sink::<StoreConfig>()
             .sink::<FlakyConfig>();
-        let ids = Arc::new(IdGenerator::default());
-        let runtime = Runtime::start(
-            &config,
-            &registry,
-            store.clone(),
-            ids.clone(),
-            PipelineMetrics::register(&MetricsRegistry::default()),
-            HealthBoard::default(),
-        )
-        .unwrap();
+        let Fixture {
+            _dir,
+            store,
+            runtime,
+            ids,
+            ..
+        } = start(yaml, &registry);
 
         let (ids, reservation) = ids.reserve(Timestamp::now(), 50);
         let events: Vec<Event> = ids
@@ -1098,16 +1085,47 @@ mod tests {
         runtime.stop();
         store.close().unwrap();
     }
-}
 
-#[cfg(test)]
-mod memory_tests {
-    use super::*;
-    use crate::sinks::store::StoreConfig;
-    use colloquium_event::{Metadata, Reservation};
-    use colloquium_storage::{StorageMetrics, StoreOptions};
-    use colloquium_telemetry::MetricsRegistry;
-    use std::time::Instant;
+    /// A store in a temporary directory and pipelines on it.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        runtime: Runtime,
+        ids: Arc<IdGenerator>,
+        metrics: MetricsRegistry,
+    }
+
+    fn start(yaml: &str, registry: &Registry) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            sync: false,
+            ..StoreOptions::new(dir.path())
+        };
+        let store = Store::open(
+            options,
+            StorageMetrics::register(&MetricsRegistry::default()),
+        )
+        .unwrap();
+        let config = colloquium_config::from_str(yaml, &|_| None).unwrap();
+        let metrics = MetricsRegistry::default();
+        let ids = Arc::new(IdGenerator::default());
+        let runtime = Runtime::start(
+            &config,
+            registry,
+            store.clone(),
+            ids.clone(),
+            PipelineMetrics::register(&metrics),
+            HealthBoard::default(),
+        )
+        .unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            runtime,
+            ids,
+            metrics,
+        }
+    }
 
     fn batch(ids: &Arc<IdGenerator>, n: usize) -> (Arc<[Event]>, Reservation) {
         let (ids, reservation) = ids.reserve(Timestamp::now(), n);
@@ -1136,30 +1154,14 @@ mod memory_tests {
     /// watermark: a batch that becomes durable before an earlier one waits for it.
     #[test]
     fn caught_up_workers_take_batches_in_memory_in_id_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            sync: false,
-            ..StoreOptions::new(dir.path())
-        };
-        let store = Store::open(
-            options,
-            StorageMetrics::register(&MetricsRegistry::default()),
-        )
-        .unwrap();
         let yaml = "sinks: {archive: {type: store}}\npipelines:\n  - {name: p, start_from: earliest, sinks: [archive]}\n";
-        let config = colloquium_config::from_str(yaml, &|_| None).unwrap();
-        let registry = Registry::default().sink::<StoreConfig>();
-        let metrics_registry = MetricsRegistry::default();
-        let ids = Arc::new(IdGenerator::default());
-        let runtime = Runtime::start(
-            &config,
-            &registry,
-            store.clone(),
-            ids.clone(),
-            PipelineMetrics::register(&metrics_registry),
-            HealthBoard::default(),
-        )
-        .unwrap();
+        let Fixture {
+            _dir,
+            store,
+            runtime,
+            ids,
+            metrics,
+        } = start(yaml, &Registry::default().sink::<StoreConfig>());
         let tokio = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -1200,7 +1202,7 @@ mod memory_tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(outputs(&store), expected);
-        let text = metrics_registry.encode();
+        let text = metrics.encode();
         let memory = text
             .lines()
             .find(|l| l.starts_with("colloquium_pipeline_read_events_total{source=\"memory\"}"))

@@ -295,14 +295,24 @@ mod tests {
         }
     }
 
-    /// Starts a server on 127.0.0.1 in its own thread; it stops with the test process.
-    fn serve(answers: &[Answer]) -> (Arc<Server>, String) {
+    /// The server state, its app, a runtime for it and a listener on 127.0.0.1.
+    fn bind(
+        answers: &[Answer],
+    ) -> (
+        Arc<Server>,
+        axum::Router,
+        tokio::runtime::Runtime,
+        tokio::net::TcpListener,
+    ) {
         let server = Arc::new(Server::default());
         server
             .answers
             .lock()
             .unwrap()
             .extend(answers.iter().copied());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(handle))
+            .with_state(server.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -310,10 +320,13 @@ mod tests {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
+        (server, app, runtime, listener)
+    }
+
+    /// Starts a server on 127.0.0.1 in its own thread; it stops with the test process.
+    fn serve(answers: &[Answer]) -> (Arc<Server>, String) {
+        let (server, app, runtime, listener) = bind(answers);
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(handle))
-            .with_state(server.clone());
         std::thread::spawn(move || {
             runtime.block_on(async move { axum::serve(listener, app).await })
         });
@@ -324,12 +337,6 @@ mod tests {
     /// returns the certificate (PEM).
     fn serve_tls(answers: &[Answer]) -> (Arc<Server>, String, String) {
         use tokio_rustls::rustls;
-        let server = Arc::new(Server::default());
-        server
-            .answers
-            .lock()
-            .unwrap()
-            .extend(answers.iter().copied());
         let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
         let key =
             rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
@@ -338,17 +345,8 @@ mod tests {
             .with_single_cert(vec![certified.cert.der().clone()], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let (server, app, runtime, listener) = bind(answers);
         let url = format!("https://{}/hook", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(handle))
-            .with_state(server.clone());
         std::thread::spawn(move || {
             runtime.block_on(async move {
                 loop {
