@@ -6,6 +6,7 @@
 //! stage's state: each admitted or forgotten key is a change committed with the pipeline's
 //! checkpoint (`state_changes`), so a restart resumes with exactly the keys of that position.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -116,17 +117,21 @@ impl Dedup {
 
     /// Forgets keys older than the TTL at `now`, and the oldest beyond `max_keys`.
     fn expire(&mut self, now: u64) {
-        while let Some((key, at)) = self.seen.order.front() {
+        while let Some((_, at)) = self.seen.order.front() {
             let expired = now.saturating_sub(*at) >= self.ttl_ms;
             if !expired && self.seen.order.len() <= self.max_keys {
                 break;
             }
+            let Some((key, at)) = self.seen.order.pop_front() else {
+                break;
+            };
             // A key re-admitted later has a newer entry; only remove the map entry it owns.
-            if self.seen.first_seen.get(key) == Some(at) {
-                self.seen.first_seen.remove(key);
-                self.changes.push((key.clone(), None));
+            if let Entry::Occupied(entry) = self.seen.first_seen.entry(key)
+                && *entry.get() == at
+            {
+                let (key, _) = entry.remove_entry();
+                self.changes.push((key, None));
             }
-            self.seen.order.pop_front();
         }
     }
 }
