@@ -538,34 +538,17 @@ impl Worker {
             if commit.replayed.is_empty() {
                 return Ok(0);
             }
-            for (name, batch) in routed {
-                if let Some(sink) = self.topology.sink_mut(&name) {
-                    sink.send(batch, &mut commit)?;
-                }
-            }
+            self.send(routed, &mut commit)?;
             self.store.commit_pipelines(commit)?;
             return Ok(0);
         };
         let count = events.len();
-        // (pipeline, ingest ms) of every event a pipeline took, for the latency histogram.
         // Per pipeline: ingest times (ms) of the events it took, for metrics after the commit.
         let mut taken = vec![Vec::new(); self.names.len()];
         for event in events {
             self.process(event, &mut commit, &mut routed, &mut taken);
         }
-        for (name, batch) in routed {
-            if let Some(sink) = self.topology.sink_mut(&name) {
-                let sent = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-                sink.send(batch, &mut commit)?;
-                let labels = SinkLabels { sink: name };
-                self.metrics.sink_events.get_or_create(&labels).inc_by(sent);
-                #[allow(clippy::cast_precision_loss)] // a batch size, far below 2^52
-                self.metrics
-                    .sink_batch
-                    .get_or_create(&labels)
-                    .observe(sent as f64);
-            }
-        }
+        self.send(routed, &mut commit)?;
         let pipelines = self.topology.pipelines_mut().iter_mut().enumerate();
         for (i, pipeline) in pipelines.filter(|(i, _)| self.own[*i]) {
             commit.checkpoints.push((
@@ -598,6 +581,28 @@ impl Worker {
         self.metrics.step.observe(started.elapsed().as_secs_f64());
         self.report(&taken, count >= STEP_EVENTS);
         Ok(count)
+    }
+
+    /// Hands each sink its results, counting them.
+    fn send(
+        &mut self,
+        routed: BTreeMap<String, Vec<Routed>>,
+        commit: &mut PipelineCommit,
+    ) -> Result<(), StepError> {
+        for (name, batch) in routed {
+            if let Some(sink) = self.topology.sink_mut(&name) {
+                let sent = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                sink.send(batch, commit)?;
+                let labels = SinkLabels { sink: name };
+                self.metrics.sink_events.get_or_create(&labels).inc_by(sent);
+                #[allow(clippy::cast_precision_loss)] // a batch size, far below 2^52
+                self.metrics
+                    .sink_batch
+                    .get_or_create(&labels)
+                    .observe(sent as f64);
+            }
+        }
+        Ok(())
     }
 
     /// Up to [`STEP_EVENTS`] events after `after` and below `watermark`, in id order: from

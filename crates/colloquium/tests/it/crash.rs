@@ -37,16 +37,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
                 // Alternate single events and NDJSON batches of 10.
                 let batch = if request % 2 == 0 { 1 } else { 10 };
                 let first = seq;
-                let body: Vec<String> = (0..batch)
-                    .map(|i| format!(r#"{{"client":{client},"seq":{}}}"#, first + i))
-                    .collect();
                 seq += batch;
-                let sent = http
-                    .post(&url)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body.join("\n"))
-                    .send()
-                    .await;
+                let sent = post_ndjson(&http, &url, client, first, batch).await;
                 let Ok(response) = sent else { break };
                 if response.status().as_u16() != 202 {
                     continue;
@@ -157,15 +149,7 @@ async fn sigkill_mid_stream_with_pipelines_loses_and_duplicates_no_output() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let body: Vec<String> = (0..10)
-                    .map(|i| format!(r#"{{"client":{client},"seq":{}}}"#, request * 10 + i))
-                    .collect();
-                let sent = http
-                    .post(&url)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body.join("\n"))
-                    .send()
-                    .await;
+                let sent = post_ndjson(&http, &url, client, request * 10, 10).await;
                 let Ok(response) = sent else { break };
                 if response.status().as_u16() == 202 {
                     *acked.lock().unwrap() += 10;
@@ -254,4 +238,22 @@ async fn sigkill_mid_stream_with_pipelines_loses_and_duplicates_no_output() {
         },
     )
     .await;
+}
+
+/// POSTs `count` events `{"client": client, "seq": first..}` as NDJSON.
+async fn post_ndjson(
+    http: &reqwest::Client,
+    url: &str,
+    client: u64,
+    first: u64,
+    count: u64,
+) -> reqwest::Result<reqwest::Response> {
+    let body: Vec<String> = (first..first + count)
+        .map(|seq| format!(r#"{{"client":{client},"seq":{seq}}}"#))
+        .collect();
+    http.post(url)
+        .header("content-type", "application/x-ndjson")
+        .body(body.join("\n"))
+        .send()
+        .await
 }
