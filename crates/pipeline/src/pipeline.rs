@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use colloquium_config::{ConfigError, OnError, PipelineConfig, ScriptLibrary};
 use colloquium_event::Event;
+use colloquium_storage::StateWrite;
 
 use crate::registry::Registry;
 use crate::stage::{BuildContext, Failed, Stage};
@@ -158,13 +159,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Every stage's state changes since the last call, as `(stage label, key, value)`.
-    pub fn state_changes(&mut self) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
+    /// Every stage's state writes since the last call, as `(stage label, write)`.
+    pub fn state_changes(&mut self) -> Vec<(String, StateWrite)> {
         let mut all = Vec::new();
         let mut changes = Vec::new();
         for slot in &mut self.stages {
             slot.stage.state_changes(&mut changes);
-            all.extend(changes.drain(..).map(|(k, v)| (slot.label.clone(), k, v)));
+            all.extend(changes.drain(..).map(|w| (slot.label.clone(), w)));
         }
         all
     }
@@ -370,42 +371,65 @@ pub(crate) mod tests {
         assert_eq!(out.metadata.topic.as_deref(), Some("t"));
         assert_eq!(run(&mut t, json!({})).1[0].reason, "bad_value");
 
-        let mut t = pipeline(
-            "      - {type: dedup, key: /id, ttl: 10s, max_keys: 2}\n",
-            "",
-        );
-        assert_eq!(run_at(&mut t, 1_000, json!({"id": 1})).0.len(), 1);
+        // The seen keys are the stage's state. Here every event is its own step, committed to
+        // `stored` as the store would.
+        let dedup = "      - {type: dedup, key: /id, ttl: 10s, max_keys: 2}\n";
+        let mut t = pipeline(dedup, "");
+        type Stored = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+        let mut stored = Stored::new();
+        fn step(t: &mut Topology, stored: &mut Stored, ms: u64, id: u64) -> usize {
+            let out = run_at(t, ms, json!({"id": id})).0.len();
+            for (stage, write) in t.pipelines_mut()[0].state_changes() {
+                assert_eq!(stage, "dedup#0");
+                match write {
+                    StateWrite::Put(k, v) => drop(stored.insert(k, v)),
+                    StateWrite::Delete(k) => drop(stored.remove(&k)),
+                    StateWrite::DeleteBelow(k) => *stored = stored.split_off(&k),
+                }
+            }
+            assert!(t.pipelines_mut()[0].state_changes().is_empty(), "once");
+            out
+        }
+        assert_eq!(step(&mut t, &mut stored, 1_000, 1), 1);
         assert_eq!(
-            run_at(&mut t, 2_000, json!({"id": 1})).0.len(),
+            step(&mut t, &mut stored, 2_000, 1),
             0,
             "a duplicate within the TTL"
         );
-        assert_eq!(run_at(&mut t, 2_000, json!({"id": 2})).0.len(), 1);
-        assert_eq!(
-            run_at(&mut t, 12_000, json!({"id": 1})).0.len(),
-            1,
-            "the TTL passed"
-        );
+        assert_eq!(step(&mut t, &mut stored, 2_000, 2), 1);
+        assert_eq!(step(&mut t, &mut stored, 12_000, 1), 1, "the TTL passed");
         // max_keys: 2 — a third key pushes the oldest out.
-        assert_eq!(run_at(&mut t, 12_001, json!({"id": 3})).0.len(), 1);
-        assert_eq!(run_at(&mut t, 12_002, json!({"id": 4})).0.len(), 1);
+        assert_eq!(step(&mut t, &mut stored, 12_001, 3), 1);
+        assert_eq!(step(&mut t, &mut stored, 12_002, 4), 1);
         assert_eq!(
-            run_at(&mut t, 12_003, json!({"id": 2})).0.len(),
+            step(&mut t, &mut stored, 12_003, 2),
             1,
             "forgotten: beyond max_keys"
         );
         let hits = t.pipelines()[0].stage_counts().next().unwrap().1;
         assert_eq!((hits.events_in, hits.events_out), (7, 6));
-        // The seen keys are the stage's state: each admitted key is a change (and each one
-        // forgotten, a deletion), handed over once.
-        let changes = t.pipelines_mut()[0].state_changes();
-        assert!(changes.iter().all(|(stage, _, _)| stage == "dedup#0"));
-        assert_eq!(changes.iter().filter(|c| c.2.is_some()).count(), 6);
+        // One row per step that admitted keys; rows whose keys are all forgotten are deleted.
+        assert_eq!(stored.len(), 2, "the rows of keys 4 and 2");
+
+        // A restart resumes with exactly those keys.
+        let mut t = pipeline(dedup, "");
+        t.pipelines_mut()[0]
+            .restore_state(|_| Ok::<_, ()>(stored.clone().into_iter().collect()))
+            .unwrap();
+        assert_eq!(step(&mut t, &mut stored, 12_004, 2), 0);
+        assert_eq!(step(&mut t, &mut stored, 12_005, 4), 0);
+        assert_eq!(step(&mut t, &mut stored, 12_006, 3), 1);
+        assert_eq!(step(&mut t, &mut stored, 12_007, 1), 1);
+        assert_eq!(stored.len(), 2, "the rows of keys 3 and 1");
+
+        // Stored state that is not dedup's is an error, not a panic.
+        let mut t = pipeline(dedup, "");
+        let bad = vec![(vec![0; 8], vec![0; 11])];
         assert!(
-            changes.iter().any(|c| c.2.is_none()),
-            "expired keys are deleted"
+            t.pipelines_mut()[0]
+                .restore_state(|_| Ok::<_, ()>(bad.clone()))
+                .is_err()
         );
-        assert!(t.pipelines_mut()[0].state_changes().is_empty());
     }
 
     #[test]

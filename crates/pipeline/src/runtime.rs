@@ -558,12 +558,11 @@ impl Worker {
                     stopped: pipeline.stopped().map(str::to_owned),
                 },
             ));
-            for (stage, key, value) in pipeline.state_changes() {
+            for (stage, write) in pipeline.state_changes() {
                 commit.state.push(StateChange {
                     pipeline: self.names[i].clone(),
                     stage,
-                    key,
-                    value,
+                    write,
                 });
             }
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use colloquium_config::{ConfigError, ScriptLibrary};
 use colloquium_event::Event;
+use colloquium_storage::StateWrite;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -42,12 +43,12 @@ pub trait Stage: Send {
     /// the error, unchanged, for `on_error`.
     fn process(&mut self, event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>>;
 
-    /// Hands over what changed in the stage's state since the last call, in order: `(key,
-    /// Some(value))` to set, `(key, None)` to delete. They are committed with the pipeline's
-    /// checkpoint, so a restart resumes with exactly the state of that position.
-    fn state_changes(&mut self, _changes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {}
+    /// Hands over the writes to the stage's state since the last call, in order. They are
+    /// committed with the pipeline's checkpoint, so a restart resumes with exactly the state of
+    /// that position.
+    fn state_changes(&mut self, _changes: &mut Vec<StateWrite>) {}
 
-    /// Loads the stage's state from its stored entries, at start.
+    /// Loads the stage's state from its stored entries (in key order), at start.
     fn restore_state(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
         Ok(())
     }

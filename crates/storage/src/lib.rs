@@ -30,7 +30,8 @@ pub use error::StorageError;
 pub use events::StorageMetrics;
 pub use feed::{Feed, Subscription};
 pub use pipelines::{
-    Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StoredOutput,
+    Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StateWrite,
+    StoredOutput,
 };
 pub use scan::{Order, ScanRange};
 pub use store::Store;

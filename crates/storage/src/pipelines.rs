@@ -37,17 +37,27 @@ pub struct Checkpoint {
 /// One stored state entry of a stage: its own key and the value.
 pub type StateEntry = (Vec<u8>, Vec<u8>);
 
-/// One change to a stage's state: set `key` to `value`, or delete it (`None`).
+/// One write to a stage's state, in the stage's own key space.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StateWrite {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Delete `key`.
+    Delete(Vec<u8>),
+    /// Delete every key of the stage below this one: one range tombstone, however many keys
+    /// it covers (a stage that keys its state by sequence drops its oldest rows this way).
+    DeleteBelow(Vec<u8>),
+}
+
+/// One change to a stage's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateChange {
     /// The pipeline.
     pub pipeline: String,
     /// The stage label, e.g. `dedup#2`.
     pub stage: String,
-    /// The stage's own key.
-    pub key: Vec<u8>,
-    /// The new value, or `None` to delete.
-    pub value: Option<Vec<u8>>,
+    /// What to write.
+    pub write: StateWrite,
 }
 
 /// One output of a pipeline's `store` sink.
@@ -179,11 +189,12 @@ impl Store {
         }
         let state = self.cf(ColumnFamily::State)?;
         for change in &commit.state {
-            let mut key = state_prefix(&change.pipeline, &change.stage);
-            key.extend_from_slice(&change.key);
-            match &change.value {
-                Some(value) => batch.put_cf(&state, key, value),
-                None => batch.delete_cf(&state, key),
+            let prefix = state_prefix(&change.pipeline, &change.stage);
+            let key = |own: &[u8]| [prefix.as_slice(), own].concat();
+            match &change.write {
+                StateWrite::Put(own, value) => batch.put_cf(&state, key(own), value),
+                StateWrite::Delete(own) => batch.delete_cf(&state, key(own)),
+                StateWrite::DeleteBelow(own) => batch.delete_range_cf(&state, &prefix, &key(own)),
             }
         }
         for id in &commit.replayed {
@@ -458,8 +469,11 @@ mod tests {
         let change = |key: &str, value: Option<&str>| StateChange {
             pipeline: "a".into(),
             stage: "dedup#2".into(),
-            key: key.as_bytes().to_vec(),
-            value: value.map(|v| v.as_bytes().to_vec()),
+            write: match value {
+                Some(v) => StateWrite::Put(key.into(), v.into()),
+                None if key.starts_with('<') => StateWrite::DeleteBelow(key[1..].into()),
+                None => StateWrite::Delete(key.into()),
+            },
         };
         let letters = store
             .commit_pipelines(PipelineCommit {
@@ -483,6 +497,10 @@ mod tests {
                     change("k2", Some("2")),
                     change("k1", None),
                     change("k3", Some("3")),
+                    change("j0", Some("0")),
+                    change("k0", Some("0")),
+                    change("<k2", None),
+                    change("k4", Some("4")),
                 ],
                 replayed: vec![],
                 handoffs: vec![],
@@ -494,8 +512,10 @@ mod tests {
             state,
             [
                 (b"k2".to_vec(), b"2".to_vec()),
-                (b"k3".to_vec(), b"3".to_vec())
-            ]
+                (b"k3".to_vec(), b"3".to_vec()),
+                (b"k4".to_vec(), b"4".to_vec())
+            ],
+            "k1 deleted; j0 and k0 below k2"
         );
         assert!(store.stage_state("a", "dedup#1").unwrap().is_empty());
         assert_eq!(store.checkpoint("a").unwrap(), Some(checkpoint));

@@ -3,8 +3,15 @@
 //! The key is a JSON pointer into the data or a Computo script (its result, as JSON text). Time
 //! is the event's ingest time, so a replay after a restart decides exactly as the first pass did.
 //! Memory is bounded: past `max_keys` the oldest keys are forgotten first. The seen keys are the
-//! stage's state: each admitted or forgotten key is a change committed with the pipeline's
-//! checkpoint (`state_changes`), so a restart resumes with exactly the keys of that position.
+//! stage's state, committed with the pipeline's checkpoint (`state_changes`), so a restart
+//! resumes with exactly the keys of that position.
+//!
+//! State layout: the keys admitted between two commits are one row, a *segment*, keyed by its
+//! sequence number (8 bytes, big-endian) and holding `time (8 bytes) length (4 bytes) key` per
+//! key. Keys are forgotten oldest first, so once a segment's keys are all forgotten so are
+//! those of every segment before it: one range deletion drops them. A row per key, and a
+//! deletion per forgotten key, cost a fifth of the throughput of 4 pipelines in compaction
+//! (BENCHMARKS.md). A restart replays the segments in order, forgetting as it goes.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -14,6 +21,7 @@ use std::time::Duration;
 
 use colloquium_config::ConfigError;
 use colloquium_event::Event;
+use colloquium_storage::StateWrite;
 use computo::Script;
 use serde::Deserialize;
 use serde_json::Value;
@@ -73,7 +81,9 @@ impl StageConfig for DedupConfig {
             max_keys: self.max_keys.get(),
             pipeline: cx.pipeline.clone(),
             seen: Seen::default(),
-            changes: Vec::new(),
+            segment: 0,
+            kept_from: 0,
+            admitted: Vec::new(),
         }))
     }
 }
@@ -87,7 +97,15 @@ enum DedupKey {
 #[derive(Default)]
 struct Seen {
     first_seen: HashMap<String, u64>,
-    order: VecDeque<(String, u64)>,
+    order: VecDeque<Admitted>,
+}
+
+/// One admitted key, in admission order.
+struct Admitted {
+    key: String,
+    at: u64,
+    /// The state segment it is stored in.
+    segment: u64,
 }
 
 struct Dedup {
@@ -96,8 +114,12 @@ struct Dedup {
     max_keys: usize,
     pipeline: Arc<str>,
     seen: Seen,
-    /// Keys admitted (`Some(time)`) or forgotten (`None`) since the last `state_changes`.
-    changes: Vec<(String, Option<u64>)>,
+    /// The segment the keys admitted now go to (written at the next `state_changes`).
+    segment: u64,
+    /// Stored segments below this one are deleted.
+    kept_from: u64,
+    /// The current segment's row: the keys admitted since the last `state_changes`.
+    admitted: Vec<u8>,
 }
 
 impl Dedup {
@@ -117,23 +139,58 @@ impl Dedup {
 
     /// Forgets keys older than the TTL at `now`, and the oldest beyond `max_keys`.
     fn expire(&mut self, now: u64) {
-        while let Some((_, at)) = self.seen.order.front() {
-            let expired = now.saturating_sub(*at) >= self.ttl_ms;
+        while let Some(oldest) = self.seen.order.front() {
+            let expired = now.saturating_sub(oldest.at) >= self.ttl_ms;
             if !expired && self.seen.order.len() <= self.max_keys {
                 break;
             }
-            let Some((key, at)) = self.seen.order.pop_front() else {
+            let Some(Admitted { key, at, .. }) = self.seen.order.pop_front() else {
                 break;
             };
             // A key re-admitted later has a newer entry; only remove the map entry it owns.
             if let Entry::Occupied(entry) = self.seen.first_seen.entry(key)
                 && *entry.get() == at
             {
-                let (key, _) = entry.remove_entry();
-                self.changes.push((key, None));
+                entry.remove();
             }
         }
     }
+
+    /// Remembers `key` as let through at `at`, in `segment`.
+    fn admit(&mut self, key: String, at: u64, segment: u64) {
+        self.seen.first_seen.insert(key.clone(), at);
+        self.seen.order.push_back(Admitted { key, at, segment });
+        self.expire(at);
+    }
+}
+
+/// Appends one key to a segment row.
+fn encode(row: &mut Vec<u8>, key: &str, at: u64) {
+    row.extend_from_slice(&at.to_be_bytes());
+    row.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+    row.extend_from_slice(key.as_bytes());
+}
+
+/// The keys of one segment row, in admission order.
+fn decode(mut row: &[u8]) -> Result<Vec<(String, u64)>, StageError> {
+    let corrupt = |what: &str| StageError::BadValue(format!("dedup state: {what}"));
+    let mut keys = Vec::new();
+    while !row.is_empty() {
+        let (at, rest) = row
+            .split_first_chunk::<8>()
+            .ok_or_else(|| corrupt("a segment ends inside a time"))?;
+        let (len, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("a segment ends inside a key length"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let key = rest
+            .get(..len)
+            .ok_or_else(|| corrupt("a segment ends inside a key"))?;
+        let key = String::from_utf8(key.to_vec()).map_err(|e| corrupt(&e.to_string()))?;
+        keys.push((key, u64::from_be_bytes(*at)));
+        row = &rest[len..];
+    }
+    Ok(keys)
 }
 
 impl Stage for Dedup {
@@ -148,34 +205,40 @@ impl Stage for Dedup {
         if seen_at.is_some_and(|at| now.saturating_sub(*at) < self.ttl_ms) {
             return Ok(()); // a duplicate: counted as dropped by the pipeline
         }
-        self.seen.first_seen.insert(key.clone(), now);
-        self.changes.push((key.clone(), Some(now)));
-        self.seen.order.push_back((key, now));
-        self.expire(now);
+        encode(&mut self.admitted, &key, now);
+        self.admit(key, now, self.segment);
         out.push(event);
         Ok(())
     }
 
-    fn state_changes(&mut self, changes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
-        changes.extend(
-            self.changes
-                .drain(..)
-                .map(|(key, at)| (key.into_bytes(), at.map(|ms| ms.to_be_bytes().to_vec()))),
-        );
+    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+        if !self.admitted.is_empty() {
+            let row = std::mem::take(&mut self.admitted);
+            changes.push(StateWrite::Put(self.segment.to_be_bytes().to_vec(), row));
+            self.segment += 1;
+        }
+        let oldest = self.seen.order.front().map_or(self.segment, |a| a.segment);
+        if oldest > self.kept_from {
+            changes.push(StateWrite::DeleteBelow(oldest.to_be_bytes().to_vec()));
+            self.kept_from = oldest;
+        }
     }
 
     fn restore_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
-        let mut seen: Vec<(String, u64)> = Vec::with_capacity(entries.len());
-        for (key, value) in entries {
-            let key = String::from_utf8(key)
-                .map_err(|e| StageError::BadValue(format!("dedup state: {e}")))?;
-            let at = <[u8; 8]>::try_from(value.as_slice())
-                .map_err(|_| StageError::BadValue("dedup state: a time is not 8 bytes".into()))?;
-            seen.push((key, u64::from_be_bytes(at)));
+        for (n, (key, row)) in entries.into_iter().enumerate() {
+            let segment = <[u8; 8]>::try_from(key.as_slice()).map_err(|_| {
+                StageError::BadValue("dedup state: a segment number is not 8 bytes".into())
+            })?;
+            let segment = u64::from_be_bytes(segment);
+            if n == 0 {
+                self.kept_from = segment;
+            }
+            for (key, at) in decode(&row)? {
+                self.expire(at);
+                self.admit(key, at, segment);
+            }
+            self.segment = segment + 1;
         }
-        seen.sort_by_key(|(_, at)| *at);
-        self.seen.first_seen = seen.iter().cloned().collect();
-        self.seen.order = seen.into();
         Ok(())
     }
 }
