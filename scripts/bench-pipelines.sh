@@ -54,7 +54,7 @@ if [ -z "$rate" ]; then
   python3 -c "import sys; s=$stored; t=$end-$start; print(f'pipelines: {s} events through each of $pipelines pipeline(s) in {t:.1f} s = {s/t:,.0f} events/s per pipeline (first request to caught up)')"
 else
   "$bin" bench http --addr "$addr" --connections 4 --batch 1000 --rate "$rate" --duration 30s --pid $node
-  curl -s "$addr/metrics" | grep -E "^colloquium_pipeline_step_seconds_(bucket|count)" | sed 's/^/  /'
+  curl -s "$addr/metrics" | grep -E "_seconds_(sum|count)" | sed "s/^/  /"
   curl -s "$addr/metrics" | python3 -c '
 import sys, re
 buckets = {}

@@ -158,7 +158,14 @@ impl Dedup {
 
     /// Remembers `key` as let through at `at`, in `segment`.
     fn admit(&mut self, key: String, at: u64, segment: u64) {
-        self.seen.first_seen.insert(key.clone(), at);
+        // Room for twice the keys held: removals then rarely leave tombstones in the table,
+        // whose periodic in-place rehash of every key stalled a step for ~20 ms at 100,000
+        // keys (BENCHMARKS.md). Memory still follows the keys held, not `max_keys`.
+        let map = &mut self.seen.first_seen;
+        if map.capacity() < 2 * map.len() {
+            map.reserve(map.len());
+        }
+        map.insert(key.clone(), at);
         self.seen.order.push_back(Admitted { key, at, segment });
         self.expire(at);
     }
