@@ -80,7 +80,7 @@ impl StageConfig for DedupConfig {
             ttl_ms,
             max_keys: self.max_keys.get(),
             pipeline: cx.pipeline.clone(),
-            seen: Seen::default(),
+            seen: Seen::with_room(self.max_keys.get()),
             segment: 0,
             kept_from: 0,
             admitted: Vec::new(),
@@ -94,10 +94,26 @@ enum DedupKey {
 }
 
 /// Keys with the ingest time (ms) they were let through, oldest first.
-#[derive(Default)]
 struct Seen {
     first_seen: HashMap<String, u64>,
     order: VecDeque<Admitted>,
+}
+
+/// Keys the seen-key table is sized for up front at most; beyond, it grows as keys come.
+const PRESIZED_KEYS: usize = 1 << 20;
+
+impl Seen {
+    /// Sized for `max_keys` (up to [`PRESIZED_KEYS`]) with the table half full (see
+    /// [`Dedup::admit`]). Growing as keys came rehashed every key inside a step, for 5-30 ms at
+    /// 100,000 keys (BENCHMARKS.md). Untouched capacity costs address space, and memory only
+    /// for its control bytes (one per slot).
+    fn with_room(max_keys: usize) -> Self {
+        let room = max_keys.min(PRESIZED_KEYS);
+        Seen {
+            first_seen: HashMap::with_capacity(2 * room),
+            order: VecDeque::with_capacity(room + 1),
+        }
+    }
 }
 
 /// One admitted key, in admission order.
