@@ -422,14 +422,35 @@ pub(crate) mod tests {
         assert_eq!(step(&mut t, &mut stored, 12_007, 1), 1);
         assert_eq!(stored.len(), 2, "the rows of keys 3 and 1");
 
-        // Stored state that is not dedup's is an error, not a panic.
+        // State in the earlier layout (a row per key: JSON text → time) is read, and rewritten
+        // as one segment at the next commit, which deletes the earlier rows.
+        let mut stored: Stored = [("4", 12_002_u64), ("2", 12_003)]
+            .map(|(k, at)| (k.as_bytes().to_vec(), at.to_be_bytes().to_vec()))
+            .into();
         let mut t = pipeline(dedup, "");
-        let bad = vec![(vec![0; 8], vec![0; 11])];
-        assert!(
-            t.pipelines_mut()[0]
-                .restore_state(|_| Ok::<_, ()>(bad.clone()))
-                .is_err()
-        );
+        t.pipelines_mut()[0]
+            .restore_state(|_| Ok::<_, ()>(stored.clone().into_iter().collect()))
+            .unwrap();
+        assert_eq!(step(&mut t, &mut stored, 12_004, 2), 0);
+        assert_eq!(stored.len(), 1, "one segment, no earlier rows");
+        assert_eq!(stored.keys().next().map(|k| k[0]), Some(0xFF));
+        let mut t = pipeline(dedup, "");
+        t.pipelines_mut()[0]
+            .restore_state(|_| Ok::<_, ()>(stored.clone().into_iter().collect()))
+            .unwrap();
+        assert_eq!(step(&mut t, &mut stored, 12_005, 4), 0);
+        assert_eq!(step(&mut t, &mut stored, 12_006, 3), 1);
+
+        // Stored state that is not dedup's is an error, not a panic.
+        for bad in [
+            (vec![b'"'], vec![0; 11]),
+            (vec![0xFF, 0], vec![]),
+            (vec![0xFF; 9], vec![0; 13]),
+        ] {
+            let mut t = pipeline(dedup, "");
+            let loaded = t.pipelines_mut()[0].restore_state(|_| Ok::<_, ()>(vec![bad.clone()]));
+            assert!(loaded.is_err(), "{bad:?}");
+        }
     }
 
     #[test]

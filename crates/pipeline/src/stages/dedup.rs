@@ -6,12 +6,15 @@
 //! stage's state, committed with the pipeline's checkpoint (`state_changes`), so a restart
 //! resumes with exactly the keys of that position.
 //!
-//! State layout: the keys admitted between two commits are one row, a *segment*, keyed by its
-//! sequence number (8 bytes, big-endian) and holding `time (8 bytes) length (4 bytes) key` per
+//! State layout: the keys admitted between two commits are one row, a *segment*, keyed by
+//! `0xFF` and its sequence number (8 bytes, big-endian) and holding `time (8 bytes) length (4 bytes) key` per
 //! key. Keys are forgotten oldest first, so once a segment's keys are all forgotten so are
 //! those of every segment before it: one range deletion drops them. A row per key, and a
 //! deletion per forgotten key, cost a fifth of the throughput of 4 pipelines in compaction
-//! (BENCHMARKS.md). A restart replays the segments in order, forgetting as it goes.
+//! (BENCHMARKS.md). A restart replays the segments in order, forgetting as it goes. State in
+//! the earlier layout (a row per key: its JSON text → its time) is read too, and rewritten as a
+//! segment at the next commit; its rows all sort below `0xFF`, so that commit's range deletion
+//! removes them.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -82,7 +85,7 @@ impl StageConfig for DedupConfig {
             pipeline: cx.pipeline.clone(),
             seen: Seen::with_room(self.max_keys.get()),
             segment: 0,
-            kept_from: 0,
+            kept_from: None,
             admitted: Vec::new(),
         }))
     }
@@ -132,8 +135,8 @@ struct Dedup {
     seen: Seen,
     /// The segment the keys admitted now go to (written at the next `state_changes`).
     segment: u64,
-    /// Stored segments below this one are deleted.
-    kept_from: u64,
+    /// Stored segments below this one are deleted (`None`: rows may be stored below any).
+    kept_from: Option<u64>,
     /// The current segment's row: the keys admitted since the last `state_changes`.
     admitted: Vec<u8>,
 }
@@ -187,6 +190,14 @@ impl Dedup {
     }
 }
 
+/// The first byte of a segment row's key: above the first byte of any JSON text, so rows of
+/// the earlier layout sort below every segment.
+const SEGMENT_TAG: u8 = 0xFF;
+
+fn segment_key(segment: u64) -> Vec<u8> {
+    [&[SEGMENT_TAG][..], &segment.to_be_bytes()].concat()
+}
+
 /// Appends one key to a segment row.
 fn encode(row: &mut Vec<u8>, key: &str, at: u64) {
     row.extend_from_slice(&at.to_be_bytes());
@@ -237,30 +248,45 @@ impl Stage for Dedup {
     fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
         if !self.admitted.is_empty() {
             let row = std::mem::take(&mut self.admitted);
-            changes.push(StateWrite::Put(self.segment.to_be_bytes().to_vec(), row));
+            changes.push(StateWrite::Put(segment_key(self.segment), row));
             self.segment += 1;
         }
         let oldest = self.seen.order.front().map_or(self.segment, |a| a.segment);
-        if oldest > self.kept_from {
-            changes.push(StateWrite::DeleteBelow(oldest.to_be_bytes().to_vec()));
-            self.kept_from = oldest;
+        if self.kept_from.is_none_or(|kept| oldest > kept) {
+            changes.push(StateWrite::DeleteBelow(segment_key(oldest)));
+            self.kept_from = Some(oldest);
         }
     }
 
     fn restore_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
-        for (n, (key, row)) in entries.into_iter().enumerate() {
-            let segment = <[u8; 8]>::try_from(key.as_slice()).map_err(|_| {
-                StageError::BadValue("dedup state: a segment number is not 8 bytes".into())
-            })?;
-            let segment = u64::from_be_bytes(segment);
-            if n == 0 {
-                self.kept_from = segment;
-            }
+        let corrupt = |what: &str| StageError::BadValue(format!("dedup state: {what}"));
+        let mut earlier_layout = Vec::new();
+        for (key, row) in entries {
+            let Some((&SEGMENT_TAG, number)) = key.split_first() else {
+                let key = String::from_utf8(key).map_err(|e| corrupt(&e.to_string()))?;
+                let at = <[u8; 8]>::try_from(row.as_slice())
+                    .map_err(|_| corrupt("a time is not 8 bytes"))?;
+                earlier_layout.push((key, u64::from_be_bytes(at)));
+                continue;
+            };
+            let number = <[u8; 8]>::try_from(number)
+                .map_err(|_| corrupt("a segment number is not 8 bytes"))?;
+            let segment = u64::from_be_bytes(number);
+            self.kept_from.get_or_insert(segment);
             for (key, at) in decode(&row)? {
                 self.expire(at);
                 self.admit(key, at, segment);
             }
             self.segment = segment + 1;
+        }
+        if !earlier_layout.is_empty() {
+            self.kept_from = None; // the next commit deletes the earlier rows
+            earlier_layout.sort_by_key(|(_, at)| *at);
+            for (key, at) in earlier_layout {
+                encode(&mut self.admitted, &key, at);
+                self.expire(at);
+                self.admit(key, at, self.segment);
+            }
         }
         Ok(())
     }
