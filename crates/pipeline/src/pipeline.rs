@@ -377,6 +377,14 @@ pub(crate) mod tests {
         let mut t = pipeline(dedup, "");
         type Stored = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
         let mut stored = Stored::new();
+        fn restarted(stages: &str, stored: &Stored) -> Topology {
+            let mut t = pipeline(stages, "");
+            let entries = || stored.clone().into_iter().collect();
+            t.pipelines_mut()[0]
+                .restore_state(|_| Ok::<_, ()>(entries()))
+                .unwrap();
+            t
+        }
         fn step(t: &mut Topology, stored: &mut Stored, ms: u64, id: u64) -> usize {
             let out = run_at(t, ms, json!({"id": id})).0.len();
             for (stage, write) in t.pipelines_mut()[0].state_changes() {
@@ -412,10 +420,7 @@ pub(crate) mod tests {
         assert_eq!(stored.len(), 2, "the rows of keys 4 and 2");
 
         // A restart resumes with exactly those keys.
-        let mut t = pipeline(dedup, "");
-        t.pipelines_mut()[0]
-            .restore_state(|_| Ok::<_, ()>(stored.clone().into_iter().collect()))
-            .unwrap();
+        let mut t = restarted(dedup, &stored);
         assert_eq!(step(&mut t, &mut stored, 12_004, 2), 0);
         assert_eq!(step(&mut t, &mut stored, 12_005, 4), 0);
         assert_eq!(step(&mut t, &mut stored, 12_006, 3), 1);
@@ -427,17 +432,11 @@ pub(crate) mod tests {
         let mut stored: Stored = [("4", 12_002_u64), ("2", 12_003)]
             .map(|(k, at)| (k.as_bytes().to_vec(), at.to_be_bytes().to_vec()))
             .into();
-        let mut t = pipeline(dedup, "");
-        t.pipelines_mut()[0]
-            .restore_state(|_| Ok::<_, ()>(stored.clone().into_iter().collect()))
-            .unwrap();
+        let mut t = restarted(dedup, &stored);
         assert_eq!(step(&mut t, &mut stored, 12_004, 2), 0);
         assert_eq!(stored.len(), 1, "one segment, no earlier rows");
         assert_eq!(stored.keys().next().map(|k| k[0]), Some(0xFF));
-        let mut t = pipeline(dedup, "");
-        t.pipelines_mut()[0]
-            .restore_state(|_| Ok::<_, ()>(stored.clone().into_iter().collect()))
-            .unwrap();
+        let mut t = restarted(dedup, &stored);
         assert_eq!(step(&mut t, &mut stored, 12_005, 4), 0);
         assert_eq!(step(&mut t, &mut stored, 12_006, 3), 1);
 

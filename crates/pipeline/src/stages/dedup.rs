@@ -7,14 +7,14 @@
 //! resumes with exactly the keys of that position.
 //!
 //! State layout: the keys admitted between two commits are one row, a *segment*, keyed by
-//! `0xFF` and its sequence number (8 bytes, big-endian) and holding `time (8 bytes) length (4 bytes) key` per
-//! key. Keys are forgotten oldest first, so once a segment's keys are all forgotten so are
-//! those of every segment before it: one range deletion drops them. A row per key, and a
-//! deletion per forgotten key, cost a fifth of the throughput of 4 pipelines in compaction
-//! (BENCHMARKS.md). A restart replays the segments in order, forgetting as it goes. State in
-//! the earlier layout (a row per key: its JSON text → its time) is read too, and rewritten as a
-//! segment at the next commit; its rows all sort below `0xFF`, so that commit's range deletion
-//! removes them.
+//! `0xFF` and its sequence number (8 bytes, big-endian), holding `time (8 bytes), length
+//! (4 bytes), key` per key. Keys are forgotten oldest first, so once a segment's keys are all
+//! forgotten so are those of every segment before it: one range deletion drops them. A row per
+//! key, and a deletion per forgotten key, cost a fifth of the throughput of 4 pipelines in
+//! compaction (BENCHMARKS.md). A restart replays the segments in order, forgetting as it goes.
+//! State in the earlier layout (a row per key: its JSON text → its time) is read too, and
+//! rewritten as a segment at the next commit; its rows all sort below `0xFF`, so that commit's
+//! range deletion removes them.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -177,9 +177,9 @@ impl Dedup {
 
     /// Remembers `key` as let through at `at`, in `segment`.
     fn admit(&mut self, key: String, at: u64, segment: u64) {
-        // Room for twice the keys held: removals then rarely leave tombstones in the table,
-        // whose periodic in-place rehash of every key stalled a step for ~20 ms at 100,000
-        // keys (BENCHMARKS.md). Memory still follows the keys held, not `max_keys`.
+        // Room for twice the keys held (presized up to `PRESIZED_KEYS`): removals then rarely
+        // leave tombstones in the table, whose periodic in-place rehash of every key stalled a
+        // step for ~20 ms at 100,000 keys (BENCHMARKS.md).
         let map = &mut self.seen.first_seen;
         if map.capacity() < 2 * map.len() {
             map.reserve(map.len());
@@ -205,9 +205,12 @@ fn encode(row: &mut Vec<u8>, key: &str, at: u64) {
     row.extend_from_slice(key.as_bytes());
 }
 
+fn corrupt(what: &str) -> StageError {
+    StageError::BadValue(format!("dedup state: {what}"))
+}
+
 /// The keys of one segment row, in admission order.
 fn decode(mut row: &[u8]) -> Result<Vec<(String, u64)>, StageError> {
-    let corrupt = |what: &str| StageError::BadValue(format!("dedup state: {what}"));
     let mut keys = Vec::new();
     while !row.is_empty() {
         let (at, rest) = row
@@ -259,7 +262,6 @@ impl Stage for Dedup {
     }
 
     fn restore_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
-        let corrupt = |what: &str| StageError::BadValue(format!("dedup state: {what}"));
         let mut earlier_layout = Vec::new();
         for (key, row) in entries {
             let Some((&SEGMENT_TAG, number)) = key.split_first() else {
