@@ -41,3 +41,18 @@ impl IntoResponse for ApiError {
         (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
     }
 }
+
+/// Runs store work on the blocking pool (RocksDB calls block), answering its error as the
+/// API's; a task that panicked is a storage error.
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Db(e.to_string()))?
+        .map_err(Into::into)
+}

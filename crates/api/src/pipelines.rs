@@ -10,6 +10,7 @@ use colloquium_event::EventId;
 use colloquium_storage::{ScanRange, StorageError};
 use serde::Deserialize;
 
+use crate::error::blocking;
 use crate::query::{json_response, limit_param, time_param};
 use crate::{ApiError, ApiState};
 
@@ -67,11 +68,9 @@ pub async fn outputs(
     );
     let limit = limit_param(p.limit)?;
     let store = state.store.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        store.outputs(&pipeline, since, until, p.cursor.as_deref(), limit + 1)
-    })
-    .await
-    .map_err(|e| StorageError::Db(e.to_string()))??;
+    let page =
+        blocking(move || store.outputs(&pipeline, since, until, p.cursor.as_deref(), limit + 1))
+            .await?;
     let more = page.len() > limit;
     let mut body = b"{\"outputs\":[".to_vec();
     for (i, output) in page.iter().take(limit).enumerate() {
@@ -110,7 +109,7 @@ pub async fn dead_letters(
     };
     let limit = limit_param(p.limit)?;
     let store = state.store.clone();
-    let letters = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+    let letters = blocking(move || -> Result<_, StorageError> {
         let mut page = Vec::new();
         for letter in store.dead_letters(range) {
             let letter = letter?;
@@ -127,8 +126,7 @@ pub async fn dead_letters(
         }
         Ok(page)
     })
-    .await
-    .map_err(|e| StorageError::Db(e.to_string()))??;
+    .await?;
     let more = letters.len() > limit;
     let shown = &letters[..letters.len().min(limit)];
     let next = shown.last().filter(|_| more).map(|l| l.id.to_string());
@@ -153,7 +151,7 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     let id = dead_letter_id(&id)?;
     let store = state.store.clone();
-    let letter = tokio::task::spawn_blocking(move || {
+    let letter = blocking(move || {
         let letter = store.dead_letter(id)?;
         match letter {
             // A `dlq` sink's results are that pipeline's output: there is nothing to redo.
@@ -162,8 +160,7 @@ pub async fn replay(
             None => Ok(None),
         }
     })
-    .await
-    .map_err(|e| StorageError::Db(e.to_string()))??;
+    .await?;
     match letter {
         None => Err(ApiError::NotFound(id.to_string())),
         Some(l) if l.reason == "dlq_sink" => Err(ApiError::BadRequest(
@@ -186,9 +183,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id = dead_letter_id(&id)?;
     let store = state.store.clone();
-    let deleted = tokio::task::spawn_blocking(move || store.delete_dead_letter(id))
-        .await
-        .map_err(|e| StorageError::Db(e.to_string()))??;
+    let deleted = blocking(move || store.delete_dead_letter(id)).await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -7,9 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use colloquium_event::{EventId, Timestamp};
-use colloquium_storage::{Order, ScanRange, StorageError, Store};
+use colloquium_storage::{Order, ScanRange, Store};
 use serde::Deserialize;
 
+use crate::error::blocking;
 use crate::{ApiError, ApiState};
 
 /// Default page size.
@@ -47,9 +48,7 @@ pub async fn get_one(
         .parse()
         .map_err(|e: colloquium_event::IdParseError| ApiError::BadRequest(e.to_string()))?;
     let store = state.store.clone();
-    let raw = tokio::task::spawn_blocking(move || store.get_raw(id))
-        .await
-        .map_err(|e| StorageError::Db(e.to_string()))??;
+    let raw = blocking(move || store.get_raw(id)).await?;
     let raw = raw.ok_or_else(|| ApiError::NotFound(id.to_string()))?;
     Ok(json_response(raw))
 }
@@ -117,10 +116,7 @@ pub async fn list(
     let range = params.range()?;
     let limit = limit_param(params.limit)?;
     let store = state.store.clone();
-    let body =
-        tokio::task::spawn_blocking(move || page(&store, range, limit, params.source.as_deref()))
-            .await
-            .map_err(|e| StorageError::Db(e.to_string()))??;
+    let body = blocking(move || page(&store, range, limit, params.source.as_deref())).await?;
     Ok(json_response(body))
 }
 

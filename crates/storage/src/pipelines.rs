@@ -138,6 +138,16 @@ fn state_prefix(pipeline: &str, stage: &str) -> Vec<u8> {
     key
 }
 
+/// The first key above every key starting with `prefix`: its last byte incremented (prefixes
+/// here end in `/` or 0x00, never 0xFF).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    end
+}
+
 fn output_key(pipeline: &str, id: EventId, index: u32) -> Vec<u8> {
     let mut key = Vec::with_capacity(pipeline.len() + 1 + EventId::LEN + 4);
     key.extend_from_slice(pipeline.as_bytes());
@@ -238,14 +248,9 @@ impl Store {
     pub fn forget_pipeline(&self, pipeline: &str) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(&self.cf(ColumnFamily::Checkpoints)?, pipeline.as_bytes());
-        // State keys are `pipeline 0x00 stage 0x00 key`: all of them sort below `pipeline 0x01`.
-        let mut from = pipeline.as_bytes().to_vec();
-        from.push(0);
-        let mut to = from.clone();
-        if let Some(last) = to.last_mut() {
-            *last = 1;
-        }
-        batch.delete_range_cf(&self.cf(ColumnFamily::State)?, from, to);
+        // State keys are `pipeline 0x00 stage 0x00 key`.
+        let from = [pipeline.as_bytes(), &[0]].concat();
+        batch.delete_range_cf(&self.cf(ColumnFamily::State)?, &from, &prefix_end(&from));
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
         self.db().write_opt(batch, &options)?;
@@ -268,26 +273,36 @@ impl Store {
 
     /// Dead letters waiting to be replayed, oldest first.
     pub fn pending_replays(&self) -> Result<Vec<EventId>, StorageError> {
-        let handle = self.cf(ColumnFamily::Checkpoints)?;
+        let keys = self.with_prefix(ColumnFamily::Checkpoints, REPLAY_PREFIX)?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|(own, _)| EventId::from_slice(&own))
+            .collect())
+    }
+
+    /// Every `(key without the prefix, value)` of `cf` whose key starts with `prefix`, in key
+    /// order.
+    fn with_prefix(
+        &self,
+        cf: ColumnFamily,
+        prefix: &[u8],
+    ) -> Result<Vec<StateEntry>, StorageError> {
+        let handle = self.cf(cf)?;
         let mut read = ReadOptions::default();
-        let mut end = REPLAY_PREFIX.to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        read.set_iterate_upper_bound(end);
-        let mut ids = Vec::new();
+        read.set_iterate_upper_bound(prefix_end(prefix));
         let iter = self.db().iterator_cf_opt(
             &handle,
             read,
-            IteratorMode::From(REPLAY_PREFIX, Direction::Forward),
+            IteratorMode::From(prefix, Direction::Forward),
         );
+        let mut entries = Vec::new();
         for item in iter {
-            let (key, _) = item?;
-            if let Some(id) = key.get(REPLAY_PREFIX.len()..).and_then(EventId::from_slice) {
-                ids.push(id);
+            let (key, value) = item?;
+            if let Some(own) = key.get(prefix.len()..) {
+                entries.push((own.to_vec(), value.to_vec()));
             }
         }
-        Ok(ids)
+        Ok(entries)
     }
 
     /// Returns a pipeline's checkpoint, if it has one.
@@ -323,27 +338,7 @@ impl Store {
         pipeline: &str,
         stage: &str,
     ) -> Result<Vec<StateEntry>, StorageError> {
-        let handle = self.cf(ColumnFamily::State)?;
-        let prefix = state_prefix(pipeline, stage);
-        let mut read = ReadOptions::default();
-        let mut end = prefix.clone();
-        if let Some(last) = end.last_mut() {
-            *last = 1; // the prefix ends in 0x00: every key of this stage sorts below `…0x01`
-        }
-        read.set_iterate_upper_bound(end);
-        let mut entries = Vec::new();
-        let iter = self.db().iterator_cf_opt(
-            &handle,
-            read,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            if let Some(own) = key.get(prefix.len()..) {
-                entries.push((own.to_vec(), value.to_vec()));
-            }
-        }
-        Ok(entries)
+        self.with_prefix(ColumnFamily::State, &state_prefix(pipeline, stage))
     }
 
     /// Returns up to `limit` outputs of `pipeline` whose input event was ingested in
