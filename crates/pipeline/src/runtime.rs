@@ -730,32 +730,34 @@ impl Worker {
         else {
             return;
         };
+        let count = sinks.names.len();
         for (index, output) in events.into_iter().enumerate() {
-            let pick = sinks
-                .balancer
-                .pick_by(|p| output.data_pointer(p), sinks.names.len());
-            let chosen: Vec<&String> = sinks
-                .names
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| pick == Pick::All || pick == Pick::One(*k))
-                .map(|(_, name)| name)
-                .collect();
-            // The last sink takes the result itself; only the others get copies.
+            let pick = sinks.balancer.pick_by(|p| output.data_pointer(p), count);
+            let chosen = |k: &usize| pick == Pick::All || pick == Pick::One(*k);
+            // The last chosen sink takes the result itself; only the others get copies.
+            let last = (0..count).rev().find(chosen);
             let mut output = Some(output);
-            for (n, name) in chosen.iter().enumerate() {
-                let event = if n + 1 == chosen.len() {
+            for (k, name) in sinks.names.iter().enumerate() {
+                if !chosen(&k) {
+                    continue;
+                }
+                let event = if Some(k) == last {
                     output.take()
                 } else {
                     output.clone()
                 };
                 let Some(event) = event else { break };
-                routed.entry((*name).clone()).or_default().push(Routed {
+                let routed_event = Routed {
                     pipeline: pipeline.name().clone(),
                     source_id,
                     index: u32::try_from(index).unwrap_or(u32::MAX),
                     event,
-                });
+                };
+                // Per output event: look the sink up before allocating its name as a key.
+                match routed.get_mut(name) {
+                    Some(batch) => batch.push(routed_event),
+                    None => drop(routed.insert(name.clone(), vec![routed_event])),
+                }
             }
         }
     }

@@ -16,6 +16,8 @@
 //! index (a transform may emit several events from one). Within a pipeline, keys sort by input
 //! event id, i.e. by ingest time. (`checkpoints`): pipeline name → [`Checkpoint`] JSON.
 
+use std::sync::Arc;
+
 use colloquium_event::{Event, EventId, Timestamp};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
@@ -63,8 +65,8 @@ pub struct StateChange {
 /// One output of a pipeline's `store` sink.
 #[derive(Clone, Debug)]
 pub struct Output {
-    /// The pipeline.
-    pub pipeline: String,
+    /// The pipeline (shared: one per output event).
+    pub pipeline: Arc<str>,
     /// The id of the event it came from.
     pub source_id: EventId,
     /// Its index among that event's outputs.
@@ -437,7 +439,7 @@ mod tests {
     fn output(pipeline: &str, ms: u64, index: u32) -> Output {
         let event = event(ms);
         Output {
-            pipeline: pipeline.to_owned(),
+            pipeline: pipeline.into(),
             source_id: event.id,
             index,
             event,

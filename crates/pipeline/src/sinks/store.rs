@@ -25,7 +25,7 @@ struct StoreSink;
 impl Sink for StoreSink {
     fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError> {
         commit.outputs.extend(batch.into_iter().map(|r| Output {
-            pipeline: r.pipeline.to_string(),
+            pipeline: r.pipeline,
             source_id: r.source_id,
             index: r.index,
             event: r.event,
