@@ -2,7 +2,7 @@
 # End-to-end pipeline benchmark (issue 6): NDJSON batches of 1,000 through HTTP ingest, the log,
 # and N pipelines of transform + filter + dedup into the `store` sink, on this machine.
 #
-#   [DURATION=15s] scripts/bench-pipelines.sh PIPELINES [RATE]
+#   [DURATION=15s] [BIN=path/to/colloquium] scripts/bench-pipelines.sh PIPELINES [RATE]
 #
 # Without RATE: the generator sends as fast as the node acknowledges for DURATION; the script then
 # waits until every pipeline has processed every stored event and reports the pipelines'
@@ -12,7 +12,7 @@
 set -euo pipefail
 pipelines=${1:?number of pipelines}
 rate=${2:-}
-bin=${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium
+bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}
 work=$(mktemp -d /tmp/colloquium-bench.XXXXXX)
 trap 'kill $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 

@@ -38,7 +38,20 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "api request failed");
         }
-        (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
+        // Storage errors carry file paths and RocksDB's words: the log has them, not clients.
+        let (message, reason) = match &self {
+            ApiError::BadRequest(message) => (message.clone(), "bad_request"),
+            ApiError::NotFound(_) => (self.to_string(), "not_found"),
+            ApiError::Storage(e @ StorageError::BadCursor) => {
+                (e.public_message().to_owned(), "bad_request")
+            }
+            ApiError::Storage(e) => (e.public_message().to_owned(), "storage_unavailable"),
+        };
+        (
+            status,
+            axum::Json(json!({ "error": message, "reason": reason })),
+        )
+            .into_response()
     }
 }
 

@@ -1,7 +1,9 @@
 //! `GET /health`: `healthy`, `degraded` or `unhealthy`, per component, with reasons.
 //!
 //! `unhealthy` (HTTP 503): the store cannot write, or the node is shutting down.
-//! `degraded` (HTTP 200): free disk space is below `storage.min_free_disk`, or unknown.
+//! `degraded` (HTTP 200): free disk space is below `storage.min_free_disk`, or unknown; a
+//! pipeline is more than 30 s behind the log; `storage.max_disk_usage` deleted events or dead
+//! letters someone still needed in the last 15 minutes.
 
 use std::sync::atomic::Ordering;
 
@@ -40,6 +42,43 @@ struct Components {
     pipelines: std::collections::BTreeMap<String, colloquium_telemetry::health::ComponentHealth>,
 }
 
+/// How long `/health` reports a forced deletion (`storage.max_disk_usage`) as `degraded`.
+const FORCED_DELETION_NOTICE_MS: u64 = 15 * 60 * 1000;
+
+/// `unhealthy` while the store cannot write; `degraded` for a while after the disk ceiling
+/// deleted events a pipeline had not processed, or dead letters.
+fn storage_component(store: &colloquium_storage::Store) -> Component {
+    let writable = store.writable();
+    let forced = store.forced_deletions();
+    let recent = forced.last.is_some_and(|at| {
+        let now = colloquium_event::Timestamp::now().as_millis();
+        now.saturating_sub(at.as_millis()) < FORCED_DELETION_NOTICE_MS
+    });
+    let mut status = Status::Healthy;
+    let mut reasons = Vec::new();
+    if !writable {
+        status = Status::Unhealthy;
+        reasons.push("last write to the store failed".into());
+    } else if recent {
+        status = Status::Degraded;
+    }
+    if recent {
+        reasons.push(format!(
+            "storage.max_disk_usage deleted {} events pipelines had not processed and {} dead letters",
+            forced.unprocessed_events, forced.dead_letters
+        ));
+    }
+    Component {
+        status,
+        reasons,
+        details: serde_json::json!({
+            "writable": writable,
+            "forced_deleted_events": forced.unprocessed_events,
+            "forced_deleted_dead_letters": forced.dead_letters,
+        }),
+    }
+}
+
 /// `GET /health`.
 pub async fn health(State(state): State<ApiState>) -> Response {
     let draining = state.draining.load(Ordering::Relaxed);
@@ -57,23 +96,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         details: serde_json::json!({}),
     };
 
-    let writable = state.store.writable();
-    let storage = Component {
-        status: if writable {
-            Status::Healthy
-        } else {
-            Status::Unhealthy
-        },
-        reasons: if writable {
-            vec![]
-        } else {
-            vec!["last write to the store failed".into()]
-        },
-        details: serde_json::json!({
-            "writable": writable,
-            "data_dir": state.store.data_dir().display().to_string(),
-        }),
-    };
+    let storage = storage_component(&state.store);
 
     let dir = state.store.data_dir();
     let disk = match (fs4::available_space(dir), fs4::total_space(dir)) {

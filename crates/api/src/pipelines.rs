@@ -11,7 +11,7 @@ use colloquium_storage::{ScanRange, StorageError};
 use serde::Deserialize;
 
 use crate::error::blocking;
-use crate::query::{json_response, limit_param, time_param};
+use crate::query::{json_response, limit_param, query_params, time_param};
 use crate::{ApiError, ApiState};
 
 /// `GET /api/outputs` parameters.
@@ -25,7 +25,7 @@ pub struct OutputParams {
     /// Latest ingest time of the input event, inclusive.
     pub until: Option<String>,
     /// Page size.
-    pub limit: Option<usize>,
+    pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
@@ -41,15 +41,9 @@ pub struct DlqParams {
     /// Earliest failure time, inclusive.
     pub since: Option<String>,
     /// Page size.
-    pub limit: Option<usize>,
+    pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
-}
-
-fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(p)| p)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 /// `GET /api/outputs`: `{"outputs": [...], "next_cursor": "<cursor>" | null}`.
@@ -57,7 +51,7 @@ pub async fn outputs(
     State(state): State<ApiState>,
     query: Result<Query<OutputParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = params(query)?;
+    let p = query_params(query)?;
     let pipeline = p
         .pipeline
         .clone()
@@ -66,7 +60,7 @@ pub async fn outputs(
         time_param("since", p.since.as_deref())?,
         time_param("until", p.until.as_deref())?,
     );
-    let limit = limit_param(p.limit)?;
+    let limit = limit_param(p.limit.as_deref())?;
     let store = state.store.clone();
     let page =
         blocking(move || store.outputs(&pipeline, since, until, p.cursor.as_deref(), limit + 1))
@@ -93,7 +87,7 @@ pub async fn dead_letters(
     State(state): State<ApiState>,
     query: Result<Query<DlqParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = params(query)?;
+    let p = query_params(query)?;
     let after = p
         .cursor
         .as_deref()
@@ -107,7 +101,7 @@ pub async fn dead_letters(
         after,
         ..ScanRange::default()
     };
-    let limit = limit_param(p.limit)?;
+    let limit = limit_param(p.limit.as_deref())?;
     let store = state.store.clone();
     let letters = blocking(move || -> Result<_, StorageError> {
         let mut page = Vec::new();

@@ -29,14 +29,34 @@ pub(crate) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Times
 }
 
 /// Reads a page size: [`DEFAULT_LIMIT`] when absent, 1 to [`MAX_LIMIT`].
-pub(crate) fn limit_param(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+pub(crate) fn limit_param(limit: Option<&str>) -> Result<usize, ApiError> {
+    let limit = match limit {
+        None => DEFAULT_LIMIT,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "limit: expected a whole number from 1 to {MAX_LIMIT}, got `{}`",
+                text.chars().take(40).collect::<String>()
+            ))
+        })?,
+    };
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::BadRequest(format!(
             "limit: must be between 1 and {MAX_LIMIT}"
         )));
     }
     Ok(limit)
+}
+
+/// Takes a query string's parameters; a bad one is a 400 in our words, naming it. Every
+/// parameter type is a string (parsed and checked by the handler, which names it), so the
+/// only errors left here are unknown and repeated parameters.
+pub(crate) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    let rejection = match query {
+        Ok(Query(params)) => return Ok(params),
+        Err(rejection) => rejection,
+    };
+    let message = colloquium_telemetry::http::query_rejection_message(&rejection);
+    Err(ApiError::BadRequest(message))
 }
 
 /// `GET /api/events/{id}`.
@@ -62,7 +82,7 @@ pub struct RangeParams {
     /// Latest ingest time, inclusive.
     pub until: Option<String>,
     /// Page size (list only).
-    pub limit: Option<usize>,
+    pub limit: Option<String>,
     /// `asc` (default) or `desc`.
     pub order: Option<String>,
     /// Only events from this source.
@@ -74,9 +94,7 @@ pub struct RangeParams {
 impl RangeParams {
     /// Reads the parameters, turning a malformed query string into a 400.
     pub fn from_query(query: Result<Query<RangeParams>, QueryRejection>) -> Result<Self, ApiError> {
-        query
-            .map(|Query(p)| p)
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
+        query_params(query)
     }
 
     /// Returns the scan range these parameters describe.
@@ -114,7 +132,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let params = RangeParams::from_query(query)?;
     let range = params.range()?;
-    let limit = limit_param(params.limit)?;
+    let limit = limit_param(params.limit.as_deref())?;
     let store = state.store.clone();
     let body = blocking(move || page(&store, range, limit, params.source.as_deref())).await?;
     Ok(json_response(body))

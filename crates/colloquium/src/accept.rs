@@ -21,7 +21,8 @@ impl Accept for StoreAccept {
         let stored = self.store.append_settling(events.into(), ids).await;
         stored.map_err(|e| match e {
             StorageError::Closed => AcceptError::ShuttingDown,
-            other => AcceptError::Unavailable(other.to_string()),
+            // The details (file paths, RocksDB's words) are logged by the writer, not sent.
+            other => AcceptError::Unavailable(other.public_message().to_owned()),
         })?;
         self.pipelines.notify();
         Ok(())

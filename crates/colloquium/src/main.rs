@@ -13,6 +13,7 @@
 //! - [`computo`]: `computo`: evaluate a script on JSON files, as the conformance suite does.
 
 mod accept;
+mod allocator;
 mod bench;
 mod cli;
 mod computo;
@@ -24,6 +25,7 @@ mod server;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use colloquium_config::Config;
 use colloquium_pipeline::Topology;
@@ -37,6 +39,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_)) {
+        allocator::return_memory_after_bursts();
+    }
     // A node logs its lifecycle; one-shot commands speak only when something is wrong.
     let level = if matches!(cli.command, Command::Run(_)) {
         "info"
@@ -63,10 +68,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(node::run(config, args))?;
         }
         Command::Validate(args) => {
-            let Some(config) = load_config(&args)? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            if let Err(errors) = Topology::build(&config, &registry::registry()) {
+            let errors = validate(&args)?;
+            if !errors.is_empty() {
                 print_invalid(&args, &errors);
                 return Ok(ExitCode::FAILURE);
             }
@@ -132,6 +135,30 @@ fn print_invalid(args: &ConfigArgs, errors: &[colloquium_config::ConfigError]) {
     for error in errors {
         eprintln!("  {error}");
     }
+}
+
+/// Every problem of the config named by `args`: its shape and values, and, when it has the
+/// right shape, every script, stage and sink built as a node would (each problem once).
+fn validate(args: &ConfigArgs) -> anyhow::Result<Vec<colloquium_config::ConfigError>> {
+    let checked = match &args.config {
+        None => colloquium_config::Checked::ok(Config::default()),
+        Some(path) => colloquium_config::check_file(path)
+            .with_context(|| format!("loading config {}", path.display()))?,
+    };
+    let mut errors = checked.errors.clone();
+    if let Some(config) = &checked.config
+        && let Err(built) = Topology::build(config, &registry::registry())
+    {
+        for error in built.into_iter().map(|e| checked.locate(e)) {
+            // A script file that could not be read is reported by the loader already.
+            let unread = error.message == "the script file was not loaded"
+                && errors.iter().any(|e| e.path == error.path);
+            if !unread && !errors.contains(&error) {
+                errors.push(error);
+            }
+        }
+    }
+    Ok(errors)
 }
 
 /// Loads the config named by `args` (or the default); `None` after printing every error.

@@ -14,7 +14,7 @@ use colloquium_config::Config;
 use colloquium_event::IdGenerator;
 use colloquium_ingest::{HttpSource, HttpSourceConfig, IngestMetrics};
 use colloquium_pipeline::{PipelineMetrics, Runtime};
-use colloquium_storage::{Compression, StorageMetrics, Store, StoreOptions};
+use colloquium_storage::{Compression, RetentionPolicy, StorageMetrics, Store, StoreOptions};
 use colloquium_telemetry::MetricsRegistry;
 use colloquium_telemetry::health::HealthBoard;
 use colloquium_telemetry::http::HttpMetrics;
@@ -33,12 +33,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Before the ready line: a signal that arrives once we are "ready" must drain, not kill.
     let signals = Signals::install().context("installing signal handlers")?;
     let registry = MetricsRegistry::default();
-    let store = open_store(&config, StorageMetrics::register(&registry))?;
-    if let Some(max_age) = config.storage.retention {
-        store
-            .start_retention(max_age, config.storage.retention_interval)
-            .context("starting retention")?;
-    }
+    let store = open_store(&config, StorageMetrics::register(&registry), true)?;
 
     let ids = Arc::new(IdGenerator::default());
     let board = HealthBoard::default();
@@ -53,6 +48,17 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     )
     .context("starting pipelines")?;
     tracing::info!(pipelines = config.pipelines.len(), "pipelines running");
+    // After the pipelines have written their checkpoints: retention keeps what they still need.
+    let storage = &config.storage;
+    if storage.retention.is_some() || storage.max_disk_usage.is_some() {
+        store
+            .start_retention(RetentionPolicy {
+                max_age: storage.retention,
+                max_disk_bytes: storage.max_disk_usage.map(|b| b.as_u64()),
+                interval: storage.retention_interval,
+            })
+            .context("starting retention")?;
+    }
     let wake = runtime.handle();
     let (reloads, reload_thread) = Reloads::start(
         args,
@@ -67,6 +73,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             max_body_size: usize::try_from(config.server.max_body_size.as_u64())
                 .unwrap_or(usize::MAX),
             max_pending_events: config.server.max_pending_events.get(),
+            max_pending_bytes: usize::try_from(config.server.max_pending_bytes.as_u64())
+                .unwrap_or(usize::MAX),
             timestamp_field: config.ingest.timestamp_field.clone(),
             pipeline: config.ingest.pipeline.clone(),
         },
@@ -158,11 +166,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the store with the config's storage settings.
-pub fn open_store(config: &Config, metrics: StorageMetrics) -> anyhow::Result<Store> {
+/// Opens the store with the config's storage settings; `create`: create the data directory
+/// when missing (only a node does).
+pub fn open_store(config: &Config, metrics: StorageMetrics, create: bool) -> anyhow::Result<Store> {
     let storage = &config.storage;
     let options = StoreOptions {
         data_dir: storage.data_dir.clone(),
+        create_if_missing: create,
         sync: storage.sync,
         compression: match storage.compression {
             colloquium_config::Compression::Lz4 => Compression::Lz4,

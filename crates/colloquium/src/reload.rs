@@ -147,7 +147,7 @@ impl Reloads {
             digest: digest(&config),
             loaded_at: Timestamp::now(),
             pipelines: pipeline_names(&config),
-            config: serde_json::to_value(&config)?,
+            config: config.shown(),
             last_reload: None,
             last_error: None,
         }));
@@ -279,7 +279,7 @@ impl Reloader {
             status.digest = digest(&self.active);
             status.loaded_at = report.at;
             status.pipelines = pipeline_names(&self.active);
-            status.config = serde_json::to_value(&self.active).unwrap_or_default();
+            status.config = self.active.shown();
         }
         status.last_reload = Some(report.clone());
         if report.result == ReloadResult::Error {

@@ -18,7 +18,7 @@ pub fn run(args: &ReplayArgs, mut config: Config) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         config.storage.data_dir = dir.clone();
     }
-    let store = crate::node::open_store(&config, StorageMetrics::register(&MetricsRegistry::default()))
+    let store = crate::node::open_store(&config, StorageMetrics::register(&MetricsRegistry::default()), false)
         .context("replay reads a stopped node's data directory; for a running node use GET /api/events/stream")?;
     let range = ScanRange {
         since: Some(args.since),

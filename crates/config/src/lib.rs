@@ -15,7 +15,9 @@ pub mod model;
 pub mod pipelines;
 pub mod scripts;
 
-pub use load::{ConfigError, LoadError, from_file, from_str, load_script_files};
+pub use load::{
+    Checked, ConfigError, LoadError, check_file, check_str, from_file, from_str, load_script_files,
+};
 pub use model::{Compression, Config, IngestConfig, ServerConfig, StorageConfig};
 pub use pipelines::{
     Balance, ComponentConfig, OnError, PipelineConfig, ScriptSource, SourceConfig, SourceKind,

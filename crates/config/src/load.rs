@@ -65,20 +65,62 @@ fn list(errors: &[ConfigError]) -> String {
     lines.join("\n")
 }
 
+/// A config document read as far as it goes: the config (without the entries whose shape is
+/// wrong, so the rest can still be checked), and every problem found, each at its key path.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The config as far as it deserialized: entries with a wrong shape (an unknown key, a bad
+    /// value, a pipeline that does not parse) are left out.
+    pub config: Option<Config>,
+    /// Every problem: `${ENV}`, unknown keys and bad values of every section, then the
+    /// semantic checks and script files of what deserialized.
+    pub errors: Vec<ConfigError>,
+    kept: KeptItems,
+}
+
+impl Checked {
+    /// A config with no problems.
+    pub fn ok(config: Config) -> Self {
+        Self {
+            config: Some(config),
+            ..Self::default()
+        }
+    }
+
+    /// Puts an error found in [`Checked::config`] at its place in the document as written
+    /// (`pipelines[j]` of the config is `pipelines[i]` of the document when items before it
+    /// were left out).
+    pub fn locate(&self, mut error: ConfigError) -> ConfigError {
+        self.kept.restore(&mut error.path);
+        error
+    }
+
+    fn into_result(self) -> Result<Config, LoadError> {
+        match self.config {
+            Some(config) if self.errors.is_empty() => Ok(config),
+            _ => Err(LoadError::Invalid(self.errors)),
+        }
+    }
+}
+
 /// Loads a config file, substituting from the process environment.
 pub fn from_file(path: &Path) -> Result<Config, LoadError> {
+    check_file(path)?.into_result()
+}
+
+/// Reads a config file and reports every problem in it (see [`Checked`]); `Err` only when
+/// the file cannot be read or is not YAML.
+pub fn check_file(path: &Path) -> Result<Checked, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let mut config = from_str(&text, &|name| std::env::var(name).ok())?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let errors = load_script_files(&mut config, base);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(LoadError::Invalid(errors))
+    let mut checked = check_str(&text, &|name| std::env::var(name).ok())?;
+    if let Some(config) = &mut checked.config {
+        let base = path.parent().unwrap_or(Path::new("."));
+        checked.errors.extend(load_script_files(config, base));
     }
+    Ok(checked)
 }
 
 /// Reads every `scripts.NAME.file` (relative to `base`, the config file's directory) as JSON.
@@ -118,6 +160,12 @@ pub fn load_script_files(config: &mut Config, base: &Path) -> Vec<ConfigError> {
 
 /// Loads a config document from text, looking `${VAR}`s up with `env`.
 pub fn from_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, LoadError> {
+    check_str(text, env)?.into_result()
+}
+
+/// Reads a config document and reports every problem in it (see [`Checked`]); `Err` only
+/// when it is not YAML.
+pub fn check_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Checked, LoadError> {
     let mut document: Value =
         serde_yaml::from_str(text).map_err(|e| LoadError::Syntax(e.to_string()))?;
     if document.is_null() {
@@ -125,33 +173,176 @@ pub fn from_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         document = Value::Mapping(Default::default());
     }
     let mut errors = Vec::new();
-    substitute_env(&mut document, &mut String::new(), env, &mut errors);
-    if !errors.is_empty() {
-        return Err(LoadError::Invalid(errors));
+    let mut written = Vec::new();
+    substitute_env(
+        &mut document,
+        &mut String::new(),
+        env,
+        &mut errors,
+        &mut written,
+    );
+    let mut kept = KeptItems::default();
+    let mut config = match deserialize::<Config>(document.clone()) {
+        Ok(config) => {
+            errors.extend(config.validate());
+            Some(config)
+        }
+        Err(first) => {
+            let mut shape = shape_errors(&document);
+            if shape.errors.is_empty() {
+                shape.errors.push(first);
+            }
+            // A value left as `${VAR}` by a failed substitution is wrong for its type too:
+            // that is the same problem, already reported.
+            shape
+                .errors
+                .retain(|e| !errors.iter().any(|s: &ConfigError| s.path == e.path));
+            errors.extend(shape.errors);
+            // The rest, checked as far as it goes: a bad sink entry must not hide a bad
+            // reference elsewhere. Paths into trimmed lists are put back to the original index.
+            let config = deserialize::<Config>(shape.repaired).ok();
+            if let Some(config) = &config {
+                for mut error in config.validate() {
+                    shape.kept.restore(&mut error.path);
+                    errors.push(error);
+                }
+            }
+            kept = shape.kept;
+            config
+        }
+    };
+    if let Some(config) = &mut config {
+        config.written = crate::model::Substitutions(written);
     }
-    let config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+    Ok(Checked {
+        config,
+        errors,
+        kept,
+    })
+}
+
+/// Deserializes `document`, naming the key path of the first problem.
+fn deserialize<T: serde::de::DeserializeOwned>(document: Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(document).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        LoadError::Invalid(vec![ConfigError::new(path, e.into_inner().to_string())])
-    })?;
-    let errors = config.validate();
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(LoadError::Invalid(errors))
+        ConfigError::new(path, e.into_inner().to_string())
+    })
+}
+
+/// The shape problems of a document, and the document without the entries that have them.
+struct Shape {
+    errors: Vec<ConfigError>,
+    repaired: Value,
+    kept: KeptItems,
+}
+
+/// For each list trimmed of bad items, the original index of each item kept.
+#[derive(Debug, Default)]
+struct KeptItems(Vec<(String, Vec<usize>)>);
+
+impl KeptItems {
+    /// Rewrites `name[j]` at the start of `path` to the item's index in the original list.
+    fn restore(&self, path: &mut String) {
+        for (name, kept) in &self.0 {
+            let Some(rest) = path.strip_prefix(&format!("{name}[")) else {
+                continue;
+            };
+            let Some((index, rest)) = rest.split_once(']') else {
+                continue;
+            };
+            if let Some(original) = index.parse::<usize>().ok().and_then(|j| kept.get(j)) {
+                *path = format!("{name}[{original}]{rest}");
+            }
+            return;
+        }
     }
 }
 
-/// Replaces `${VAR}` in every string value, recording errors with their key path.
+/// Every shape problem (unknown key, bad value) of a config document, not just serde's first:
+/// each top-level section is deserialized alone, and a failing section entry by entry (each
+/// key of `server:`, each sink, each pipeline), so one problem does not hide the next. Every
+/// field of [`Config`] and of its flat sections has a default, which is what makes a
+/// document of one entry a valid probe. The entries that fail are left out of `repaired`.
+fn shape_errors(document: &Value) -> Shape {
+    let mut shape = Shape {
+        errors: Vec::new(),
+        repaired: document.clone(),
+        kept: KeptItems::default(),
+    };
+    let Value::Mapping(top) = document else {
+        return shape;
+    };
+    let one = |key: &Value, value: Value| {
+        let mut map = serde_yaml::Mapping::new();
+        map.insert(key.clone(), value);
+        Value::Mapping(map)
+    };
+    let fails = |probe: Value| deserialize::<Config>(probe).err();
+    let mut repaired = serde_yaml::Mapping::new();
+    for (key, section) in top {
+        let Some(whole) = fails(one(key, section.clone())) else {
+            repaired.insert(key.clone(), section.clone());
+            continue;
+        };
+        let name = key.as_str().unwrap_or_default();
+        let before = shape.errors.len();
+        match section {
+            Value::Mapping(entries) => {
+                let mut good = serde_yaml::Mapping::new();
+                for (k, v) in entries {
+                    match fails(one(key, one(k, v.clone()))) {
+                        Some(error) => shape.errors.push(error),
+                        None => drop(good.insert(k.clone(), v.clone())),
+                    }
+                }
+                repaired.insert(key.clone(), Value::Mapping(good));
+            }
+            Value::Sequence(items) => {
+                let (mut good, mut kept) = (Vec::new(), Vec::new());
+                for (i, item) in items.iter().enumerate() {
+                    match fails(one(key, Value::Sequence(vec![item.clone()]))) {
+                        Some(mut error) => {
+                            // The probe held one item, at [0]: name the real index.
+                            if let Some(rest) = error.path.strip_prefix(&format!("{name}[0]")) {
+                                error.path = format!("{name}[{i}]{rest}");
+                            }
+                            shape.errors.push(error);
+                        }
+                        None => {
+                            good.push(item.clone());
+                            kept.push(i);
+                        }
+                    }
+                }
+                repaired.insert(key.clone(), Value::Sequence(good));
+                shape.kept.0.push((name.to_owned(), kept));
+            }
+            _ => {}
+        }
+        if shape.errors.len() == before {
+            shape.errors.push(whole);
+        }
+    }
+    shape.repaired = Value::Mapping(repaired);
+    shape
+}
+
+/// Replaces `${VAR}` in every string value, recording errors with their key path and, in
+/// `written`, each substituted string as `(value, text as written)`.
 fn substitute_env(
     value: &mut Value,
     path: &mut String,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
+    written: &mut Vec<(String, String)>,
 ) {
     match value {
         Value::String(s) if s.contains('$') => match substitute(s, env) {
             Ok(replaced) => {
+                if replaced != *s {
+                    written.push((replaced.clone(), s.clone()));
+                }
                 let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
                 *value = if whole {
                     scalar(replaced)
@@ -171,7 +362,7 @@ fn substitute_env(
                     Value::String(k) => path.push_str(k),
                     other => path.push_str(&serde_yaml::to_string(other).unwrap_or_default()),
                 }
-                substitute_env(item, path, env, errors);
+                substitute_env(item, path, env, errors, written);
                 path.truncate(len);
             }
         }
@@ -179,11 +370,11 @@ fn substitute_env(
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                substitute_env(item, path, env, errors);
+                substitute_env(item, path, env, errors, written);
                 path.truncate(len);
             }
         }
-        Value::Tagged(tagged) => substitute_env(&mut tagged.value, path, env, errors),
+        Value::Tagged(tagged) => substitute_env(&mut tagged.value, path, env, errors, written),
         _ => {}
     }
 }

@@ -42,6 +42,52 @@ pub struct Config {
     /// Unit tests of this config, run by `colloquium test`.
     #[serde(default)]
     pub tests: Vec<TestCase>,
+    /// What `${VAR}` substitution replaced, to show the config as written (never serialized).
+    #[serde(skip)]
+    pub written: Substitutions,
+}
+
+/// The strings `${VAR}` substitution produced, each with its text as written: `(value,
+/// written)`. Its `Debug` shows only how many, so a logged config does not carry secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Substitutions(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for Substitutions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Substitutions({})", self.0.len())
+    }
+}
+
+impl Config {
+    /// The config as JSON the way it may be shown (`GET /admin/config`): every string that
+    /// came from `${VAR}` substitution is put back as written, so secrets passed through the
+    /// environment are not revealed.
+    pub fn shown(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        self.unsubstitute(&mut value);
+        value
+    }
+
+    /// Puts every substituted string in `value` (part of this config, as JSON) back as written.
+    pub fn unsubstitute(&self, value: &mut serde_json::Value) {
+        if self.written.0.is_empty() {
+            return;
+        }
+        match value {
+            serde_json::Value::String(s) => {
+                if let Some((_, written)) = self.written.0.iter().find(|(v, _)| v == s) {
+                    *s = written.clone();
+                }
+            }
+            serde_json::Value::Array(items) => {
+                items.iter_mut().for_each(|v| self.unsubstitute(v));
+            }
+            serde_json::Value::Object(map) => {
+                map.values_mut().for_each(|v| self.unsubstitute(v));
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Default for Config {
@@ -55,6 +101,7 @@ impl Default for Config {
             sinks: BTreeMap::new(),
             pipelines: Vec::new(),
             tests: Vec::new(),
+            written: Substitutions::default(),
         }
     }
 }
@@ -76,6 +123,11 @@ pub struct ServerConfig {
     /// Events accepted but not yet durable, across all requests; past it requests get `503`.
     #[serde(default = "default_max_pending_events")]
     pub max_pending_events: NonZeroUsize,
+    /// Request-body bytes held at once across all requests, from the first byte read until the
+    /// batch is durable; past it requests get `503`. Bounds ingest's memory in bytes, whatever
+    /// the event sizes; at least `max_body_size`.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: ByteSize,
     /// How long shutdown waits for in-flight requests before closing connections.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -101,6 +153,11 @@ pub struct StorageConfig {
     /// Events older than this (by ingest time) are deleted in the background; `null` keeps all.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Option<Duration>,
+    /// A ceiling on the store's size on disk. Above it the oldest events (then dead letters)
+    /// are deleted even when a pipeline has not processed them, each one counted and logged;
+    /// `null` (the default): retention never deletes what a pipeline still needs.
+    #[serde(default)]
+    pub max_disk_usage: Option<ByteSize>,
     /// How often the retention pass runs.
     #[serde(default = "default_retention_interval", with = "humantime_serde")]
     pub retention_interval: Duration,
@@ -151,6 +208,7 @@ impl Default for ServerConfig {
             admin_listen: default_admin_listen(),
             max_body_size: default_max_body_size(),
             max_pending_events: default_max_pending_events(),
+            max_pending_bytes: default_max_pending_bytes(),
             shutdown_timeout: default_shutdown_timeout(),
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
@@ -164,6 +222,7 @@ impl Default for StorageConfig {
             data_dir: default_data_dir(),
             sync: true,
             retention: default_retention(),
+            max_disk_usage: None,
             retention_interval: default_retention_interval(),
             compression: Compression::default(),
             block_cache: default_block_cache(),
@@ -199,6 +258,11 @@ impl Config {
             "must be at most 1 GiB",
         );
         check(
+            self.server.max_pending_bytes.as_u64() >= body,
+            "server.max_pending_bytes",
+            "must be at least server.max_body_size, or the largest request could never be taken",
+        );
+        check(
             !self.server.shutdown_timeout.is_zero(),
             "server.shutdown_timeout",
             "must be greater than 0",
@@ -212,6 +276,13 @@ impl Config {
             self.storage.retention.is_none_or(|r| r.as_millis() > 0),
             "storage.retention",
             "must be at least 1ms, or null to keep events forever",
+        );
+        check(
+            self.storage
+                .max_disk_usage
+                .is_none_or(|m| m.as_u64() >= ByteSize::mib(64).as_u64()),
+            "storage.max_disk_usage",
+            "must be at least 64 MiB, or null for no ceiling",
         );
         check(
             self.storage.retention_interval.as_millis() > 0,
@@ -260,6 +331,9 @@ fn default_max_body_size() -> ByteSize {
 }
 fn default_max_pending_events() -> NonZeroUsize {
     NonZeroUsize::new(200_000).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_max_pending_bytes() -> ByteSize {
+    ByteSize::mib(32)
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)

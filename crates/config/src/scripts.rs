@@ -18,37 +18,61 @@ use crate::{Config, ConfigError};
 #[derive(Debug, Default, Clone)]
 pub struct ScriptLibrary {
     scripts: BTreeMap<String, Arc<Script>>,
+    /// Scripts that did not compile (or whose file was not loaded), with why: a reference to
+    /// one fails with the same error, so it is reported once.
+    broken: BTreeMap<String, ConfigError>,
 }
 
 impl ScriptLibrary {
     /// Compiles every script in `config.scripts`, collecting every error.
     pub fn compile(config: &Config) -> Result<Self, Vec<ConfigError>> {
+        let library = Self::compile_all(config);
+        if library.broken.is_empty() {
+            Ok(library)
+        } else {
+            Err(library.errors())
+        }
+    }
+
+    /// Compiles every script that compiles; the others are in [`ScriptLibrary::errors`].
+    pub fn compile_all(config: &Config) -> Self {
         let mut scripts = BTreeMap::new();
-        let mut errors = Vec::new();
+        let mut broken = BTreeMap::new();
         for (name, source) in &config.scripts {
             let at = format!("scripts.{name}");
             let Some(script) = source.script() else {
-                errors.push(ConfigError::new(at, "the script file was not loaded"));
+                let error =
+                    ConfigError::new(format!("{at}.file"), "the script file was not loaded");
+                broken.insert(name.clone(), error);
                 continue;
             };
             match computo::compile(script) {
                 Ok(compiled) => {
                     scripts.insert(name.clone(), Arc::new(compiled));
                 }
-                Err(e) => errors.push(ConfigError::new(at, format!("does not compile: {e}"))),
+                Err(e) => {
+                    broken.insert(
+                        name.clone(),
+                        ConfigError::new(at, format!("does not compile: {e}")),
+                    );
+                }
             }
         }
-        if errors.is_empty() {
-            Ok(ScriptLibrary { scripts })
-        } else {
-            Err(errors)
-        }
+        ScriptLibrary { scripts, broken }
+    }
+
+    /// Why each broken script is broken, by name.
+    pub fn errors(&self) -> Vec<ConfigError> {
+        self.broken.values().cloned().collect()
     }
 
     /// Resolves a script reference found at key path `at`: a name from `scripts:`, or an
     /// inline script.
     pub fn resolve(&self, reference: &Value, at: &str) -> Result<Arc<Script>, ConfigError> {
         if let Value::String(name) = reference {
+            if let Some(error) = self.broken.get(name) {
+                return Err(error.clone());
+            }
             return self.scripts.get(name).cloned().ok_or_else(|| {
                 let known: Vec<&str> = self.scripts.keys().map(String::as_str).collect();
                 let known = if known.is_empty() {

@@ -54,7 +54,7 @@ impl fmt::Display for EventId {
 
 /// Why a string is not an event id.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid event id `{input}`: expected a 26-character ULID")]
+#[error("invalid event id `{input}`: expected a 26-character ULID (first character 0-7)")]
 pub struct IdParseError {
     input: String,
 }
@@ -62,9 +62,19 @@ pub struct IdParseError {
 impl FromStr for EventId {
     type Err = IdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ulid::from_string(s).map(Self).map_err(|_| IdParseError {
+        let error = || IdParseError {
             input: s.chars().take(64).collect(),
-        })
+        };
+        // 26 base-32 digits hold 130 bits; a ULID is 128, so the first digit is at most 7.
+        // The ulid crate would fold a larger one onto a real id.
+        if !s
+            .as_bytes()
+            .first()
+            .is_some_and(|d| (b'0'..=b'7').contains(d))
+        {
+            return Err(error());
+        }
+        Ulid::from_string(s).map(Self).map_err(|_| error())
     }
 }
 
@@ -220,6 +230,22 @@ mod tests {
             ids.iter()
                 .all(|id| id.timestamp() == Timestamp::from_millis(5))
         );
+    }
+
+    #[test]
+    fn an_out_of_range_ulid_is_rejected_not_folded() {
+        let real: EventId = "01M8RJPM73CS1ASHNKY5PA4VJ6".parse().unwrap();
+        assert_eq!(real.to_string(), "01M8RJPM73CS1ASHNKY5PA4VJ6");
+        assert!("7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<EventId>().is_ok());
+        for bad in [
+            "81M8RJPM73CS1ASHNKY5PA4VJ6",
+            "ZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "",
+            "01M8",
+        ] {
+            let error = bad.parse::<EventId>().unwrap_err().to_string();
+            assert!(error.contains("first character 0-7"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub enum AcceptError {
     /// Too much is in flight; retry later.
     #[error("node is overloaded")]
     Overloaded,
-    /// The store failed to write (disk full, I/O error).
+    /// The store failed to write (disk full, I/O error): a short message for the client.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
 }

@@ -2,6 +2,8 @@
 //!
 //! Accepted shapes: one JSON object; a JSON array of objects; NDJSON (one object per line,
 //! blank lines skipped). Any bad item rejects the whole body, so a batch is all-or-nothing.
+//! A number that would not be kept exactly rejects it too ([`crate::numbers`]); of a key
+//! repeated within one object, the last value is kept (as most JSON parsers do).
 
 use colloquium_event::json_kind;
 use serde_json::{Map, Value};
@@ -48,6 +50,9 @@ pub enum BodyError {
     /// Not valid JSON.
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// A number that would not be stored as sent.
+    #[error(transparent)]
+    Number(#[from] crate::numbers::InexactNumber),
     /// Valid JSON, but not an object or array of objects.
     #[error("expected a JSON object or an array of objects, got {0}")]
     NotObject(&'static str),
@@ -96,6 +101,7 @@ fn parse_json(body: &[u8]) -> Result<Vec<Payload>, BodyError> {
         return Err(BodyError::Empty);
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
+    crate::numbers::check(body)?;
     match value {
         Value::Object(map) => Ok(vec![map]),
         Value::Array(items) => {
@@ -130,6 +136,10 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<Payload>, BodyError> {
         let value: Value = serde_json::from_slice(line).map_err(|e| BodyError::Line {
             line: line_no,
             message: format!("invalid JSON: {e}"),
+        })?;
+        crate::numbers::check(line).map_err(|e| BodyError::Line {
+            line: line_no,
+            message: e.to_string(),
         })?;
         match value {
             Value::Object(map) => payloads.push(map),
@@ -186,6 +196,21 @@ mod tests {
             err(b"{}\n[1]", BodyFormat::Ndjson),
             "line 2: expected a JSON object, got an array"
         );
+    }
+
+    #[test]
+    fn inexact_numbers_are_rejected_and_repeated_keys_keep_the_last_value() {
+        let big = br#"{"n": 123456789012345678901234567890}"#;
+        let error = parse(big, BodyFormat::Json).unwrap_err().to_string();
+        assert!(
+            error.starts_with("number 123456789012345678901234567890 cannot be stored exactly"),
+            "{error}"
+        );
+        let line = parse(b"{}\n{\"n\": 1e-400}\n", BodyFormat::Ndjson).unwrap_err();
+        assert_eq!(line.line(), Some(2), "{line}");
+        let payloads = parse(br#"{"a": 1, "a": 2}"#, BodyFormat::Json).unwrap();
+        assert_eq!(payloads[0]["a"], 2);
+        assert_eq!(payloads[0].len(), 1);
     }
 
     #[test]

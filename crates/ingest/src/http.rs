@@ -3,7 +3,8 @@
 //! Answers `202 {"accepted": N, "ids": [...]}` only after the [`Accept`] handle reports the
 //! batch durable. Every rejection is a JSON `{"error", "reason"}` body (plus `line` for NDJSON)
 //! and stores nothing: 400 bad JSON or parameters, 413 too large, 415 wrong content type,
-//! 503 + `Retry-After` when overloaded, shutting down or the store is failing.
+//! 503 + `Retry-After` when overloaded (`server.max_pending_events` events or
+//! `server.max_pending_bytes` body bytes in flight), shutting down or the store is failing.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +19,7 @@ use axum::routing::post;
 use colloquium_event::{EventId, IdGenerator, Priority, Timestamp};
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::body::{self, BodyFormat};
 use crate::stamp::{Envelope, Stamper};
@@ -33,6 +34,9 @@ pub struct HttpSourceConfig {
     pub max_body_size: usize,
     /// Most events accepted but not yet durable across all requests.
     pub max_pending_events: usize,
+    /// Most request-body bytes held at once across all requests, from the first byte read
+    /// until the batch is durable (what a request costs in memory is a small multiple).
+    pub max_pending_bytes: usize,
     /// Payload field (or JSON pointer) holding the event time.
     pub timestamp_field: String,
     /// Pipeline recorded in metadata.
@@ -49,6 +53,7 @@ struct Shared<A> {
     stamper: Stamper,
     pending: Semaphore,
     max_pending: usize,
+    pending_bytes: Semaphore,
     max_body_size: usize,
     metrics: IngestMetrics,
 }
@@ -127,12 +132,14 @@ impl<A: Accept> HttpSource<A> {
         metrics: IngestMetrics,
     ) -> Self {
         let max_pending = config.max_pending_events.clamp(1, Semaphore::MAX_PERMITS);
+        let max_bytes = config.max_pending_bytes.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             shared: Arc::new(Shared {
                 accept,
                 stamper: Stamper::new(ids, SOURCE, &config.timestamp_field, &config.pipeline),
                 pending: Semaphore::new(max_pending),
                 max_pending,
+                pending_bytes: Semaphore::new(max_bytes),
                 max_body_size: config.max_body_size,
                 metrics,
             }),
@@ -191,7 +198,9 @@ async fn ingest<A: Accept>(
         )
     })?;
     let envelope = envelope(params)?;
-    let bytes = read_body(body, shared.max_body_size).await?;
+    // Held until the batch is durable or rejected: the body, what is parsed from it and its
+    // encoded records all live until then.
+    let (bytes, _bytes_permit) = read_body(body, shared).await?;
     let payloads = body::parse(&bytes, format).map_err(|e| {
         let mut rejection = Rejection::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string());
         rejection.line = e.line();
@@ -219,7 +228,7 @@ async fn ingest<A: Accept>(
         let mut rejection = Rejection::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
-            "too many events waiting to be stored; retry shortly",
+            "too many events waiting to be stored (server.max_pending_events); retry shortly",
         );
         rejection.events = count;
         rejection
@@ -251,7 +260,8 @@ async fn ingest<A: Accept>(
 fn envelope(params: Result<Query<PostParams>, QueryRejection>) -> Result<Envelope, Rejection> {
     let bad =
         |message: String| Rejection::new(StatusCode::BAD_REQUEST, "invalid_parameter", message);
-    let Query(params) = params.map_err(|e| bad(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| bad(colloquium_telemetry::http::query_rejection_message(&e)))?;
     let priority = match params.priority {
         Some(p) => p.parse::<Priority>().map_err(|e| bad(e.to_string()))?,
         None => Priority::default(),
@@ -263,7 +273,13 @@ fn envelope(params: Result<Query<PostParams>, QueryRejection>) -> Result<Envelop
     })
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Rejection> {
+/// Reads the body, taking a permit of `server.max_pending_bytes` for each chunk as it arrives:
+/// past the bound the request is answered 503 at once, before more of it is held.
+async fn read_body<'a, A>(
+    body: Body,
+    shared: &'a Shared<A>,
+) -> Result<(bytes::Bytes, Option<SemaphorePermit<'a>>), Rejection> {
+    let limit = shared.max_body_size;
     let too_large = || {
         Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -271,15 +287,42 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Rejection> 
             format!("request body exceeds server.max_body_size ({limit} bytes)"),
         )
     };
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "body_read",
-            format!("reading request body: {e}"),
-        )),
+    let mut body = Limited::new(body, limit);
+    let mut permit: Option<SemaphorePermit<'a>> = None;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_read",
+                    format!("reading request body: {e}"),
+                )
+            }
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        let size = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        let more = shared.pending_bytes.try_acquire_many(size).map_err(|_| {
+            Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many request bytes waiting to be stored (server.max_pending_bytes); retry shortly",
+            )
+        })?;
+        match &mut permit {
+            Some(held) => held.merge(more),
+            None => permit = Some(more),
+        }
+        if collected.is_empty() {
+            collected.reserve(chunk.len());
+        }
+        collected.extend_from_slice(&chunk);
     }
+    Ok((collected.freeze(), permit))
 }
 
 #[cfg(test)]
@@ -315,6 +358,7 @@ mod tests {
         let config = HttpSourceConfig {
             max_body_size,
             max_pending_events,
+            max_pending_bytes: 64 << 20,
             timestamp_field: "ts".into(),
             pipeline: "default".into(),
         };
@@ -492,34 +536,49 @@ mod tests {
                 Ok(())
             }
         }
-        let config = HttpSourceConfig {
-            max_body_size: 1024,
-            max_pending_events: 2,
-            timestamp_field: "ts".into(),
-            pipeline: "default".into(),
-        };
-        let metrics = IngestMetrics::register(&MetricsRegistry::default());
-        let router = HttpSource::new(config, Stuck, Arc::default(), metrics).router();
-        let held = tokio::spawn(
-            router.clone().oneshot(
-                Request::post("/events")
-                    .body(Body::from("[{},{}]"))
-                    .unwrap(),
-            ),
-        );
-        // Wait until the first request holds both permits.
-        loop {
-            let response = router
-                .clone()
-                .oneshot(Request::post("/events").body(Body::from("{}")).unwrap())
-                .await
-                .unwrap();
-            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-                assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-                break;
+        // Events in flight, then bytes in flight, bound what the stuck batch leaves room for.
+        for (max_pending_events, max_pending_bytes, bound) in [
+            (2, 1024, "server.max_pending_events"),
+            (100, 10, "server.max_pending_bytes"),
+        ] {
+            let config = HttpSourceConfig {
+                max_body_size: 10,
+                max_pending_events,
+                max_pending_bytes,
+                timestamp_field: "ts".into(),
+                pipeline: "default".into(),
+            };
+            let metrics = IngestMetrics::register(&MetricsRegistry::default());
+            let router = HttpSource::new(config, Stuck, Arc::default(), metrics).router();
+            let held = tokio::spawn(
+                router.clone().oneshot(
+                    Request::post("/events")
+                        .body(Body::from("[{},{}]"))
+                        .unwrap(),
+                ),
+            );
+            // Wait until the first request holds its permits.
+            loop {
+                let response = router
+                    .clone()
+                    .oneshot(Request::post("/events").body(Body::from("[{}]")).unwrap())
+                    .await
+                    .unwrap();
+                if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+                    let body = response.into_body().collect().await.unwrap().to_bytes();
+                    let json: Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(json["reason"], "overloaded");
+                    assert!(json["error"].as_str().unwrap().contains(bound), "{json}");
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
+            held.abort();
+            let _ = held.await;
+            // Its permits are back: the same request goes through.
+            let (status, _, _) = post(router, "/events", None, "[{}]").await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{bound}");
         }
-        held.abort();
     }
 }

@@ -12,6 +12,7 @@ pub mod accept;
 pub mod body;
 pub mod events;
 pub mod http;
+pub mod numbers;
 pub mod stamp;
 
 pub use accept::{Accept, AcceptError};

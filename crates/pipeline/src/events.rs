@@ -7,8 +7,10 @@
 //!   events (memory once caught up with the log);
 //! - `colloquium_pipeline_step_seconds`: how long each committed step took (read the log,
 //!   process, send, commit);
-//! - `colloquium_pipeline_lag_seconds{pipeline}`: how far behind the newest processed event's
-//!   ingest time is, measured at each step; `colloquium_pipeline_stopped{pipeline}`;
+//! - `colloquium_pipeline_lag_seconds{pipeline}` and `colloquium_pipeline_lag_events{pipeline}`:
+//!   the age of the oldest event in the log the pipeline has not processed, and how many there
+//!   are (up to 100,000), measured every second from the log head whether steps succeed or
+//!   not; `colloquium_pipeline_stopped{pipeline}`;
 //! - `colloquium_router_events_total{pipeline, result="matched|route_error"}` and
 //!   `colloquium_router_no_route_total`;
 //! - `colloquium_sink_events_total{sink, result="sent"}` and
@@ -74,6 +76,7 @@ pub struct PipelineMetrics {
     pub(crate) step: Histogram,
     read: Family<ReadLabels, Counter>,
     pub(crate) lag: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) lag_events: Family<PipelineLabels, Gauge>,
     pub(crate) stopped: Family<PipelineLabels, Gauge>,
     pub(crate) routed: Family<RouteLabels, Counter>,
     pub(crate) no_route: Counter,
@@ -101,6 +104,7 @@ impl PipelineMetrics {
             step: latency_histogram(),
             read: Family::default(),
             lag: Family::default(),
+            lag_events: Family::default(),
             stopped: Family::default(),
             routed: Family::default(),
             no_route: Counter::default(),
@@ -130,8 +134,13 @@ impl PipelineMetrics {
             );
             r.register(
                 "lag_seconds",
-                "Ingest time of the newest processed event, behind now",
+                "Age of the oldest event in the log the pipeline has not processed (0: caught up)",
                 m.lag.clone(),
+            );
+            r.register(
+                "lag_events",
+                "Events in the log the pipeline has not processed (counted up to 100000)",
+                m.lag_events.clone(),
             );
             r.register(
                 "stopped",

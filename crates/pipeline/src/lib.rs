@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod events;
+mod monitor;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;

@@ -33,9 +33,10 @@ use colloquium_storage::{
     Checkpoint, NewDeadLetter, Order, PipelineCommit, ScanRange, StateChange, StorageError, Store,
     Subscription,
 };
-use colloquium_telemetry::health::{ComponentHealth, HealthBoard, Status};
+use colloquium_telemetry::health::HealthBoard;
 
 use crate::events::{PipelineLabels, PipelineMetrics, RouteLabels, SinkLabels, StageLabels};
+use crate::monitor::Monitor;
 use crate::pipeline::StageCounts;
 use crate::registry::Registry;
 use crate::sink::Routed;
@@ -50,8 +51,6 @@ const FEED_CAPACITY: usize = 50 * STEP_EVENTS;
 /// `source` label values of `colloquium_pipeline_read_events_total`.
 const MEMORY: &str = "memory";
 const LOG: &str = "log";
-/// Behind the log by more than this, a pipeline reports `degraded`.
-const LAGGING_SECONDS: f64 = 30.0;
 /// Checkpoint key of the router (`@` cannot start a pipeline name).
 const ROUTER: &str = "@router";
 
@@ -78,6 +77,8 @@ pub struct Runtime {
     config: Config,
     /// Empty while there are no pipelines: nothing is routed, nothing is dead-lettered.
     workers: Vec<RunningWorker>,
+    /// Measures each pipeline's lag and health, whatever its worker is doing.
+    monitor: Monitor,
 }
 
 /// What every worker gets, whatever its config.
@@ -144,6 +145,8 @@ impl Runtime {
         metrics: PipelineMetrics,
         board: HealthBoard,
     ) -> Result<Self, RuntimeError> {
+        let monitor = Monitor::start(store.clone(), metrics.clone(), board.clone())
+            .map_err(RuntimeError::Thread)?;
         let mut runtime = Runtime {
             handle: RuntimeHandle::default(),
             shared: Shared {
@@ -155,8 +158,11 @@ impl Runtime {
             },
             config: config.clone(),
             workers: Vec::new(),
+            monitor,
         };
+        runtime.forget_removed(config)?;
         runtime.workers = runtime.launch(config)?;
+        runtime.monitor.watch(pipeline_names(config));
         Ok(runtime)
     }
 
@@ -180,6 +186,15 @@ impl Runtime {
             .pipelines
             .iter()
             .filter(|p| !kept.contains(p.name.as_str()));
+        // Stop measuring the removed ones before their reports go.
+        self.monitor.watch(
+            self.config
+                .pipelines
+                .iter()
+                .filter(|p| kept.contains(p.name.as_str()))
+                .map(|p| p.name.clone())
+                .collect(),
+        );
         for pipeline in removed {
             self.shared.store.forget_pipeline(&pipeline.name)?;
             self.shared.board.remove(&pipeline.name);
@@ -192,14 +207,31 @@ impl Runtime {
             Ok(workers) => {
                 self.workers = workers;
                 self.config = config.clone();
+                self.monitor.watch(pipeline_names(config));
                 Ok(())
             }
             Err(e) => {
                 tracing::error!(error = %e, "starting the new pipelines failed; restarting the old ones");
                 self.workers = self.launch(&self.config.clone())?;
+                self.monitor.watch(pipeline_names(&self.config));
                 Err(e)
             }
         }
+    }
+
+    /// Forgets the checkpoint and state of every pipeline the store knows that `config` does
+    /// not have (removed while the node was down): a stale checkpoint would hold retention
+    /// back forever. The router's goes too when there are no pipelines.
+    fn forget_removed(&self, config: &Config) -> Result<(), StorageError> {
+        let kept: BTreeSet<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
+        for name in self.shared.store.checkpointed()? {
+            let router_kept = name == ROUTER && !kept.is_empty();
+            if !router_kept && !kept.contains(name.as_str()) {
+                tracing::info!(pipeline = %name, "forgetting a pipeline that is no longer configured");
+                self.shared.store.forget_pipeline(&name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Finishes the current steps and stops the workers. Events not processed yet are processed
@@ -234,12 +266,27 @@ impl Runtime {
             (p.name.as_str(), position)
         });
         for (name, position) in starts.chain(std::iter::once((ROUTER, newest))) {
-            if store.checkpoint(name)?.is_none() {
-                let checkpoint = Checkpoint {
+            match store.checkpoint(name)? {
+                None => {
+                    let checkpoint = Checkpoint {
+                        position,
+                        stopped: None,
+                    };
+                    first.checkpoints.push((name.to_owned(), checkpoint));
+                }
+                // A stopped pipeline retries from its checkpoint after a reload or restart;
+                // until its next step, its health must not still say stopped.
+                Some(Checkpoint {
                     position,
-                    stopped: None,
-                };
-                first.checkpoints.push((name.to_owned(), checkpoint));
+                    stopped: Some(_),
+                }) => {
+                    let checkpoint = Checkpoint {
+                        position,
+                        stopped: None,
+                    };
+                    first.checkpoints.push((name.to_owned(), checkpoint));
+                }
+                Some(_) => {}
             }
         }
         if !first.checkpoints.is_empty() {
@@ -295,7 +342,6 @@ impl Runtime {
             router: committed.router,
             plan,
             metrics: self.shared.metrics.clone(),
-            board: self.shared.board.clone(),
             reported: Vec::new(),
             source: Source::log(store, &self.shared.ids),
         };
@@ -310,6 +356,10 @@ impl Runtime {
             .map_err(RuntimeError::Thread)?;
         Ok(RunningWorker { stop, thread })
     }
+}
+
+fn pipeline_names(config: &Config) -> Vec<String> {
+    config.pipelines.iter().map(|p| p.name.clone()).collect()
 }
 
 /// Lets each worker finish its step, then joins them.
@@ -448,7 +498,6 @@ struct Worker {
     router: Option<EventId>,
     plan: Plan,
     metrics: PipelineMetrics,
-    board: HealthBoard,
     /// Stage counters already added to the metrics, per pipeline and stage.
     reported: Vec<Vec<StageCounts>>,
     source: Source,
@@ -578,7 +627,7 @@ impl Worker {
         }
         self.store.commit_pipelines(commit)?;
         self.metrics.step.observe(started.elapsed().as_secs_f64());
-        self.report(&taken, count >= STEP_EVENTS);
+        self.report(&taken);
         Ok(count)
     }
 
@@ -842,9 +891,8 @@ impl Worker {
         }
     }
 
-    /// Updates metrics and health after a committed step. `behind`: the step was full, so
-    /// there is more to read.
-    fn report(&mut self, taken: &[Vec<u64>], behind: bool) {
+    /// Updates the stage, routing and latency metrics after a committed step.
+    fn report(&mut self, taken: &[Vec<u64>]) {
         let now = Timestamp::now().as_millis();
         // Once per pipeline and step, not per event: labels allocate and families hash.
         for (name, times) in self.names.iter().zip(taken).filter(|(_, t)| !t.is_empty()) {
@@ -893,43 +941,6 @@ impl Worker {
                 }
                 previous[j] = counts;
             }
-            let labels = PipelineLabels {
-                pipeline: name.clone(),
-            };
-            // Caught up to the watermark means no lag; otherwise the newest processed event's age.
-            let lag_ms = match (behind, self.positions[i]) {
-                (true, Some(position)) => now.saturating_sub(position.timestamp().as_millis()),
-                _ => 0,
-            };
-            #[allow(clippy::cast_precision_loss)]
-            let lag = lag_ms as f64 / 1000.0;
-            self.metrics.lag.get_or_create(&labels).set(lag);
-            let stopped = pipeline.stopped();
-            self.metrics
-                .stopped
-                .get_or_create(&labels)
-                .set(i64::from(stopped.is_some()));
-            let (status, reasons) = match stopped {
-                Some(why) => (Status::Unhealthy, vec![format!("stopped: {why}")]),
-                None if lag > LAGGING_SECONDS => {
-                    (Status::Degraded, vec![format!("{lag:.1} s behind the log")])
-                }
-                None => (Status::Healthy, vec![]),
-            };
-            let mut details = serde_json::Map::new();
-            details.insert("lag_seconds".into(), serde_json::json!(lag));
-            details.insert(
-                "position".into(),
-                serde_json::json!(self.positions[i].map(|p| p.to_string())),
-            );
-            self.board.set(
-                name,
-                ComponentHealth {
-                    status,
-                    reasons,
-                    details,
-                },
-            );
         }
     }
 }

@@ -34,8 +34,9 @@ pub struct Delivery {
 impl Topology {
     /// Compiles every script and builds the router and every pipeline, collecting all errors.
     pub fn build(config: &Config, registry: &Registry) -> Result<Self, Vec<ConfigError>> {
-        let scripts = ScriptLibrary::compile(config)?;
-        let mut errors = Vec::new();
+        // Broken scripts are reported once, and everything else is still checked.
+        let scripts = ScriptLibrary::compile_all(config);
+        let mut errors = scripts.errors();
         let router = Router::build(config, &scripts)
             .map_err(|e| errors.extend(e))
             .ok();
@@ -59,6 +60,9 @@ impl Topology {
                 Err(e) => errors.push(e),
             }
         }
+        // One broken script referenced in several places is one problem.
+        let mut seen = std::collections::BTreeSet::new();
+        errors.retain(|e| seen.insert((e.path.clone(), e.message.clone())));
         match router {
             Some(router) if errors.is_empty() => Ok(Topology {
                 router,

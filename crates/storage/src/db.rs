@@ -71,8 +71,11 @@ pub enum Compression {
 /// How to open the store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// The data directory; created when missing.
+    /// The data directory.
     pub data_dir: PathBuf,
+    /// Create the directory and database when missing (a node); `false` for readers such as
+    /// `colloquium replay`, for which a missing directory is an error naming it.
+    pub create_if_missing: bool,
     /// Fsync the WAL on every group commit.
     pub sync: bool,
     /// Block compression.
@@ -88,6 +91,7 @@ impl StoreOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            create_if_missing: true,
             sync: true,
             compression: Compression::Lz4,
             block_cache_bytes: 64 << 20,
@@ -99,13 +103,23 @@ impl StoreOptions {
 /// Opens (or creates) the database with every known column family.
 pub(crate) fn open(options: &StoreOptions) -> Result<DB, StorageError> {
     let dir = &options.data_dir;
+    if !options.create_if_missing {
+        // RocksDB would create an empty database there; a reader of a typo wants an error.
+        if !dir.join("CURRENT").is_file() {
+            return Err(StorageError::Open {
+                dir: dir.clone(),
+                message: "no colloquium data directory there (it has no RocksDB CURRENT file)"
+                    .into(),
+            });
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| StorageError::Open {
         dir: dir.clone(),
         message: format!("creating directory: {e}"),
     })?;
 
     let mut db_options = Options::default();
-    db_options.create_if_missing(true);
+    db_options.create_if_missing(options.create_if_missing);
     db_options.create_missing_column_families(true);
     db_options.increase_parallelism(2);
     db_options.set_max_background_jobs(2);

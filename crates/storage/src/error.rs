@@ -42,6 +42,31 @@ pub enum StorageError {
     BadCursor,
 }
 
+impl StorageError {
+    /// What a client is told: a stable, short message with no file paths or RocksDB wording
+    /// (those go to the node's log).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            StorageError::Closed => "the store is closed: the node is shutting down",
+            StorageError::BadCursor => "invalid cursor",
+            StorageError::Db(message) if is_no_space(message) => {
+                "the store cannot write: the disk is full"
+            }
+            StorageError::Corrupt { .. } => "a stored record is corrupt; see the node's log",
+            _ => "the store failed; see the node's log",
+        }
+    }
+
+    /// Whether this is the disk running out of space.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::Db(message) if is_no_space(message))
+    }
+}
+
+fn is_no_space(message: &str) -> bool {
+    message.contains("No space left") || message.contains("NoSpace")
+}
+
 impl From<rocksdb::Error> for StorageError {
     fn from(e: rocksdb::Error) -> Self {
         StorageError::Db(e.into_string())

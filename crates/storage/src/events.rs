@@ -24,6 +24,15 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels for what `storage.max_disk_usage` deleted before anyone was done with it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForcedLabels {
+    /// The pipeline (or `@router`) that had not processed it; `-` for a dead letter of none.
+    pub pipeline: String,
+    /// `unprocessed` for events; the dead letter's reason for dead letters.
+    pub reason: String,
+}
+
 /// Storage metrics (`colloquium_storage_*`, `colloquium_dlq_*`).
 #[derive(Clone)]
 pub struct StorageMetrics {
@@ -35,6 +44,8 @@ pub struct StorageMetrics {
     pub(crate) bytes: Family<CfLabels, Gauge<u64, AtomicU64>>,
     pub(crate) retention_runs: Counter,
     pub(crate) dead_letters: Family<ReasonLabels, Counter>,
+    pub(crate) forced_events: Family<ForcedLabels, Counter>,
+    pub(crate) forced_dead_letters: Family<ForcedLabels, Counter>,
 }
 
 impl StorageMetrics {
@@ -50,6 +61,8 @@ impl StorageMetrics {
                 bytes: Family::default(),
                 retention_runs: Counter::default(),
                 dead_letters: Family::default(),
+                forced_events: Family::default(),
+                forced_dead_letters: Family::default(),
             };
             r.register("events_stored", "Events durably stored", m.stored.clone());
             r.register(
@@ -77,6 +90,16 @@ impl StorageMetrics {
                 "retention_runs",
                 "Retention passes that deleted a range",
                 m.retention_runs.clone(),
+            );
+            r.register(
+                "forced_deleted_events",
+                "Events storage.max_disk_usage deleted before this pipeline processed them",
+                m.forced_events.clone(),
+            );
+            r.register(
+                "forced_deleted_dead_letters",
+                "Dead letters storage.max_disk_usage deleted before they were replayed",
+                m.forced_dead_letters.clone(),
             );
             m
         });

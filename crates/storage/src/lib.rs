@@ -4,7 +4,8 @@
 //! - [`log`]: the event log: key layout and the group-commit writer that makes batches durable.
 //! - [`feed`]: newly durable batches handed to readers that keep up, in memory.
 //! - [`scan`]: time-range scans over the log, forward or backward, with cursors.
-//! - [`retention`]: the background pass that deletes events older than the retention.
+//! - [`retention`]: the background pass that deletes old events once every pipeline has
+//!   processed them, and enforces the optional disk ceiling.
 //! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
 //! - [`pipelines`]: pipelines' outputs and checkpoints, committed atomically with their dead
 //!   letters.
@@ -33,5 +34,6 @@ pub use pipelines::{
     Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StateWrite,
     StoredOutput,
 };
+pub use retention::{ForcedDeletions, RetentionPolicy};
 pub use scan::{Order, ScanRange};
-pub use store::Store;
+pub use store::{Backlog, Store};

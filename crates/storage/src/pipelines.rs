@@ -120,7 +120,8 @@ fn replay_key(id: EventId) -> Vec<u8> {
     key
 }
 
-const REPLAY_PREFIX: &[u8] = b"@replay/";
+/// Checkpoints-CF prefix of replay requests.
+pub(crate) const REPLAY_PREFIX: &[u8] = b"@replay/";
 
 /// One stored output: its cursor (for paging) and its JSON.
 #[derive(Clone, Debug)]
@@ -305,6 +306,19 @@ impl Store {
             }
         }
         Ok(entries)
+    }
+
+    /// The names of every pipeline (and `@router`) with a checkpoint, in key order.
+    pub fn checkpointed(&self) -> Result<Vec<String>, StorageError> {
+        let handle = self.cf(ColumnFamily::Checkpoints)?;
+        let mut names = Vec::new();
+        for item in self.db().iterator_cf(&handle, IteratorMode::Start) {
+            let (key, _) = item?;
+            if !key.starts_with(REPLAY_PREFIX) {
+                names.push(String::from_utf8_lossy(&key).into_owned());
+            }
+        }
+        Ok(names)
     }
 
     /// Returns a pipeline's checkpoint, if it has one.

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use colloquium_event::{Event, EventId, IdGenerator, Reservation, Timestamp};
 use rocksdb::{DB, WriteOptions};
@@ -11,7 +10,7 @@ use crate::dlq::DeadLetter;
 use crate::events::CfLabels;
 use crate::feed::Feed;
 use crate::log::{self, Writer};
-use crate::retention::{self, RetentionTask};
+use crate::retention::{self, ForcedDeletions, RetentionPolicy, RetentionTask};
 use crate::scan::Scan;
 use crate::{ColumnFamily, ScanRange, StorageError, StorageMetrics, StoreOptions};
 
@@ -26,6 +25,7 @@ struct Inner {
     writer: Writer,
     feed: Arc<Feed>,
     retention: Mutex<Option<RetentionTask>>,
+    forced: Arc<Mutex<ForcedDeletions>>,
     metrics: StorageMetrics,
     dlq_ids: IdGenerator,
     options: StoreOptions,
@@ -50,6 +50,7 @@ impl Store {
                 writer,
                 feed,
                 retention: Mutex::new(None),
+                forced: Arc::default(),
                 metrics,
                 dlq_ids: IdGenerator::default(),
                 options,
@@ -57,17 +58,15 @@ impl Store {
         })
     }
 
-    /// Starts deleting, every `interval`, events older than `max_age` (by ingest time).
-    pub fn start_retention(
-        &self,
-        max_age: Duration,
-        interval: Duration,
-    ) -> Result<(), StorageError> {
+    /// Starts the background retention pass (see [`crate::retention`]): every
+    /// `policy.interval` it deletes events older than `policy.max_age` that every pipeline has
+    /// processed, and enforces `policy.max_disk_bytes`.
+    pub fn start_retention(&self, policy: RetentionPolicy) -> Result<(), StorageError> {
         let task = RetentionTask::start(
             self.inner.db.clone(),
-            max_age,
-            interval,
+            policy,
             self.inner.metrics.clone(),
+            self.inner.forced.clone(),
         )?;
         *self
             .inner
@@ -124,9 +123,44 @@ impl Store {
         Scan::new(&self.inner.db, ColumnFamily::Events, range, fill_cache)
     }
 
-    /// Deletes every event ingested before `cutoff`; returns whether any existed.
+    /// The events after `after` (all of them for `None`): the oldest one's id, and how many
+    /// there are, counted up to `limit` keys (so a far-behind reader costs a bounded read).
+    pub fn backlog(&self, after: Option<EventId>, limit: usize) -> Result<Backlog, StorageError> {
+        let handle = self.cf(ColumnFamily::Events)?;
+        let mut options = rocksdb::ReadOptions::default();
+        options.fill_cache(false);
+        let mut iter = self.inner.db.raw_iterator_cf_opt(&handle, options);
+        match after {
+            Some(id) => iter.seek([id.to_bytes().as_slice(), &[0]].concat()),
+            None => iter.seek_to_first(),
+        }
+        let oldest = iter.key().and_then(EventId::from_slice);
+        let mut events = 0;
+        while iter.valid() && events < limit {
+            events += 1;
+            iter.next();
+        }
+        iter.status()?;
+        Ok(Backlog {
+            oldest,
+            events,
+            capped: iter.valid(),
+        })
+    }
+
+    /// Deletes every event ingested before `cutoff` that every pipeline has processed (by
+    /// the checkpoints); returns whether any existed.
     pub fn delete_before(&self, cutoff: Timestamp) -> Result<bool, StorageError> {
-        retention::delete_before(&self.inner.db, ColumnFamily::Events, cutoff)
+        retention::delete_before(&self.inner.db, cutoff)
+    }
+
+    /// What `storage.max_disk_usage` deleted before anyone was done with it, since open.
+    pub fn forced_deletions(&self) -> ForcedDeletions {
+        self.inner
+            .forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Deletes every pipeline output whose input event was ingested before `cutoff`; returns
@@ -192,21 +226,10 @@ impl Store {
 
     /// Returns the bytes held per column family (SST files plus memtables).
     pub fn sizes(&self) -> Vec<(&'static str, u64)> {
-        let db = &self.inner.db;
-        let mut sizes = Vec::new();
-        for cf in ColumnFamily::ALL {
-            let Ok(handle) = self.cf(cf) else { continue };
-            let property = |name: &str| {
-                db.property_int_value_cf(&handle, name)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0)
-            };
-            let bytes = property("rocksdb.live-sst-files-size")
-                + property("rocksdb.cur-size-all-mem-tables");
-            sizes.push((cf.name(), bytes));
-        }
-        sizes
+        ColumnFamily::ALL
+            .iter()
+            .map(|cf| (cf.name(), retention::cf_bytes(&self.inner.db, *cf)))
+            .collect()
     }
 
     /// Updates the size gauges; call before encoding metrics.
@@ -269,6 +292,17 @@ impl Store {
     }
 }
 
+/// What a reader of the log has yet to process (see [`Store::backlog`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    /// The oldest event not processed yet.
+    pub oldest: Option<EventId>,
+    /// How many events are behind, up to the limit asked for.
+    pub events: usize,
+    /// There are more than `events`.
+    pub capped: bool,
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -285,6 +319,7 @@ mod tests {
     use colloquium_telemetry::MetricsRegistry;
     use proptest::prelude::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn metrics() -> StorageMetrics {
         StorageMetrics::register(&MetricsRegistry::default())
@@ -437,7 +472,11 @@ mod tests {
             .await
             .unwrap();
         store
-            .start_retention(Duration::from_secs(60), Duration::from_millis(20))
+            .start_retention(RetentionPolicy {
+                max_age: Some(Duration::from_secs(60)),
+                max_disk_bytes: None,
+                interval: Duration::from_millis(20),
+            })
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !ids_in(&store, ScanRange::default()).is_empty() {
@@ -465,6 +504,191 @@ mod tests {
         assert_eq!(stored, vec![letter]);
         assert_eq!(stored[0].event, event);
         assert_eq!(stored[0].reason, "no_route");
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_what_a_pipeline_has_not_processed() {
+        use crate::{Checkpoint, PipelineCommit};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let ids = IdGenerator::default();
+        let batch = events(&ids, 1_000, 10);
+        store.append(&batch).await.unwrap();
+        let checkpoint = |name: &str, position: Option<EventId>| PipelineCommit {
+            checkpoints: vec![(
+                name.into(),
+                Checkpoint {
+                    position,
+                    stopped: None,
+                },
+            )],
+            ..Default::default()
+        };
+        // `slow` has processed 4 events, `new` none: nothing may go.
+        store
+            .commit_pipelines(checkpoint("slow", Some(batch[3].id)))
+            .unwrap();
+        store.commit_pipelines(checkpoint("new", None)).unwrap();
+        store.request_replay(batch[0].id).unwrap(); // a replay request is no reader
+        let now = Timestamp::now();
+        assert!(!store.delete_before(now).unwrap());
+        assert_eq!(ids_in(&store, ScanRange::default()).len(), 10);
+        // Once `new` is past 6 of them, the 4 both have processed go, and no more.
+        store
+            .commit_pipelines(checkpoint("new", Some(batch[5].id)))
+            .unwrap();
+        assert!(store.delete_before(now).unwrap());
+        let left: Vec<EventId> = batch[4..].iter().map(|e| e.id).collect();
+        assert_eq!(ids_in(&store, ScanRange::default()), left);
+        // The age limit still applies below the floor.
+        store
+            .commit_pipelines(checkpoint("slow", Some(batch[9].id)))
+            .unwrap();
+        store
+            .commit_pipelines(checkpoint("new", Some(batch[9].id)))
+            .unwrap();
+        assert!(!store.delete_before(Timestamp::from_millis(1_000)).unwrap());
+        assert!(store.delete_before(now).unwrap());
+        assert!(ids_in(&store, ScanRange::default()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_disk_ceiling_deletes_unprocessed_events_and_dead_letters_and_counts_them() {
+        use crate::{Checkpoint, PipelineCommit};
+        let dir = tempfile::tempdir().unwrap();
+        let registry = MetricsRegistry::default();
+        let store = Store::open(
+            StoreOptions {
+                sync: false,
+                ..StoreOptions::new(dir.path())
+            },
+            StorageMetrics::register(&registry),
+        )
+        .unwrap();
+        let ids = IdGenerator::default();
+        let padding = "x".repeat(4_000);
+        let mut batch = events(&ids, 1_000, 500);
+        for event in &mut batch {
+            event.data.insert("pad".into(), json!(padding));
+        }
+        store.append(&batch).await.unwrap();
+        for event in batch.iter().take(20) {
+            store
+                .put_dead_letter(event.clone(), "sink_error", "down")
+                .unwrap();
+        }
+        // A pipeline that has processed nothing: age retention alone deletes nothing.
+        store
+            .commit_pipelines(PipelineCommit {
+                checkpoints: vec![("stuck".into(), Checkpoint::default())],
+                ..Default::default()
+            })
+            .unwrap();
+        let usage = || store.sizes().iter().map(|(_, b)| b).sum::<u64>();
+        let before = usage();
+        assert!(before > 1_000_000, "{before}");
+        store
+            .start_retention(RetentionPolicy {
+                max_age: Some(Duration::from_secs(1)),
+                max_disk_bytes: Some(before / 2),
+                interval: Duration::from_millis(20),
+            })
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while usage() > before / 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {} bytes",
+                usage()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = ids_in(&store, ScanRange::default()).len() as u64;
+        assert!(left > 0 && left < 500, "{left} events left");
+        let forced = store.forced_deletions();
+        assert_eq!(
+            forced.unprocessed_events,
+            500 - left,
+            "every deleted event is counted"
+        );
+        assert!(forced.last.is_some());
+        let text = registry.encode();
+        assert!(
+            text.contains(&format!(
+                "colloquium_storage_forced_deleted_events_total{{pipeline=\"stuck\",reason=\"unprocessed\"}} {}",
+                500 - left
+            )),
+            "{text}"
+        );
+        store.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_disk_ceiling_deletes_the_oldest_dead_letters_when_events_are_not_enough() {
+        use crate::{NewDeadLetter, PipelineCommit};
+        let dir = tempfile::tempdir().unwrap();
+        let registry = MetricsRegistry::default();
+        let store = Store::open(
+            StoreOptions {
+                sync: false,
+                ..StoreOptions::new(dir.path())
+            },
+            StorageMetrics::register(&registry),
+        )
+        .unwrap();
+        let mut event = events(&IdGenerator::default(), 1_000, 1).remove(0);
+        event.data.insert("pad".into(), json!("x".repeat(4_000)));
+        let letter = |_| NewDeadLetter {
+            reason: "sink_error".into(),
+            error: "down".into(),
+            pipeline: Some("p".into()),
+            stage: None,
+            attempts: 5,
+            event: event.clone(),
+        };
+        store
+            .commit_pipelines(PipelineCommit {
+                dead_letters: (0..400).map(letter).collect(),
+                ..Default::default()
+            })
+            .unwrap();
+        let letters: Vec<EventId> = store
+            .dead_letters(ScanRange::default())
+            .map(|l| l.unwrap().id)
+            .collect();
+        store.request_replay(letters[0]).unwrap();
+        store.request_replay(letters[399]).unwrap();
+        let usage = || store.sizes().iter().map(|(_, b)| b).sum::<u64>();
+        let before = usage();
+        store
+            .start_retention(RetentionPolicy {
+                max_age: None,
+                max_disk_bytes: Some(before / 2),
+                interval: Duration::from_millis(20),
+            })
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while usage() > before / 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {} bytes",
+                usage()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = store.dead_letters(ScanRange::default()).count() as u64;
+        assert!(left > 0 && left < 400, "{left} left");
+        assert_eq!(store.forced_deletions().dead_letters, 400 - left);
+        // The oldest went, with its replay request; the newest and its request stay.
+        assert!(store.dead_letter(letters[0]).unwrap().is_none());
+        assert_eq!(store.pending_replays().unwrap(), [letters[399]]);
+        let text = registry.encode();
+        let line = format!(
+            "colloquium_storage_forced_deleted_dead_letters_total{{pipeline=\"p\",reason=\"sink_error\"}} {}",
+            400 - left
+        );
+        assert!(text.contains(&line), "{text}");
+        store.close().unwrap();
     }
 
     proptest! {

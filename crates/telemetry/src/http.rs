@@ -110,3 +110,44 @@ impl HttpMetrics {
         response
     }
 }
+
+/// Our words for a query string that did not deserialize: an unknown or repeated parameter,
+/// named, instead of the framework's "Failed to deserialize query string". Parameter types
+/// should be strings, parsed by the handler (which names the parameter), so these are the only
+/// errors left.
+pub fn query_rejection_message(rejection: &axum::extract::rejection::QueryRejection) -> String {
+    // The innermost error is serde's: "unknown field `x`, expected one of `a`, `b`" or
+    // "duplicate field `x`".
+    let mut cause: &dyn std::error::Error = rejection;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    let name = |rest: &str| -> String {
+        rest.split('`')
+            .nth(1)
+            .unwrap_or_default()
+            .chars()
+            .take(40)
+            .collect()
+    };
+    // serde_path_to_error may put a path before it.
+    let find = |needle: &str| text.find(needle).map(|at| &text[at + needle.len()..]);
+    if let Some(rest) = find("unknown field ") {
+        let known: Vec<&str> = rest.split('`').skip(3).step_by(2).collect();
+        tracing::debug!(%text, "query string rejected");
+        let takes = if known.is_empty() {
+            "no parameters".to_owned()
+        } else {
+            known.join(", ")
+        };
+        format!(
+            "unknown query parameter `{}`; this endpoint takes {takes}",
+            name(rest)
+        )
+    } else if let Some(rest) = find("duplicate field ") {
+        format!("query parameter `{}` is given more than once", name(rest))
+    } else {
+        "the query string is not valid URL encoding".to_owned()
+    }
+}

@@ -73,7 +73,18 @@ impl Node {
         status_and_json(response).await
     }
 
-    fn start_in(dir: Arc<TempDir>, config: &str) -> Node {
+    /// Like [`Node::start`], with extra environment variables for the node.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Node {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::start_in_env(dir, config, env)
+    }
+
+    /// Starts a node on `dir` (its data in `dir/data`), e.g. a directory the test mounted.
+    pub fn start_in(dir: Arc<TempDir>, config: &str) -> Node {
+        Self::start_in_env(dir, config, &[])
+    }
+
+    fn start_in_env(dir: Arc<TempDir>, config: &str, env: &[(&str, &str)]) -> Node {
         let config_path = dir.path().join("colloquium.yaml");
         std::fs::write(&config_path, config).expect("write config");
         let data_dir = dir.path().join("data");
@@ -87,7 +98,7 @@ impl Node {
             "127.0.0.1:0",
         ];
         let (child, Ready { addr, admin }, stdout) =
-            spawn_ready_with_output(&args, dir.path(), "warn", Stdio::inherit());
+            spawn_ready_with_output(&args, dir.path(), "warn", Stdio::inherit(), env);
         Node {
             child,
             addr,
@@ -169,9 +180,14 @@ impl Node {
     }
 
     pub async fn post(&self, body: &str, content_type: &str) -> (u16, Value) {
+        self.post_to("/events", body, content_type).await
+    }
+
+    /// `POST` to `path` (with its query string).
+    pub async fn post_to(&self, path: &str, body: &str, content_type: &str) -> (u16, Value) {
         let response = self
             .client
-            .post(self.url("/events"))
+            .post(self.url(path))
             .header("content-type", content_type)
             .body(body.to_owned())
             .send()
@@ -260,7 +276,7 @@ pub struct Ready {
 /// Spawns `colloquium <args>` in `cwd` with `RUST_LOG=<log>` and stdout piped, and waits for
 /// its ready line. A `run` gets `--admin-listen 127.0.0.1:0` (tests run nodes side by side).
 pub fn spawn_ready(args: &[&str], cwd: &Path, log: &str, stderr: Stdio) -> (Child, Ready) {
-    let (child, ready, _) = spawn_ready_with_output(args, cwd, log, stderr);
+    let (child, ready, _) = spawn_ready_with_output(args, cwd, log, stderr, &[]);
     (child, ready)
 }
 
@@ -270,9 +286,11 @@ fn spawn_ready_with_output(
     cwd: &Path,
     log: &str,
     stderr: Stdio,
+    env: &[(&str, &str)],
 ) -> (Child, Ready, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(binary())
         .args(args)
+        .envs(env.iter().copied())
         .args(if args.first() == Some(&"run") {
             &["--admin-listen", "127.0.0.1:0"][..]
         } else {
@@ -381,5 +399,63 @@ where
         }
         assert!(Instant::now() < until, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP endpoint on 127.0.0.1 for `http` sinks: answers every POST with the status set by
+/// [`Receiver::answer`] (200 by default) and keeps the events of the requests it answered 2xx.
+pub struct Receiver {
+    pub url: String,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    received: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        let status = Arc::new(AtomicU16::new(200));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let (status, received) = (status.clone(), received.clone());
+                move |axum::Json(batch): axum::Json<Vec<Value>>| async move {
+                    let code = status.load(Ordering::Relaxed);
+                    if (200..300).contains(&code) {
+                        received.lock().unwrap().extend(batch);
+                    }
+                    axum::http::StatusCode::from_u16(code).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            url,
+            status,
+            received,
+            task,
+        }
+    }
+
+    /// Answers every request from now on with `status`.
+    pub fn answer(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The events received so far (each result's `data`).
+    pub fn received(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -8,5 +8,6 @@ mod crash;
 mod harness;
 mod ingest;
 mod pipelines;
+mod reliability;
 mod reload;
 mod storage;
