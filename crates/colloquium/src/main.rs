@@ -149,7 +149,7 @@ fn validate(args: &ConfigArgs) -> anyhow::Result<Vec<colloquium_config::ConfigEr
     if let Some(config) = &checked.config
         && let Err(built) = Topology::build(config, &registry::registry())
     {
-        for error in built.into_iter().map(|e| checked.locate(e)) {
+        for error in built.into_iter().filter_map(|e| checked.place(e)) {
             // A script file that could not be read is reported by the loader already.
             let unread = error.message == "the script file was not loaded"
                 && errors.iter().any(|e| e.path == error.path);

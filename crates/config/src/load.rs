@@ -89,10 +89,14 @@ impl Checked {
 
     /// Puts an error found in [`Checked::config`] at its place in the document as written
     /// (`pipelines[j]` of the config is `pipelines[i]` of the document when items before it
-    /// were left out).
-    pub fn locate(&self, mut error: ConfigError) -> ConfigError {
+    /// were left out); `None` when it only says that a left-out entry is missing (`no sink
+    /// named X` for a sink whose own problem is already reported).
+    pub fn place(&self, mut error: ConfigError) -> Option<ConfigError> {
+        if self.kept.is_knock_on(&error) {
+            return None;
+        }
         self.kept.restore(&mut error.path);
-        error
+        Some(error)
     }
 
     fn into_result(self) -> Result<Config, LoadError> {
@@ -203,8 +207,10 @@ pub fn check_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Che
             let config = deserialize::<Config>(shape.repaired).ok();
             if let Some(config) = &config {
                 for mut error in config.validate() {
-                    shape.kept.restore(&mut error.path);
-                    errors.push(error);
+                    if !shape.kept.is_knock_on(&error) {
+                        shape.kept.restore(&mut error.path);
+                        errors.push(error);
+                    }
                 }
             }
             kept = shape.kept;
@@ -237,11 +243,22 @@ struct Shape {
     kept: KeptItems,
 }
 
-/// For each list trimmed of bad items, the original index of each item kept.
+/// What was left out of a document for its shape: for each list trimmed of bad items, the
+/// original index of each item kept; and the names of the map entries left out (`sinks.x`).
 #[derive(Debug, Default)]
-struct KeptItems(Vec<(String, Vec<usize>)>);
+struct KeptItems(Vec<(String, Vec<usize>)>, Vec<(String, String)>);
 
 impl KeptItems {
+    /// Whether `error` only says that a left-out entry does not exist.
+    fn is_knock_on(&self, error: &ConfigError) -> bool {
+        self.1.iter().any(|(section, name)| {
+            let singular = section.strip_suffix('s').unwrap_or(section);
+            error
+                .message
+                .starts_with(&format!("no {singular} named `{name}`"))
+        })
+    }
+
     /// Rewrites `name[j]` at the start of `path` to the item's index in the original list.
     fn restore(&self, path: &mut String) {
         for (name, kept) in &self.0 {
@@ -292,7 +309,11 @@ fn shape_errors(document: &Value) -> Shape {
                 let mut good = serde_yaml::Mapping::new();
                 for (k, v) in entries {
                     match fails(one(key, one(k, v.clone()))) {
-                        Some(error) => shape.errors.push(error),
+                        Some(error) => {
+                            shape.errors.push(error);
+                            let entry = k.as_str().unwrap_or_default().to_owned();
+                            shape.kept.1.push((name.to_owned(), entry));
+                        }
                         None => drop(good.insert(k.clone(), v.clone())),
                     }
                 }

@@ -289,7 +289,7 @@ async fn read_body<'a, A>(
     };
     let mut body = Limited::new(body, limit);
     let mut permit: Option<SemaphorePermit<'a>> = None;
-    let mut collected = bytes::BytesMut::new();
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
@@ -317,12 +317,15 @@ async fn read_body<'a, A>(
             Some(held) => held.merge(more),
             None => permit = Some(more),
         }
-        if collected.is_empty() {
-            collected.reserve(chunk.len());
-        }
-        collected.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    Ok((collected.freeze(), permit))
+    // One chunk (the usual case for a small body) is used as it is, without a copy.
+    let body = match chunks.len() {
+        0 => bytes::Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => bytes::Bytes::from(chunks.concat()),
+    };
+    Ok((body, permit))
 }
 
 #[cfg(test)]

@@ -135,7 +135,6 @@ pub fn query_rejection_message(rejection: &axum::extract::rejection::QueryReject
     let find = |needle: &str| text.find(needle).map(|at| &text[at + needle.len()..]);
     if let Some(rest) = find("unknown field ") {
         let known: Vec<&str> = rest.split('`').skip(3).step_by(2).collect();
-        tracing::debug!(%text, "query string rejected");
         let takes = if known.is_empty() {
             "no parameters".to_owned()
         } else {
