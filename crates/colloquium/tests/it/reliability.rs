@@ -554,3 +554,54 @@ async fn item3_a_full_disk_is_recovered_from_without_a_restart() {
     assert!(events.iter().any(|e| e["data"]["after"] == 1));
     drop(node);
 }
+
+/// Item 1: the one way past a checkpoint, `storage.max_disk_usage`, counts what it deletes
+/// per pipeline, logs it and shows it in `/health`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item1_the_disk_ceiling_counts_the_unprocessed_events_it_deletes() {
+    let hook = Receiver::start().await;
+    hook.answer(503);
+    let config = format!(
+        "storage:\n  max_disk_usage: 64MiB\n  retention_interval: 200ms\n  write_buffer: 4MiB\n  compression: none\n\
+         sinks:\n  hook: {{type: http, url: \"{}\", max_attempts: 1000000, backoff: 50ms, max_backoff: 200ms}}\n\
+         pipelines:\n  - {{name: stuck, start_from: earliest, sinks: [hook]}}\n",
+        hook.url
+    );
+    let node = Node::start(&config);
+    let event = format!("{{\"pad\":\"{}\"}}", "y".repeat(100_000));
+    let batch = [event.as_str(); 10].join("\n");
+    let mut posted = 0;
+    for _ in 0..100 {
+        let (status, body) = node.post(&batch, "application/x-ndjson").await;
+        assert_eq!(status, 202, "{body}");
+        posted += 10;
+    }
+    let metric_line =
+        "colloquium_storage_forced_deleted_events_total{pipeline=\"stuck\",reason=\"unprocessed\"}";
+    let deleted = eventually(MINUTE, "the ceiling to delete and count", || async {
+        let (_, metrics) = node.get_text("/metrics").await;
+        let n = metric(&metrics, metric_line);
+        (n > 0.0).then_some(n)
+    })
+    .await;
+    let (status, health) = node.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    let storage = &health["components"]["storage"];
+    assert_eq!(storage["status"], "degraded", "{health}");
+    assert!(
+        storage["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("max_disk_usage")
+    );
+    // Every event is either still there or counted.
+    eventually(MINUTE, "stored + counted = posted", || async {
+        let (_, metrics) = node.get_text("/metrics").await;
+        let counted = metric(&metrics, metric_line) as usize;
+        let left = node.all_events().await.len();
+        (left + counted == posted && left < posted).then_some(())
+    })
+    .await;
+    assert!(deleted >= 1.0);
+}
