@@ -350,6 +350,32 @@ mod tests {
             .collect()
     }
 
+    /// Like `open`, counting into `registry`.
+    fn open_counted(dir: &Path, registry: &MetricsRegistry) -> Store {
+        let options = StoreOptions {
+            sync: false,
+            ..StoreOptions::new(dir)
+        };
+        Store::open(options, StorageMetrics::register(registry)).unwrap()
+    }
+
+    fn usage(store: &Store) -> u64 {
+        store.sizes().iter().map(|(_, b)| b).sum()
+    }
+
+    /// Waits (30 s at most) for retention to bring the store down to `bytes`.
+    async fn shrink_to(store: &Store, bytes: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while usage(store) > bytes {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {} bytes",
+                usage(store)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn ids_in(store: &Store, range: ScanRange) -> Vec<EventId> {
         store.scan(range, true).map(|r| r.unwrap().0).collect()
     }
@@ -557,14 +583,7 @@ mod tests {
         use crate::{Checkpoint, PipelineCommit};
         let dir = tempfile::tempdir().unwrap();
         let registry = MetricsRegistry::default();
-        let store = Store::open(
-            StoreOptions {
-                sync: false,
-                ..StoreOptions::new(dir.path())
-            },
-            StorageMetrics::register(&registry),
-        )
-        .unwrap();
+        let store = open_counted(dir.path(), &registry);
         let ids = IdGenerator::default();
         let padding = "x".repeat(4_000);
         let mut batch = events(&ids, 1_000, 500);
@@ -584,8 +603,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        let usage = || store.sizes().iter().map(|(_, b)| b).sum::<u64>();
-        let before = usage();
+        let before = usage(&store);
         assert!(before > 1_000_000, "{before}");
         store
             .start_retention(RetentionPolicy {
@@ -594,15 +612,7 @@ mod tests {
                 interval: Duration::from_millis(20),
             })
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while usage() > before / 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still {} bytes",
-                usage()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        shrink_to(&store, before / 2).await;
         let left = ids_in(&store, ScanRange::default()).len() as u64;
         assert!(left > 0 && left < 500, "{left} events left");
         let forced = store.forced_deletions();
@@ -628,14 +638,7 @@ mod tests {
         use crate::{NewDeadLetter, PipelineCommit};
         let dir = tempfile::tempdir().unwrap();
         let registry = MetricsRegistry::default();
-        let store = Store::open(
-            StoreOptions {
-                sync: false,
-                ..StoreOptions::new(dir.path())
-            },
-            StorageMetrics::register(&registry),
-        )
-        .unwrap();
+        let store = open_counted(dir.path(), &registry);
         let mut event = events(&IdGenerator::default(), 1_000, 1).remove(0);
         event.data.insert("pad".into(), json!("x".repeat(4_000)));
         let letter = |_| NewDeadLetter {
@@ -658,8 +661,7 @@ mod tests {
             .collect();
         store.request_replay(letters[0]).unwrap();
         store.request_replay(letters[399]).unwrap();
-        let usage = || store.sizes().iter().map(|(_, b)| b).sum::<u64>();
-        let before = usage();
+        let before = usage(&store);
         store
             .start_retention(RetentionPolicy {
                 max_age: None,
@@ -667,15 +669,7 @@ mod tests {
                 interval: Duration::from_millis(20),
             })
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while usage() > before / 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still {} bytes",
-                usage()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        shrink_to(&store, before / 2).await;
         let left = store.dead_letters(ScanRange::default()).count() as u64;
         assert!(left > 0 && left < 400, "{left} left");
         assert_eq!(store.forced_deletions().dead_letters, 400 - left);

@@ -93,13 +93,8 @@ async fn item1_retention_keeps_dead_letters_until_replayed() {
     hook.answer(200);
     for letter in &letters {
         let id = letter["id"].as_str().unwrap();
-        let response = node
-            .client
-            .post(node.url(&format!("/api/dlq/{id}/replay")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 202);
+        let path = format!("/api/dlq/{id}/replay");
+        assert_eq!(node.post_to(&path, "", "application/json").await.0, 202);
     }
     eventually(MINUTE, "the replayed letters delivered", || async {
         (ns(&hook.received()) == (0..20).collect::<Vec<u64>>()).then_some(())
@@ -480,10 +475,15 @@ impl Tmpfs {
         })
     }
 
-    /// Writes zeros to `name` until the file system is full.
+    /// Appends zeros to `name` until the file system is full (again: RocksDB frees space as it
+    /// deletes obsolete files, so a test keeps topping it up).
     fn fill(&self, name: &str) {
         use std::io::Write;
-        let mut file = std::fs::File::create(self.dir.path().join(name)).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .unwrap();
         let chunk = vec![0u8; 1 << 20];
         while file.write_all(&chunk).is_ok() {}
         while file.write_all(&chunk[..4096]).is_ok() {}
@@ -515,9 +515,9 @@ async fn item3_a_full_disk_is_recovered_from_without_a_restart() {
     let (status, _) = node.post(r#"{"before":1}"#, "application/json").await;
     assert_eq!(status, 202);
 
-    fs.fill("filler");
     let event = format!("{{\"pad\":\"{}\"}}", "x".repeat(64 << 10));
     let body = eventually(MINUTE, "a write to fail for lack of space", || async {
+        fs.fill("filler");
         let (status, body) = node.post(&event, "application/json").await;
         (status == 503).then_some(body)
     })
