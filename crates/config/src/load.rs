@@ -91,12 +91,8 @@ impl Checked {
     /// (`pipelines[j]` of the config is `pipelines[i]` of the document when items before it
     /// were left out); `None` when it only says that a left-out entry is missing (`no sink
     /// named X` for a sink whose own problem is already reported).
-    pub fn place(&self, mut error: ConfigError) -> Option<ConfigError> {
-        if self.kept.is_knock_on(&error) {
-            return None;
-        }
-        self.kept.restore(&mut error.path);
-        Some(error)
+    pub fn place(&self, error: ConfigError) -> Option<ConfigError> {
+        self.kept.place(error)
     }
 
     fn into_result(self) -> Result<Config, LoadError> {
@@ -206,12 +202,12 @@ pub fn check_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Che
             // reference elsewhere. Paths into trimmed lists are put back to the original index.
             let config = deserialize::<Config>(shape.repaired).ok();
             if let Some(config) = &config {
-                for mut error in config.validate() {
-                    if !shape.kept.is_knock_on(&error) {
-                        shape.kept.restore(&mut error.path);
-                        errors.push(error);
-                    }
-                }
+                errors.extend(
+                    config
+                        .validate()
+                        .into_iter()
+                        .filter_map(|e| shape.kept.place(e)),
+                );
             }
             kept = shape.kept;
             config
@@ -243,15 +239,28 @@ struct Shape {
     kept: KeptItems,
 }
 
-/// What was left out of a document for its shape: for each list trimmed of bad items, the
-/// original index of each item kept; and the names of the map entries left out (`sinks.x`).
+/// What was left out of a document for its shape.
 #[derive(Debug, Default)]
-struct KeptItems(Vec<(String, Vec<usize>)>, Vec<(String, String)>);
+struct KeptItems {
+    /// For each list trimmed of bad items (`pipelines`), the original index of each item kept.
+    lists: Vec<(String, Vec<usize>)>,
+    /// The map entries left out, as (section, name): `("sinks", "x")`.
+    left_out: Vec<(String, String)>,
+}
 
 impl KeptItems {
+    /// See [`Checked::place`].
+    fn place(&self, mut error: ConfigError) -> Option<ConfigError> {
+        if self.is_knock_on(&error) {
+            return None;
+        }
+        self.restore(&mut error.path);
+        Some(error)
+    }
+
     /// Whether `error` only says that a left-out entry does not exist.
     fn is_knock_on(&self, error: &ConfigError) -> bool {
-        self.1.iter().any(|(section, name)| {
+        self.left_out.iter().any(|(section, name)| {
             let singular = section.strip_suffix('s').unwrap_or(section);
             error
                 .message
@@ -261,7 +270,7 @@ impl KeptItems {
 
     /// Rewrites `name[j]` at the start of `path` to the item's index in the original list.
     fn restore(&self, path: &mut String) {
-        for (name, kept) in &self.0 {
+        for (name, kept) in &self.lists {
             let Some(rest) = path.strip_prefix(&format!("{name}[")) else {
                 continue;
             };
@@ -312,7 +321,7 @@ fn shape_errors(document: &Value) -> Shape {
                         Some(error) => {
                             shape.errors.push(error);
                             let entry = k.as_str().unwrap_or_default().to_owned();
-                            shape.kept.1.push((name.to_owned(), entry));
+                            shape.kept.left_out.push((name.to_owned(), entry));
                         }
                         None => drop(good.insert(k.clone(), v.clone())),
                     }
@@ -337,7 +346,7 @@ fn shape_errors(document: &Value) -> Shape {
                     }
                 }
                 repaired.insert(key.clone(), Value::Sequence(good));
-                shape.kept.0.push((name.to_owned(), kept));
+                shape.kept.lists.push((name.to_owned(), kept));
             }
             _ => {}
         }

@@ -266,28 +266,21 @@ impl Runtime {
             (p.name.as_str(), position)
         });
         for (name, position) in starts.chain(std::iter::once((ROUTER, newest))) {
-            match store.checkpoint(name)? {
-                None => {
-                    let checkpoint = Checkpoint {
-                        position,
-                        stopped: None,
-                    };
-                    first.checkpoints.push((name.to_owned(), checkpoint));
-                }
-                // A stopped pipeline retries from its checkpoint after a reload or restart;
-                // until its next step, its health must not still say stopped.
+            // A stopped pipeline retries from its checkpoint after a reload or restart, so
+            // its health must not still say stopped until its next step.
+            let position = match store.checkpoint(name)? {
+                None => position,
                 Some(Checkpoint {
                     position,
                     stopped: Some(_),
-                }) => {
-                    let checkpoint = Checkpoint {
-                        position,
-                        stopped: None,
-                    };
-                    first.checkpoints.push((name.to_owned(), checkpoint));
-                }
-                Some(_) => {}
-            }
+                }) => position,
+                Some(_) => continue,
+            };
+            let checkpoint = Checkpoint {
+                position,
+                stopped: None,
+            };
+            first.checkpoints.push((name.to_owned(), checkpoint));
         }
         if !first.checkpoints.is_empty() {
             store.commit_pipelines(first)?;

@@ -120,6 +120,29 @@ fn replay_key(id: EventId) -> Vec<u8> {
     key
 }
 
+/// Every checkpoint (each pipeline's and `@router`'s) by name, in key order; replay requests,
+/// which share the column family, are skipped.
+pub(crate) fn all_checkpoints(db: &rocksdb::DB) -> Result<Vec<(String, Checkpoint)>, StorageError> {
+    let Some(handle) = db.cf_handle(ColumnFamily::Checkpoints.name()) else {
+        return Ok(Vec::new());
+    };
+    let mut checkpoints = Vec::new();
+    for item in db.iterator_cf(&handle, IteratorMode::Start) {
+        let (key, value) = item?;
+        if key.starts_with(REPLAY_PREFIX) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let checkpoint = serde_json::from_slice(&value).map_err(|e| StorageError::Corrupt {
+            cf: ColumnFamily::Checkpoints.name(),
+            key: name.clone(),
+            message: e.to_string(),
+        })?;
+        checkpoints.push((name, checkpoint));
+    }
+    Ok(checkpoints)
+}
+
 /// Checkpoints-CF prefix of replay requests.
 pub(crate) const REPLAY_PREFIX: &[u8] = b"@replay/";
 
@@ -310,15 +333,10 @@ impl Store {
 
     /// The names of every pipeline (and `@router`) with a checkpoint, in key order.
     pub fn checkpointed(&self) -> Result<Vec<String>, StorageError> {
-        let handle = self.cf(ColumnFamily::Checkpoints)?;
-        let mut names = Vec::new();
-        for item in self.db().iterator_cf(&handle, IteratorMode::Start) {
-            let (key, _) = item?;
-            if !key.starts_with(REPLAY_PREFIX) {
-                names.push(String::from_utf8_lossy(&key).into_owned());
-            }
-        }
-        Ok(names)
+        Ok(all_checkpoints(self.db())?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
     }
 
     /// Returns a pipeline's checkpoint, if it has one.

@@ -27,7 +27,7 @@ use rocksdb::DB;
 
 use crate::dlq::DeadLetter;
 use crate::events::{ForcedLabels, StorageMetrics};
-use crate::pipelines::{Checkpoint, REPLAY_PREFIX};
+use crate::pipelines::{REPLAY_PREFIX, all_checkpoints};
 use crate::{ColumnFamily, StorageError};
 
 /// What retention keeps.
@@ -61,36 +61,21 @@ struct Reader {
 
 /// The key just above `id`: event keys are exactly 16 bytes, so `id ++ 0x00` sorts after `id`
 /// and before every later id.
-fn key_after(id: EventId) -> Vec<u8> {
+pub(crate) fn key_after(id: EventId) -> Vec<u8> {
     let mut key = id.to_bytes().to_vec();
     key.push(0);
     key
 }
 
-/// Every reader of the log, from the checkpoints column family (replay requests skipped).
+/// Every reader of the log, from the checkpoints column family.
 fn readers(db: &DB) -> Result<Vec<Reader>, StorageError> {
-    let Some(handle) = db.cf_handle(ColumnFamily::Checkpoints.name()) else {
-        return Ok(Vec::new());
-    };
-    let mut readers = Vec::new();
-    for item in db.iterator_cf(&handle, rocksdb::IteratorMode::Start) {
-        let (key, value) = item?;
-        if key.starts_with(REPLAY_PREFIX) {
-            continue;
-        }
-        let name = String::from_utf8_lossy(&key).into_owned();
-        let checkpoint: Checkpoint =
-            serde_json::from_slice(&value).map_err(|e| StorageError::Corrupt {
-                cf: ColumnFamily::Checkpoints.name(),
-                key: name.clone(),
-                message: e.to_string(),
-            })?;
-        readers.push(Reader {
+    Ok(all_checkpoints(db)?
+        .into_iter()
+        .map(|(name, checkpoint)| Reader {
             name,
             position: checkpoint.position,
-        });
-    }
-    Ok(readers)
+        })
+        .collect())
 }
 
 /// The exclusive end of what every reader has processed (`None`: there are no readers).

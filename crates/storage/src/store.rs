@@ -131,7 +131,7 @@ impl Store {
         options.fill_cache(false);
         let mut iter = self.inner.db.raw_iterator_cf_opt(&handle, options);
         match after {
-            Some(id) => iter.seek([id.to_bytes().as_slice(), &[0]].concat()),
+            Some(id) => iter.seek(retention::key_after(id)),
             None => iter.seek_to_first(),
         }
         let oldest = iter.key().and_then(EventId::from_slice);
