@@ -43,13 +43,17 @@ addr=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
 metric() { # sum of the samples of one metric line pattern
   curl -s "$addr/metrics" | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d", s }'
 }
+metric_re() { # sum of the samples of the metric lines matching an awk regex
+  curl -s "$addr/metrics" | awk -v m="$1" '$0 ~ m { s += $NF } END { printf "%d", s }'
+}
 
 start=$(date +%s.%N)
 if [ -z "$rate" ]; then
   "$bin" bench http --addr "$addr" --connections 4 --batch 1000 --duration "${DURATION:-15s}" --pid $node
   stored=$(metric "colloquium_storage_events_stored_total")
-  first_stage="colloquium_pipeline_events_total{pipeline=\"p$((pipelines - 1))\",stage=\"transform#0\",outcome=\"in\"}"
-  until [ "$(metric "$first_stage")" -ge "$stored" ]; do alive; sleep 0.1; done
+  # The stage is `transform` (stable stage ids), `transform#0` in builds before them.
+  first_stage="^colloquium_pipeline_events_total[{]pipeline=\"p$((pipelines - 1))\",stage=\"transform(#0)?\",outcome=\"in\"[}]"
+  until [ "$(metric_re "$first_stage")" -ge "$stored" ]; do alive; sleep 0.1; done
   end=$(date +%s.%N)
   python3 -c "import sys; s=$stored; t=$end-$start; print(f'pipelines: {s} events through each of $pipelines pipeline(s) in {t:.1f} s = {s/t:,.0f} events/s per pipeline (first request to caught up)')"
 else

@@ -146,6 +146,21 @@ fn validate(args: &ConfigArgs) -> anyhow::Result<Vec<colloquium_config::ConfigEr
             .with_context(|| format!("loading config {}", path.display()))?,
     };
     let mut errors = checked.errors.clone();
+    if let Some(config) = &checked.config {
+        let metrics = colloquium_ingest::IngestMetrics::register(&Default::default());
+        let settings = node::ingest_settings(config);
+        let sources = colloquium_ingest::source::check_sources(
+            &registry::sources(),
+            &config.sources,
+            &settings,
+            &metrics,
+        );
+        for error in sources.into_iter().filter_map(|e| checked.place(e)) {
+            if !errors.contains(&error) {
+                errors.push(error);
+            }
+        }
+    }
     if let Some(config) = &checked.config
         && let Err(built) = Topology::build(config, &registry::registry())
     {

@@ -12,7 +12,9 @@ use anyhow::Context;
 use colloquium_api::ApiState;
 use colloquium_config::Config;
 use colloquium_event::IdGenerator;
-use colloquium_ingest::{HttpSource, HttpSourceConfig, IngestMetrics};
+use colloquium_ingest::{
+    HttpRoutes, IngestMetrics, IngestSettings, SourceBuildContext, SourceContext,
+};
 use colloquium_pipeline::{PipelineMetrics, Runtime};
 use colloquium_storage::{Compression, RetentionPolicy, StorageMetrics, Store, StoreOptions};
 use colloquium_telemetry::MetricsRegistry;
@@ -68,23 +70,42 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     )?;
 
     let draining = Arc::new(AtomicBool::new(false));
-    let http = HttpSource::new(
-        HttpSourceConfig {
-            max_body_size: usize::try_from(config.server.max_body_size.as_u64())
-                .unwrap_or(usize::MAX),
-            max_pending_events: config.server.max_pending_events.get(),
-            max_pending_bytes: usize::try_from(config.server.max_pending_bytes.as_u64())
-                .unwrap_or(usize::MAX),
-            timestamp_field: config.ingest.timestamp_field.clone(),
-            pipeline: config.ingest.pipeline.clone(),
-        },
-        StoreAccept {
-            store: store.clone(),
-            pipelines: wake,
-        },
-        ids,
-        IngestMetrics::register(&registry),
-    );
+    // Every configured source, built before anything listens: a bad one stops the start.
+    let accept = StoreAccept {
+        store: store.clone(),
+        pipelines: wake,
+    };
+    let settings = ingest_settings(&config);
+    let ingest_metrics = IngestMetrics::register(&registry);
+    let mut routes = HttpRoutes::default();
+    let mut sources = Vec::new();
+    let kinds = registry::sources();
+    for (name, section) in &config.sources {
+        let mut cx = SourceBuildContext {
+            name: colloquium_ingest::source::leak(name),
+            at: format!("sources.{name}"),
+            accept: accept.clone(),
+            ids: ids.clone(),
+            metrics: ingest_metrics.clone(),
+            settings: &settings,
+            http: &mut routes,
+        };
+        let source = kinds.build(section, &mut cx).map_err(|errors| {
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("building sources: {}", shown.join("; "))
+        })?;
+        sources.push(source);
+    }
+    let (stop_sources, sources_stopping) = tokio::sync::watch::channel(false);
+    let source_tasks: Vec<_> = sources
+        .into_iter()
+        .map(|source| {
+            let cx = SourceContext {
+                shutdown: sources_stopping.clone(),
+            };
+            tokio::spawn(source.run(cx))
+        })
+        .collect();
     let api = colloquium_api::router(ApiState {
         store: store.clone(),
         registry: registry.clone(),
@@ -94,8 +115,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         board,
     });
     let http_metrics = HttpMetrics::register(&registry);
-    let app = http
-        .router()
+    let app = routes
+        .into_router()
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(
             http_metrics,
@@ -149,6 +170,14 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         }
     });
     tokio::join!(main, admin);
+    let _ = stop_sources.send(true);
+    for task in source_tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "a source failed"),
+            Err(e) => tracing::error!(error = %e, "a source panicked"),
+        }
+    }
 
     // Pipelines stop after ingest (nothing new arrives) and before the store closes; what
     // they have not processed yet resumes from their checkpoints at the next start.
@@ -164,6 +193,18 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     .context("closing the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The node-wide settings sources share, from `server:` and `ingest:`.
+pub fn ingest_settings(config: &Config) -> IngestSettings {
+    IngestSettings {
+        max_body_size: usize::try_from(config.server.max_body_size.as_u64()).unwrap_or(usize::MAX),
+        max_pending_events: config.server.max_pending_events.get(),
+        max_pending_bytes: usize::try_from(config.server.max_pending_bytes.as_u64())
+            .unwrap_or(usize::MAX),
+        timestamp_field: config.ingest.timestamp_field.clone(),
+        pipeline: config.ingest.pipeline.clone(),
+    }
 }
 
 /// Opens the store with the config's storage settings; `create`: create the data directory

@@ -1,7 +1,9 @@
 //! Every component kind the node knows, one line each. Adding a stage (or sink): a file in
 //! `crates/pipeline/src/stages/` (`sinks/`) implementing `StageConfig` + `Stage` (`SinkConfig` +
-//! `Sink`), and a line here.
+//! `Sink`), and a line here. Adding a source: a file in `crates/ingest/src/` implementing
+//! `SourceConfig` + `Source`, and a line in [`sources`].
 
+use colloquium_ingest::{Accept, SourceRegistry};
 use colloquium_pipeline::Registry;
 use colloquium_pipeline::sinks::{dlq, file, http, stdout, store};
 use colloquium_pipeline::stages::{dedup, filter, set, transform};
@@ -18,4 +20,9 @@ pub fn registry() -> Registry {
         .sink::<stdout::StdoutConfig>()
         .sink::<file::FileConfig>()
         .sink::<http::HttpConfig>()
+}
+
+/// The source kinds, by `type:` name.
+pub fn sources<A: Accept>() -> SourceRegistry<A> {
+    SourceRegistry::default().source::<colloquium_ingest::HttpConfig>()
 }

@@ -296,6 +296,16 @@ impl Reloader {
         let loaded = colloquium_config::from_file(file).map_err(|e| e.to_string())?;
         let mut next = self.args.apply(loaded);
         report.restart_required = keep_restart_only_sections(&self.active, &mut next);
+        // A pipeline may only take from a source that is running.
+        for (i, pipeline) in next.pipelines.iter().enumerate() {
+            for (j, source) in pipeline.from.iter().enumerate() {
+                if !next.sources.contains_key(source) {
+                    return Err(format!(
+                        "pipelines[{i}].from[{j}]: source `{source}` is not running (sources change at a restart)"
+                    ));
+                }
+            }
+        }
         let before = digest(&self.active);
         if digest(&next) == before {
             return Ok(ReloadResult::Unchanged);
@@ -372,6 +382,11 @@ fn keep_restart_only_sections(active: &Config, next: &mut Config) -> Vec<String>
     if !same(&active.ingest, &next.ingest) {
         differ.push("ingest".to_owned());
         next.ingest = active.ingest.clone();
+    }
+    // Sources own listeners and routes: they change at a restart too.
+    if !same(&active.sources, &next.sources) {
+        differ.push("sources".to_owned());
+        next.sources = active.sources.clone();
     }
     differ
 }

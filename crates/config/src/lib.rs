@@ -20,7 +20,7 @@ pub use load::{
 };
 pub use model::{Compression, Config, IngestConfig, ServerConfig, StorageConfig};
 pub use pipelines::{
-    Balance, ComponentConfig, OnError, PipelineConfig, ScriptSource, SourceConfig, SourceKind,
-    StartFrom, TestCase, TestEvent, TestExpect,
+    Balance, ComponentConfig, OnError, PipelineConfig, ScriptSource, SourceConfig, StartFrom,
+    TestCase, TestEvent, TestExpect, typed_options,
 };
 pub use scripts::ScriptLibrary;

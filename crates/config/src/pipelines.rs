@@ -51,6 +51,10 @@ pub struct ComponentConfig {
     /// The component kind (`transform`, `filter`, `store`, …).
     #[serde(rename = "type")]
     pub kind: String,
+    /// A stage's stable identity within its pipeline, which keys its state (default: the
+    /// kind when it is the only one of its kind, else `kind#n`, its ordinal among its kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// What to do when this stage fails (default: the pipeline's `on_error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<OnError>,
@@ -59,21 +63,26 @@ pub struct ComponentConfig {
     pub options: Map<String, Value>,
 }
 
-/// `sources.NAME`.
+/// `sources.NAME`: a source kind and its options, which the source kind types itself (the
+/// ingest crate's source registry). Events it receives carry its name as `metadata.source`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// The source kind; `http` (the `POST /events` endpoint) is the only one so far.
+    /// The source kind (`http`, …).
     #[serde(rename = "type")]
-    pub kind: SourceKind,
+    pub kind: String,
+    /// Every other key, for the source kind's own typed config.
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
 }
 
-/// Source kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// `POST /events` on the node's listener.
-    Http,
+impl SourceConfig {
+    /// A source of `kind` with no options.
+    pub fn of_kind(kind: &str) -> Self {
+        SourceConfig {
+            kind: kind.to_owned(),
+            options: Map::new(),
+        }
+    }
 }
 
 /// `pipelines[i]`.
@@ -107,6 +116,39 @@ pub struct PipelineConfig {
     /// Where a pipeline that has no checkpoint yet starts reading the log.
     #[serde(default)]
     pub start_from: StartFrom,
+    /// How often stages' `on_tick` runs when no events arrive (they also run once per step).
+    #[serde(default = "default_tick_interval", with = "humantime_serde")]
+    pub tick_interval: Duration,
+}
+
+fn default_tick_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl PipelineConfig {
+    /// Each stage's identity, in order: its `id`, else its kind when it is the only stage of
+    /// that kind, else `kind#n` with `n` its ordinal among the stages of its kind. State is
+    /// keyed by it, so inserting a stage of another kind keeps every other stage's state.
+    pub fn stage_ids(&self) -> Vec<String> {
+        let mut of_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for stage in &self.stages {
+            *of_kind.entry(stage.kind.as_str()).or_default() += 1;
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        self.stages
+            .iter()
+            .map(|stage| {
+                let ordinal = seen.entry(stage.kind.as_str()).or_default();
+                let n = *ordinal;
+                *ordinal += 1;
+                match &stage.id {
+                    Some(id) => id.clone(),
+                    None if of_kind[stage.kind.as_str()] == 1 => stage.kind.clone(),
+                    None => format!("{}#{n}", stage.kind),
+                }
+            })
+            .collect()
+    }
 }
 
 /// How a pipeline's results are spread over its sinks.
@@ -248,6 +290,23 @@ pub struct TestExpect {
     pub dlq: Vec<String>,
 }
 
+/// Deserializes a component's options (a stage's, a sink's, a source's) as its typed config
+/// `C`, errors led by their key path under `at`.
+pub fn typed_options<C: serde::de::DeserializeOwned>(
+    options: &Map<String, Value>,
+    at: &str,
+) -> Result<C, ConfigError> {
+    serde_path_to_error::deserialize(Value::Object(options.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        };
+        ConfigError::new(at, e.into_inner().to_string())
+    })
+}
+
 /// Checks names and references across the topology sections.
 pub(crate) fn validate(
     sources: &BTreeMap<String, SourceConfig>,
@@ -278,6 +337,25 @@ pub(crate) fn validate(
                 at("name"),
                 format!("pipeline `{}` is defined twice", p.name),
             ));
+        }
+        let mut ids = BTreeSet::new();
+        for (j, (stage, id)) in p.stages.iter().zip(p.stage_ids()).enumerate() {
+            let at = at(&format!("stages[{j}].id"));
+            if let Some(own) = &stage.id
+                && (own.is_empty()
+                    || !own
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+            {
+                let message =
+                    format!("invalid stage id `{own}`: use letters, digits, `_`, `-` and `.`");
+                errors.push(ConfigError::new(at, message));
+            } else if !ids.insert(id.clone()) {
+                let message = format!(
+                    "stage id `{id}` is used twice in this pipeline: give one of them another `id`"
+                );
+                errors.push(ConfigError::new(at, message));
+            }
         }
         for (j, source) in p.from.iter().enumerate() {
             if !sources.contains_key(source) {
@@ -357,12 +435,7 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 /// The sources a config without a `sources:` section has.
 pub(crate) fn default_sources() -> BTreeMap<String, SourceConfig> {
-    BTreeMap::from([(
-        "http".to_owned(),
-        SourceConfig {
-            kind: SourceKind::Http,
-        },
-    )])
+    BTreeMap::from([("http".to_owned(), SourceConfig::of_kind("http"))])
 }
 
 #[cfg(test)]

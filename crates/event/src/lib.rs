@@ -3,14 +3,17 @@
 //! - [`id`]: [`EventId`], a ULID whose byte order is time order, and its generator.
 //! - [`event`]: [`Event`], [`Metadata`] and [`Priority`].
 //! - [`time`]: [`Timestamp`] in milliseconds and the accepted textual forms.
+//! - [`reason`]: [`Reason`], why an event was dead-lettered, and its [`Fault`].
 #![warn(missing_docs)]
 
 pub mod event;
 pub mod id;
+pub mod reason;
 pub mod time;
 
 pub use event::{Event, Metadata, Priority, PriorityParseError};
 pub use id::{EventId, IdGenerator, IdParseError, Reservation};
+pub use reason::{Fault, Reason, UnknownReason};
 pub use time::{Timestamp, TimestampParseError};
 
 /// Names a JSON value's kind with its article ("a number", "an object", "null"), for messages.

@@ -1,4 +1,5 @@
-//! `POST /events`: the HTTP source.
+//! `POST /events`: the HTTP source. Several named `http` sources may share the node's main
+//! listener, each on its own `path`; each stamps its events with its name.
 //!
 //! Answers `202 {"accepted": N, "ids": [...]}` only after the [`Accept`] handle reports the
 //! batch durable. Every rejection is a JSON `{"error", "reason"}` body (plus `line` for NDJSON)
@@ -16,46 +17,132 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use colloquium_event::{EventId, IdGenerator, Priority, Timestamp};
+use colloquium_event::{EventId, Priority, Timestamp};
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::body::{self, BodyFormat};
+use crate::source::{
+    IngestSettings, Source, SourceBuildContext, SourceConfig, SourceContext, SourceError,
+};
 use crate::stamp::{Envelope, Stamper};
 use crate::{Accept, AcceptError, IngestMetrics};
+use colloquium_config::ConfigError;
 
-const SOURCE: &str = "http";
+/// Paths the node's own routes use; a source may not take them.
+const RESERVED: [&str; 4] = ["/api", "/health", "/metrics", "/admin"];
 
-/// Settings of the HTTP source (from `server:` and `ingest:`).
-#[derive(Clone, Debug)]
-pub struct HttpSourceConfig {
-    /// Largest accepted body in bytes.
-    pub max_body_size: usize,
-    /// Most events accepted but not yet durable across all requests.
-    pub max_pending_events: usize,
-    /// Most request-body bytes held at once across all requests, from the first byte read
-    /// until the batch is durable (what a request costs in memory is a small multiple).
-    pub max_pending_bytes: usize,
-    /// Payload field (or JSON pointer) holding the event time.
-    pub timestamp_field: String,
-    /// Pipeline recorded in metadata.
-    pub pipeline: String,
+/// `sources.NAME: {type: http, path: /events/mobile}`: `POST` on this path of the node's main
+/// listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The path events are posted to.
+    #[serde(default = "default_path")]
+    pub path: String,
 }
 
-/// The HTTP source: build it, then mount [`HttpSource::router`] on the node's server.
-pub struct HttpSource<A> {
-    shared: Arc<Shared<A>>,
+fn default_path() -> String {
+    "/events".to_owned()
+}
+
+impl SourceConfig for HttpConfig {
+    const KIND: &'static str = "http";
+
+    fn validate(&self, at: &str) -> Vec<ConfigError> {
+        let path = &self.path;
+        let plain = path.len() > 1
+            && path.starts_with('/')
+            && !path.ends_with('/')
+            && !path.contains("//")
+            && path[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-.".contains(c));
+        let reserved = RESERVED
+            .iter()
+            .any(|r| path == r || path.starts_with(&format!("{r}/")));
+        let message = if !plain {
+            format!(
+                "`{path}` is not a plain path such as `/events/mobile` (letters, digits, `/`, `_`, `-`, `.`)"
+            )
+        } else if reserved {
+            format!(
+                "`{path}` is one of the node's own routes ({})",
+                RESERVED.join(", ")
+            )
+        } else {
+            return Vec::new();
+        };
+        vec![ConfigError::new(format!("{at}.path"), message)]
+    }
+
+    fn build<A: Accept>(
+        self,
+        cx: &mut SourceBuildContext<'_, A>,
+    ) -> Result<Box<dyn Source>, ConfigError> {
+        let shared = Arc::new(Shared {
+            accept: cx.accept.clone(),
+            stamper: Stamper::new(
+                cx.ids.clone(),
+                cx.name,
+                &cx.settings.timestamp_field,
+                &cx.settings.pipeline,
+            ),
+            limits: cx.http.limits(cx.settings),
+            metrics: cx.metrics.clone(),
+            source: cx.name,
+        });
+        let router = Router::new()
+            .route(&self.path, post(post_events::<A>))
+            .with_state(shared);
+        let at = cx.at.clone();
+        cx.http.mount(&self.path, &at, router)?;
+        Ok(Box::new(HttpSource))
+    }
+}
+
+/// A running HTTP source: its route is served by the node's main listener, which drains its
+/// requests at shutdown; the source itself only waits for it.
+struct HttpSource;
+
+#[async_trait::async_trait]
+impl Source for HttpSource {
+    async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
+        let _ = cx.shutdown.wait_for(|stop| *stop).await;
+        Ok(())
+    }
+}
+
+/// What every HTTP source's requests count against together (`server.max_pending_events`,
+/// `server.max_pending_bytes`, `server.max_body_size`).
+pub(crate) struct Limits {
+    pending: Semaphore,
+    max_pending: usize,
+    pending_bytes: Semaphore,
+    max_body_size: usize,
+}
+
+impl Limits {
+    pub(crate) fn new(settings: &IngestSettings) -> Self {
+        let max_pending = settings.max_pending_events.clamp(1, Semaphore::MAX_PERMITS);
+        let max_bytes = settings.max_pending_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        Limits {
+            pending: Semaphore::new(max_pending),
+            max_pending,
+            pending_bytes: Semaphore::new(max_bytes),
+            max_body_size: settings.max_body_size,
+        }
+    }
 }
 
 struct Shared<A> {
     accept: A,
     stamper: Stamper,
-    pending: Semaphore,
-    max_pending: usize,
-    pending_bytes: Semaphore,
-    max_body_size: usize,
+    limits: Arc<Limits>,
     metrics: IngestMetrics,
+    /// The source's name, for metrics.
+    source: &'static str,
 }
 
 /// Optional query parameters of `POST /events`, applied to every event of the request.
@@ -123,37 +210,6 @@ impl Rejection {
     }
 }
 
-impl<A: Accept> HttpSource<A> {
-    /// Returns the source; `ids` is the node-wide id generator.
-    pub fn new(
-        config: HttpSourceConfig,
-        accept: A,
-        ids: Arc<IdGenerator>,
-        metrics: IngestMetrics,
-    ) -> Self {
-        let max_pending = config.max_pending_events.clamp(1, Semaphore::MAX_PERMITS);
-        let max_bytes = config.max_pending_bytes.clamp(1, Semaphore::MAX_PERMITS);
-        Self {
-            shared: Arc::new(Shared {
-                accept,
-                stamper: Stamper::new(ids, SOURCE, &config.timestamp_field, &config.pipeline),
-                pending: Semaphore::new(max_pending),
-                max_pending,
-                pending_bytes: Semaphore::new(max_bytes),
-                max_body_size: config.max_body_size,
-                metrics,
-            }),
-        }
-    }
-
-    /// Returns the routes of this source (`POST /events`).
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route("/events", post(post_events::<A>))
-            .with_state(self.shared.clone())
-    }
-}
-
 async fn post_events<A: Accept>(
     State(shared): State<Arc<Shared<A>>>,
     params: Result<Query<PostParams>, QueryRejection>,
@@ -166,13 +222,13 @@ async fn post_events<A: Accept>(
             let count = accepted.accepted;
             shared
                 .metrics
-                .accepted(SOURCE, count, started.elapsed().as_secs_f64());
+                .accepted(shared.source, count, started.elapsed().as_secs_f64());
             (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
         }
         Err(rejection) => {
             shared
                 .metrics
-                .rejected(SOURCE, rejection.reason, rejection.events);
+                .rejected(shared.source, rejection.reason, rejection.events);
             rejection.into_response()
         }
     }
@@ -208,15 +264,15 @@ async fn ingest<A: Accept>(
     })?;
     drop(bytes);
     let count = payloads.len();
-    shared.metrics.received(SOURCE, count);
+    shared.metrics.received(shared.source, count);
 
-    if count > shared.max_pending {
+    if count > shared.limits.max_pending {
         let mut rejection = Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_events",
             format!(
                 "batch of {count} events exceeds server.max_pending_events ({})",
-                shared.max_pending
+                shared.limits.max_pending
             ),
         );
         rejection.events = count;
@@ -224,15 +280,19 @@ async fn ingest<A: Accept>(
     }
     // `count <= max_pending <= Semaphore::MAX_PERMITS < u32::MAX`.
     let permits = u32::try_from(count).unwrap_or(u32::MAX);
-    let _permit = shared.pending.try_acquire_many(permits).map_err(|_| {
-        let mut rejection = Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many events waiting to be stored (server.max_pending_events); retry shortly",
-        );
-        rejection.events = count;
-        rejection
-    })?;
+    let _permit = shared
+        .limits
+        .pending
+        .try_acquire_many(permits)
+        .map_err(|_| {
+            let mut rejection = Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many events waiting to be stored (server.max_pending_events); retry shortly",
+            );
+            rejection.events = count;
+            rejection
+        })?;
 
     let (events, reservation) = shared.stamper.stamp(payloads, &envelope, Timestamp::now());
     let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
@@ -279,7 +339,7 @@ async fn read_body<'a, A>(
     body: Body,
     shared: &'a Shared<A>,
 ) -> Result<(bytes::Bytes, Option<SemaphorePermit<'a>>), Rejection> {
-    let limit = shared.max_body_size;
+    let limit = shared.limits.max_body_size;
     let too_large = || {
         Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -306,7 +366,7 @@ async fn read_body<'a, A>(
             continue; // trailers
         };
         let size = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-        let more = shared.pending_bytes.try_acquire_many(size).map_err(|_| {
+        let more = shared.limits.pending_bytes.try_acquire_many(size).map_err(|_| {
             Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -358,15 +418,34 @@ mod tests {
     }
 
     fn source(accept: Collect, max_body_size: usize, max_pending_events: usize) -> Router {
-        let config = HttpSourceConfig {
+        let settings = IngestSettings {
             max_body_size,
             max_pending_events,
             max_pending_bytes: 64 << 20,
             timestamp_field: "ts".into(),
             pipeline: "default".into(),
         };
-        let metrics = IngestMetrics::register(&MetricsRegistry::default());
-        HttpSource::new(config, accept, Arc::default(), metrics).router()
+        mounted(accept, &settings)
+    }
+
+    /// The routes of one `http` source named `http` on `/events`, built as a node builds it.
+    fn mounted<A: Accept>(accept: A, settings: &IngestSettings) -> Router {
+        let mut routes = crate::source::HttpRoutes::default();
+        let mut cx = SourceBuildContext {
+            name: "http",
+            at: "sources.http".into(),
+            accept,
+            ids: Arc::default(),
+            metrics: IngestMetrics::register(&MetricsRegistry::default()),
+            settings,
+            http: &mut routes,
+        };
+        HttpConfig {
+            path: "/events".into(),
+        }
+        .build(&mut cx)
+        .unwrap();
+        routes.into_router()
     }
 
     async fn post(
@@ -544,15 +623,14 @@ mod tests {
             (2, 1024, "server.max_pending_events"),
             (100, 10, "server.max_pending_bytes"),
         ] {
-            let config = HttpSourceConfig {
+            let settings = IngestSettings {
                 max_body_size: 10,
                 max_pending_events,
                 max_pending_bytes,
                 timestamp_field: "ts".into(),
                 pipeline: "default".into(),
             };
-            let metrics = IngestMetrics::register(&MetricsRegistry::default());
-            let router = HttpSource::new(config, Stuck, Arc::default(), metrics).router();
+            let router = mounted(Stuck, &settings);
             let held = tokio::spawn(
                 router.clone().oneshot(
                     Request::post("/events")

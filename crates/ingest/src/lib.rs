@@ -4,7 +4,9 @@
 //!   durable. The binary wires it to storage, so this crate never links RocksDB.
 //! - [`body`]: request bodies (one object, an array, NDJSON) into payloads, with precise errors.
 //! - [`stamp`]: payloads into [`Event`](colloquium_event::Event)s: id, event time, metadata.
-//! - [`http`]: `POST /events`.
+//! - [`source`]: the [`Source`] and [`SourceConfig`] traits, their registry, and the HTTP
+//!   routes sources share.
+//! - [`http`]: the `http` source: `POST` on a path of the main listener.
 //! - [`events`]: the metrics this crate reports.
 #![warn(missing_docs)]
 
@@ -13,9 +15,14 @@ pub mod body;
 pub mod events;
 pub mod http;
 pub mod numbers;
+pub mod source;
 pub mod stamp;
 
 pub use accept::{Accept, AcceptError};
 pub use events::IngestMetrics;
-pub use http::{HttpSource, HttpSourceConfig};
+pub use http::HttpConfig;
+pub use source::{
+    HttpRoutes, IngestSettings, Source, SourceBuildContext, SourceConfig, SourceContext,
+    SourceError, SourceRegistry,
+};
 pub use stamp::Stamper;

@@ -1,35 +1,57 @@
 //! One pipeline: its stages in order, and what happens when one fails (`on_error`).
 //!
 //! An event enters, each stage turns every event it gets into zero or more events, and what
-//! leaves the last stage are the pipeline's outputs. When a stage fails on an event, the stage's
-//! `on_error` (or the pipeline's) decides: `dlq` records a [`Failure`] holding the event as it
-//! entered the pipeline, so a replay after a fix starts from the beginning; `skip` counts and
-//! drops it; `retry` runs the stage again with `retry_count` raised (visible to scripts) after a
-//! doubling backoff, then dead-letters it; `stop_pipeline` halts this pipeline. One poison event
-//! never halts a pipeline unless `stop_pipeline` was chosen.
+//! leaves the last stage are the pipeline's outputs. When a stage fails on an event, the error's
+//! fault decides first: our own (corrupt stage state) stops the pipeline and leaves the event
+//! unprocessed. Otherwise the stage's `on_error` (or the pipeline's) does: `dlq` records a
+//! [`Failure`] holding the event as it entered the pipeline, so a replay after a fix starts from
+//! the beginning; `skip` counts and drops it; `retry` runs the stage again with `retry_count`
+//! raised (visible to scripts) after a doubling backoff, then dead-letters it; `stop_pipeline`
+//! halts this pipeline. One poison event never halts a pipeline unless `stop_pipeline` was
+//! chosen.
+//!
+//! Most pipelines run each event through every stage in place ([`Pipeline::process`]). One that
+//! must wait (an async stage, or a retry backoff) runs a whole step's events stage by stage
+//! ([`Pipeline::process_batch`]): each stage still sees its events in input order, an async
+//! stage has up to its `concurrency` calls in flight, and outputs come back in input order.
+//! There `stop_pipeline` takes effect at the end of the step.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use colloquium_config::{ConfigError, OnError, PipelineConfig, ScriptLibrary};
-use colloquium_event::Event;
+use colloquium_event::{Event, Fault, Reason, Timestamp};
 use colloquium_storage::StateWrite;
+use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use crate::registry::Registry;
-use crate::stage::{BuildContext, Failed, Stage};
+use crate::stage::{BuildContext, BuiltStage, CallResult, Failed, StageError};
+
+/// How a pipeline waits out a retry backoff (tests and `colloquium test` do not wait).
+pub type Sleeper = fn(Duration) -> BoxFuture<'static, ()>;
+
+fn tokio_sleep(wait: Duration) -> BoxFuture<'static, ()> {
+    Box::pin(tokio::time::sleep(wait))
+}
 
 /// A built pipeline.
 pub struct Pipeline {
     name: Arc<str>,
     stages: Vec<Slot>,
-    sleep: fn(Duration),
+    sleep: Sleeper,
     stopped: Option<String>,
+    tick_interval: Duration,
+    /// Whether it must run a step's events as a batch (see the module docs).
+    batched: bool,
+    /// Whether it stopped on our own fault (corrupt state) rather than an event's.
+    corrupt: bool,
 }
 
 struct Slot {
-    /// `type` and position, e.g. `transform#0`, for failures and metrics.
-    label: String,
-    stage: Box<dyn Stage>,
+    /// The stage's identity (`id`, or the default), for state, failures and metrics.
+    id: Arc<str>,
+    stage: BuiltStage,
     on_error: OnError,
     /// Events in and out, for metrics and tests.
     counts: StageCounts,
@@ -53,18 +75,23 @@ pub enum RestoreError<E> {
     #[error("reading stage state: {0}")]
     Load(E),
     /// A stage rejected its entries.
-    #[error("restoring stage state: {0}")]
-    Stage(crate::StageError),
+    #[error("stage `{stage}`: {error}")]
+    Stage {
+        /// The stage's id.
+        stage: Arc<str>,
+        /// What it said.
+        error: crate::StageError,
+    },
 }
 
 /// An event a pipeline could not process, for the dead-letter queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    /// A short code: `script_error`, `bad_output`, `bad_value`, `route_error`, `no_route`.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: Reason,
     /// The pipeline (`None` for `no_route`).
     pub pipeline: Option<Arc<str>>,
-    /// The stage, e.g. `transform#0` (`None` for routing).
+    /// The stage's id, e.g. `transform` (`None` for routing).
     pub stage: Option<String>,
     /// The full error message.
     pub error: String,
@@ -96,15 +123,18 @@ impl Pipeline {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let mut stages = Vec::new();
         let mut errors = Vec::new();
-        for (i, component) in config.stages.iter().enumerate() {
+        let ids = config.stage_ids();
+        for (i, (component, id)) in config.stages.iter().zip(ids).enumerate() {
+            let id: Arc<str> = Arc::from(id);
             let cx = BuildContext {
                 scripts,
                 pipeline: name.clone(),
+                id: id.clone(),
                 at: format!("{at}.stages[{i}]"),
             };
             match registry.build_stage(component, &cx) {
                 Ok(stage) => stages.push(Slot {
-                    label: format!("{}#{i}", component.kind),
+                    id,
                     stage,
                     on_error: component.on_error.unwrap_or(config.on_error),
                     counts: StageCounts::default(),
@@ -115,17 +145,29 @@ impl Pipeline {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let batched = stages.iter().any(|s| {
+            let waits = matches!(s.on_error, OnError::Retry { max_attempts, backoff } if max_attempts > 1 && !backoff.is_zero());
+            waits || matches!(s.stage, BuiltStage::Async(_))
+        });
         Ok(Pipeline {
             name,
             stages,
-            sleep: std::thread::sleep,
+            sleep: tokio_sleep,
             stopped: None,
+            tick_interval: config.tick_interval,
+            batched,
+            corrupt: false,
         })
     }
 
-    /// Replaces how retries wait (tests and `colloquium test` don't sleep).
-    pub fn set_sleep(&mut self, sleep: fn(Duration)) {
+    /// Replaces how retries wait (tests and `colloquium test` don't wait).
+    pub fn set_sleep(&mut self, sleep: Sleeper) {
         self.sleep = sleep;
+    }
+
+    /// A sleeper that does not wait.
+    pub fn no_wait(_: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
     }
 
     /// The pipeline's name.
@@ -133,130 +175,360 @@ impl Pipeline {
         &self.name
     }
 
-    /// Why the pipeline stopped (`on_error: stop_pipeline`), if it did.
+    /// Why the pipeline stopped (`on_error: stop_pipeline`, or corrupt state), if it did.
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_deref()
     }
 
-    /// Counters per stage, labelled `type#index`.
-    pub fn stage_counts(&self) -> impl Iterator<Item = (&str, StageCounts)> {
-        self.stages.iter().map(|s| (s.label.as_str(), s.counts))
+    /// Stops the pipeline: it takes nothing more until it is started again.
+    pub fn stop(&mut self, why: String) {
+        self.stopped.get_or_insert(why);
     }
 
-    /// Loads each stage's stored state; `load(label)` returns a stage's entries.
+    /// Whether it stopped on our own fault (corrupt state): the caller must not commit what
+    /// the failing step produced for it.
+    pub fn corrupt(&self) -> bool {
+        self.corrupt
+    }
+
+    /// Whether a step's events must go through [`Pipeline::process_batch`] (it may wait).
+    pub fn is_batched(&self) -> bool {
+        self.batched
+    }
+
+    /// How often `on_tick` runs without events.
+    pub fn tick_interval(&self) -> Duration {
+        self.tick_interval
+    }
+
+    /// The stages' ids, in order.
+    pub fn stage_ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.stages.iter().map(|s| &s.id)
+    }
+
+    /// Counters per stage, by stage id.
+    pub fn stage_counts(&self) -> impl Iterator<Item = (&str, StageCounts)> {
+        self.stages.iter().map(|s| (&*s.id, s.counts))
+    }
+
+    /// Loads each stage's stored state; `load(id)` returns a stage's entries.
     pub fn restore_state<E>(
         &mut self,
         mut load: impl FnMut(&str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, E>,
     ) -> Result<(), RestoreError<E>> {
         for slot in &mut self.stages {
-            let entries = load(&slot.label).map_err(RestoreError::Load)?;
-            if !entries.is_empty() {
-                slot.stage
-                    .restore_state(entries)
-                    .map_err(RestoreError::Stage)?;
+            let entries = load(&slot.id).map_err(RestoreError::Load)?;
+            if entries.is_empty() {
+                continue;
             }
+            let restored = match &mut slot.stage {
+                BuiltStage::Sync(stage) => stage.restore_state(entries),
+                BuiltStage::Async(stage) => stage.restore_state(entries),
+            };
+            restored.map_err(|error| RestoreError::Stage {
+                stage: slot.id.clone(),
+                error,
+            })?;
         }
         Ok(())
     }
 
-    /// Every stage's state writes since the last call, as `(stage label, write)`.
-    pub fn state_changes(&mut self) -> Vec<(String, StateWrite)> {
+    /// Every stage's state writes since the last call, as `(stage id, write)`.
+    pub fn state_changes(&mut self) -> Vec<(Arc<str>, StateWrite)> {
         let mut all = Vec::new();
         let mut changes = Vec::new();
         for slot in &mut self.stages {
-            slot.stage.state_changes(&mut changes);
-            all.extend(changes.drain(..).map(|w| (slot.label.clone(), w)));
+            match &mut slot.stage {
+                BuiltStage::Sync(stage) => stage.state_changes(&mut changes),
+                BuiltStage::Async(stage) => stage.state_changes(&mut changes),
+            }
+            all.extend(changes.drain(..).map(|w| (slot.id.clone(), w)));
         }
         all
     }
 
     /// Runs one event through every stage. A stopped pipeline takes nothing (the caller holds
     /// the event back, e.g. by not moving its checkpoint). The event is borrowed: the pipeline
-    /// works on one copy, and copies it again only to dead-letter it.
+    /// works on one copy, and copies it again only to dead-letter it. A batched pipeline runs
+    /// it as a batch of one (retries do not wait unless a Tokio runtime drives the sleeper).
     pub fn process(&mut self, original: &Event) -> Outcome {
-        let mut outcome = Outcome::default();
         if self.stopped.is_some() {
-            return outcome;
+            return Outcome::default();
         }
+        if self.batched {
+            let mut outcomes =
+                futures::executor::block_on(self.process_batch(vec![original.clone()]));
+            return outcomes.pop().unwrap_or_default();
+        }
+        let mut outcome = Outcome::default();
         let mut batch = vec![original.clone()];
-        for slot in &mut self.stages {
+        for index in 0..self.stages.len() {
             let mut next = Vec::with_capacity(batch.len());
             for event in batch {
+                let slot = &mut self.stages[index];
                 slot.counts.events_in += 1;
                 let before = next.len();
-                if let Err(failure) = run_stage(slot, event, &mut next, self.sleep) {
+                let result = run_sync(slot, event, &mut next);
+                let slot = &mut self.stages[index];
+                slot.counts.events_out += u64::try_from(next.len() - before).unwrap_or(0);
+                if let Err((failed, attempts)) = result {
                     slot.counts.failed += 1;
-                    let error = failure.failed.error;
-                    let failure = Failure {
-                        reason: error.reason(),
-                        pipeline: Some(self.name.clone()),
-                        stage: Some(slot.label.clone()),
-                        error: error.to_string(),
-                        attempts: failure.attempts,
-                        event: original.clone(),
-                    };
-                    match slot.on_error {
-                        OnError::Skip => outcome.skipped += 1,
-                        OnError::Dlq | OnError::Retry { .. } => outcome.failures.push(failure),
-                        OnError::StopPipeline => {
-                            self.stopped = Some(format!(
-                                "{}: {}",
-                                failure.stage.as_deref().unwrap_or(""),
-                                failure.error
-                            ));
-                            outcome.failures.push(failure);
-                            return outcome;
-                        }
+                    if self.fail(index, failed.error, attempts, original, &mut outcome) {
+                        return outcome;
                     }
                 }
-                slot.counts.events_out += u64::try_from(next.len() - before).unwrap_or(0);
             }
             batch = next;
         }
         outcome.outputs = batch;
         outcome
     }
+
+    /// Applies stage `index`'s policy to a failure of `original`; returns whether the pipeline
+    /// stopped.
+    fn fail(
+        &mut self,
+        index: usize,
+        error: StageError,
+        attempts: u32,
+        original: &Event,
+        outcome: &mut Outcome,
+    ) -> bool {
+        let slot = &self.stages[index];
+        if error.fault() == Fault::Internal {
+            tracing::error!(pipeline = %self.name, stage = %slot.id, %error, "stopping the pipeline");
+            self.stop(format!("{}: {error}", slot.id));
+            self.corrupt = true;
+            return true;
+        }
+        let failure = Failure {
+            reason: error.reason(),
+            pipeline: Some(self.name.clone()),
+            stage: Some(slot.id.to_string()),
+            error: error.to_string(),
+            attempts,
+            event: original.clone(),
+        };
+        match slot.on_error {
+            OnError::Skip => outcome.skipped += 1,
+            OnError::Dlq | OnError::Retry { .. } => outcome.failures.push(failure),
+            OnError::StopPipeline => {
+                self.stop(format!("{}: {}", slot.id, failure.error));
+                outcome.failures.push(failure);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Runs a step's events stage by stage, one [`Outcome`] per input in order. Async stages
+    /// have up to their concurrency in flight; retries wait with the pipeline's sleeper.
+    pub async fn process_batch(&mut self, inputs: Vec<Event>) -> Vec<Outcome> {
+        let items = inputs.iter().cloned().enumerate().collect();
+        self.run_from(0, &inputs, items).await
+    }
+
+    /// Calls every stage's `on_tick`; what a stage emits goes through the stages after it.
+    /// A failing `on_tick` stops the pipeline (no event is to blame). Each output is its own
+    /// [`Outcome`], its input being itself.
+    pub async fn tick(&mut self, now: Timestamp) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        if self.stopped.is_some() {
+            return outcomes;
+        }
+        for index in 0..self.stages.len() {
+            let mut emitted = Vec::new();
+            let slot = &mut self.stages[index];
+            let ticked = match &mut slot.stage {
+                BuiltStage::Sync(stage) => stage.on_tick(now, &mut emitted),
+                BuiltStage::Async(stage) => stage.on_tick(now, &mut emitted),
+            };
+            slot.counts.events_out += u64::try_from(emitted.len()).unwrap_or(0);
+            if let Err(error) = ticked {
+                let id = slot.id.clone();
+                tracing::error!(pipeline = %self.name, stage = %id, %error, "on_tick failed; stopping the pipeline");
+                self.stop(format!("{id} (on_tick): {error}"));
+                return outcomes;
+            }
+            if emitted.is_empty() {
+                continue;
+            }
+            let items = emitted.iter().cloned().enumerate().collect();
+            outcomes.extend(self.run_from(index + 1, &emitted, items).await);
+        }
+        outcomes
+    }
+
+    /// Runs `items` (input index, event) through the stages from `first` on.
+    async fn run_from(
+        &mut self,
+        first: usize,
+        originals: &[Event],
+        mut items: Vec<(usize, Event)>,
+    ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = originals.iter().map(|_| Outcome::default()).collect();
+        for index in first..self.stages.len() {
+            let sleep = self.sleep;
+            let slot = &mut self.stages[index];
+            slot.counts.events_in += u64::try_from(items.len()).unwrap_or(0);
+            let mut failed = Vec::new();
+            let next = match &mut slot.stage {
+                BuiltStage::Sync(_) => {
+                    let mut next = Vec::with_capacity(items.len());
+                    for (k, event) in items {
+                        let mut out = Vec::new();
+                        match run_waiting(slot, event, &mut out, sleep).await {
+                            Ok(()) => next.extend(out.into_iter().map(|e| (k, e))),
+                            Err((f, attempts)) => failed.push((k, f.error, attempts)),
+                        }
+                    }
+                    next
+                }
+                BuiltStage::Async(_) => run_async(slot, items, sleep, &mut failed).await,
+            };
+            let slot = &mut self.stages[index];
+            slot.counts.events_out += u64::try_from(next.len()).unwrap_or(0);
+            slot.counts.failed += u64::try_from(failed.len()).unwrap_or(0);
+            for (k, error, attempts) in failed {
+                self.fail(index, error, attempts, &originals[k], &mut outcomes[k]);
+            }
+            items = next;
+        }
+        for (k, event) in items {
+            outcomes[k].outputs.push(event);
+        }
+        outcomes
+    }
 }
 
-struct StageFailure {
-    failed: Box<Failed>,
-    attempts: u32,
-}
-
-/// Runs one stage on one event, retrying as its `on_error` says.
-fn run_stage(
-    slot: &mut Slot,
-    event: Event,
-    out: &mut Vec<Event>,
-    sleep: fn(Duration),
-) -> Result<(), Box<StageFailure>> {
-    let (max_attempts, mut backoff) = match slot.on_error {
+/// The retry policy of a slot: attempts and the first backoff.
+fn attempts_of(on_error: OnError) -> (u32, Duration) {
+    match on_error {
         OnError::Retry {
             max_attempts,
             backoff,
         } => (max_attempts.max(1), backoff),
         _ => (1, Duration::ZERO),
+    }
+}
+
+/// A failure after this many attempts.
+type Failing = (Box<Failed>, u32);
+
+/// Runs one sync stage on one event, retrying at once (a pipeline whose retries wait is
+/// batched, see [`run_waiting`]). Corrupt state is never retried.
+fn run_sync(slot: &mut Slot, mut event: Event, out: &mut Vec<Event>) -> Result<(), Failing> {
+    let BuiltStage::Sync(stage) = &mut slot.stage else {
+        return Ok(());
     };
-    let mut event = event;
+    let (max_attempts, _) = attempts_of(slot.on_error);
     let mut attempts = 0;
     loop {
         attempts += 1;
         let before = out.len();
-        match slot.stage.process(event, out) {
+        match stage.process(event, out) {
             Ok(()) => return Ok(()),
-            Err(failed) if attempts < max_attempts => {
+            Err(failed) if attempts < max_attempts && failed.error.fault() != Fault::Internal => {
                 out.truncate(before);
-                sleep(backoff);
-                backoff = backoff.saturating_mul(2);
                 event = failed.event;
                 event.metadata.retry_count += 1;
             }
             Err(failed) => {
                 out.truncate(before);
-                return Err(Box::new(StageFailure { failed, attempts }));
+                return Err((failed, attempts));
             }
         }
     }
+}
+
+/// Like [`run_sync`], waiting a doubling backoff between attempts.
+async fn run_waiting(
+    slot: &mut Slot,
+    mut event: Event,
+    out: &mut Vec<Event>,
+    sleep: Sleeper,
+) -> Result<(), Failing> {
+    let BuiltStage::Sync(stage) = &mut slot.stage else {
+        return Ok(());
+    };
+    let (max_attempts, mut backoff) = attempts_of(slot.on_error);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match stage.process(event, out) {
+            Ok(()) => return Ok(()),
+            Err(failed) if attempts < max_attempts && failed.error.fault() != Fault::Internal => {
+                out.clear();
+                sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
+                event = failed.event;
+                event.metadata.retry_count += 1;
+            }
+            Err(failed) => {
+                out.clear();
+                return Err((failed, attempts));
+            }
+        }
+    }
+}
+
+/// Runs an async stage over `items` with up to its concurrency in flight, in rounds: the calls
+/// that failed are retried together after the backoff. Returns the outputs in input order;
+/// failures after the last attempt go to `failed`.
+async fn run_async(
+    slot: &mut Slot,
+    items: Vec<(usize, Event)>,
+    sleep: Sleeper,
+    failed: &mut Vec<(usize, StageError, u32)>,
+) -> Vec<(usize, Event)> {
+    let BuiltStage::Async(stage) = &mut slot.stage else {
+        return items;
+    };
+    let (max_attempts, mut backoff) = attempts_of(slot.on_error);
+    let concurrency = stage.concurrency().max(1);
+    let mut results: Vec<Option<Vec<Event>>> = items.iter().map(|_| None).collect();
+    let keys: Vec<usize> = items.iter().map(|(k, _)| *k).collect();
+    let mut round: Vec<(usize, Event)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(slot_index, (_, e))| (slot_index, e))
+        .collect();
+    let mut attempts = 0;
+    while !round.is_empty() {
+        attempts += 1;
+        let calls: Vec<_> = round
+            .into_iter()
+            .map(|(i, event)| {
+                let call = stage.call(event);
+                async move { (i, call.await) }
+            })
+            .collect();
+        let done: Vec<(usize, CallResult)> = futures::stream::iter(calls)
+            .buffered(concurrency)
+            .collect()
+            .await;
+        round = Vec::new();
+        for (i, result) in done {
+            match result {
+                Ok(events) => results[i] = Some(events),
+                Err(f) if attempts < max_attempts && f.error.fault() != Fault::Internal => {
+                    let mut event = f.event;
+                    event.metadata.retry_count += 1;
+                    round.push((i, event));
+                }
+                Err(f) => failed.push((keys[i], f.error, attempts)),
+            }
+        }
+        if !round.is_empty() {
+            sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
+    }
+    let mut next = Vec::new();
+    for (i, events) in results.into_iter().enumerate() {
+        next.extend(events.into_iter().flatten().map(|e| (keys[i], e)));
+    }
+    next
 }
 
 #[cfg(test)]
@@ -283,7 +555,7 @@ pub(crate) mod tests {
         let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
         let mut topology = Topology::build(&config, &registry()).unwrap();
         for p in topology.pipelines_mut() {
-            p.set_sleep(|_| {});
+            p.set_sleep(Pipeline::no_wait);
         }
         topology
     }
@@ -329,13 +601,13 @@ pub(crate) mod tests {
             "null drops the event"
         );
         let (_, failures, _) = run(&mut t, json!({"out": 7}));
-        assert_eq!(failures[0].reason, "bad_output");
+        assert_eq!(failures[0].reason, Reason::BadOutput);
         assert_eq!(
             failures[0].error,
             "transform must return an object, an array of objects or null, got a number"
         );
         let (_, failures, _) = run(&mut t, json!({"out": [{"a": 1}, 2]}));
-        assert_eq!(failures[0].reason, "bad_output");
+        assert_eq!(failures[0].reason, Reason::BadOutput);
 
         // The metadata object is input 1, with this pipeline's name.
         let mut t = pipeline(
@@ -359,7 +631,7 @@ pub(crate) mod tests {
             "",
         );
         assert_eq!(run(&mut t, json!({"n": 2})).0.len(), 1);
-        assert_eq!(run(&mut t, json!({})).1[0].reason, "script_error");
+        assert_eq!(run(&mut t, json!({})).1[0].reason, Reason::ScriptError);
 
         let yaml =
             "      - {type: set, priority: high, routing_key: {from: /customer}, topic: t}\n";
@@ -369,7 +641,7 @@ pub(crate) mod tests {
         assert_eq!(out.metadata.priority, Priority::High);
         assert_eq!(out.metadata.routing_key.as_deref(), Some("c9"));
         assert_eq!(out.metadata.topic.as_deref(), Some("t"));
-        assert_eq!(run(&mut t, json!({})).1[0].reason, "bad_value");
+        assert_eq!(run(&mut t, json!({})).1[0].reason, Reason::BadValue);
 
         // The seen keys are the stage's state. Here every event is its own step, committed to
         // `stored` as the store would.
@@ -388,7 +660,7 @@ pub(crate) mod tests {
         fn step(t: &mut Topology, stored: &mut Stored, ms: u64, id: u64) -> usize {
             let out = run_at(t, ms, json!({"id": id})).0.len();
             for (stage, write) in t.pipelines_mut()[0].state_changes() {
-                assert_eq!(stage, "dedup#0");
+                assert_eq!(&*stage, "dedup");
                 match write {
                     StateWrite::Put(k, v) => drop(stored.insert(k, v)),
                     StateWrite::Delete(k) => drop(stored.remove(&k)),
@@ -462,7 +734,7 @@ pub(crate) mod tests {
         let f = &failures[0];
         assert_eq!(
             (f.reason, f.stage.as_deref(), f.attempts),
-            ("script_error", Some("transform#0"), 1)
+            (Reason::ScriptError, Some("transform"), 1)
         );
         assert_eq!(f.pipeline.as_deref(), Some("p"));
         assert_eq!(Value::Object(f.event.data.clone()), json!({"x": 1}));

@@ -5,17 +5,17 @@ use std::collections::BTreeMap;
 
 use colloquium_config::{ComponentConfig, ConfigError};
 
-use crate::sink::{Sink, SinkBuildContext, SinkConfig};
-use crate::stage::{BuildContext, Stage, StageConfig};
+use crate::sink::{Placement, Sink, SinkBuildContext, SinkConfig};
+use crate::stage::{BuildContext, BuiltStage, StageConfig};
 
-type BuildFn = fn(&ComponentConfig, &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError>;
+type BuildFn = fn(&ComponentConfig, &BuildContext<'_>) -> Result<BuiltStage, ConfigError>;
 type BuildSinkFn = fn(&ComponentConfig, &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError>;
 
 /// Stage and sink kinds by `type:` name.
 #[derive(Default, Clone)]
 pub struct Registry {
     stages: BTreeMap<&'static str, BuildFn>,
-    sinks: BTreeMap<&'static str, BuildSinkFn>,
+    sinks: BTreeMap<&'static str, (BuildSinkFn, Placement)>,
 }
 
 impl Registry {
@@ -27,8 +27,13 @@ impl Registry {
 
     /// Registers the sink kind `C`.
     pub fn sink<C: SinkConfig>(mut self) -> Self {
-        self.sinks.insert(C::KIND, build_sink::<C>);
+        self.sinks.insert(C::KIND, (build_sink::<C>, C::PLACEMENT));
         self
+    }
+
+    /// How sinks of `kind` may be placed (`None`: no such kind).
+    pub fn placement(&self, kind: &str) -> Option<Placement> {
+        self.sinks.get(kind).map(|(_, placement)| *placement)
     }
 
     /// Builds a sink from its config at `cx.at`.
@@ -37,7 +42,7 @@ impl Registry {
         component: &ComponentConfig,
         cx: &SinkBuildContext,
     ) -> Result<Box<dyn Sink>, ConfigError> {
-        let Some(build) = self.sinks.get(component.kind.as_str()) else {
+        let Some((build, _)) = self.sinks.get(component.kind.as_str()) else {
             let known: Vec<&str> = self.sinks.keys().copied().collect();
             let message = format!(
                 "unknown sink type `{}` (known: {})",
@@ -52,6 +57,12 @@ impl Registry {
                 "sinks take no `on_error`: results they cannot deliver go to the dead-letter queue",
             ));
         }
+        if component.id.is_some() {
+            return Err(ConfigError::new(
+                format!("{}.id", cx.at),
+                "sinks take no `id`: a sink is known by its name under `sinks:`",
+            ));
+        }
         build(component, cx)
     }
 
@@ -60,7 +71,7 @@ impl Registry {
         &self,
         component: &ComponentConfig,
         cx: &BuildContext<'_>,
-    ) -> Result<Box<dyn Stage>, ConfigError> {
+    ) -> Result<BuiltStage, ConfigError> {
         let Some(build) = self.stages.get(component.kind.as_str()) else {
             let known: Vec<&str> = self.stages.keys().copied().collect();
             let message = format!(
@@ -77,7 +88,7 @@ impl Registry {
 fn build<C: StageConfig>(
     component: &ComponentConfig,
     cx: &BuildContext<'_>,
-) -> Result<Box<dyn Stage>, ConfigError> {
+) -> Result<BuiltStage, ConfigError> {
     options::<C>(component, &cx.at)?.build(cx)
 }
 
@@ -93,14 +104,5 @@ fn options<C: serde::de::DeserializeOwned>(
     component: &ComponentConfig,
     at: &str,
 ) -> Result<C, ConfigError> {
-    let options = serde_json::Value::Object(component.options.clone());
-    serde_path_to_error::deserialize(options).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." {
-            at.to_owned()
-        } else {
-            format!("{at}.{path}")
-        };
-        ConfigError::new(at, e.into_inner().to_string())
-    })
+    colloquium_config::typed_options(&component.options, at)
 }

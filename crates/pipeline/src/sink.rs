@@ -6,11 +6,15 @@
 //! `stdout`: at-least-once, a crash between delivery and commit re-delivers). A sink returns
 //! `Err` only when the whole step must be retried (a disk error); results the outside world
 //! refuses go to the dead-letter queue through the commit.
+//!
+//! Sinks are async: one that waits (a slow endpoint, a retry backoff) holds only its own
+//! pipelines, never a thread. Each kind declares its [`Placement`], which decides where its
+//! pipelines run.
 
 use std::sync::Arc;
 
 use colloquium_config::ConfigError;
-use colloquium_event::{Event, EventId};
+use colloquium_event::{Event, EventId, Reason};
 use colloquium_storage::{NewDeadLetter, PipelineCommit};
 use serde::de::DeserializeOwned;
 
@@ -18,6 +22,8 @@ use serde::de::DeserializeOwned;
 pub trait SinkConfig: DeserializeOwned + 'static {
     /// The `type:` name.
     const KIND: &'static str;
+    /// Whether its pipelines may share a worker with others (see [`Placement`]).
+    const PLACEMENT: Placement;
     /// Builds the sink (no I/O yet: `validate` builds every sink); errors name `cx.at`.
     fn build(self, cx: &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError>;
 }
@@ -50,10 +56,28 @@ pub struct Routed {
     pub event: Event,
 }
 
+/// How a sink kind's instances may be placed on pipeline workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Adds to the step's commit and never waits (`store`, `dlq`): every worker has its own
+    /// instance, and its pipelines are spread freely.
+    Shared,
+    /// Delivers outside and may wait (`http`, `file`, `stdout`): one instance per name, so all
+    /// the pipelines that use it run on one worker, and that worker runs no other pipeline, so
+    /// its waits delay nobody else.
+    Exclusive,
+}
+
 /// Where results leave.
+#[async_trait::async_trait]
 pub trait Sink: Send {
-    /// Delivers `batch` (non-empty; the sink owns it), or records it in `commit`.
-    fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError>;
+    /// Delivers `batch` (non-empty; the sink owns it), or records it in `commit`. Waits (a
+    /// request, a retry's backoff) are awaited, never slept.
+    async fn send(
+        &mut self,
+        batch: Vec<Routed>,
+        commit: &mut PipelineCommit,
+    ) -> Result<(), SinkError>;
 }
 
 /// A failure that must fail the whole step (it is retried from the same checkpoints).
@@ -70,17 +94,27 @@ pub struct SinkError {
 pub(crate) fn dead_letter(
     commit: &mut PipelineCommit,
     routed: &Routed,
-    reason: &str,
+    reason: Reason,
     error: String,
 ) {
     commit.dead_letters.push(NewDeadLetter {
-        reason: reason.to_owned(),
+        reason,
         error,
         pipeline: Some(routed.pipeline.to_string()),
         stage: None,
         attempts: 1,
         event: routed.event.clone(),
     });
+}
+
+/// Runs a sink's future to completion on a fresh runtime, for sink tests.
+#[cfg(test)]
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+        .block_on(future)
 }
 
 /// A result carrying `{"n": n}`, for sink tests.

@@ -2,22 +2,40 @@
 //!
 //! A stage takes events one at a time and pushes zero or more events out. When it fails it hands
 //! the event back with the error, so the pipeline can apply `on_error` (retry it, dead-letter it,
-//! skip it, or stop) without having copied it first.
+//! skip it, or stop) without having copied it first. A stage that waits on I/O implements the
+//! async twin, [`AsyncStage`], instead; both may act on time through `on_tick`.
 
 use std::sync::Arc;
 
 use colloquium_config::{ConfigError, ScriptLibrary};
-use colloquium_event::Event;
+use colloquium_event::{Event, Fault, Reason, Timestamp};
 use colloquium_storage::StateWrite;
+use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// A stage kind as written in YAML (`type: filter`): typed options that build a [`Stage`].
+/// A stage kind as written in YAML (`type: filter`): typed options that build a [`Stage`] or an
+/// [`AsyncStage`].
 pub trait StageConfig: DeserializeOwned + 'static {
     /// The `type:` name.
     const KIND: &'static str;
     /// Builds the stage; errors name their key path (`cx.at`).
-    fn build(self, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError>;
+    fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError>;
+}
+
+/// What a [`StageConfig`] builds: a stage that runs in place, or one that waits on I/O.
+pub enum BuiltStage {
+    /// Runs each event to completion on the worker.
+    Sync(Box<dyn Stage>),
+    /// Waits on I/O; its pipeline runs on its own task, so the wait holds no other pipeline.
+    Async(Box<dyn AsyncStage>),
+}
+
+impl BuiltStage {
+    /// A stage that runs in place.
+    pub fn sync(stage: impl Stage + 'static) -> Self {
+        BuiltStage::Sync(Box::new(stage))
+    }
 }
 
 /// What a stage may use while it is built.
@@ -26,6 +44,8 @@ pub struct BuildContext<'a> {
     pub scripts: &'a ScriptLibrary,
     /// The pipeline the stage belongs to.
     pub pipeline: Arc<str>,
+    /// The stage's identity in its pipeline (its `id`, or the default), which keys its state.
+    pub id: Arc<str>,
     /// The stage's key path, e.g. `pipelines[0].stages[1]`.
     pub at: String,
 }
@@ -37,18 +57,55 @@ impl BuildContext<'_> {
     }
 }
 
-/// One step of a pipeline.
+/// One step of a pipeline. Only `process` is required.
 pub trait Stage: Send {
     /// Processes one event, pushing what it emits to `out`. On failure the event comes back in
     /// the error, unchanged, for `on_error`.
     fn process(&mut self, event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>>;
 
+    /// Called at the pipeline's `tick_interval` even when no event arrives, and once per step
+    /// after its events: a stage that acts on time (a window closing) emits here. What it pushes
+    /// goes through the following stages and is committed with the step.
+    fn on_tick(&mut self, _now: Timestamp, _out: &mut Vec<Event>) -> Result<(), StageError> {
+        Ok(())
+    }
+
     /// Hands over the writes to the stage's state since the last call, in order. They are
     /// committed with the pipeline's checkpoint, so a restart resumes with exactly the state of
-    /// that position.
+    /// that position. [`crate::state::Codec`] encodes typed values for them.
     fn state_changes(&mut self, _changes: &mut Vec<StateWrite>) {}
 
-    /// Loads the stage's state from its stored entries (in key order), at start.
+    /// Loads the stage's state from its stored entries (in key order), at start. An error here
+    /// is ours ([`StageError::State`]): it stops the pipeline, it never blames an event.
+    fn restore_state(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+/// The result of one [`AsyncStage::call`]: the events it emits, in order, or the failure.
+pub type CallResult = Result<Vec<Event>, Box<Failed>>;
+
+/// The twin of [`Stage`] for stages that wait on I/O (a model provider, a lookup service).
+/// Each step the pipeline calls it for every event that reaches it, up to `concurrency` calls
+/// in flight, and takes the results in input order, so outputs and the checkpoint commit
+/// together as for any stage. Calls run on the pipelines' Tokio runtime.
+pub trait AsyncStage: Send {
+    /// Most calls in flight at once (at least 1).
+    fn concurrency(&self) -> usize;
+
+    /// Starts the work for one event. The future owns what it needs (clone handles out of
+    /// `self`): calls overlap.
+    fn call(&mut self, event: Event) -> BoxFuture<'static, CallResult>;
+
+    /// As [`Stage::on_tick`].
+    fn on_tick(&mut self, _now: Timestamp, _out: &mut Vec<Event>) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// As [`Stage::state_changes`].
+    fn state_changes(&mut self, _changes: &mut Vec<StateWrite>) {}
+
+    /// As [`Stage::restore_state`].
     fn restore_state(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
         Ok(())
     }
@@ -86,16 +143,36 @@ pub enum StageError {
     /// A value the stage needed from the event is missing or of the wrong kind.
     #[error("{0}")]
     BadValue(String),
+    /// An external system failed (`reason` says which kind); the same event may pass later.
+    #[error("{message}")]
+    External {
+        /// The dead-letter reason, e.g. `provider_unavailable`.
+        reason: Reason,
+        /// What the system said.
+        message: String,
+    },
+    /// The stage's stored state is unreadable: our fault, not the event's. The pipeline stops
+    /// with this message and the event is left unprocessed.
+    #[error("corrupt stage state: {0}")]
+    State(String),
 }
 
 impl StageError {
-    /// The dead-letter reason: a short, bounded code.
-    pub fn reason(&self) -> &'static str {
+    /// The dead-letter reason.
+    pub fn reason(&self) -> Reason {
         match self {
-            StageError::Script(_) => "script_error",
-            StageError::BadOutput(_) => "bad_output",
-            StageError::BadValue(_) => "bad_value",
+            StageError::Script(_) => Reason::ScriptError,
+            StageError::BadOutput(_) => Reason::BadOutput,
+            StageError::BadValue(_) => Reason::BadValue,
+            StageError::External { reason, .. } => *reason,
+            StageError::State(_) => Reason::InternalError,
         }
+    }
+
+    /// Whose fault it is: `Input` and `External` go through `on_error`; `Internal` stops the
+    /// pipeline.
+    pub fn fault(&self) -> Fault {
+        self.reason().fault()
     }
 }
 

@@ -53,7 +53,7 @@ fn run_one(
 ) -> Result<Option<String>, Vec<ConfigError>> {
     let mut topology = Topology::build(config, registry)?;
     for pipeline in topology.pipelines_mut() {
-        pipeline.set_sleep(|_| {});
+        pipeline.set_sleep(crate::Pipeline::no_wait);
     }
     let target = test
         .pipeline

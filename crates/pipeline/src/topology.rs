@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use colloquium_config::{Config, ConfigError, ScriptLibrary};
-use colloquium_event::Event;
+use colloquium_event::{Event, Reason};
 use colloquium_router::{Router, Verdict};
 use serde_json::Value;
 
@@ -29,6 +29,21 @@ pub struct Delivery {
     pub failures: Vec<Failure>,
     /// Events skipped by `on_error: skip`.
     pub skipped: u64,
+    /// Pipelines that take the event in a batch later ([`Take::Later`]).
+    pub deferred: Vec<usize>,
+    /// The event, handed back when some pipeline takes it later.
+    pub event: Option<Event>,
+}
+
+/// Whether a matching pipeline runs an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Now, in place.
+    Now,
+    /// With the rest of the step, as a batch (the pipeline may wait).
+    Later,
+    /// Not at all (it is past the event, or another worker runs it).
+    No,
 }
 
 impl Topology {
@@ -90,7 +105,7 @@ impl Topology {
 
     /// Routes one event and runs it through every pipeline that takes it.
     pub fn process(&mut self, event: Event) -> Delivery {
-        self.process_gated(event, &|_| true, true)
+        self.process_gated(event, &|_| Take::Now, true)
     }
 
     /// Indexes of the pipelines whose `from` and `when` match `event`.
@@ -102,13 +117,13 @@ impl Topology {
         routing.matched().collect()
     }
 
-    /// Like [`Topology::process`], but only pipelines for which `take(index)` holds run it (a
+    /// Like [`Topology::process`], but each matching pipeline runs it as `take(index)` says (a
     /// pipeline already past the event skips it), and routing failures (`no_route`,
     /// `route_error`) are reported only when `report_routing` (once per event, not per replay).
     pub fn process_gated(
         &mut self,
         mut event: Event,
-        take: &dyn Fn(usize) -> bool,
+        take: &dyn Fn(usize) -> Take,
         report_routing: bool,
     ) -> Delivery {
         let data = Value::Object(std::mem::take(&mut event.data));
@@ -121,7 +136,7 @@ impl Topology {
         let mut delivery = Delivery::default();
         if routing.is_unroutable() && report_routing {
             delivery.failures.push(Failure {
-                reason: "no_route",
+                reason: Reason::NoRoute,
                 pipeline: None,
                 stage: None,
                 error: "no pipeline's `from` and `when` match the event".to_owned(),
@@ -133,7 +148,7 @@ impl Topology {
         for (i, verdict) in routing.verdicts.iter().enumerate() {
             if let (Verdict::Error(e), true) = (verdict, report_routing) {
                 delivery.failures.push(Failure {
-                    reason: "route_error",
+                    reason: Reason::RouteError,
                     pipeline: self.pipelines.get(i).map(|p| p.name().clone()),
                     stage: None,
                     error: e.to_string(),
@@ -142,7 +157,15 @@ impl Topology {
                 });
             }
         }
-        for i in routing.matched().filter(|i| take(*i)) {
+        for i in routing.matched() {
+            match take(i) {
+                Take::No => continue,
+                Take::Later => {
+                    delivery.deferred.push(i);
+                    continue;
+                }
+                Take::Now => {}
+            }
             let Some(pipeline) = self.pipelines.get_mut(i) else {
                 continue;
             };
@@ -150,6 +173,9 @@ impl Topology {
             delivery.failures.extend(outcome.failures);
             delivery.skipped += outcome.skipped;
             delivery.outputs.push((i, outcome.outputs));
+        }
+        if !delivery.deferred.is_empty() {
+            delivery.event = Some(event);
         }
         delivery
     }

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use colloquium_event::{Event, EventId, Timestamp};
+use colloquium_event::{Event, EventId, Reason, Timestamp};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +56,7 @@ pub enum StateWrite {
 pub struct StateChange {
     /// The pipeline.
     pub pipeline: String,
-    /// The stage label, e.g. `dedup#2`.
+    /// The stage id, e.g. `dedup`.
     pub stage: String,
     /// What to write.
     pub write: StateWrite,
@@ -78,8 +78,8 @@ pub struct Output {
 /// A dead letter about to be written (its id and time are given at commit).
 #[derive(Clone, Debug)]
 pub struct NewDeadLetter {
-    /// A short code: `no_route`, `route_error`, `script_error`, …
-    pub reason: String,
+    /// Why it was dead-lettered.
+    pub reason: Reason,
     /// The full error text.
     pub error: String,
     /// The pipeline, if one was involved.
@@ -155,6 +155,10 @@ pub struct StoredOutput {
     pub json: Vec<u8>,
 }
 
+fn flag_key(name: &str) -> Vec<u8> {
+    [&[0][..], name.as_bytes()].concat()
+}
+
 fn state_prefix(pipeline: &str, stage: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(pipeline.len() + stage.len() + 2);
     key.extend_from_slice(pipeline.as_bytes());
@@ -212,7 +216,7 @@ impl Store {
             }
             let letter = DeadLetter {
                 id,
-                reason: letter.reason,
+                reason: letter.reason.as_str().to_owned(),
                 error: letter.error,
                 failed_at: now,
                 pipeline: letter.pipeline,
@@ -245,7 +249,7 @@ impl Store {
         db.write_opt(batch, &options)?;
         let letters = letters.split_off(handoffs);
         for letter in &letters {
-            self.count_dead_letter(&letter.reason);
+            self.count_dead_letter(letter.reason.as_str());
         }
         Ok(letters)
     }
@@ -364,6 +368,82 @@ impl Store {
                 key: shown(),
                 message: e.to_string(),
             })
+    }
+
+    /// Every `(pipeline, stage)` that has state rows, in key order. Skips from one stage's rows
+    /// to the next with a seek, so it costs a read per stage, not per row.
+    pub fn state_owners(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let handle = self.cf(ColumnFamily::State)?;
+        let mut owners = Vec::new();
+        let mut iter = self.db().raw_iterator_cf(&handle);
+        iter.seek_to_first();
+        while let Some(key) = iter.key() {
+            let mut parts = key.splitn(3, |b| *b == 0);
+            let (pipeline, stage) = (parts.next().unwrap_or_default(), parts.next());
+            let next = match stage {
+                // Rows of the store's own (`\0` + name, no pipeline) and malformed keys: one
+                // step at a time.
+                Some(stage) if !pipeline.is_empty() => {
+                    owners.push((
+                        String::from_utf8_lossy(pipeline).into_owned(),
+                        String::from_utf8_lossy(stage).into_owned(),
+                    ));
+                    Some(prefix_end(&[pipeline, &[0], stage, &[0]].concat()))
+                }
+                _ => None,
+            };
+            match next {
+                Some(next) => iter.seek(&next),
+                None => iter.next(),
+            }
+        }
+        iter.status()?;
+        Ok(owners)
+    }
+
+    /// Deletes every state row of one stage of a pipeline.
+    pub fn forget_stage(&self, pipeline: &str, stage: &str) -> Result<(), StorageError> {
+        let from = state_prefix(pipeline, stage);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(&self.cf(ColumnFamily::State)?, &from, &prefix_end(&from));
+        let mut options = WriteOptions::default();
+        options.set_sync(self.syncs());
+        self.db().write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Moves a stage's state rows from stage id `from` to `to` in one atomic, synced write
+    /// (rows already under `to` are overwritten where keys meet).
+    pub fn rename_stage(&self, pipeline: &str, from: &str, to: &str) -> Result<(), StorageError> {
+        let handle = self.cf(ColumnFamily::State)?;
+        let old = state_prefix(pipeline, from);
+        let new = state_prefix(pipeline, to);
+        let mut batch = WriteBatch::default();
+        for (key, value) in self.with_prefix(ColumnFamily::State, &old)? {
+            batch.put_cf(&handle, [&new[..], &key].concat(), value);
+        }
+        batch.delete_range_cf(&handle, &old, &prefix_end(&old));
+        let mut options = WriteOptions::default();
+        options.set_sync(self.syncs());
+        self.db().write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Whether the store's flag `name` is set (markers of one-time migrations, kept in the
+    /// `state` column family under `\0` + name, which no pipeline's rows can start with).
+    pub fn flag(&self, name: &str) -> Result<bool, StorageError> {
+        let handle = self.cf(ColumnFamily::State)?;
+        Ok(self.db().get_pinned_cf(&handle, flag_key(name))?.is_some())
+    }
+
+    /// Sets the store's flag `name` (synced).
+    pub fn set_flag(&self, name: &str) -> Result<(), StorageError> {
+        let handle = self.cf(ColumnFamily::State)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(self.syncs());
+        self.db()
+            .put_cf_opt(&handle, flag_key(name), b"", &options)?;
+        Ok(())
     }
 
     /// Returns every state entry of one stage, as `(key, value)`, in key order.
@@ -513,7 +593,7 @@ mod tests {
                     output("ab", 15, 0),
                 ],
                 dead_letters: vec![NewDeadLetter {
-                    reason: "script_error".into(),
+                    reason: Reason::ScriptError,
                     error: "boom".into(),
                     pipeline: Some("a".into()),
                     stage: Some("transform#0".into()),

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use colloquium_event::{Event, EventId, IdGenerator, Reservation, Timestamp};
+use colloquium_event::{Event, EventId, IdGenerator, Reason, Reservation, Timestamp};
 use rocksdb::{DB, WriteOptions};
 
 use crate::dlq::DeadLetter;
@@ -174,13 +174,13 @@ impl Store {
     pub fn put_dead_letter(
         &self,
         event: Event,
-        reason: &str,
+        reason: Reason,
         error: &str,
     ) -> Result<DeadLetter, StorageError> {
         let now = Timestamp::now();
         let letter = DeadLetter {
             id: self.inner.dlq_ids.next_ids(now, 1)[0],
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             error: error.to_owned(),
             failed_at: now,
             pipeline: None,
@@ -195,7 +195,7 @@ impl Store {
         self.inner
             .db
             .put_cf_opt(&handle, letter.id.to_bytes(), value, &options)?;
-        self.count_dead_letter(reason);
+        self.count_dead_letter(reason.as_str());
         Ok(letter)
     }
 
@@ -521,7 +521,7 @@ mod tests {
         let store = open(dir.path());
         let event = events(&IdGenerator::default(), 9, 1).remove(0);
         let letter = store
-            .put_dead_letter(event.clone(), "no_route", "no rule matched")
+            .put_dead_letter(event.clone(), Reason::NoRoute, "no rule matched")
             .unwrap();
         let stored: Vec<DeadLetter> = store
             .dead_letters(ScanRange::default())
@@ -593,7 +593,7 @@ mod tests {
         store.append(&batch).await.unwrap();
         for event in batch.iter().take(20) {
             store
-                .put_dead_letter(event.clone(), "sink_error", "down")
+                .put_dead_letter(event.clone(), Reason::SinkError, "down")
                 .unwrap();
         }
         // A pipeline that has processed nothing: age retention alone deletes nothing.
@@ -642,7 +642,7 @@ mod tests {
         let mut event = events(&IdGenerator::default(), 1_000, 1).remove(0);
         event.data.insert("pad".into(), json!("x".repeat(4_000)));
         let letter = |_| NewDeadLetter {
-            reason: "sink_error".into(),
+            reason: Reason::SinkError,
             error: "down".into(),
             pipeline: Some("p".into()),
             stage: None,

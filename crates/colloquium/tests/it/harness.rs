@@ -408,6 +408,10 @@ pub struct Receiver {
     pub url: String,
     status: Arc<std::sync::atomic::AtomicU16>,
     received: Arc<Mutex<Vec<Value>>>,
+    /// `true`: every request is held open until [`Receiver::release`].
+    hold: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Requests that arrived while held.
+    held: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -416,11 +420,19 @@ impl Receiver {
         use std::sync::atomic::{AtomicU16, Ordering};
         let status = Arc::new(AtomicU16::new(200));
         let received = Arc::new(Mutex::new(Vec::new()));
+        let hold = Arc::new(tokio::sync::watch::Sender::new(false));
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post({
                 let (status, received) = (status.clone(), received.clone());
+                let (hold, held) = (hold.clone(), held.clone());
                 move |axum::Json(batch): axum::Json<Vec<Value>>| async move {
+                    let mut open = hold.subscribe();
+                    if *open.borrow() {
+                        held.fetch_add(1, Ordering::AcqRel);
+                        let _ = open.wait_for(|hold| !*hold).await;
+                    }
                     let code = status.load(Ordering::Relaxed);
                     if (200..300).contains(&code) {
                         received.lock().unwrap().extend(batch);
@@ -438,8 +450,25 @@ impl Receiver {
             url,
             status,
             received,
+            hold,
+            held,
             task,
         }
+    }
+
+    /// Holds every request open from now on, until [`Receiver::release`].
+    pub fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Answers the held requests, and the next ones at once.
+    pub fn release(&self) {
+        self.hold.send_replace(false);
+    }
+
+    /// How many requests arrived while held.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Answers every request from now on with `status`.

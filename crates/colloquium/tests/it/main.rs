@@ -5,6 +5,7 @@
 mod cli;
 mod computo;
 mod crash;
+mod foundations;
 mod harness;
 mod ingest;
 mod pipelines;

@@ -294,7 +294,7 @@ pipelines:
         .cloned()
         .unwrap();
     assert_eq!(failed["pipeline"], "ratios");
-    assert_eq!(failed["stage"], "transform#0");
+    assert_eq!(failed["stage"], "transform");
     assert_eq!(failed["event"]["id"], ids[1].as_str());
     assert!(
         failed["error"]
@@ -316,9 +316,9 @@ pipelines:
 
     // Metrics per pipeline, stage, router and sink (updated just after each commit).
     let expected = [
-        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform#0\",outcome=\"in\"} 2",
-        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform#0\",outcome=\"out\"} 1",
-        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform#0\",outcome=\"failed\"} 1",
+        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform\",outcome=\"in\"} 2",
+        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform\",outcome=\"out\"} 1",
+        "colloquium_pipeline_events_total{pipeline=\"ratios\",stage=\"transform\",outcome=\"failed\"} 1",
         "colloquium_router_events_total{pipeline=\"ratios\",result=\"matched\"} 2",
         "colloquium_router_no_route_total 1",
         "colloquium_sink_events_total{sink=\"archive\"} 1",

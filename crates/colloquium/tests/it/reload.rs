@@ -198,7 +198,7 @@ async fn reloads_under_live_traffic_lose_and_duplicate_nothing() {
     assert_eq!(status, 202);
 
     let in_series =
-        "colloquium_pipeline_events_total{pipeline=\"all\",stage=\"dedup#0\",outcome=\"in\"}";
+        "colloquium_pipeline_events_total{pipeline=\"all\",stage=\"dedup\",outcome=\"in\"}";
     eventually(DEADLINE, "`all` to process everything", || async {
         let processed = metric(&node, in_series).await.unwrap_or(0.0);
         (processed >= (total + 100) as f64).then_some(())

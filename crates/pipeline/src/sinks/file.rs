@@ -17,10 +17,10 @@ use colloquium_event::Timestamp;
 use colloquium_storage::PipelineCommit;
 use serde::Deserialize;
 
-use crate::sink::{Routed, Sink, SinkBuildContext, SinkConfig, SinkError};
+use crate::sink::{Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError};
 
 /// `{type: file, path: out/orders.ndjson, max_size: 64MiB, max_age: 1h, sync: true}`
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The file results are appended to.
@@ -50,6 +50,7 @@ fn default_sync() -> bool {
 
 impl SinkConfig for FileConfig {
     const KIND: &'static str = "file";
+    const PLACEMENT: Placement = Placement::Exclusive;
     fn build(self, cx: &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError> {
         if self.path.as_os_str().is_empty() {
             return Err(ConfigError::new(cx.key("path"), "must not be empty"));
@@ -62,14 +63,25 @@ impl SinkConfig for FileConfig {
         }
         Ok(Box::new(FileSink {
             name: cx.name.clone(),
+            file: Some(NdjsonFile {
+                config: self.clone(),
+                open: None,
+            }),
             config: self,
-            open: None,
         }))
     }
 }
 
 struct FileSink {
     name: Arc<str>,
+    config: FileConfig,
+    /// Lent to a blocking thread for each write (`None` meanwhile).
+    file: Option<NdjsonFile>,
+}
+
+/// The file and where it stands; written on a blocking thread, since a write and its fsync
+/// may take long on a busy disk.
+struct NdjsonFile {
     config: FileConfig,
     open: Option<Open>,
 }
@@ -80,7 +92,7 @@ struct Open {
     since: Instant,
 }
 
-impl FileSink {
+impl NdjsonFile {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         let rotate = self.open.as_ref().is_some_and(|o| {
@@ -136,21 +148,37 @@ impl FileSink {
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for FileSink {
-    fn send(&mut self, batch: Vec<Routed>, _commit: &mut PipelineCommit) -> Result<(), SinkError> {
+    async fn send(
+        &mut self,
+        batch: Vec<Routed>,
+        _commit: &mut PipelineCommit,
+    ) -> Result<(), SinkError> {
         let mut bytes = Vec::with_capacity(batch.len() * 256);
         for routed in &batch {
             serde_json::to_writer(&mut bytes, &routed.event)
                 .map_err(|e| self.error(e.to_string()))?;
             bytes.push(b'\n');
         }
+        // A write that panicked lost the file's handle: the next one reopens it.
+        let mut file = self.file.take().unwrap_or_else(|| NdjsonFile {
+            config: self.config.clone(),
+            open: None,
+        });
+        let (file, written) = tokio::task::spawn_blocking(move || {
+            let written = file.write(&bytes);
+            (file, written)
+        })
+        .await
+        .map_err(|e| self.error(format!("the write failed: {e}")))?;
+        self.file = Some(file);
         // On failure the step is retried and re-delivers this batch: at-least-once.
-        self.write(&bytes)
-            .map_err(|e| self.error(format!("{}: {e}", self.config.path.display())))
+        written.map_err(|e| self.error(format!("{}: {e}", self.config.path.display())))
     }
 }
 
-impl FileSink {
+impl NdjsonFile {
     /// `PATH.<epoch ms>`, or `PATH.<epoch ms>-<n>` when that exists: two rotations within one
     /// millisecond must not overwrite each other.
     fn rotated_name(&self) -> PathBuf {
@@ -167,7 +195,9 @@ impl FileSink {
         }
         name
     }
+}
 
+impl FileSink {
     fn error(&self, message: String) -> SinkError {
         SinkError {
             sink: self.name.clone(),
@@ -206,7 +236,7 @@ mod tests {
         };
         let mut sink = build(serde_json::json!({"path": path, "max_age": "1ms", "sync": false}));
         let mut commit = PipelineCommit::default();
-        sink.send(vec![routed(1), routed(2)], &mut commit).unwrap();
+        crate::sink::block_on(sink.send(vec![routed(1), routed(2)], &mut commit)).unwrap();
         let first = std::fs::read_to_string(&path).unwrap();
         assert_eq!(first.lines().count(), 2);
         assert_eq!(
@@ -216,7 +246,7 @@ mod tests {
             1
         );
         std::thread::sleep(Duration::from_millis(5)); // past max_age: the next batch rotates
-        sink.send(vec![routed(3)], &mut commit).unwrap();
+        crate::sink::block_on(sink.send(vec![routed(3)], &mut commit)).unwrap();
         let names = files(&dir.path().join("nested"));
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(names[1].starts_with("out.ndjson."), "{names:?}");
@@ -224,7 +254,7 @@ mod tests {
         let sized = dir.path().join("sized.ndjson");
         let mut sink = build(serde_json::json!({"path": sized, "max_size": "100B"}));
         for n in 0..4 {
-            sink.send(vec![routed(n)], &mut commit).unwrap();
+            crate::sink::block_on(sink.send(vec![routed(n)], &mut commit)).unwrap();
         }
         // Each line is over 100 bytes, so every batch after the first starts a new file.
         let rotated = files(dir.path())

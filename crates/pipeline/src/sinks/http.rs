@@ -10,19 +10,20 @@
 //! `https://` URLs are checked against the Mozilla root certificates built into the binary, plus
 //! `ca_file` (a PEM file of extra roots, e.g. a private CA) when given.
 //!
-//! The pipeline worker is a plain thread; each http sink drives its client on its own small
-//! single-threaded Tokio runtime.
+//! Requests and backoffs are awaited on the pipelines' runtime: a slow or held endpoint holds
+//! only the pipelines that use this sink (its placement is exclusive).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use colloquium_config::ConfigError;
+use colloquium_event::Reason;
 use colloquium_storage::PipelineCommit;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::Deserialize;
 
-use crate::sink::{Routed, Sink, SinkBuildContext, SinkConfig, SinkError, dead_letter};
+use crate::sink::{Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError, dead_letter};
 
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -72,6 +73,7 @@ fn default_max_backoff() -> Duration {
 
 impl SinkConfig for HttpConfig {
     const KIND: &'static str = "http";
+    const PLACEMENT: Placement = Placement::Exclusive;
     fn build(self, cx: &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError> {
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| ConfigError::new(cx.key("url"), format!("not a URL: {e}")))?;
@@ -123,8 +125,8 @@ struct HttpSink {
     /// Trusted besides the built-in roots (`ca_file`).
     roots: Vec<reqwest::Certificate>,
     config: HttpConfig,
-    /// Built on first use: `validate` builds sinks and must not start runtimes.
-    client: Option<(tokio::runtime::Runtime, reqwest::Client)>,
+    /// Built on first use: `validate` builds sinks without sending anything.
+    client: Option<reqwest::Client>,
 }
 
 /// How one attempt went.
@@ -137,72 +139,67 @@ enum Attempt {
 }
 
 impl HttpSink {
-    fn client(&mut self) -> Result<&(tokio::runtime::Runtime, reqwest::Client), SinkError> {
-        if self.client.is_none() {
-            let error = |e: &dyn std::fmt::Display| SinkError {
-                sink: self.name.clone(),
-                message: e.to_string(),
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| error(&e))?;
-            let mut builder = reqwest::Client::builder().timeout(self.config.timeout);
-            for root in &self.roots {
-                builder = builder.add_root_certificate(root.clone());
-            }
-            let client = builder.build().map_err(|e| error(&e))?;
-            self.client = Some((runtime, client));
+    fn client(&mut self) -> Result<reqwest::Client, SinkError> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone()); // a handle: clones share the connection pool
         }
-        self.client.as_ref().ok_or_else(|| SinkError {
+        let mut builder = reqwest::Client::builder().timeout(self.config.timeout);
+        for root in &self.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let client = builder.build().map_err(|e| SinkError {
             sink: self.name.clone(),
-            message: "no client".into(),
-        })
+            message: e.to_string(),
+        })?;
+        Ok(self.client.insert(client).clone())
     }
 
-    fn attempt(&mut self, body: &[u8]) -> Result<Attempt, SinkError> {
-        let url = self.url.clone();
-        let (runtime, client) = self.client()?;
-        let request = client
-            .post(url)
+    async fn attempt(&mut self, body: &bytes::Bytes) -> Result<Attempt, SinkError> {
+        let request = self
+            .client()?
+            .post(self.url.clone())
             .header(CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
-        Ok(runtime.block_on(async move {
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e) => return Attempt::Retry(format!("request failed: {e}"), None),
-            };
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-            if status.is_success() {
-                return Attempt::Delivered;
-            }
-            let text = response.text().await.unwrap_or_default();
-            let excerpt: String = text.chars().take(200).collect();
-            let message = format!("HTTP {status}: {excerpt}");
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                Attempt::Retry(message, retry_after)
-            } else {
-                Attempt::Rejected(message)
-            }
-        }))
+            .body(body.clone());
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Ok(Attempt::Retry(format!("request failed: {e}"), None)),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        if status.is_success() {
+            return Ok(Attempt::Delivered);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let excerpt: String = text.chars().take(200).collect();
+        let message = format!("HTTP {status}: {excerpt}");
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Ok(Attempt::Retry(message, retry_after))
+        } else {
+            Ok(Attempt::Rejected(message))
+        }
     }
 
-    /// Delivers one request's worth of events, retrying as configured.
-    fn deliver(&mut self, batch: &[Routed], commit: &mut PipelineCommit) -> Result<(), SinkError> {
+    /// Delivers one request's worth of events, retrying as configured. Backoffs are awaited:
+    /// only this sink's pipelines wait.
+    async fn deliver(
+        &mut self,
+        batch: &[Routed],
+        commit: &mut PipelineCommit,
+    ) -> Result<(), SinkError> {
         let events: Vec<_> = batch.iter().map(|r| &r.event).collect();
         let body = serde_json::to_vec(&events).map_err(|e| SinkError {
             sink: self.name.clone(),
             message: e.to_string(),
         })?;
+        let body = bytes::Bytes::from(body);
         let mut delay = self.config.backoff;
         for attempt in 1..=self.config.max_attempts {
-            match self.attempt(&body)? {
+            match self.attempt(&body).await? {
                 Attempt::Delivered => return Ok(()),
                 Attempt::Rejected(message) => {
                     tracing::warn!(sink = %self.name, %message, events = batch.len(), "http sink: batch rejected, dead-lettered");
@@ -210,7 +207,7 @@ impl HttpSink {
                         dead_letter(
                             commit,
                             routed,
-                            "sink_rejected",
+                            Reason::SinkRejected,
                             format!("sink `{}`: {message}", self.name),
                         );
                     }
@@ -221,7 +218,7 @@ impl HttpSink {
                     for routed in batch {
                         let error =
                             format!("sink `{}`: {message} (after {attempt} attempts)", self.name);
-                        dead_letter(commit, routed, "sink_error", error);
+                        dead_letter(commit, routed, Reason::SinkError, error);
                     }
                     return Ok(());
                 }
@@ -230,7 +227,7 @@ impl HttpSink {
                     let jittered = delay.mul_f64(fastrand::f64()).max(Duration::from_millis(1));
                     let wait = retry_after.unwrap_or(jittered);
                     tracing::debug!(sink = %self.name, %message, attempt, ?wait, "http sink: retrying");
-                    std::thread::sleep(wait);
+                    tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(self.config.max_backoff);
                 }
             }
@@ -239,10 +236,15 @@ impl HttpSink {
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for HttpSink {
-    fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError> {
+    async fn send(
+        &mut self,
+        batch: Vec<Routed>,
+        commit: &mut PipelineCommit,
+    ) -> Result<(), SinkError> {
         for chunk in batch.chunks(self.config.batch_size) {
-            self.deliver(chunk, commit)?;
+            self.deliver(chunk, commit).await?;
         }
         Ok(())
     }
@@ -377,9 +379,10 @@ mod tests {
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, pem).unwrap();
         let mut commit = PipelineCommit::default();
-        sink(&url, serde_json::json!({"ca_file": ca}))
-            .send(batch(3), &mut commit)
-            .unwrap();
+        crate::sink::block_on(
+            sink(&url, serde_json::json!({"ca_file": ca})).send(batch(3), &mut commit),
+        )
+        .unwrap();
         assert!(commit.dead_letters.is_empty());
         assert_eq!(
             server
@@ -394,11 +397,12 @@ mod tests {
 
         // Without `ca_file` the self-signed certificate is not trusted: nothing is delivered.
         let mut commit = PipelineCommit::default();
-        sink(&url, serde_json::json!({"max_attempts": 2}))
-            .send(batch(1), &mut commit)
-            .unwrap();
+        crate::sink::block_on(
+            sink(&url, serde_json::json!({"max_attempts": 2})).send(batch(1), &mut commit),
+        )
+        .unwrap();
         assert_eq!(server.seen.lock().unwrap().len(), 1);
-        assert_eq!(commit.dead_letters[0].reason, "sink_error");
+        assert_eq!(commit.dead_letters[0].reason, Reason::SinkError);
         assert!(
             commit.dead_letters[0].error.contains("request failed"),
             "{}",
@@ -432,7 +436,7 @@ mod tests {
     ) -> (Vec<(Instant, usize)>, PipelineCommit) {
         let (server, url) = serve(answers);
         let mut commit = PipelineCommit::default();
-        sink(&url, extra).send(batch(events), &mut commit).unwrap();
+        crate::sink::block_on(sink(&url, extra).send(batch(events), &mut commit)).unwrap();
         let seen = server.seen.lock().unwrap().clone();
         (seen, commit)
     }
@@ -490,7 +494,7 @@ mod tests {
         let always = [Answer::Status(503); 3];
         let (seen, commit) = send(&always, serde_json::json!({"max_attempts": 3}), 1);
         assert_eq!(seen.len(), 3);
-        assert_eq!(commit.dead_letters[0].reason, "sink_error");
+        assert_eq!(commit.dead_letters[0].reason, Reason::SinkError);
         assert!(commit.dead_letters[0].error.contains("after 3 attempts"));
     }
 

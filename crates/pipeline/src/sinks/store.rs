@@ -6,7 +6,7 @@ use colloquium_config::ConfigError;
 use colloquium_storage::{Output, PipelineCommit};
 use serde::Deserialize;
 
-use crate::sink::{Routed, Sink, SinkBuildContext, SinkConfig, SinkError};
+use crate::sink::{Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError};
 
 /// `{type: store}`
 #[derive(Debug, Deserialize)]
@@ -15,6 +15,7 @@ pub struct StoreConfig {}
 
 impl SinkConfig for StoreConfig {
     const KIND: &'static str = "store";
+    const PLACEMENT: Placement = Placement::Shared;
     fn build(self, _cx: &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError> {
         Ok(Box::new(StoreSink))
     }
@@ -22,8 +23,13 @@ impl SinkConfig for StoreConfig {
 
 struct StoreSink;
 
+#[async_trait::async_trait]
 impl Sink for StoreSink {
-    fn send(&mut self, batch: Vec<Routed>, commit: &mut PipelineCommit) -> Result<(), SinkError> {
+    async fn send(
+        &mut self,
+        batch: Vec<Routed>,
+        commit: &mut PipelineCommit,
+    ) -> Result<(), SinkError> {
         commit.outputs.extend(batch.into_iter().map(|r| Output {
             pipeline: r.pipeline,
             source_id: r.source_id,

@@ -7,14 +7,14 @@
 //! resumes with exactly the keys of that position.
 //!
 //! State layout: the keys admitted between two commits are one row, a *segment*, keyed by
-//! `0xFF` and its sequence number (8 bytes, big-endian), holding `time (8 bytes), length
-//! (4 bytes), key` per key. Keys are forgotten oldest first, so once a segment's keys are all
-//! forgotten so are those of every segment before it: one range deletion drops them. A row per
-//! key, and a deletion per forgotten key, cost a fifth of the throughput of 4 pipelines in
-//! compaction (BENCHMARKS.md). A restart replays the segments in order, forgetting as it goes.
-//! State in the earlier layout (a row per key: its JSON text → its time) is read too, and
-//! rewritten as a segment at the next commit; its rows all sort below `0xFF`, so that commit's
-//! range deletion removes them.
+//! `0xFF` and its sequence number (8 bytes, big-endian), holding the `(key, time)` pairs in
+//! admission order ([`Segment`], through the typed state codec). Keys are forgotten oldest
+//! first, so once a segment's keys are all forgotten so are those of every segment before it:
+//! one range deletion drops them. A row per key, and a deletion per forgotten key, cost a fifth
+//! of the throughput of 4 pipelines in compaction (BENCHMARKS.md). A restart replays the
+//! segments in order, forgetting as it goes. State of earlier builds (a row per key, then
+//! hand-encoded segments) is read too, and rewritten as a segment at the next commit; rows per
+//! key sort below `0xFF`, so that commit's range deletion removes them.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -29,7 +29,8 @@ use computo::Script;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, Failed, Stage, StageConfig, StageError, with_data};
+use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError, with_data};
+use crate::state::Codec;
 
 /// `{type: dedup, key: /pointer | script: …, ttl: 10m, max_keys: 100000}`
 #[derive(Debug, Deserialize)]
@@ -55,7 +56,7 @@ fn default_max_keys() -> NonZeroUsize {
 
 impl StageConfig for DedupConfig {
     const KIND: &'static str = "dedup";
-    fn build(self, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError> {
+    fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
         let key = match (self.key, &self.script) {
             (Some(p), None) if p.starts_with('/') => DedupKey::Pointer(p),
             (Some(p), None) => {
@@ -78,7 +79,7 @@ impl StageConfig for DedupConfig {
         if ttl_ms == 0 {
             return Err(ConfigError::new(cx.key("ttl"), "must be at least 1ms"));
         }
-        Ok(Box::new(Dedup {
+        Ok(BuiltStage::sync(Dedup {
             key,
             ttl_ms,
             max_keys: self.max_keys.get(),
@@ -86,7 +87,7 @@ impl StageConfig for DedupConfig {
             seen: Seen::with_room(self.max_keys.get()),
             segment: 0,
             kept_from: None,
-            admitted: Vec::new(),
+            admitted: Segment::default(),
         }))
     }
 }
@@ -137,9 +138,17 @@ struct Dedup {
     segment: u64,
     /// Stored segments below this one are deleted (`None`: rows may be stored below any).
     kept_from: Option<u64>,
-    /// The current segment's row: the keys admitted since the last `state_changes`.
-    admitted: Vec<u8>,
+    /// The current segment: the keys admitted since the last `state_changes`.
+    admitted: Segment,
 }
+
+/// One segment row: keys with the ingest time (ms) they were admitted at, in order.
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+struct Segment {
+    keys: Vec<(String, u64)>,
+}
+
+const SEGMENTS: Codec<Segment> = Codec::new("dedup segment", 1);
 
 impl Dedup {
     fn key_of(&self, event: &mut Event) -> Result<String, StageError> {
@@ -198,19 +207,20 @@ fn segment_key(segment: u64) -> Vec<u8> {
     [&[SEGMENT_TAG][..], &segment.to_be_bytes()].concat()
 }
 
-/// Appends one key to a segment row.
-fn encode(row: &mut Vec<u8>, key: &str, at: u64) {
-    row.extend_from_slice(&at.to_be_bytes());
-    row.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
-    row.extend_from_slice(key.as_bytes());
-}
-
 fn corrupt(what: &str) -> StageError {
-    StageError::BadValue(format!("dedup state: {what}"))
+    StageError::State(format!("dedup: {what}"))
 }
 
-/// The keys of one segment row, in admission order.
-fn decode(mut row: &[u8]) -> Result<Vec<(String, u64)>, StageError> {
+/// The keys of one segment row, in admission order: a codec row, or one hand-encoded by an
+/// earlier build (`time (8 bytes), length (4 bytes), key` per key), read to migrate it.
+fn decode(row: &[u8]) -> Result<Vec<(String, u64)>, StageError> {
+    if Codec::<Segment>::is_codec_row(row) {
+        return SEGMENTS.decode(row).map(|s| s.keys);
+    }
+    decode_hand_encoded(row)
+}
+
+fn decode_hand_encoded(mut row: &[u8]) -> Result<Vec<(String, u64)>, StageError> {
     let mut keys = Vec::new();
     while !row.is_empty() {
         let (at, rest) = row
@@ -242,15 +252,15 @@ impl Stage for Dedup {
         if seen_at.is_some_and(|at| now.saturating_sub(*at) < self.ttl_ms) {
             return Ok(()); // a duplicate: counted as dropped by the pipeline
         }
-        encode(&mut self.admitted, &key, now);
+        self.admitted.keys.push((key.clone(), now));
         self.admit(key, now, self.segment);
         out.push(event);
         Ok(())
     }
 
     fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
-        if !self.admitted.is_empty() {
-            let row = std::mem::take(&mut self.admitted);
+        if !self.admitted.keys.is_empty() {
+            let row = SEGMENTS.encode(&std::mem::take(&mut self.admitted));
             changes.push(StateWrite::Put(segment_key(self.segment), row));
             self.segment += 1;
         }
@@ -285,7 +295,7 @@ impl Stage for Dedup {
             self.kept_from = None; // the next commit deletes the earlier rows
             earlier_layout.sort_by_key(|(_, at)| *at);
             for (key, at) in earlier_layout {
-                encode(&mut self.admitted, &key, at);
+                self.admitted.keys.push((key.clone(), at));
                 self.expire(at);
                 self.admit(key, at, self.segment);
             }

@@ -9,7 +9,7 @@ use colloquium_router::Predicate;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, Failed, Stage, StageConfig, with_data};
+use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, with_data};
 
 /// `{type: filter, when: PREDICATE}`
 #[derive(Debug, Deserialize)]
@@ -21,9 +21,9 @@ pub struct FilterConfig {
 
 impl StageConfig for FilterConfig {
     const KIND: &'static str = "filter";
-    fn build(self, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError> {
+    fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
         let predicate = Predicate::compile(&self.when, &cx.key("when"), cx.scripts)?;
-        Ok(Box::new(Filter {
+        Ok(BuiltStage::sync(Filter {
             predicate,
             pipeline: cx.pipeline.to_string(),
         }))

@@ -12,7 +12,7 @@ use colloquium_event::{Event, Priority};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, Failed, Stage, StageConfig, StageError};
+use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError};
 
 /// `{type: set, priority?, routing_key?, topic?}`
 #[derive(Debug, Deserialize)]
@@ -44,7 +44,7 @@ pub enum Setting {
 
 impl StageConfig for SetConfig {
     const KIND: &'static str = "set";
-    fn build(self, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError> {
+    fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
         let fields = [
             ("priority", &self.priority),
             ("routing_key", &self.routing_key),
@@ -71,7 +71,7 @@ impl StageConfig for SetConfig {
                 _ => {}
             }
         }
-        Ok(Box::new(Set { config: self }))
+        Ok(BuiltStage::sync(Set { config: self }))
     }
 }
 

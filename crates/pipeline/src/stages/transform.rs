@@ -12,7 +12,7 @@ use computo::Script;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, Failed, Stage, StageConfig, StageError, with_data};
+use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError, with_data};
 
 /// `{type: transform, script: NAME | [computo…]}`
 #[derive(Debug, Deserialize)]
@@ -24,9 +24,9 @@ pub struct TransformConfig {
 
 impl StageConfig for TransformConfig {
     const KIND: &'static str = "transform";
-    fn build(self, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>, ConfigError> {
+    fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
         let script = cx.scripts.resolve(&self.script, &cx.key("script"))?;
-        Ok(Box::new(Transform {
+        Ok(BuiltStage::sync(Transform {
             script,
             pipeline: cx.pipeline.clone(),
         }))

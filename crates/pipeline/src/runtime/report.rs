@@ -1,0 +1,61 @@
+//! Stage, routing and latency metrics, updated once per committed step.
+
+use colloquium_event::Timestamp;
+
+use super::worker::Worker;
+use crate::events::{PipelineLabels, RouteLabels, StageLabels};
+use crate::pipeline::StageCounts;
+
+impl Worker {
+    /// Updates the stage, routing and latency metrics after a committed step; `taken`: per
+    /// pipeline, the ingest times (ms) of the events it took.
+    pub(super) fn report(&mut self, taken: &[Vec<u64>]) {
+        let now = Timestamp::now().as_millis();
+        // Once per pipeline and step, not per event: labels allocate and families hash.
+        for (lane, times) in self.lanes.iter().zip(taken).filter(|(_, t)| !t.is_empty()) {
+            let matched = RouteLabels {
+                pipeline: lane.name.to_string(),
+                result: "matched",
+            };
+            let count = u64::try_from(times.len()).unwrap_or(u64::MAX);
+            self.metrics.routed.get_or_create(&matched).inc_by(count);
+            let labels = PipelineLabels {
+                pipeline: lane.name.to_string(),
+            };
+            let latency = self.metrics.latency.get_or_create(&labels);
+            for ingested in times {
+                #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
+                let seconds = now.saturating_sub(*ingested) as f64 / 1000.0;
+                latency.observe(seconds);
+            }
+        }
+        let pipelines = self.topology.pipelines().iter();
+        for (lane, pipeline) in self.lanes.iter_mut().zip(pipelines).filter(|(l, _)| l.own) {
+            let previous = &mut lane.reported;
+            for (j, (stage, counts)) in pipeline.stage_counts().enumerate() {
+                if previous.len() <= j {
+                    previous.push(StageCounts::default());
+                }
+                let before = previous[j];
+                for (outcome, now, then) in [
+                    ("in", counts.events_in, before.events_in),
+                    ("out", counts.events_out, before.events_out),
+                    ("failed", counts.failed, before.failed),
+                ] {
+                    if now > then {
+                        let labels = StageLabels {
+                            pipeline: lane.name.to_string(),
+                            stage: stage.to_owned(),
+                            outcome,
+                        };
+                        self.metrics
+                            .stage_events
+                            .get_or_create(&labels)
+                            .inc_by(now - then);
+                    }
+                }
+                previous[j] = counts;
+            }
+        }
+    }
+}
