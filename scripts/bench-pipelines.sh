@@ -2,13 +2,16 @@
 # End-to-end pipeline benchmark (issue 6): NDJSON batches of 1,000 through HTTP ingest, the log,
 # and N pipelines of transform + filter + dedup into the `store` sink, on this machine.
 #
-#   [DURATION=15s] [BIN=path/to/colloquium] scripts/bench-pipelines.sh PIPELINES [RATE]
+#   [DURATION=15s] [BIN=path/to/colloquium] [HELD=1] scripts/bench-pipelines.sh PIPELINES [RATE]
 #
 # Without RATE: the generator sends as fast as the node acknowledges for DURATION; the script then
 # waits until every pipeline has processed every stored event and reports the pipelines'
 # throughput (stored events / time from the first request to caught up). With RATE (events/s):
 # a steady load for 30 s, then the ingest-to-sink latency percentiles from
 # colloquium_pipeline_latency_seconds (estimated within its histogram buckets).
+# With HELD=1 one more pipeline takes every event to an `http` sink whose endpoint (a local
+# socket) accepts the request and never answers, for the whole run: the figures are then those
+# of the other pipelines while it waits.
 set -euo pipefail
 pipelines=${1:?number of pipelines}
 rate=${2:-}
@@ -16,10 +19,31 @@ bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquiu
 work=$(mktemp -d /tmp/colloquium-bench.XXXXXX)
 trap 'kill $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
+if [ -n "${HELD:-}" ]; then
+  # Accepts connections and reads, never answers.
+  python3 -c '
+import socket, sys, threading
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+print(s.getsockname()[1], flush=True)
+def hold(c):
+    while c.recv(65536): pass
+while True:
+    c, _ = s.accept(); threading.Thread(target=hold, args=(c,), daemon=True).start()
+' > "$work/held.port" &
+  holder=$!
+  until [ -s "$work/held.port" ]; do sleep 0.05; done
+  trap 'kill $node $holder 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+fi
 {
   echo "storage: {retention: null}"
-  echo "sinks: {archive: {type: store}}"
-  echo "pipelines:"
+  if [ -n "${HELD:-}" ]; then
+    echo "sinks: {archive: {type: store}, held: {type: http, url: 'http://127.0.0.1:$(cat "$work/held.port")/', timeout: 1h}}"
+    echo "pipelines:"
+    echo "  - {name: held, sinks: [held]}"
+  else
+    echo "sinks: {archive: {type: store}}"
+    echo "pipelines:"
+  fi
   for i in $(seq 0 $((pipelines - 1))); do
     cat <<YAML
   - name: p$i

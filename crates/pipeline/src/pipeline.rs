@@ -712,6 +712,25 @@ pub(crate) mod tests {
         assert_eq!(step(&mut t, &mut stored, 12_005, 4), 0);
         assert_eq!(step(&mut t, &mut stored, 12_006, 3), 1);
 
+        // Segments hand-encoded by the build before the state codec (`time, length, key` per
+        // key) are read too, and the next segment is a codec row.
+        let mut row = Vec::new();
+        for (key, at) in [("3", 12_002_u64), ("5", 12_003)] {
+            row.extend_from_slice(&at.to_be_bytes());
+            row.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            row.extend_from_slice(key.as_bytes());
+        }
+        let mut stored: Stored = [([&[0xFF_u8][..], &7_u64.to_be_bytes()].concat(), row)].into();
+        let mut t = restarted(dedup, &stored);
+        assert_eq!(
+            step(&mut t, &mut stored, 12_004, 5),
+            0,
+            "read from the old segment"
+        );
+        assert_eq!(step(&mut t, &mut stored, 12_005, 6), 1);
+        let newest = stored.values().last().unwrap();
+        assert!(crate::state::Codec::<()>::is_codec_row(newest));
+
         // Stored state that is not dedup's is an error, not a panic.
         for bad in [
             (vec![b'"'], vec![0; 11]),

@@ -88,7 +88,7 @@ pub type CallResult = Result<Vec<Event>, Box<Failed>>;
 /// The twin of [`Stage`] for stages that wait on I/O (a model provider, a lookup service).
 /// Each step the pipeline calls it for every event that reaches it, up to `concurrency` calls
 /// in flight, and takes the results in input order, so outputs and the checkpoint commit
-/// together as for any stage. Calls run on the pipelines' Tokio runtime.
+/// together as for any stage. Calls run on the worker's (single-threaded) Tokio runtime.
 pub trait AsyncStage: Send {
     /// Most calls in flight at once (at least 1).
     fn concurrency(&self) -> usize;

@@ -36,10 +36,16 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
 
     /// The row for `value`.
     pub fn encode(&self, value: &T) -> Vec<u8> {
+        self.encode_as(value)
+    }
+
+    /// The row for `view`, a borrowed form of `T` that serializes exactly as `T` does (a
+    /// stage writes its state from where it holds it, without copying it into a `T`).
+    pub fn encode_as<V: Serialize>(&self, view: &V) -> Vec<u8> {
         let mut row = vec![TAG, self.version];
         // Writing to a Vec fails only for a value that cannot be JSON (a map with non-string
         // keys), which a stage's own state types never are.
-        if let Err(e) = serde_json::to_writer(&mut row, value) {
+        if let Err(e) = serde_json::to_writer(&mut row, view) {
             tracing::error!(what = self.what, error = %e, "stage state does not serialize");
         }
         row

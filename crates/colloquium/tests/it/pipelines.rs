@@ -136,6 +136,36 @@ pipelines:
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
+
+    // Sources are built as a node builds them; stage ids are checked with the document.
+    let stderr = invalid(
+        r#"
+sources:
+  a: {type: http, path: /events/a}
+  b: {type: http, path: /events/a}
+  c: {type: http, path: /api/mine}
+  d: {type: http, path: "events"}
+  e: {type: carrier-pigeon}
+  f: {type: http, colour: red}
+pipelines:
+  - name: p
+    stages:
+      - {type: dedup, key: /k, ttl: 1m}
+      - {type: filter, id: dedup, when: [true]}
+      - {type: filter, id: "no spaces", when: [true]}
+"#,
+    );
+    for expected in [
+        "sources.b.path: `/events/a` is already the path of sources.a",
+        "sources.c.path: `/api/mine` is one of the node's own routes",
+        "sources.d.path: `events` is not a plain path",
+        "sources.e.type: unknown source type `carrier-pigeon` (known: http)",
+        "sources.f.colour: unknown field `colour`",
+        "pipelines[0].stages[1].id: stage id `dedup` is used twice in this pipeline",
+        "pipelines[0].stages[2].id: invalid stage id `no spaces`",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@
 //! - [`monitor`]: each pipeline's lag and health, measured whatever its worker is doing.
 //! - [`layout`]: stage state keyed by stable stage id; removed stages' rows deleted.
 //!
-//! Workers are tasks on the pipelines' own Tokio runtime (one thread per core). Each step a
+//! Each worker runs on a thread of its own, on a single-threaded Tokio runtime. Each step a
 //! worker reads up to [`STEP_EVENTS`] events, in id order, after the lowest checkpoint of its
 //! pipelines and strictly below the id watermark (every id below it is settled: stored or never
 //! to be, see `IdGenerator::watermark`), so an event committed late below a newer one is never
@@ -72,8 +72,8 @@ pub enum RuntimeError {
     Thread(std::io::Error),
 }
 
-/// The running pipelines. Dropping it without [`Runtime::stop`] stops the workers where they
-/// are (at an await); the last commit stands.
+/// The running pipelines. Dropping it without [`Runtime::stop`] cancels the workers at their
+/// next wait; the last commit stands.
 pub struct Runtime {
     /// Outlives workers, so the ingest path's handle keeps working across reloads.
     handle: RuntimeHandle,
@@ -83,29 +83,6 @@ pub struct Runtime {
     workers: Vec<RunningWorker>,
     /// Measures each pipeline's lag and health, whatever its worker is doing.
     monitor: Monitor,
-    /// Runs the workers: one thread per core.
-    tokio: Threads,
-}
-
-/// The pipelines' Tokio runtime. Dropped in the background: the node may drop it from async
-/// code, where a blocking drop is not allowed.
-struct Threads(Option<tokio::runtime::Runtime>);
-
-impl Threads {
-    fn handle(&self) -> &tokio::runtime::Handle {
-        match &self.0 {
-            Some(runtime) => runtime.handle(),
-            None => unreachable!("taken only on drop"),
-        }
-    }
-}
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 /// What every worker gets, whatever its config.
@@ -118,9 +95,14 @@ struct Shared {
     board: HealthBoard,
 }
 
+/// A worker's thread, which drives it on its own single-threaded Tokio runtime.
 struct RunningWorker {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    /// Dropped (or sent) to cancel the worker where it waits.
+    cancel: tokio::sync::oneshot::Sender<()>,
+    /// Closes when the worker's loop has returned.
+    done: std::sync::mpsc::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Wakes the workers after new events are durable. Cheap to clone and to call per request.
@@ -156,14 +138,6 @@ impl Runtime {
         metrics: PipelineMetrics,
         board: HealthBoard,
     ) -> Result<Self, RuntimeError> {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("pipelines")
-            .enable_all()
-            .build()
-            .map_err(RuntimeError::Thread)?;
-        let tokio = Threads(Some(tokio));
         let monitor = Monitor::start(store.clone(), metrics.clone(), board.clone())
             .map_err(RuntimeError::Thread)?;
         let mut runtime = Runtime {
@@ -178,7 +152,6 @@ impl Runtime {
             config: config.clone(),
             workers: Vec::new(),
             monitor,
-            tokio,
         };
         layout::migrate(&runtime.shared.store, config)?;
         runtime.forget_removed(config)?;
@@ -258,11 +231,7 @@ impl Runtime {
     }
 
     fn halt(&mut self) {
-        stop_workers(
-            self.tokio.handle(),
-            &self.handle,
-            std::mem::take(&mut self.workers),
-        );
+        stop_workers(&self.handle, std::mem::take(&mut self.workers));
     }
 
     /// Starts the workers for `config`'s pipelines (none without pipelines).
@@ -286,14 +255,17 @@ impl Runtime {
             let worker = match Worker::new(plan, group.routes, &self.shared) {
                 Ok(worker) => worker,
                 Err(e) => {
-                    stop_workers(self.tokio.handle(), &self.handle, workers);
+                    stop_workers(&self.handle, workers);
                     return Err(e);
                 }
             };
-            let stop = Arc::new(AtomicBool::new(false));
-            let bell = self.handle.bell.subscribe();
-            let task = self.tokio.handle().spawn(worker.run(bell, stop.clone(), n));
-            workers.push(RunningWorker { stop, task });
+            match spawn(worker, self.handle.bell.subscribe(), n) {
+                Ok(running) => workers.push(running),
+                Err(e) => {
+                    stop_workers(&self.handle, workers);
+                    return Err(RuntimeError::Thread(e));
+                }
+            }
         }
         Ok(workers)
     }
@@ -342,35 +314,57 @@ fn pipeline_names(config: &Config) -> Vec<String> {
     config.pipelines.iter().map(|p| p.name.clone()).collect()
 }
 
-/// Lets each worker finish its step, then waits for them; one still waiting after
-/// [`STOP_GRACE`] (a sink held open, a retry backoff) is cancelled where it waits. Nothing of
-/// its step was committed, so the step is redone at the next start (at-least-once delivery).
-fn stop_workers(
-    tokio: &tokio::runtime::Handle,
-    handle: &RuntimeHandle,
-    workers: Vec<RunningWorker>,
-) {
+/// Starts a worker on a thread of its own, driving it on a single-threaded Tokio runtime: a
+/// worker that computes is scheduled by the kernel like any thread, and one that waits (a
+/// sink's request, a backoff, an async stage) parks its own thread only.
+fn spawn(worker: Worker, bell: watch::Receiver<u64>, n: usize) -> std::io::Result<RunningWorker> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    let (finished, done) = std::sync::mpsc::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name(format!("pipelines-{n}"))
+        .spawn({
+            let stop = stop.clone();
+            move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = worker.run(bell, stop, n) => {}
+                        _ = cancelled => {}
+                    }
+                });
+                drop(finished);
+            }
+        })?;
+    Ok(RunningWorker {
+        stop,
+        cancel,
+        done,
+        thread,
+    })
+}
+
+/// Lets each worker finish its step, then joins them; one still waiting after [`STOP_GRACE`]
+/// (a sink held open, a retry backoff) is cancelled where it waits. Nothing of its step was
+/// committed, so the step is redone at the next start (at-least-once delivery).
+fn stop_workers(handle: &RuntimeHandle, workers: Vec<RunningWorker>) {
     for worker in &workers {
         worker.stop.store(true, Ordering::Release);
     }
     handle.notify();
-    let (done, stopped) = std::sync::mpsc::channel();
-    tokio.spawn(async move {
-        for worker in workers {
-            let abort = worker.task.abort_handle();
-            match tokio::time::timeout(STOP_GRACE, worker.task).await {
-                Err(_) => {
-                    tracing::warn!(grace = ?STOP_GRACE, "a pipeline worker is still waiting on a sink or stage; cancelling its step");
-                    abort.abort();
-                }
-                Ok(Err(e)) if e.is_panic() => tracing::error!("a pipeline worker panicked"),
-                Ok(_) => {}
-            }
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    for worker in workers {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = worker.done.recv_timeout(left) {
+            tracing::warn!(grace = ?STOP_GRACE, "a pipeline worker is still waiting on a sink or stage; cancelling its step");
+            let _ = worker.cancel.send(());
         }
-        let _ = done.send(());
-    });
-    // Waits on a plain channel: callers are the node's threads, never a pipelines thread.
-    let _ = stopped.recv();
+        if worker.thread.join().is_err() {
+            tracing::error!("a pipeline worker panicked");
+        }
+    }
 }
 
 fn newest_id(store: &Store) -> Result<Option<EventId>, StorageError> {

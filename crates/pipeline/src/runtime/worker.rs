@@ -144,11 +144,7 @@ impl Worker {
         let mut backoff = Duration::from_millis(100);
         while !stop.load(Ordering::Acquire) {
             match self.step().await {
-                Ok(read) if read >= STEP_EVENTS => {
-                    // Catching up: no wait, but let the other workers on this thread run.
-                    tokio::task::yield_now().await;
-                    continue;
-                }
+                Ok(read) if read >= STEP_EVENTS => continue, // catching up: no wait
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     // The step was not committed, but processing it moved positions and stage

@@ -10,7 +10,7 @@
 //! `https://` URLs are checked against the Mozilla root certificates built into the binary, plus
 //! `ca_file` (a PEM file of extra roots, e.g. a private CA) when given.
 //!
-//! Requests and backoffs are awaited on the pipelines' runtime: a slow or held endpoint holds
+//! Requests and backoffs are awaited on the worker's runtime: a slow or held endpoint holds
 //! only the pipelines that use this sink (its placement is exclusive).
 
 use std::sync::Arc;

@@ -87,7 +87,7 @@ impl StageConfig for DedupConfig {
             seen: Seen::with_room(self.max_keys.get()),
             segment: 0,
             kept_from: None,
-            admitted: Segment::default(),
+            admitted: 0,
         }))
     }
 }
@@ -138,14 +138,20 @@ struct Dedup {
     segment: u64,
     /// Stored segments below this one are deleted (`None`: rows may be stored below any).
     kept_from: Option<u64>,
-    /// The current segment: the keys admitted since the last `state_changes`.
-    admitted: Segment,
+    /// Keys admitted since the last `state_changes` (they are the newest in `seen.order`).
+    admitted: usize,
 }
 
 /// One segment row: keys with the ingest time (ms) they were admitted at, in order.
 #[derive(Debug, Default, serde::Serialize, Deserialize)]
 struct Segment {
     keys: Vec<(String, u64)>,
+}
+
+/// A [`Segment`] borrowed from the seen keys, written without copying them.
+#[derive(serde::Serialize)]
+struct SegmentRef<'a> {
+    keys: Vec<(&'a str, u64)>,
 }
 
 const SEGMENTS: Codec<Segment> = Codec::new("dedup segment", 1);
@@ -252,17 +258,30 @@ impl Stage for Dedup {
         if seen_at.is_some_and(|at| now.saturating_sub(*at) < self.ttl_ms) {
             return Ok(()); // a duplicate: counted as dropped by the pipeline
         }
-        self.admitted.keys.push((key.clone(), now));
+        self.admitted += 1;
         self.admit(key, now, self.segment);
         out.push(event);
         Ok(())
     }
 
     fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
-        if !self.admitted.keys.is_empty() {
-            let row = SEGMENTS.encode(&std::mem::take(&mut self.admitted));
+        if self.admitted > 0 {
+            // This segment's keys still held are the newest ones; those already forgotten
+            // (past `max_keys`) would be forgotten again on restore, so they need no row.
+            let order = &self.seen.order;
+            let held = order
+                .iter()
+                .rev()
+                .take_while(|a| a.segment == self.segment)
+                .count();
+            let keys = order
+                .range(order.len() - held..)
+                .map(|a| (a.key.as_str(), a.at))
+                .collect();
+            let row = SEGMENTS.encode_as(&SegmentRef { keys });
             changes.push(StateWrite::Put(segment_key(self.segment), row));
             self.segment += 1;
+            self.admitted = 0;
         }
         let oldest = self.seen.order.front().map_or(self.segment, |a| a.segment);
         if self.kept_from.is_none_or(|kept| oldest > kept) {
@@ -295,7 +314,7 @@ impl Stage for Dedup {
             self.kept_from = None; // the next commit deletes the earlier rows
             earlier_layout.sort_by_key(|(_, at)| *at);
             for (key, at) in earlier_layout {
-                self.admitted.keys.push((key.clone(), at));
+                self.admitted += 1;
                 self.expire(at);
                 self.admit(key, at, self.segment);
             }
