@@ -79,6 +79,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let ingest_metrics = IngestMetrics::register(&registry);
     let mut routes = HttpRoutes::default();
     let mut sources = Vec::new();
+    let mut problems = Vec::new();
     let kinds = registry::sources();
     for (name, section) in &config.sources {
         let mut cx = SourceBuildContext {
@@ -90,11 +91,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             settings: &settings,
             http: &mut routes,
         };
-        let source = kinds.build(section, &mut cx).map_err(|errors| {
-            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("building sources: {}", shown.join("; "))
-        })?;
-        sources.push(source);
+        match kinds.build(section, &mut cx) {
+            Ok(source) => sources.push(source),
+            Err(errors) => problems.extend(errors.iter().map(ToString::to_string)),
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("building sources: {}", problems.join("; "));
     }
     let (stop_sources, sources_stopping) = tokio::sync::watch::channel(false);
     let source_tasks: Vec<_> = sources
