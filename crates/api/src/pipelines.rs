@@ -6,7 +6,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use colloquium_event::EventId;
+use colloquium_event::{EventId, Reason};
 use colloquium_storage::{ScanRange, StorageError};
 use serde::Deserialize;
 
@@ -102,12 +102,22 @@ pub async fn dead_letters(
         ..ScanRange::default()
     };
     let limit = limit_param(p.limit.as_deref())?;
+    let reason = p
+        .reason
+        .as_deref()
+        .map(|r| {
+            r.parse::<Reason>().map_err(|e| {
+                let known: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+                ApiError::BadRequest(format!("reason: {e} (known: {})", known.join(", ")))
+            })
+        })
+        .transpose()?;
     let store = state.store.clone();
     let letters = blocking(move || -> Result<_, StorageError> {
         let mut page = Vec::new();
         for letter in store.dead_letters(range) {
             let letter = letter?;
-            let wanted = p.reason.as_ref().is_none_or(|r| *r == letter.reason)
+            let wanted = reason.is_none_or(|r| r == letter.reason)
                 && p.pipeline
                     .as_ref()
                     .is_none_or(|w| letter.pipeline.as_ref() == Some(w));
@@ -149,7 +159,7 @@ pub async fn replay(
         let letter = store.dead_letter(id)?;
         match letter {
             // A `dlq` sink's results are that pipeline's output: there is nothing to redo.
-            Some(l) if l.reason == "dlq_sink" => Ok(Some(l)),
+            Some(l) if l.reason == Reason::DlqSink => Ok(Some(l)),
             Some(_) => store.request_replay(id),
             None => Ok(None),
         }
@@ -157,7 +167,7 @@ pub async fn replay(
     .await?;
     match letter {
         None => Err(ApiError::NotFound(id.to_string())),
-        Some(l) if l.reason == "dlq_sink" => Err(ApiError::BadRequest(
+        Some(l) if l.reason == Reason::DlqSink => Err(ApiError::BadRequest(
             "a `dlq` sink's results are its pipeline's output: there is nothing to replay".into(),
         )),
         Some(_) => {

@@ -59,6 +59,20 @@ fn run_one(
         .pipeline
         .as_ref()
         .and_then(|name| config.pipelines.iter().position(|p| &p.name == name));
+    // Expected reasons are the stable names of `Reason`: a typo is a config error, not a
+    // test that can never pass.
+    let unknown: Vec<ConfigError> = (test.expect.dlq.iter().enumerate())
+        .filter_map(|(j, r)| {
+            let e = r.parse::<colloquium_event::Reason>().err()?;
+            Some(ConfigError::new(
+                format!("tests[{index}].expect.dlq[{j}]"),
+                e.to_string(),
+            ))
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
     let mut outputs = Vec::new();
     let mut reasons = Vec::new();
     for (j, input) in test.input.iter().enumerate() {
@@ -76,10 +90,7 @@ fn run_one(
         }
         reasons.extend(delivery.failures.into_iter().map(|f| {
             let at = f.pipeline.map(|p| format!(" in {p}")).unwrap_or_default();
-            (
-                f.reason.to_owned(),
-                format!("{}{at}: {}", f.reason, f.error),
-            )
+            (f.reason, format!("{}{at}: {}", f.reason, f.error))
         }));
     }
 

@@ -1,7 +1,7 @@
 //! The dead-letter queue: events that could not be processed, kept with why and when so they
 //! can be inspected and replayed. Key: a ULID of the failure time (time-ordered, like the log).
 
-use colloquium_event::{Event, EventId, Timestamp};
+use colloquium_event::{Event, EventId, Reason, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// One dead-lettered event.
@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 pub struct DeadLetter {
     /// Id of this dead letter (not the event's id).
     pub id: EventId,
-    /// A short, bounded code such as `no_route` or `script_error`.
-    pub reason: String,
+    /// Why (its stable string form in JSON: `no_route`, `script_error`, …).
+    pub reason: Reason,
     /// The full error message.
     pub error: String,
     /// When it failed.

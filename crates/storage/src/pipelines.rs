@@ -216,7 +216,7 @@ impl Store {
             }
             let letter = DeadLetter {
                 id,
-                reason: letter.reason.as_str().to_owned(),
+                reason: letter.reason,
                 error: letter.error,
                 failed_at: now,
                 pipeline: letter.pipeline,

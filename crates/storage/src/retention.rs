@@ -319,7 +319,10 @@ impl Retention {
         let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
         let end = walk_first(db, ColumnFamily::Dlq, count, |_, value| {
             let label = match serde_json::from_slice::<DeadLetter>(value) {
-                Ok(l) => (l.pipeline.unwrap_or_else(|| "-".into()), l.reason),
+                Ok(l) => (
+                    l.pipeline.unwrap_or_else(|| "-".into()),
+                    l.reason.as_str().to_owned(),
+                ),
                 Err(_) => ("unknown".into(), "unknown".into()),
             };
             *counts.entry(label).or_default() += 1;

@@ -180,7 +180,7 @@ impl Store {
         let now = Timestamp::now();
         let letter = DeadLetter {
             id: self.inner.dlq_ids.next_ids(now, 1)[0],
-            reason: reason.as_str().to_owned(),
+            reason,
             error: error.to_owned(),
             failed_at: now,
             pipeline: None,
@@ -529,7 +529,7 @@ mod tests {
             .collect();
         assert_eq!(stored, vec![letter]);
         assert_eq!(stored[0].event, event);
-        assert_eq!(stored[0].reason, "no_route");
+        assert_eq!(stored[0].reason, Reason::NoRoute);
     }
 
     #[tokio::test]

@@ -172,3 +172,43 @@ async fn a_reload_that_inserts_a_stage_before_a_dedup_keeps_what_it_has_seen() {
     assert!(store.checkpointed().unwrap().iter().all(|n| n != "doomed"));
     store.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_reasons_are_one_typed_set() {
+    // The API and `colloquium test` know the reasons by their stable names.
+    let node = Node::start("pipelines:\n  - {name: p, when: {equals: [/type, order]}}\n");
+    let (status, body) = node.get("/api/dlq?reason=no_rout").await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown dead-letter reason `no_rout`"),
+        "{body}"
+    );
+    assert!(
+        message.contains("no_route, route_error, script_error"),
+        "{body}"
+    );
+    let (status, _) = node.post(r#"{"type": "refund"}"#, "application/json").await;
+    assert_eq!(status, 202);
+    let letters = eventually(DEADLINE, "the no_route letter", || async {
+        let letters = node.dead_letters("reason=no_route").await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters[0]["reason"], "no_route");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("typo.yaml");
+    std::fs::write(
+        &config,
+        "pipelines:\n  - {name: p, when: {equals: [/type, order]}}\ntests:\n  - {name: t, input: [{data: {type: refund}}], expect: {dlq: [no-route]}}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        crate::harness::run_cli(&["test", "-c", config.to_str().unwrap()], None);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stderr.contains("tests[0].expect.dlq[0]: unknown dead-letter reason `no-route`"),
+        "{stdout}{stderr}"
+    );
+}

@@ -1,6 +1,5 @@
 //! Dead letters asked for again (`POST /api/dlq/{id}/replay`), run inside a worker's step.
 
-use colloquium_event::Reason;
 use colloquium_storage::{NewDeadLetter, PipelineCommit, StorageError};
 
 use super::worker::{RoutedBySink, Worker, record_failures};
@@ -26,10 +25,7 @@ impl Worker {
                 .as_ref()
                 .and_then(|p| self.lanes.iter().position(|l| *l.name == **p));
             let source_id = letter.event.id;
-            let sink_failure = letter
-                .reason
-                .parse::<Reason>()
-                .is_ok_and(Reason::is_sink_failure);
+            let sink_failure = letter.reason.is_sink_failure();
             match index {
                 // Another worker's, or held back while its pipeline is stopped (replayed after
                 // it restarts).
@@ -53,7 +49,7 @@ impl Worker {
                 // `no_route`, or a pipeline that no longer exists: route it afresh. Matching
                 // pipelines of other workers get it handed over, to run with their state.
                 None => {
-                    let reason = letter.reason.parse::<Reason>().unwrap_or(Reason::NoRoute);
+                    let reason = letter.reason;
                     for i in self.topology.matching(&letter.event) {
                         if !self.lanes[i].own {
                             commit.handoffs.push(NewDeadLetter {
