@@ -6,6 +6,7 @@
 //! - [`stamp`]: payloads into [`Event`](colloquium_event::Event)s: id, event time, metadata.
 //! - [`source`]: the [`Source`] and [`SourceConfig`] traits, their registry, and the HTTP
 //!   routes sources share.
+//! - [`frame`]: EventStream's binary frame: one frame, a TCP stream, a UDP datagram.
 //! - [`http`]: the `http` source: `POST` on a path of the main listener.
 //! - [`events`]: the metrics this crate reports.
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@
 pub mod accept;
 pub mod body;
 pub mod events;
+pub mod frame;
 pub mod http;
 pub mod numbers;
 pub mod source;
