@@ -1,6 +1,6 @@
 //! Wires ingest to storage: a batch is accepted once the store has made it durable.
 
-use colloquium_event::{Event, Reservation};
+use colloquium_event::{Event, Reason, Reservation};
 use colloquium_ingest::{Accept, AcceptError};
 use colloquium_pipeline::RuntimeHandle;
 use colloquium_storage::{StorageError, Store};
@@ -26,5 +26,22 @@ impl Accept for StoreAccept {
         })?;
         self.pipelines.notify();
         Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        event: Event,
+        reason: Reason,
+        error: String,
+    ) -> Result<(), AcceptError> {
+        let store = self.store.clone();
+        let stored =
+            tokio::task::spawn_blocking(move || store.put_dead_letter(event, reason, &error))
+                .await
+                .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
+        stored.map(drop).map_err(|e| match e {
+            StorageError::Closed => AcceptError::ShuttingDown,
+            other => AcceptError::Unavailable(other.public_message().to_owned()),
+        })
     }
 }

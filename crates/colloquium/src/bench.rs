@@ -1,4 +1,5 @@
-//! `colloquium bench http`: a closed-loop (or rate-limited) load generator for `POST /events`.
+//! `colloquium bench http`: a closed-loop (or rate-limited) load generator for `POST /events`;
+//! `colloquium bench tcp`: EventStream frames to a `tcp` source, counting its durable acks.
 //!
 //! Each connection is one HTTP/1.1 keep-alive connection with one request in flight. Latency is
 //! the time from when a request was due (its scheduled slot under `--rate`, else when it was
@@ -18,13 +19,145 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::cli::{BenchCommand, BenchHttpArgs};
+use crate::cli::{BenchCommand, BenchHttpArgs, BenchTcpArgs};
 
 /// Runs a benchmark subcommand.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Http(args) => http(args).await,
+        BenchCommand::Tcp(args) => tcp(args).await,
     }
+}
+
+/// Streams frames over `--connections` connections for the warm-up and the measured time;
+/// counts the frames acked (durable) during the measured time.
+async fn tcp(args: BenchTcpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(args.size >= 32, "--size must be at least 32");
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        tasks.push(tokio::spawn(tcp_connection(
+            args.addr,
+            args.size,
+            args.window,
+            measure_from,
+            end,
+        )));
+    }
+    let mut acked = 0u64;
+    for task in tasks {
+        acked += task.await.context("connection task")??;
+    }
+    let seconds = args.duration.as_secs_f64();
+    let frame_bytes = (4 + 3 + 5 + args.size) as f64;
+    println!(
+        "bench tcp: {} connections, {} B payloads, {:?} measured after {:?} warm-up",
+        args.connections, args.size, args.duration, args.warmup
+    );
+    println!(
+        "frames/s:   {:.0} durable (acked), {:.1} MiB/s of payload, {:.1} MiB/s on the wire",
+        acked as f64 / seconds,
+        acked as f64 * args.size as f64 / seconds / f64::from(1 << 20),
+        acked as f64 * frame_bytes / seconds / f64::from(1 << 20),
+    );
+    if let Some(pid) = args.pid {
+        match peak_rss(pid) {
+            Some((peak, now)) => println!(
+                "node rss:   peak {} MiB, now {} MiB",
+                peak / 1024,
+                now / 1024
+            ),
+            None => println!("node rss:   unavailable for pid {pid}"),
+        }
+    }
+    Ok(())
+}
+
+/// One connection: writes frames in chunks while fewer than `window` are unacked; returns the
+/// frames acked between `measure_from` and `end`.
+async fn tcp_connection(
+    addr: SocketAddr,
+    size: usize,
+    window: u64,
+    measure_from: Instant,
+    end: Instant,
+) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let (acks, mut acked) = tokio::sync::watch::channel(0u64);
+    let counter = tokio::spawn(async move {
+        let (mut at_start, mut at_end) = (None, None);
+        while let Ok(record) = reader.read_u8().await {
+            match record {
+                b'A' => {
+                    let Ok(n) = reader.read_u64().await else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    if now < measure_from {
+                        at_start = Some(n);
+                    } else if now < end {
+                        at_end = Some(n);
+                    }
+                    let _ = acks.send(n);
+                    if now >= end {
+                        break;
+                    }
+                }
+                b'R' => {
+                    let mut head = [0u8; 9];
+                    if reader.read_exact(&mut head).await.is_err() {
+                        break;
+                    }
+                    let mut reason = vec![0u8; usize::from(head[8])];
+                    if reader.read_exact(&mut reason).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        at_end.unwrap_or(0).saturating_sub(at_start.unwrap_or(0))
+    });
+    // A chunk of frames with JSON payloads padded to `size` bytes.
+    let mut chunk = Vec::new();
+    let per_chunk = (256 << 10) / (size + 12).max(1);
+    for seq in 0..per_chunk {
+        let head = format!("{{\"seq\":{seq},\"pad\":\"");
+        let pad = size.saturating_sub(head.len() + 2);
+        let payload = format!("{head}{}\"}}", "x".repeat(pad));
+        colloquium_ingest::frame::encode(
+            colloquium_event::Priority::Medium,
+            "bench",
+            payload.as_bytes(),
+            &mut chunk,
+        );
+    }
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        while sent.saturating_sub(*acked.borrow()) > window {
+            if tokio::time::timeout(Duration::from_millis(100), acked.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                anyhow::bail!("the node closed the connection (is `ack: true` set?)");
+            }
+            if Instant::now() >= end {
+                break;
+            }
+        }
+        writer.write_all(&chunk).await?;
+        sent += per_chunk as u64;
+    }
+    let measured = counter.await.context("ack reader")?;
+    Ok(measured)
 }
 
 /// What one connection measured.

@@ -148,6 +148,35 @@ pub struct ComputoArgs {
 pub enum BenchCommand {
     /// Drive `POST /events` and report events/s and ack latency percentiles.
     Http(BenchHttpArgs),
+    /// Stream EventStream frames to a `tcp` source with `ack: true` and report durable
+    /// frames/s and MiB/s (counted from the node's acks).
+    Tcp(BenchTcpArgs),
+}
+
+/// `colloquium bench tcp`.
+#[derive(Debug, Args)]
+pub struct BenchTcpArgs {
+    /// The `tcp` source's address (its config needs `ack: true`).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub addr: SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Payload bytes per frame (a JSON object padded to this size; at least 32).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Frames a connection may have sent but not yet seen acked.
+    #[arg(long, default_value_t = 65_536)]
+    pub window: u64,
+    /// Measured run time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Pid of the node, to report its peak resident memory.
+    #[arg(long)]
+    pub pid: Option<u32>,
 }
 
 /// `colloquium bench http`.

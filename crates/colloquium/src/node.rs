@@ -92,17 +92,24 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             http: &mut routes,
         };
         match kinds.build(section, &mut cx) {
-            Ok(source) => sources.push(source),
+            Ok(source) => sources.push((name.clone(), source)),
             Err(errors) => problems.extend(errors.iter().map(ToString::to_string)),
         }
     }
     if !problems.is_empty() {
         anyhow::bail!("building sources: {}", problems.join("; "));
     }
+    // Sources with sockets of their own bind before the node says it is ready.
+    let mut bound = String::new();
+    for (name, source) in &mut sources {
+        if let Some(addr) = source.bind().await? {
+            bound.push_str(&format!(" {name}={addr}"));
+        }
+    }
     let (stop_sources, sources_stopping) = tokio::sync::watch::channel(false);
     let source_tasks: Vec<_> = sources
         .into_iter()
-        .map(|source| {
+        .map(|(_, source)| {
             let cx = SourceContext {
                 shutdown: sources_stopping.clone(),
             };
@@ -142,7 +149,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, %admin_addr, data_dir = %config.storage.data_dir.display(), "colloquium ready");
     // The ready line is the contract scripts and tests wait on.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "colloquium ready http={addr} admin={admin_addr}")?;
+    writeln!(
+        stdout,
+        "colloquium ready http={addr} admin={admin_addr}{bound}"
+    )?;
     stdout.flush()?;
 
     let limits = ServerLimits {

@@ -24,5 +24,7 @@ pub fn registry() -> Registry {
 
 /// The source kinds, by `type:` name.
 pub fn sources<A: Accept>() -> SourceRegistry<A> {
-    SourceRegistry::default().source::<colloquium_ingest::HttpConfig>()
+    SourceRegistry::default()
+        .source::<colloquium_ingest::HttpConfig>()
+        .source::<colloquium_ingest::TcpConfig>()
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use colloquium_event::{Event, Reservation};
+use colloquium_event::{Event, Reason, Reservation};
 
 /// Takes batches from sources. `accept` resolves `Ok` only once the whole batch is durable;
 /// on `Err` none of it was stored.
@@ -15,6 +15,19 @@ pub trait Accept: Clone + Send + Sync + 'static {
         events: Vec<Event>,
         ids: Reservation,
     ) -> impl Future<Output = Result<(), AcceptError>> + Send;
+
+    /// Makes `event` durable in the dead-letter queue with `reason` and `error` (what a source
+    /// received but cannot turn into an event: a malformed frame, with its raw bytes). The
+    /// default refuses, for hand-offs that keep no dead letters.
+    fn dead_letter(
+        &self,
+        event: Event,
+        reason: Reason,
+        error: String,
+    ) -> impl Future<Output = Result<(), AcceptError>> + Send {
+        let _ = (event, reason, error);
+        async { Err(AcceptError::Unavailable("no dead-letter queue".to_owned())) }
+    }
 }
 
 /// Why a batch was not accepted. Every variant means nothing was stored.

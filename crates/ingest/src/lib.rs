@@ -7,6 +7,7 @@
 //! - [`source`]: the [`Source`] and [`SourceConfig`] traits, their registry, and the HTTP
 //!   routes sources share.
 //! - [`frame`]: EventStream's binary frame: one frame, a TCP stream, a UDP datagram.
+//! - [`tcp`]: the `tcp` source: EventStream frames over TCP, with optional acks.
 //! - [`http`]: the `http` source: `POST` on a path of the main listener.
 //! - [`events`]: the metrics this crate reports.
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod http;
 pub mod numbers;
 pub mod source;
 pub mod stamp;
+pub mod tcp;
 
 pub use accept::{Accept, AcceptError};
 pub use events::IngestMetrics;
@@ -28,3 +30,4 @@ pub use source::{
     SourceError, SourceRegistry,
 };
 pub use stamp::Stamper;
+pub use tcp::TcpConfig;

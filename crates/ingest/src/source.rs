@@ -36,6 +36,13 @@ pub trait SourceConfig: DeserializeOwned + 'static {
 /// A running source.
 #[async_trait::async_trait]
 pub trait Source: Send {
+    /// Binds the source's own socket, before the node says it is ready (a taken address stops
+    /// the start); returns the bound address, which the ready line names. Sources on the main
+    /// listener have none.
+    async fn bind(&mut self) -> Result<Option<std::net::SocketAddr>, SourceError> {
+        Ok(None)
+    }
+
     /// Receives events until `cx.shutdown` turns true.
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError>;
 }

@@ -35,6 +35,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// The admin listener (`/admin/config`, `/admin/reload`).
     pub admin: SocketAddr,
+    /// Sources with sockets of their own, as the ready line names them.
+    pub sources: Vec<(String, SocketAddr)>,
     stdout: Arc<Mutex<Vec<String>>>,
     pub dir: Arc<TempDir>,
     config: String,
@@ -97,12 +99,20 @@ impl Node {
             "--listen",
             "127.0.0.1:0",
         ];
-        let (child, Ready { addr, admin }, stdout) =
-            spawn_ready_with_output(&args, dir.path(), "warn", Stdio::inherit(), env);
+        let (
+            child,
+            Ready {
+                addr,
+                admin,
+                sources,
+            },
+            stdout,
+        ) = spawn_ready_with_output(&args, dir.path(), "warn", Stdio::inherit(), env);
         Node {
             child,
             addr,
             admin,
+            sources,
             stdout,
             dir,
             config: config.to_owned(),
@@ -111,6 +121,15 @@ impl Node {
                 .build()
                 .expect("client"),
         }
+    }
+
+    /// Where source `name` listens (a source with a socket of its own).
+    pub fn source_addr(&self, name: &str) -> SocketAddr {
+        self.sources
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .expect("the ready line names the source")
     }
 
     /// Every output of `pipeline`, paged through `/api/outputs`.
@@ -267,10 +286,12 @@ impl Stopped {
 }
 
 /// The addresses a node's ready line names.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Ready {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// Sources with sockets of their own (`NAME=addr`).
+    pub sources: Vec<(String, SocketAddr)>,
 }
 
 /// Spawns `colloquium <args>` in `cwd` with `RUST_LOG=<log>` and stdout piped, and waits for
@@ -325,9 +346,18 @@ fn wait_ready(child: &mut Child) -> (Ready, Arc<Mutex<Vec<String>>>) {
                                 .and_then(|a| a.parse().ok())
                                 .expect("ready line names its addresses")
                         };
+                        let sources = rest
+                            .split(' ')
+                            .filter(|f| !f.starts_with("http=") && !f.starts_with("admin="))
+                            .filter_map(|f| {
+                                let (name, addr) = f.split_once('=')?;
+                                Some((name.to_owned(), addr.parse().ok()?))
+                            })
+                            .collect();
                         let _ = tx.send(Ready {
                             addr: field("http="),
                             admin: field("admin="),
+                            sources,
                         });
                     }
                     None => lines.lock().unwrap().push(line),

@@ -12,3 +12,4 @@ mod pipelines;
 mod reliability;
 mod reload;
 mod storage;
+mod tcp;

@@ -1,0 +1,135 @@
+//! The `tcp` source through the real binary: EventStream frames from a client written for the
+//! original, malformed frames and payloads dead-lettered with their bytes, and acks that name
+//! only durable frames, across a SIGKILL.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use colloquium_event::Priority;
+use colloquium_ingest::frame::encode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{Node, eventually};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+const CONFIG: &str = "sources:\n  frames: {type: tcp, address: '127.0.0.1:0', ack: true, bad_payload: dlq}\nsinks: {db: {type: store}}\npipelines:\n  - {name: all, from: [frames], sinks: [db]}\n";
+
+fn frame(priority: Priority, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(priority, topic, payload, &mut bytes);
+    bytes
+}
+
+/// Reads ack and reject records until an ack of at least `frames`; returns the rejects
+/// (frame number, reason) and the last ack.
+async fn acks(stream: &mut tokio::net::TcpStream, frames: u64) -> (Vec<(u64, String)>, u64) {
+    let mut rejects = Vec::new();
+    loop {
+        match stream.read_u8().await.unwrap() {
+            b'A' => {
+                let acked = stream.read_u64().await.unwrap();
+                if acked >= frames {
+                    return (rejects, acked);
+                }
+            }
+            b'R' => {
+                let number = stream.read_u64().await.unwrap();
+                let len = stream.read_u8().await.unwrap();
+                let mut reason = vec![0; usize::from(len)];
+                stream.read_exact(&mut reason).await.unwrap();
+                rejects.push((number, String::from_utf8(reason).unwrap()));
+            }
+            other => panic!("unexpected record {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_become_events_and_bad_ones_dead_letters_with_acks() {
+    let node = Node::start(CONFIG);
+    let mut stream = tokio::net::TcpStream::connect(node.source_addr("frames"))
+        .await
+        .unwrap();
+    let mut bytes = frame(Priority::High, "sensors/temp", br#"{"value": 23.5}"#);
+    bytes.extend(frame(Priority::Batch, "bulk", br#"[1, 2]"#)); // not an object: dlq
+    let mut malformed = frame(Priority::Low, "x", b"{}");
+    malformed[4] = 9; // priority 9
+    bytes.extend(malformed);
+    bytes.extend(frame(Priority::Critical, "alarms/fire", br#"{"n": 1}"#));
+    // Byte by byte for the first 10 bytes, then the rest: reads split anywhere.
+    for b in &bytes[..10] {
+        stream.write_all(&[*b]).await.unwrap();
+    }
+    stream.write_all(&bytes[10..]).await.unwrap();
+    let (rejects, acked) = acks(&mut stream, 4).await;
+    assert_eq!(acked, 4);
+    assert_eq!(
+        rejects,
+        [
+            (2, "bad_payload".to_owned()),
+            (3, "malformed_frame".to_owned())
+        ]
+    );
+
+    let outputs = eventually(DEADLINE, "two events", || async {
+        let outputs = node.outputs("all").await;
+        (outputs.len() == 2).then_some(outputs)
+    })
+    .await;
+    assert_eq!(outputs[0]["data"]["value"], 23.5);
+    assert_eq!(outputs[0]["metadata"]["topic"], "sensors/temp");
+    assert_eq!(outputs[0]["metadata"]["priority"], "high");
+    assert_eq!(outputs[0]["metadata"]["source"], "frames");
+    assert_eq!(outputs[1]["metadata"]["priority"], "critical");
+    let letters = node.dead_letters("").await;
+    let reasons: BTreeSet<&str> = letters
+        .iter()
+        .filter_map(|l| l["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, BTreeSet::from(["bad_payload", "malformed_frame"]));
+    // The raw frame is kept, base64 in the dead letter's event.
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["event"]["data"]["frame"].is_string())
+    );
+
+    // A frame_len over max_frame_size closes the connection.
+    stream.write_all(&[0xFF, 0xFF, 0xFF, 0xFF]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acked_frame_survives_a_sigkill() {
+    let node = Node::start(CONFIG);
+    let mut stream = tokio::net::TcpStream::connect(node.source_addr("frames"))
+        .await
+        .unwrap();
+    let mut acked = 0;
+    for batch in 0..20_u64 {
+        let mut bytes = Vec::new();
+        for n in batch * 50..(batch + 1) * 50 {
+            bytes.extend(frame(
+                Priority::Medium,
+                "t",
+                format!("{{\"n\": {n}}}").as_bytes(),
+            ));
+        }
+        stream.write_all(&bytes).await.unwrap();
+        acked = acks(&mut stream, (batch + 1) * 50).await.1;
+    }
+    assert_eq!(acked, 1_000);
+    let restarted = node.kill9().restart();
+    let (status, page) = restarted.get("/api/events?source=frames&limit=10000").await;
+    assert_eq!(status, 200);
+    let stored: BTreeSet<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["data"]["n"].as_u64())
+        .collect();
+    assert_eq!(stored, (0..1_000).collect(), "every acked frame is stored");
+}

@@ -1,0 +1,396 @@
+//! `tcp`: EventStream binary frames over TCP (see [`crate::frame`]), one task per connection.
+//!
+//! Each read's complete frames become one batch for [`Accept`], so frames of many connections
+//! meet in the store's group commit; the connection is not read again until its batch is
+//! durable, so a client that writes faster than the node stores is slowed by TCP's own window,
+//! never dropped. A frame's priority and topic land in the event's metadata. A payload that is
+//! a JSON object becomes the event's `data`; any other payload (invalid JSON, an array, a
+//! scalar, binary) is kept as `{"raw": "<base64>"}` (`bad_payload: raw`, the default) or
+//! dead-lettered as `bad_payload` (`bad_payload: dlq`). A malformed frame is dead-lettered as
+//! `malformed_frame` with its raw bytes and reading goes on at the next frame; a frame_len above
+//! `max_frame_size`, or the 11th empty frame in a row, closes the connection (logged, counted).
+//!
+//! Acknowledgements (`ack: true`; off by default, as the original has none): after each batch
+//! is durable the server writes, in order, one record per dead-lettered frame and then one
+//! ack record:
+//!
+//! ```text
+//! ack:    b'A' · u64 BE  frames durable so far on this connection (events + dead letters)
+//! reject: b'R' · u64 BE  the frame's number on this connection (1-based) · u8 reason length ·
+//!                        reason (`bad_payload`, `malformed_frame`, …)
+//! ```
+//!
+//! A client that counts acks knows exactly which frames are durable: after an ack of N, its
+//! first N frames are stored (rejected ones in the dead-letter queue, replayable).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytesize::ByteSize;
+use colloquium_config::ConfigError;
+use colloquium_event::{Event, Metadata, Reason, Timestamp};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::body::{BodyFormat, parse};
+use crate::frame::{DEFAULT_MAX_FRAME, Frame, Next, StreamDecoder};
+use crate::source::{Source, SourceBuildContext, SourceConfig, SourceContext, SourceError};
+use crate::stamp::{Envelope, Stamper};
+use crate::{Accept, IngestMetrics};
+
+/// What a payload that is not a JSON object becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadPayload {
+    /// An event whose data is `{"raw": "<base64 of the payload>"}`.
+    #[default]
+    Raw,
+    /// A dead letter with reason `bad_payload` (the raw bytes in its event's data).
+    Dlq,
+}
+
+/// `sources.NAME: {type: tcp, address: 127.0.0.1:9000, max_frame_size: 10MiB,
+/// bad_payload: raw, ack: false}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Where to listen.
+    #[serde(default = "default_address")]
+    pub address: SocketAddr,
+    /// Longest frame; a longer frame_len closes the connection.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_size: ByteSize,
+    /// What a payload that is not a JSON object becomes.
+    #[serde(default)]
+    pub bad_payload: BadPayload,
+    /// Write ack and reject records back (see the module docs).
+    #[serde(default)]
+    pub ack: bool,
+}
+
+fn default_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9000))
+}
+
+fn default_max_frame() -> ByteSize {
+    ByteSize::b(DEFAULT_MAX_FRAME as u64)
+}
+
+impl SourceConfig for TcpConfig {
+    const KIND: &'static str = "tcp";
+
+    fn validate(&self, at: &str) -> Vec<ConfigError> {
+        let size = self.max_frame_size.as_u64();
+        if size < 8 || size > u64::from(u32::MAX) {
+            let message = "must be between 8 B and 4 GiB (frame_len is 32 bits)";
+            return vec![ConfigError::new(format!("{at}.max_frame_size"), message)];
+        }
+        Vec::new()
+    }
+
+    fn build<A: Accept>(
+        self,
+        cx: &mut SourceBuildContext<'_, A>,
+    ) -> Result<Box<dyn Source>, ConfigError> {
+        Ok(Box::new(TcpSource {
+            config: self,
+            listener: None,
+            shared: Arc::new(Shared {
+                accept: cx.accept.clone(),
+                stamper: Stamper::new(
+                    cx.ids.clone(),
+                    cx.name,
+                    &cx.settings.timestamp_field,
+                    &cx.settings.pipeline,
+                ),
+                metrics: cx.metrics.clone(),
+                name: cx.name,
+                pipeline: cx.settings.pipeline.clone(),
+            }),
+        }))
+    }
+}
+
+struct Shared<A> {
+    accept: A,
+    stamper: Stamper,
+    metrics: IngestMetrics,
+    name: &'static str,
+    pipeline: String,
+}
+
+struct TcpSource<A> {
+    config: TcpConfig,
+    listener: Option<TcpListener>,
+    shared: Arc<Shared<A>>,
+}
+
+impl<A> TcpSource<A> {
+    fn error(&self, message: String) -> SourceError {
+        SourceError {
+            source_name: self.shared.name.to_owned(),
+            message,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: Accept> Source for TcpSource<A> {
+    async fn bind(&mut self) -> Result<Option<SocketAddr>, SourceError> {
+        let listener = TcpListener::bind(self.config.address)
+            .await
+            .map_err(|e| self.error(format!("binding {}: {e}", self.config.address)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| self.error(e.to_string()))?;
+        self.listener = Some(listener);
+        Ok(Some(addr))
+    }
+
+    async fn run(mut self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
+        let listener = match self.listener.take() {
+            Some(listener) => listener,
+            None => {
+                self.bind().await?;
+                self.listener
+                    .take()
+                    .ok_or_else(|| self.error("not bound".into()))?
+            }
+        };
+        let max_frame = usize::try_from(self.config.max_frame_size.as_u64()).unwrap_or(usize::MAX);
+        let options = Connection {
+            max_frame,
+            bad_payload: self.config.bad_payload,
+            ack: self.config.ack,
+        };
+        let mut connections = tokio::task::JoinSet::new();
+        let stopping = stopped(cx.shutdown.clone());
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let (shared, shutdown) = (self.shared.clone(), cx.shutdown.clone());
+                        connections.spawn(async move {
+                            if let Err(error) = serve(stream, &shared, options, shutdown).await {
+                                tracing::debug!(%peer, %error, "tcp connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        tracing::warn!(%error, "accepting a tcp connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                () = &mut stopping => break,
+            }
+        }
+        drop(listener);
+        // Each connection finishes the batch it is storing (and acks it), then stops.
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Per-connection options.
+#[derive(Clone, Copy)]
+struct Connection {
+    max_frame: usize,
+    bad_payload: BadPayload,
+    ack: bool,
+}
+
+/// What one read's frames became.
+#[derive(Default)]
+struct Batch {
+    payloads: Vec<(Map<String, Value>, colloquium_event::Priority, String)>,
+    /// Dead letters: the frame's number on the connection, reason, message, event.
+    rejects: Vec<(u64, Reason, String, Event)>,
+}
+
+async fn serve<A: Accept>(
+    mut stream: TcpStream,
+    shared: &Shared<A>,
+    options: Connection,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let stopping = stopped(shutdown);
+    tokio::pin!(stopping);
+    let mut decoder = StreamDecoder::new(options.max_frame);
+    let mut buf = vec![0_u8; 256 << 10];
+    let mut frames_seen: u64 = 0;
+    let mut durable: u64 = 0;
+    loop {
+        let read = tokio::select! {
+            read = stream.read(&mut buf) => read?,
+            () = &mut stopping => return Ok(()),
+        };
+        if read == 0 {
+            return Ok(()); // an incomplete trailing frame is dropped, as the original does
+        }
+        decoder.extend(&buf[..read]);
+        let mut batch = Batch::default();
+        let mut close = None;
+        loop {
+            match decoder.next_frame() {
+                Next::Frame { frame, raw } => {
+                    frames_seen += 1;
+                    take_frame(&frame, raw, frames_seen, options, shared, &mut batch);
+                }
+                Next::Malformed { error, raw } => {
+                    frames_seen += 1;
+                    shared.metrics.rejected(shared.name, error.category(), 1);
+                    let event = raw_event(shared, raw, None, None);
+                    let message = format!("malformed frame: {error}");
+                    batch
+                        .rejects
+                        .push((frames_seen, Reason::MalformedFrame, message, event));
+                }
+                Next::Skipped => shared
+                    .metrics
+                    .rejected(shared.name, "zero_length_skipped", 0),
+                Next::Close(error) => {
+                    shared.metrics.rejected(shared.name, error.category(), 1);
+                    close = Some(error);
+                    break;
+                }
+                Next::NeedMore => break,
+            }
+        }
+        decoder.consume();
+        let count = batch.payloads.len() + batch.rejects.len();
+        if count > 0 {
+            store(shared, batch, options, &mut stream, &mut durable, count).await?;
+        }
+        if let Some(error) = close {
+            tracing::warn!(source = shared.name, %error, "closing a tcp connection");
+            return Ok(());
+        }
+    }
+}
+
+/// Sorts one decoded frame into the batch: an event, or a `bad_payload` dead letter.
+fn take_frame<A>(
+    frame: &Frame<'_>,
+    raw: &[u8],
+    number: u64,
+    options: Connection,
+    shared: &Shared<A>,
+    batch: &mut Batch,
+) {
+    let object = frame
+        .payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let parsed = object
+        .then(|| parse(frame.payload, BodyFormat::Json).ok())
+        .flatten()
+        .and_then(|mut payloads| (payloads.len() == 1).then(|| payloads.pop()).flatten());
+    match (parsed, options.bad_payload) {
+        (Some(data), _) => batch
+            .payloads
+            .push((data, frame.priority, frame.topic.to_owned())),
+        (None, BadPayload::Raw) => {
+            let mut data = Map::new();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(frame.payload);
+            data.insert("raw".into(), Value::String(encoded));
+            batch
+                .payloads
+                .push((data, frame.priority, frame.topic.to_owned()));
+        }
+        (None, BadPayload::Dlq) => {
+            shared.metrics.rejected(shared.name, "bad_payload", 1);
+            let event = raw_event(shared, raw, Some(frame.priority), Some(frame.topic));
+            let message = "the payload is not a JSON object".to_owned();
+            batch
+                .rejects
+                .push((number, Reason::BadPayload, message, event));
+        }
+    }
+}
+
+/// An event holding a frame's raw bytes, for the dead-letter queue.
+fn raw_event<A>(
+    shared: &Shared<A>,
+    raw: &[u8],
+    priority: Option<colloquium_event::Priority>,
+    topic: Option<&str>,
+) -> Event {
+    let mut data = Map::new();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+    data.insert("frame".into(), Value::String(encoded));
+    let mut metadata = Metadata::new(shared.name, &shared.pipeline);
+    metadata.priority = priority.unwrap_or_default();
+    metadata.topic = topic.map(str::to_owned);
+    Event::at(Timestamp::now(), data, metadata)
+}
+
+/// Makes a batch durable (events, then dead letters), then acks it when asked.
+async fn store<A: Accept>(
+    shared: &Shared<A>,
+    batch: Batch,
+    options: Connection,
+    stream: &mut TcpStream,
+    durable: &mut u64,
+    count: usize,
+) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    let Batch { payloads, rejects } = batch;
+    if !payloads.is_empty() {
+        let events_count = payloads.len();
+        shared.metrics.received(shared.name, events_count);
+        let lanes: Vec<_> = payloads.iter().map(|(_, p, t)| (*p, t.clone())).collect();
+        let data = payloads.into_iter().map(|(d, _, _)| d).collect();
+        let (mut events, ids) = shared
+            .stamper
+            .stamp(data, &Envelope::default(), Timestamp::now());
+        for (event, (priority, topic)) in events.iter_mut().zip(lanes) {
+            event.metadata.priority = priority;
+            event.metadata.topic = Some(topic);
+        }
+        if let Err(error) = shared.accept.accept(events, ids).await {
+            // Nothing of it was stored; the client learns it from the missing ack.
+            shared
+                .metrics
+                .rejected(shared.name, "storage_unavailable", events_count);
+            tracing::warn!(source = shared.name, %error, "tcp batch not stored; closing the connection");
+            return Err(std::io::Error::other(error.to_string()));
+        }
+        shared
+            .metrics
+            .accepted(shared.name, events_count, started.elapsed().as_secs_f64());
+    }
+    let mut records = Vec::new();
+    for (number, reason, message, event) in rejects {
+        if let Err(error) = shared.accept.dead_letter(event, reason, message).await {
+            tracing::warn!(source = shared.name, %error, "a rejected frame could not be dead-lettered; closing the connection");
+            return Err(std::io::Error::other(error.to_string()));
+        }
+        if options.ack {
+            let name = reason.as_str().as_bytes();
+            records.push(b'R');
+            records.extend_from_slice(&number.to_be_bytes());
+            records.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+            records.extend_from_slice(name);
+        }
+    }
+    *durable += count as u64;
+    if options.ack {
+        records.push(b'A');
+        records.extend_from_slice(&durable.to_be_bytes());
+        stream.write_all(&records).await?;
+    }
+    Ok(())
+}
