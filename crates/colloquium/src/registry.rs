@@ -27,4 +27,5 @@ pub fn sources<A: Accept>() -> SourceRegistry<A> {
     SourceRegistry::default()
         .source::<colloquium_ingest::HttpConfig>()
         .source::<colloquium_ingest::TcpConfig>()
+        .source::<colloquium_ingest::UdpConfig>()
 }

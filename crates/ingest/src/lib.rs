@@ -8,6 +8,7 @@
 //!   routes sources share.
 //! - [`frame`]: EventStream's binary frame: one frame, a TCP stream, a UDP datagram.
 //! - [`tcp`]: the `tcp` source: EventStream frames over TCP, with optional acks.
+//! - [`udp`]: the `udp` source: one frame per datagram, received in batches.
 //! - [`http`]: the `http` source: `POST` on a path of the main listener.
 //! - [`events`]: the metrics this crate reports.
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub mod numbers;
 pub mod source;
 pub mod stamp;
 pub mod tcp;
+pub mod udp;
 
 pub use accept::{Accept, AcceptError};
 pub use events::IngestMetrics;
@@ -31,3 +33,4 @@ pub use source::{
 };
 pub use stamp::Stamper;
 pub use tcp::TcpConfig;
+pub use udp::UdpConfig;

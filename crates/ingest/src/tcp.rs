@@ -98,28 +98,35 @@ impl SourceConfig for TcpConfig {
         Ok(Box::new(TcpSource {
             config: self,
             listener: None,
-            shared: Arc::new(Shared {
-                accept: cx.accept.clone(),
-                stamper: Stamper::new(
-                    cx.ids.clone(),
-                    cx.name,
-                    &cx.settings.timestamp_field,
-                    &cx.settings.pipeline,
-                ),
-                metrics: cx.metrics.clone(),
-                name: cx.name,
-                pipeline: cx.settings.pipeline.clone(),
-            }),
+            shared: Arc::new(Shared::new(cx)),
         }))
     }
 }
 
-struct Shared<A> {
-    accept: A,
-    stamper: Stamper,
-    metrics: IngestMetrics,
-    name: &'static str,
-    pipeline: String,
+/// What a frame source's connections (or datagrams) share.
+pub(crate) struct Shared<A> {
+    pub(crate) accept: A,
+    pub(crate) stamper: Stamper,
+    pub(crate) metrics: IngestMetrics,
+    pub(crate) name: &'static str,
+    pub(crate) pipeline: String,
+}
+
+impl<A: Accept> Shared<A> {
+    pub(crate) fn new(cx: &SourceBuildContext<'_, A>) -> Self {
+        Shared {
+            accept: cx.accept.clone(),
+            stamper: Stamper::new(
+                cx.ids.clone(),
+                cx.name,
+                &cx.settings.timestamp_field,
+                &cx.settings.pipeline,
+            ),
+            metrics: cx.metrics.clone(),
+            name: cx.name,
+            pipeline: cx.settings.pipeline.clone(),
+        }
+    }
 }
 
 struct TcpSource<A> {
@@ -199,7 +206,7 @@ impl<A: Accept> Source for TcpSource<A> {
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
@@ -211,12 +218,12 @@ struct Connection {
     ack: bool,
 }
 
-/// What one read's frames became.
+/// What one read's (or one receive's) frames became.
 #[derive(Default)]
-struct Batch {
-    payloads: Vec<(Map<String, Value>, colloquium_event::Priority, String)>,
+pub(crate) struct Batch {
+    pub(crate) payloads: Vec<(Map<String, Value>, colloquium_event::Priority, String)>,
     /// Dead letters: the frame's number on the connection, reason, message, event.
-    rejects: Vec<(u64, Reason, String, Event)>,
+    pub(crate) rejects: Vec<(u64, Reason, String, Event)>,
 }
 
 async fn serve<A: Accept>(
@@ -246,7 +253,14 @@ async fn serve<A: Accept>(
             match decoder.next_frame() {
                 Next::Frame { frame, raw } => {
                     frames_seen += 1;
-                    take_frame(&frame, raw, frames_seen, options, shared, &mut batch);
+                    take_frame(
+                        &frame,
+                        raw,
+                        frames_seen,
+                        options.bad_payload,
+                        shared,
+                        &mut batch,
+                    );
                 }
                 Next::Malformed { error, raw } => {
                     frames_seen += 1;
@@ -281,11 +295,11 @@ async fn serve<A: Accept>(
 }
 
 /// Sorts one decoded frame into the batch: an event, or a `bad_payload` dead letter.
-fn take_frame<A>(
+pub(crate) fn take_frame<A>(
     frame: &Frame<'_>,
     raw: &[u8],
     number: u64,
-    options: Connection,
+    bad_payload: BadPayload,
     shared: &Shared<A>,
     batch: &mut Batch,
 ) {
@@ -298,7 +312,7 @@ fn take_frame<A>(
         .then(|| parse(frame.payload, BodyFormat::Json).ok())
         .flatten()
         .and_then(|mut payloads| (payloads.len() == 1).then(|| payloads.pop()).flatten());
-    match (parsed, options.bad_payload) {
+    match (parsed, bad_payload) {
         (Some(data), _) => batch
             .payloads
             .push((data, frame.priority, frame.topic.to_owned())),
@@ -322,7 +336,7 @@ fn take_frame<A>(
 }
 
 /// An event holding a frame's raw bytes, for the dead-letter queue.
-fn raw_event<A>(
+pub(crate) fn raw_event<A>(
     shared: &Shared<A>,
     raw: &[u8],
     priority: Option<colloquium_event::Priority>,
@@ -346,6 +360,30 @@ async fn store<A: Accept>(
     durable: &mut u64,
     count: usize,
 ) -> std::io::Result<()> {
+    let rejected = commit(shared, batch).await?;
+    *durable += count as u64;
+    if options.ack {
+        let mut records = Vec::new();
+        for (number, reason) in rejected {
+            let name = reason.as_str().as_bytes();
+            records.push(b'R');
+            records.extend_from_slice(&number.to_be_bytes());
+            records.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+            records.extend_from_slice(name);
+        }
+        records.push(b'A');
+        records.extend_from_slice(&durable.to_be_bytes());
+        stream.write_all(&records).await?;
+    }
+    Ok(())
+}
+
+/// Makes a batch durable: its events in one `Accept` batch, then its dead letters. Returns
+/// the dead-lettered frames' numbers and reasons; errs when any of it could not be stored.
+pub(crate) async fn commit<A: Accept>(
+    shared: &Shared<A>,
+    batch: Batch,
+) -> std::io::Result<Vec<(u64, Reason)>> {
     let started = std::time::Instant::now();
     let Batch { payloads, rejects } = batch;
     if !payloads.is_empty() {
@@ -365,32 +403,20 @@ async fn store<A: Accept>(
             shared
                 .metrics
                 .rejected(shared.name, "storage_unavailable", events_count);
-            tracing::warn!(source = shared.name, %error, "tcp batch not stored; closing the connection");
+            tracing::warn!(source = shared.name, %error, "batch of frames not stored");
             return Err(std::io::Error::other(error.to_string()));
         }
         shared
             .metrics
             .accepted(shared.name, events_count, started.elapsed().as_secs_f64());
     }
-    let mut records = Vec::new();
+    let mut rejected = Vec::with_capacity(rejects.len());
     for (number, reason, message, event) in rejects {
         if let Err(error) = shared.accept.dead_letter(event, reason, message).await {
-            tracing::warn!(source = shared.name, %error, "a rejected frame could not be dead-lettered; closing the connection");
+            tracing::warn!(source = shared.name, %error, "a rejected frame could not be dead-lettered");
             return Err(std::io::Error::other(error.to_string()));
         }
-        if options.ack {
-            let name = reason.as_str().as_bytes();
-            records.push(b'R');
-            records.extend_from_slice(&number.to_be_bytes());
-            records.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
-            records.extend_from_slice(name);
-        }
+        rejected.push((number, reason));
     }
-    *durable += count as u64;
-    if options.ack {
-        records.push(b'A');
-        records.extend_from_slice(&durable.to_be_bytes());
-        stream.write_all(&records).await?;
-    }
-    Ok(())
+    Ok(rejected)
 }

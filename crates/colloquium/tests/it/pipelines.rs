@@ -159,7 +159,7 @@ pipelines:
         "sources.b.path: `/events/a` is already the path of sources.a",
         "sources.c.path: `/api/mine` is one of the node's own routes",
         "sources.d.path: `events` is not a plain path",
-        "sources.e.type: unknown source type `carrier-pigeon` (known: http, tcp)",
+        "sources.e.type: unknown source type `carrier-pigeon` (known: http, tcp, udp)",
         "sources.f.colour: unknown field `colour`",
         "pipelines[0].stages[1].id: stage id `dedup` is used twice in this pipeline",
         "pipelines[0].stages[2].id: invalid stage id `no spaces`",

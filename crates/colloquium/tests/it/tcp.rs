@@ -1,6 +1,6 @@
-//! The `tcp` source through the real binary: EventStream frames from a client written for the
-//! original, malformed frames and payloads dead-lettered with their bytes, and acks that name
-//! only durable frames, across a SIGKILL.
+//! The `tcp` and `udp` sources through the real binary: EventStream frames from a client
+//! written for the original, malformed frames and payloads dead-lettered with their bytes, acks
+//! that name only durable frames across a SIGKILL, and the datagram that crashes the original.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -132,4 +132,50 @@ async fn every_acked_frame_survives_a_sigkill() {
         .filter_map(|e| e["data"]["n"].as_u64())
         .collect();
     assert_eq!(stored, (0..1_000).collect(), "every acked frame is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_become_events_and_broken_ones_dead_letters() {
+    let node = Node::start(
+        "sources:\n  dgrams: {type: udp, address: '127.0.0.1:0'}\nsinks: {db: {type: store}}\npipelines:\n  - {name: all, from: [dgrams], sinks: [db]}\n",
+    );
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = node.source_addr("dgrams");
+    let mut trailing = frame(Priority::High, "a", br#"{"n": 1}"#);
+    trailing.extend_from_slice(b"ignored trailing bytes");
+    let mut wraps = 0xFFFF_FFFC_u32.to_be_bytes().to_vec(); // crashes the original
+    wraps.extend_from_slice(&[2, 0, 1, b'x', b'{', b'}']);
+    for datagram in [
+        frame(Priority::Low, "b", br#"{"n": 2}"#),
+        trailing,
+        vec![0, 0, 0, 3, 2, 0, 1], // 7 bytes: too small
+        wraps,
+        frame(Priority::Medium, "c", b"not json"), // kept as raw (the default)
+    ] {
+        socket.send_to(&datagram, to).await.unwrap();
+    }
+    let outputs = eventually(DEADLINE, "three events", || async {
+        let outputs = node.outputs("all").await;
+        (outputs.len() == 3).then_some(outputs)
+    })
+    .await;
+    let ns: BTreeSet<u64> = outputs
+        .iter()
+        .filter_map(|o| o["data"]["n"].as_u64())
+        .collect();
+    assert_eq!(ns, BTreeSet::from([1, 2]));
+    assert!(
+        outputs.iter().any(|o| o["data"]["raw"] == "bm90IGpzb24="),
+        "{outputs:?}"
+    );
+    let letters = eventually(DEADLINE, "two dead letters", || async {
+        let letters = node.dead_letters("reason=malformed_frame").await;
+        (letters.len() == 2).then_some(letters)
+    })
+    .await;
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["event"]["metadata"]["source"] == "dgrams")
+    );
 }

@@ -1,0 +1,174 @@
+//! `udp`: one EventStream frame per datagram (see [`crate::frame`]), received in batches.
+//!
+//! Datagrams are read many per system call (`recvmmsg`, and GRO where the kernel offers it,
+//! through `quinn-udp`); each receive's frames are one batch for [`Accept`]. Bytes after a
+//! datagram's frame are ignored, as the original does. A datagram that is not a frame (too
+//! short, a frame_len of 0 or past its end — including the lengths ≥ 0xFFFFFFFC that crash the
+//! original — or a malformed body) is counted and dead-lettered as `malformed_frame` with its
+//! bytes; payloads that are not JSON objects follow `bad_payload` as for `tcp`. UDP has no
+//! flow control: while a batch is being stored the kernel's socket buffer holds what arrives,
+//! and what overflows it is lost before the node sees it.
+
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use colloquium_config::ConfigError;
+use colloquium_event::Reason;
+use quinn_udp::{RecvMeta, UdpSocketState};
+use serde::Deserialize;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::Accept;
+use crate::frame::decode_datagram;
+use crate::source::{Source, SourceBuildContext, SourceConfig, SourceContext, SourceError};
+use crate::tcp::{BadPayload, Batch, Shared, commit, raw_event, stopped, take_frame};
+
+/// Datagrams taken per receive call.
+const BATCH: usize = 32;
+/// Bytes per receive buffer: the largest datagram (GRO may fill it with several).
+const BUFFER: usize = 1 << 16;
+
+/// `sources.NAME: {type: udp, address: 127.0.0.1:9001, bad_payload: raw}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpConfig {
+    /// Where to listen.
+    #[serde(default = "default_address")]
+    pub address: SocketAddr,
+    /// What a payload that is not a JSON object becomes.
+    #[serde(default)]
+    pub bad_payload: BadPayload,
+}
+
+fn default_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9001))
+}
+
+impl SourceConfig for UdpConfig {
+    const KIND: &'static str = "udp";
+
+    fn build<A: Accept>(
+        self,
+        cx: &mut SourceBuildContext<'_, A>,
+    ) -> Result<Box<dyn Source>, ConfigError> {
+        Ok(Box::new(UdpSource {
+            config: self,
+            socket: None,
+            shared: Arc::new(Shared::new(cx)),
+        }))
+    }
+}
+
+struct UdpSource<A> {
+    config: UdpConfig,
+    socket: Option<(UdpSocket, UdpSocketState)>,
+    shared: Arc<Shared<A>>,
+}
+
+impl<A> UdpSource<A> {
+    fn error(&self, message: String) -> SourceError {
+        SourceError {
+            source_name: self.shared.name.to_owned(),
+            message,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: Accept> Source for UdpSource<A> {
+    async fn bind(&mut self) -> Result<Option<SocketAddr>, SourceError> {
+        let socket = UdpSocket::bind(self.config.address)
+            .await
+            .map_err(|e| self.error(format!("binding {}: {e}", self.config.address)))?;
+        let state = UdpSocketState::new((&socket).into())
+            .map_err(|e| self.error(format!("configuring the socket: {e}")))?;
+        let addr = socket.local_addr().map_err(|e| self.error(e.to_string()))?;
+        self.socket = Some((socket, state));
+        Ok(Some(addr))
+    }
+
+    async fn run(mut self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
+        if self.socket.is_none() {
+            self.bind().await?;
+        }
+        let Some((socket, state)) = self.socket.take() else {
+            return Err(self.error("not bound".into()));
+        };
+        let stopping = stopped(cx.shutdown.clone());
+        tokio::pin!(stopping);
+        let mut buffers = vec![vec![0_u8; BUFFER]; BATCH];
+        let mut meta = vec![RecvMeta::default(); BATCH];
+        let mut seen: u64 = 0;
+        loop {
+            tokio::select! {
+                ready = socket.readable() => {
+                    if let Err(e) = ready {
+                        return Err(self.error(format!("waiting for datagrams: {e}")));
+                    }
+                }
+                () = &mut stopping => return Ok(()),
+            }
+            let received = {
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                socket.try_io(Interest::READABLE, || {
+                    state.recv((&socket).into(), &mut slices, &mut meta)
+                })
+            };
+            let count = match received {
+                Ok(count) => count,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    tracing::warn!(source = self.shared.name, error = %e, "receiving datagrams failed");
+                    continue;
+                }
+            };
+            let mut batch = Batch::default();
+            for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
+                let filled = &buffer[..meta.len.min(buffer.len())];
+                // With GRO one buffer holds several datagrams, `stride` bytes apart (an empty
+                // datagram is one too: too small).
+                let stride = meta.stride.max(1);
+                let datagrams = filled
+                    .chunks(stride)
+                    .chain(filled.is_empty().then_some(filled));
+                for datagram in datagrams {
+                    seen += 1;
+                    self.take(datagram, seen, &mut batch);
+                }
+            }
+            if !batch.payloads.is_empty() || !batch.rejects.is_empty() {
+                // A batch that could not be stored is lost: UDP has no way to say so.
+                if let Err(error) = commit(&self.shared, batch).await {
+                    tracing::warn!(source = self.shared.name, %error, "datagrams not stored");
+                }
+            }
+        }
+    }
+}
+
+impl<A> UdpSource<A> {
+    fn take(&self, datagram: &[u8], number: u64, batch: &mut Batch) {
+        let shared = &self.shared;
+        match decode_datagram(datagram) {
+            Ok(frame) => take_frame(
+                &frame,
+                datagram,
+                number,
+                self.config.bad_payload,
+                shared,
+                batch,
+            ),
+            Err(error) => {
+                shared.metrics.rejected(shared.name, error.category(), 1);
+                let event = raw_event(shared, datagram, None, None);
+                let message = format!("malformed datagram: {error}");
+                batch
+                    .rejects
+                    .push((number, Reason::MalformedFrame, message, event));
+            }
+        }
+    }
+}
