@@ -179,3 +179,47 @@ async fn udp_datagrams_become_events_and_broken_ones_dead_letters() {
             .all(|l| l["event"]["metadata"]["source"] == "dgrams")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_at_once_all_land() {
+    let node = Node::start(CONFIG);
+    let addr = node.source_addr("frames");
+    // 100 connections, each 200 frames in writes of 20, all at once.
+    let clients: Vec<_> = (0..100_u64)
+        .map(|c| {
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                for chunk in 0..10_u64 {
+                    let mut bytes = Vec::new();
+                    for k in 0..20 {
+                        let n = c * 1_000 + chunk * 20 + k;
+                        bytes.extend(frame(
+                            Priority::Low,
+                            "many",
+                            format!("{{\"n\": {n}}}").as_bytes(),
+                        ));
+                    }
+                    stream.write_all(&bytes).await.unwrap();
+                }
+                acks(&mut stream, 200).await.1
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.await.unwrap(), 200);
+    }
+    let outputs = eventually(DEADLINE, "20,000 events", || async {
+        let outputs = node.outputs("all").await;
+        (outputs.len() >= 20_000).then_some(outputs)
+    })
+    .await;
+    let ns: BTreeSet<u64> = outputs
+        .iter()
+        .filter_map(|o| o["data"]["n"].as_u64())
+        .collect();
+    let expected: BTreeSet<u64> = (0..100_u64)
+        .flat_map(|c| (0..200).map(move |k| c * 1_000 + k))
+        .collect();
+    assert_eq!(ns, expected);
+    assert_eq!(outputs.len(), 20_000, "each once");
+}
