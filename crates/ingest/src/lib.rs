@@ -9,6 +9,7 @@
 //! - [`frame`]: EventStream's binary frame: one frame, a TCP stream, a UDP datagram.
 //! - [`tcp`]: the `tcp` source: EventStream frames over TCP, with optional acks.
 //! - [`udp`]: the `udp` source: one frame per datagram, received in batches.
+//! - [`topics`]: a frame source's topic → priority table (exact and MQTT patterns).
 //! - [`http`]: the `http` source: `POST` on a path of the main listener.
 //! - [`events`]: the metrics this crate reports.
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod numbers;
 pub mod source;
 pub mod stamp;
 pub mod tcp;
+pub mod topics;
 pub mod udp;
 
 pub use accept::{Accept, AcceptError};

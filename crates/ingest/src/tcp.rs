@@ -6,7 +6,8 @@
 //! never dropped. A frame's priority and topic land in the event's metadata. A payload that is
 //! a JSON object becomes the event's `data`; any other payload (invalid JSON, an array, a
 //! scalar, binary) is kept as `{"raw": "<base64>"}` (`bad_payload: raw`, the default) or
-//! dead-lettered as `bad_payload` (`bad_payload: dlq`). A malformed frame is dead-lettered as
+//! dead-lettered as `bad_payload` (`bad_payload: dlq`). The `topics:` table may raise a frame's
+//! priority ([`crate::topics`]). A malformed frame is dead-lettered as
 //! `malformed_frame` with its raw bytes and reading goes on at the next frame; a frame_len above
 //! `max_frame_size`, or the 11th empty frame in a row, closes the connection (logged, counted).
 //!
@@ -23,6 +24,7 @@
 //! A client that counts acks knows exactly which frames are durable: after an ack of N, its
 //! first N frames are stored (rejected ones in the dead-letter queue, replayable).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ use crate::body::{BodyFormat, parse};
 use crate::frame::{DEFAULT_MAX_FRAME, Frame, Next, StreamDecoder};
 use crate::source::{Source, SourceBuildContext, SourceConfig, SourceContext, SourceError};
 use crate::stamp::{Envelope, Stamper};
+use crate::topics::TopicTable;
 use crate::{Accept, IngestMetrics};
 
 /// What a payload that is not a JSON object becomes.
@@ -53,7 +56,7 @@ pub enum BadPayload {
 }
 
 /// `sources.NAME: {type: tcp, address: 127.0.0.1:9000, max_frame_size: 10MiB,
-/// bad_payload: raw, ack: false}`
+/// bad_payload: raw, ack: false, topics: {alarms/#: critical}}`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
@@ -69,6 +72,9 @@ pub struct TcpConfig {
     /// Write ack and reject records back (see the module docs).
     #[serde(default)]
     pub ack: bool,
+    /// Topic (or MQTT pattern) → priority; may only raise a frame's own ([`crate::topics`]).
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
 }
 
 fn default_address() -> SocketAddr {
@@ -83,22 +89,26 @@ impl SourceConfig for TcpConfig {
     const KIND: &'static str = "tcp";
 
     fn validate(&self, at: &str) -> Vec<ConfigError> {
+        let mut errors = TopicTable::compile(&self.topics, at)
+            .err()
+            .unwrap_or_default();
         let size = self.max_frame_size.as_u64();
         if size < 8 || size > u64::from(u32::MAX) {
             let message = "must be between 8 B and 4 GiB (frame_len is 32 bits)";
-            return vec![ConfigError::new(format!("{at}.max_frame_size"), message)];
+            errors.push(ConfigError::new(format!("{at}.max_frame_size"), message));
         }
-        Vec::new()
+        errors
     }
 
     fn build<A: Accept>(
         self,
         cx: &mut SourceBuildContext<'_, A>,
     ) -> Result<Box<dyn Source>, ConfigError> {
+        let shared = Arc::new(Shared::new(cx, &self.topics)?);
         Ok(Box::new(TcpSource {
             config: self,
             listener: None,
-            shared: Arc::new(Shared::new(cx)),
+            shared,
         }))
     }
 }
@@ -110,11 +120,16 @@ pub(crate) struct Shared<A> {
     pub(crate) metrics: IngestMetrics,
     pub(crate) name: &'static str,
     pub(crate) pipeline: String,
+    pub(crate) topics: TopicTable,
 }
 
 impl<A: Accept> Shared<A> {
-    pub(crate) fn new(cx: &SourceBuildContext<'_, A>) -> Self {
-        Shared {
+    pub(crate) fn new(
+        cx: &SourceBuildContext<'_, A>,
+        topics: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let topics = TopicTable::compile(topics, &cx.at).map_err(|mut errors| errors.remove(0))?;
+        Ok(Shared {
             accept: cx.accept.clone(),
             stamper: Stamper::new(
                 cx.ids.clone(),
@@ -125,7 +140,8 @@ impl<A: Accept> Shared<A> {
             metrics: cx.metrics.clone(),
             name: cx.name,
             pipeline: cx.settings.pipeline.clone(),
-        }
+            topics,
+        })
     }
 }
 
@@ -312,21 +328,22 @@ pub(crate) fn take_frame<A>(
         .then(|| parse(frame.payload, BodyFormat::Json).ok())
         .flatten()
         .and_then(|mut payloads| (payloads.len() == 1).then(|| payloads.pop()).flatten());
+    let priority = shared.topics.raise(frame.topic, frame.priority);
     match (parsed, bad_payload) {
         (Some(data), _) => batch
             .payloads
-            .push((data, frame.priority, frame.topic.to_owned())),
+            .push((data, priority, frame.topic.to_owned())),
         (None, BadPayload::Raw) => {
             let mut data = Map::new();
             let encoded = base64::engine::general_purpose::STANDARD.encode(frame.payload);
             data.insert("raw".into(), Value::String(encoded));
             batch
                 .payloads
-                .push((data, frame.priority, frame.topic.to_owned()));
+                .push((data, priority, frame.topic.to_owned()));
         }
         (None, BadPayload::Dlq) => {
             shared.metrics.rejected(shared.name, "bad_payload", 1);
-            let event = raw_event(shared, raw, Some(frame.priority), Some(frame.topic));
+            let event = raw_event(shared, raw, Some(priority), Some(frame.topic));
             let message = "the payload is not a JSON object".to_owned();
             batch
                 .rejects

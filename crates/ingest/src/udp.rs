@@ -9,6 +9,7 @@
 //! flow control: while a batch is being stored the kernel's socket buffer holds what arrives,
 //! and what overflows it is lost before the node sees it.
 
+use std::collections::BTreeMap;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,13 +25,14 @@ use crate::Accept;
 use crate::frame::decode_datagram;
 use crate::source::{Source, SourceBuildContext, SourceConfig, SourceContext, SourceError};
 use crate::tcp::{BadPayload, Batch, Shared, commit, raw_event, stopped, take_frame};
+use crate::topics::TopicTable;
 
 /// Datagrams taken per receive call.
 const BATCH: usize = 32;
 /// Bytes per receive buffer: the largest datagram (GRO may fill it with several).
 const BUFFER: usize = 1 << 16;
 
-/// `sources.NAME: {type: udp, address: 127.0.0.1:9001, bad_payload: raw}`
+/// `sources.NAME: {type: udp, address: 127.0.0.1:9001, bad_payload: raw, topics: {…}}`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdpConfig {
@@ -40,6 +42,9 @@ pub struct UdpConfig {
     /// What a payload that is not a JSON object becomes.
     #[serde(default)]
     pub bad_payload: BadPayload,
+    /// Topic (or MQTT pattern) → priority; may only raise a frame's own ([`crate::topics`]).
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
 }
 
 fn default_address() -> SocketAddr {
@@ -49,14 +54,21 @@ fn default_address() -> SocketAddr {
 impl SourceConfig for UdpConfig {
     const KIND: &'static str = "udp";
 
+    fn validate(&self, at: &str) -> Vec<ConfigError> {
+        TopicTable::compile(&self.topics, at)
+            .err()
+            .unwrap_or_default()
+    }
+
     fn build<A: Accept>(
         self,
         cx: &mut SourceBuildContext<'_, A>,
     ) -> Result<Box<dyn Source>, ConfigError> {
+        let shared = Arc::new(Shared::new(cx, &self.topics)?);
         Ok(Box::new(UdpSource {
             config: self,
             socket: None,
-            shared: Arc::new(Shared::new(cx)),
+            shared,
         }))
     }
 }
