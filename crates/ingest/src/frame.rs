@@ -231,7 +231,7 @@ impl StreamDecoder {
     /// A decoder that closes the connection on a frame_len above `max_frame`.
     pub fn new(max_frame: usize) -> Self {
         StreamDecoder {
-            buf: Vec::with_capacity(64 << 10),
+            buf: Vec::new(),
             start: 0,
             pending: 0,
             empty_in_a_row: 0,

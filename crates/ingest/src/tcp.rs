@@ -44,6 +44,10 @@ use crate::stamp::{Envelope, Stamper};
 use crate::topics::TopicTable;
 use crate::{Accept, IngestMetrics};
 
+/// A connection's first read buffer, and the largest it grows to.
+const MIN_READ: usize = 64 << 10;
+const MAX_READ: usize = 256 << 10;
+
 /// What a payload that is not a JSON object becomes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,7 +255,9 @@ async fn serve<A: Accept>(
     let stopping = stopped(shutdown);
     tokio::pin!(stopping);
     let mut decoder = StreamDecoder::new(options.max_frame);
-    let mut buf = vec![0_u8; 256 << 10];
+    // Small for an idle connection (thousands may be open), doubled while reads fill it, up
+    // to `MAX_READ`: a busy one reads (and commits) big batches.
+    let mut buf = vec![0_u8; MIN_READ];
     let mut frames_seen: u64 = 0;
     let mut durable: u64 = 0;
     loop {
@@ -263,6 +269,9 @@ async fn serve<A: Accept>(
             return Ok(()); // an incomplete trailing frame is dropped, as the original does
         }
         decoder.extend(&buf[..read]);
+        if read == buf.len() && buf.len() < MAX_READ {
+            buf.resize(buf.len() * 2, 0);
+        }
         let mut batch = Batch::default();
         let mut close = None;
         loop {
