@@ -19,14 +19,108 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::cli::{BenchCommand, BenchHttpArgs, BenchTcpArgs};
+use crate::cli::{BenchCommand, BenchHttpArgs, BenchTcpArgs, BenchUdpArgs};
 
 /// Runs a benchmark subcommand.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Http(args) => http(args).await,
         BenchCommand::Tcp(args) => tcp(args).await,
+        BenchCommand::Udp(args) => udp(args).await,
     }
+}
+
+/// Sends datagrams for `--duration`, waits for the node to settle, and compares what it
+/// stored (its `colloquium_storage_events_stored_total`, before and after) with what was sent.
+async fn udp(args: BenchUdpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.sockets > 0, "--sockets must be at least 1");
+    anyhow::ensure!(args.size >= 32, "--size must be at least 32");
+    let before = stored_events(args.http).await?;
+    let mut datagram = Vec::new();
+    let head = "{\"pad\":\"";
+    let payload = format!(
+        "{head}{}\"}}",
+        "x".repeat(args.size.saturating_sub(head.len() + 2))
+    );
+    colloquium_ingest::frame::encode(
+        colloquium_event::Priority::Medium,
+        "bench",
+        payload.as_bytes(),
+        &mut datagram,
+    );
+    let end = Instant::now() + args.duration;
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(args.sockets as f64 / r.max(1) as f64));
+    let mut tasks = Vec::new();
+    for _ in 0..args.sockets {
+        let datagram = datagram.clone();
+        tasks.push(tokio::spawn(async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+            let mut sent = 0u64;
+            let mut next = Instant::now();
+            while Instant::now() < end {
+                if let Some(interval) = interval {
+                    next += interval;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                // A full kernel send buffer is an error here, not a loss: retry.
+                if socket.send_to(&datagram, args.addr).await.is_ok() {
+                    sent += 1;
+                }
+            }
+            anyhow::Ok(sent)
+        }));
+    }
+    let mut sent = 0u64;
+    for task in tasks {
+        sent += task.await.context("sender task")??;
+    }
+    // Let the node store what is in its socket buffer.
+    let mut stored = stored_events(args.http).await? - before;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = stored_events(args.http).await? - before;
+        if now == stored {
+            break;
+        }
+        stored = now;
+    }
+    let seconds = args.duration.as_secs_f64();
+    println!(
+        "bench udp: {} sockets, {} B payloads, rate {}, {:?}",
+        args.sockets,
+        args.size,
+        args.rate
+            .map_or("unlimited".to_owned(), |r| format!("{r} datagrams/s")),
+        args.duration
+    );
+    println!(
+        "datagrams: sent {sent} ({:.0}/s), stored {stored} ({:.0}/s), lost {} ({:.1} %)",
+        sent as f64 / seconds,
+        stored as f64 / seconds,
+        sent.saturating_sub(stored),
+        100.0 * sent.saturating_sub(stored) as f64 / sent.max(1) as f64
+    );
+    Ok(())
+}
+
+/// The node's `colloquium_storage_events_stored_total`.
+async fn stored_events(http: SocketAddr) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(http)
+        .await
+        .with_context(|| format!("connecting to {http}"))?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    text.lines()
+        .find(|l| l.starts_with("colloquium_storage_events_stored_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .context("the node's /metrics has no colloquium_storage_events_stored_total")
 }
 
 /// Streams frames over `--connections` connections for the warm-up and the measured time;

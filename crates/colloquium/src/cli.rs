@@ -151,6 +151,32 @@ pub enum BenchCommand {
     /// Stream EventStream frames to a `tcp` source with `ack: true` and report durable
     /// frames/s and MiB/s (counted from the node's acks).
     Tcp(BenchTcpArgs),
+    /// Send EventStream frames as UDP datagrams as fast as possible; report sent, stored
+    /// (from the node's metrics) and lost.
+    Udp(BenchUdpArgs),
+}
+
+/// `colloquium bench udp`.
+#[derive(Debug, Args)]
+pub struct BenchUdpArgs {
+    /// The `udp` source's address.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub addr: SocketAddr,
+    /// The node's HTTP address, to read how many events it stored.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Payload bytes per datagram (a JSON object padded to this size; at least 32).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Sending sockets.
+    #[arg(long, default_value_t = 1)]
+    pub sockets: usize,
+    /// Target datagrams/s across all sockets (default: as fast as they go).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
 }
 
 /// `colloquium bench tcp`.

@@ -1,7 +1,8 @@
 //! `udp`: one EventStream frame per datagram (see [`crate::frame`]), received in batches.
 //!
 //! Datagrams are read many per system call (`recvmmsg`, and GRO where the kernel offers it,
-//! through `quinn-udp`); each receive's frames are one batch for [`Accept`]. Bytes after a
+//! through `quinn-udp`), up to 4,096 per batch for [`Accept`], with up to 4 batches being
+//! stored while receiving goes on. Bytes after a
 //! datagram's frame are ignored, as the original does. A datagram that is not a frame (too
 //! short, a frame_len of 0 or past its end — including the lengths ≥ 0xFFFFFFFC that crash the
 //! original — or a malformed body) is counted and dead-lettered as `malformed_frame` with its
@@ -29,6 +30,10 @@ use crate::topics::TopicTable;
 
 /// Datagrams taken per receive call.
 const BATCH: usize = 32;
+/// Most datagrams in one batch for the store.
+const MAX_BATCH: usize = 4_096;
+/// Batches being stored at once while receiving goes on.
+const MAX_STORING: usize = 4;
 /// Bytes per receive buffer: the largest datagram (GRO may fill it with several).
 const BUFFER: usize = 1 << 16;
 
@@ -113,6 +118,10 @@ impl<A: Accept> Source for UdpSource<A> {
         let mut buffers = vec![vec![0_u8; BUFFER]; BATCH];
         let mut meta = vec![RecvMeta::default(); BATCH];
         let mut seen: u64 = 0;
+        // Receiving goes on while earlier batches are stored: what arrives meanwhile would
+        // otherwise wait in (and overflow) the kernel's socket buffer.
+        let mut storing = tokio::task::JoinSet::new();
+        let mut batch = Batch::default();
         loop {
             tokio::select! {
                 ready = socket.readable() => {
@@ -120,44 +129,56 @@ impl<A: Accept> Source for UdpSource<A> {
                         return Err(self.error(format!("waiting for datagrams: {e}")));
                     }
                 }
-                () = &mut stopping => return Ok(()),
+                Some(_) = storing.join_next(), if !storing.is_empty() => continue,
+                () = &mut stopping => break,
             }
-            let received = {
-                let mut slices: Vec<IoSliceMut<'_>> =
-                    buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-                socket.try_io(Interest::READABLE, || {
-                    state.recv((&socket).into(), &mut slices, &mut meta)
-                })
-            };
-            let count = match received {
-                Ok(count) => count,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    tracing::warn!(source = self.shared.name, error = %e, "receiving datagrams failed");
-                    continue;
-                }
-            };
-            let mut batch = Batch::default();
-            for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
-                let filled = &buffer[..meta.len.min(buffer.len())];
-                // With GRO one buffer holds several datagrams, `stride` bytes apart (an empty
-                // datagram is one too: too small).
-                let stride = meta.stride.max(1);
-                let datagrams = filled
-                    .chunks(stride)
-                    .chain(filled.is_empty().then_some(filled));
-                for datagram in datagrams {
-                    seen += 1;
-                    self.take(datagram, seen, &mut batch);
+            // Everything the socket holds now, up to one batch.
+            while batch.payloads.len() + batch.rejects.len() < MAX_BATCH {
+                let received = {
+                    let mut slices: Vec<IoSliceMut<'_>> =
+                        buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                    socket.try_io(Interest::READABLE, || {
+                        state.recv((&socket).into(), &mut slices, &mut meta)
+                    })
+                };
+                let count = match received {
+                    Ok(count) => count,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::warn!(source = self.shared.name, error = %e, "receiving datagrams failed");
+                        break;
+                    }
+                };
+                for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
+                    let filled = &buffer[..meta.len.min(buffer.len())];
+                    // With GRO one buffer holds several datagrams, `stride` bytes apart (an
+                    // empty datagram is one too: too small).
+                    let stride = meta.stride.max(1);
+                    let datagrams = filled
+                        .chunks(stride)
+                        .chain(filled.is_empty().then_some(filled));
+                    for datagram in datagrams {
+                        seen += 1;
+                        self.take(datagram, seen, &mut batch);
+                    }
                 }
             }
-            if !batch.payloads.is_empty() || !batch.rejects.is_empty() {
+            if batch.payloads.is_empty() && batch.rejects.is_empty() {
+                continue;
+            }
+            while storing.len() >= MAX_STORING {
+                storing.join_next().await;
+            }
+            let (shared, full) = (self.shared.clone(), std::mem::take(&mut batch));
+            storing.spawn(async move {
                 // A batch that could not be stored is lost: UDP has no way to say so.
-                if let Err(error) = commit(&self.shared, batch).await {
-                    tracing::warn!(source = self.shared.name, %error, "datagrams not stored");
+                if let Err(error) = commit(&shared, full).await {
+                    tracing::warn!(source = shared.name, %error, "datagrams not stored");
                 }
-            }
+            });
         }
+        while storing.join_next().await.is_some() {}
+        Ok(())
     }
 }
 

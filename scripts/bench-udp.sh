@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# UDP ingest benchmark (issue 14): EventStream frames as datagrams to a `udp` source
+# (`storage.sync: true`); sent, stored (the node's own counter) and lost, on this machine.
+#
+#   [DURATION=10s] [RATE=datagrams/s] [BIN=path/to/colloquium] scripts/bench-udp.sh SIZE SOCKETS
+set -euo pipefail
+size=${1:?payload bytes}
+sockets=${2:?sending sockets}
+bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}
+work=$(mktemp -d /tmp/colloquium-bench-udp.XXXXXX)
+trap 'kill $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+cat > "$work/config.yaml" <<YAML
+storage: {sync: true, retention: null}
+sources:
+  dgrams: {type: udp, address: '127.0.0.1:0'}
+YAML
+"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
+node=$!
+until grep -q "colloquium ready" "$work/node.log"; do kill -0 $node || { tail -3 "$work/node.log"; exit 1; }; sleep 0.1; done
+addr=$(sed -n 's/^colloquium ready .*dgrams=\([^ ]*\).*/\1/p' "$work/node.log")
+http=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
+"$bin" bench udp --addr "$addr" --http "$http" --size "$size" --sockets "$sockets" --duration "${DURATION:-10s}" ${RATE:+--rate "$RATE"}
