@@ -37,7 +37,8 @@ const MAX_STORING: usize = 4;
 /// Bytes per receive buffer: the largest datagram (GRO may fill it with several).
 const BUFFER: usize = 1 << 16;
 
-/// `sources.NAME: {type: udp, address: 127.0.0.1:9001, bad_payload: raw, topics: {…}}`
+/// `sources.NAME: {type: udp, address: 127.0.0.1:9001, bad_payload: raw, topics: {…},
+/// receive_buffer: 4MiB}`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdpConfig {
@@ -50,6 +51,32 @@ pub struct UdpConfig {
     /// Topic (or MQTT pattern) → priority; may only raise a frame's own ([`crate::topics`]).
     #[serde(default)]
     pub topics: BTreeMap<String, String>,
+    /// The socket's receive buffer, which holds what arrives while batches are stored (the
+    /// kernel caps it at `net.core.rmem_max`).
+    #[serde(default = "default_receive_buffer")]
+    pub receive_buffer: bytesize::ByteSize,
+}
+
+fn default_receive_buffer() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(4)
+}
+
+/// A non-blocking UDP socket on `address` with a receive buffer of `receive_buffer` bytes.
+fn bind(address: SocketAddr, receive_buffer: u64) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if let Err(e) =
+        socket.set_recv_buffer_size(usize::try_from(receive_buffer).unwrap_or(usize::MAX))
+    {
+        tracing::warn!(error = %e, "setting the UDP receive buffer failed; keeping the default");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 fn default_address() -> SocketAddr {
@@ -96,9 +123,9 @@ impl<A> UdpSource<A> {
 #[async_trait::async_trait]
 impl<A: Accept> Source for UdpSource<A> {
     async fn bind(&mut self) -> Result<Option<SocketAddr>, SourceError> {
-        let socket = UdpSocket::bind(self.config.address)
-            .await
-            .map_err(|e| self.error(format!("binding {}: {e}", self.config.address)))?;
+        let address = self.config.address;
+        let socket = bind(address, self.config.receive_buffer.as_u64())
+            .map_err(|e| self.error(format!("binding {address}: {e}")))?;
         let state = UdpSocketState::new((&socket).into())
             .map_err(|e| self.error(format!("configuring the socket: {e}")))?;
         let addr = socket.local_addr().map_err(|e| self.error(e.to_string()))?;
