@@ -105,6 +105,18 @@ async fn udp(args: BenchUdpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the node's peak and current resident memory.
+fn print_rss(pid: u32) {
+    match peak_rss(pid) {
+        Some((peak, now)) => println!(
+            "node rss:   peak {} MiB, now {} MiB",
+            peak / 1024,
+            now / 1024
+        ),
+        None => println!("node rss:   unavailable for pid {pid}"),
+    }
+}
+
 /// The node's `colloquium_storage_events_stored_total`.
 async fn stored_events(http: SocketAddr) -> anyhow::Result<u64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -158,14 +170,7 @@ async fn tcp(args: BenchTcpArgs) -> anyhow::Result<()> {
         acked as f64 * frame_bytes / seconds / f64::from(1 << 20),
     );
     if let Some(pid) = args.pid {
-        match peak_rss(pid) {
-            Some((peak, now)) => println!(
-                "node rss:   peak {} MiB, now {} MiB",
-                peak / 1024,
-                now / 1024
-            ),
-            None => println!("node rss:   unavailable for pid {pid}"),
-        }
+        print_rss(pid);
     }
     Ok(())
 }
@@ -337,14 +342,7 @@ async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
         latency_us.max() as f64 / 1000.0
     );
     if let Some(pid) = args.pid {
-        match peak_rss(pid) {
-            Some((peak, now)) => println!(
-                "node rss:   peak {} MiB, now {} MiB",
-                peak / 1024,
-                now / 1024
-            ),
-            None => println!("node rss:   unavailable for pid {pid}"),
-        }
+        print_rss(pid);
     }
     Ok(())
 }

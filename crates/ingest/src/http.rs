@@ -83,12 +83,7 @@ impl SourceConfig for HttpConfig {
     ) -> Result<Box<dyn Source>, ConfigError> {
         let shared = Arc::new(Shared {
             accept: cx.accept.clone(),
-            stamper: Stamper::new(
-                cx.ids.clone(),
-                cx.name,
-                &cx.settings.timestamp_field,
-                &cx.settings.pipeline,
-            ),
+            stamper: cx.stamper(),
             limits: cx.http.limits(cx.settings),
             metrics: cx.metrics.clone(),
             source: cx.name,

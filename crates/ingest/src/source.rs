@@ -104,6 +104,16 @@ impl<A> SourceBuildContext<'_, A> {
     pub fn key(&self, option: &str) -> String {
         format!("{}.{option}", self.at)
     }
+
+    /// A stamper for this source's events: its name, the node's ids and `ingest:` settings.
+    pub fn stamper(&self) -> crate::Stamper {
+        crate::Stamper::new(
+            self.ids.clone(),
+            self.name,
+            &self.settings.timestamp_field,
+            &self.settings.pipeline,
+        )
+    }
 }
 
 /// HTTP routes sources mount on the main listener, one path each, plus what their requests

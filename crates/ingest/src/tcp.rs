@@ -135,12 +135,7 @@ impl<A: Accept> Shared<A> {
         let topics = TopicTable::compile(topics, &cx.at).map_err(|mut errors| errors.remove(0))?;
         Ok(Shared {
             accept: cx.accept.clone(),
-            stamper: Stamper::new(
-                cx.ids.clone(),
-                cx.name,
-                &cx.settings.timestamp_field,
-                &cx.settings.pipeline,
-            ),
+            stamper: cx.stamper(),
             metrics: cx.metrics.clone(),
             name: cx.name,
             pipeline: cx.settings.pipeline.clone(),
