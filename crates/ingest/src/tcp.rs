@@ -410,8 +410,10 @@ pub(crate) async fn commit<A: Accept>(
     if !payloads.is_empty() {
         let events_count = payloads.len();
         shared.metrics.received(shared.name, events_count);
-        let lanes: Vec<_> = payloads.iter().map(|(_, p, t)| (*p, t.clone())).collect();
-        let data = payloads.into_iter().map(|(d, _, _)| d).collect();
+        let (data, lanes): (Vec<_>, Vec<_>) = payloads
+            .into_iter()
+            .map(|(data, priority, topic)| (data, (priority, topic)))
+            .unzip();
         let (mut events, ids) = shared
             .stamper
             .stamp(data, &Envelope::default(), Timestamp::now());

@@ -201,11 +201,6 @@ impl Pipeline {
         self.tick_interval
     }
 
-    /// The stages' ids, in order.
-    pub fn stage_ids(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.stages.iter().map(|s| &s.id)
-    }
-
     /// Counters per stage, by stage id.
     pub fn stage_counts(&self) -> impl Iterator<Item = (&str, StageCounts)> {
         self.stages.iter().map(|s| (&*s.id, s.counts))

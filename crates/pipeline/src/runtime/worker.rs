@@ -209,14 +209,12 @@ impl Worker {
                 .await;
         }
         self.tick(count > 0, &mut commit, &mut routed).await;
-        let ticked = !routed.is_empty() || !commit.dead_letters.is_empty();
-        let mut changed = false;
+        let produced = !routed.is_empty() || !commit.dead_letters.is_empty();
         for (lane, pipeline) in self.lanes.iter().zip(self.topology.pipelines_mut()) {
             if !lane.own {
                 continue;
             }
             for (stage, write) in pipeline.state_changes() {
-                changed = true;
                 commit.state.push(StateChange {
                     pipeline: lane.name.to_string(),
                     stage: stage.to_string(),
@@ -224,7 +222,7 @@ impl Worker {
                 });
             }
         }
-        if last.is_none() && commit.replayed.is_empty() && !ticked && !changed {
+        if last.is_none() && commit.replayed.is_empty() && !produced && commit.state.is_empty() {
             return Ok(0);
         }
         self.send(routed, &mut commit).await?;
