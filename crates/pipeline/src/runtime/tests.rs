@@ -569,6 +569,15 @@ fn corrupt_stage_state_stops_its_pipeline_without_blaming_the_events() {
     eventually("the other pipeline", || {
         output_count(&fixture.store, "q") == 1
     });
+    // The pipelines run on their own workers: q finishing says nothing about p.
+    eventually("p stopped", || {
+        fixture
+            .store
+            .checkpoint("p")
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.stopped.is_some())
+    });
     let checkpoint = fixture.store.checkpoint("p").unwrap().unwrap();
     let why = checkpoint.stopped.unwrap_or_default();
     assert!(why.contains("corrupt stage state"), "{why}");
