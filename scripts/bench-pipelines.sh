@@ -9,6 +9,8 @@
 # throughput (stored events / time from the first request to caught up). With RATE (events/s):
 # a steady load for 30 s, then the ingest-to-sink latency percentiles from
 # colloquium_pipeline_latency_seconds (estimated within its histogram buckets).
+# LANES='{…}' sets the config's `lanes:` (e.g. a transactional capacity large enough that
+# ingest is never pushed back, to compare with builds before lanes).
 # With HELD=1 one more pipeline takes every event to an `http` sink whose endpoint (a local
 # socket) accepts the request and never answers, for the whole run: the figures are then those
 # of the other pipelines while it waits.
@@ -36,6 +38,7 @@ while True:
 fi
 {
   echo "storage: {retention: null}"
+  if [ -n "${LANES:-}" ]; then echo "lanes: $LANES"; fi
   if [ -n "${HELD:-}" ]; then
     echo "sinks: {archive: {type: store}, held: {type: http, url: 'http://127.0.0.1:$(cat "$work/held.port")/', timeout: 1h}}"
     echo "pipelines:"

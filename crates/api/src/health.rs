@@ -37,6 +37,7 @@ struct Components {
     node: Component,
     storage: Component,
     disk: Component,
+    control: Component,
     /// Each pipeline, when the node runs any.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pipelines: std::collections::BTreeMap<String, colloquium_telemetry::health::ComponentHealth>,
@@ -76,6 +77,32 @@ fn storage_component(store: &colloquium_storage::Store) -> Component {
             "forced_deleted_events": forced.unprocessed_events,
             "forced_deleted_dead_letters": forced.dead_letters,
         }),
+    }
+}
+
+/// The control plane: `degraded` from DEGRADED up (the node is shedding or pushing back).
+fn control_component(lanes: &colloquium_router::Lanes) -> Component {
+    use colloquium_router::Level;
+    let level = lanes.level();
+    let action = match level {
+        Level::Healthy => None,
+        Level::Elevated => Some("lanes are filling"),
+        Level::Degraded => Some("transactional intake is paused"),
+        Level::Critical => Some("transactional intake is paused; the batch lane is shed"),
+        Level::Emergency => Some(
+            "transactional intake is paused; the batch lane is shed; low-priority events are diverted to the dead-letter queue",
+        ),
+    };
+    Component {
+        status: if level >= Level::Degraded {
+            Status::Degraded
+        } else {
+            Status::Healthy
+        },
+        reasons: action
+            .map(|a| vec![format!("control plane at {level}: {a}")])
+            .unwrap_or_default(),
+        details: serde_json::json!({ "level": level }),
     }
 }
 
@@ -130,6 +157,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         },
     };
 
+    let control = control_component(&state.lanes);
     let pipelines = state.board.snapshot();
     let worst_pipeline = pipelines
         .values()
@@ -140,6 +168,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         .status
         .max(storage.status)
         .max(disk.status)
+        .max(control.status)
         .max(worst_pipeline);
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
@@ -152,6 +181,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             node,
             storage,
             disk,
+            control,
             pipelines,
         },
     };

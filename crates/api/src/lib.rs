@@ -3,6 +3,7 @@
 //! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
 //! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
 //! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
+//! - [`control`]: `GET /api/control` and `POST /api/control`, the control plane.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`admin`]: `GET /admin/config` and `POST /admin/reload`, on the admin listener.
@@ -10,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod control;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -43,6 +45,8 @@ pub struct ApiState {
     pub draining: Arc<AtomicBool>,
     /// Components that report their own health (each pipeline).
     pub board: colloquium_telemetry::health::HealthBoard,
+    /// The priority lanes and the control plane.
+    pub lanes: colloquium_router::Lanes,
 }
 
 /// Returns the API routes.
@@ -53,8 +57,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events/{id}", get(query::get_one))
         .route("/api/outputs", get(pipelines::outputs))
         .route("/api/dlq", get(pipelines::dead_letters))
+        .route("/api/dlq/replay", post(pipelines::replay_many))
         .route("/api/dlq/{id}", delete(pipelines::delete))
         .route("/api/dlq/{id}/replay", post(pipelines::replay))
+        .route("/api/control", get(control::get).post(control::set))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .with_state(state)

@@ -1,6 +1,7 @@
 //! What pipelines produced: `GET /api/outputs` (a pipeline's `store` sink) and `GET /api/dlq`
 //! (dead letters, filtered by reason and pipeline; both page with `limit` and `cursor`), and
-//! `POST /api/dlq/{id}/replay` and `DELETE /api/dlq/{id}`.
+//! `POST /api/dlq/{id}/replay`, `POST /api/dlq/replay` (every match of a filter) and
+//! `DELETE /api/dlq/{id}`.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -102,16 +103,7 @@ pub async fn dead_letters(
         ..ScanRange::default()
     };
     let limit = limit_param(p.limit.as_deref())?;
-    let reason = p
-        .reason
-        .as_deref()
-        .map(|r| {
-            r.parse::<Reason>().map_err(|e| {
-                let known: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-                ApiError::BadRequest(format!("reason: {e} (known: {})", known.join(", ")))
-            })
-        })
-        .transpose()?;
+    let reason = reason_param(p.reason.as_deref())?;
     let store = state.store.clone();
     let letters = blocking(move || -> Result<_, StorageError> {
         let mut page = Vec::new();
@@ -193,4 +185,76 @@ pub async fn delete(
     } else {
         Err(ApiError::NotFound(id.to_string()))
     }
+}
+
+/// `POST /api/dlq/replay` parameters: which dead letters to replay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayParams {
+    /// Only this reason (e.g. `overflow`).
+    pub reason: Option<String>,
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// At most this many (default and most: 100,000), oldest first.
+    pub limit: Option<String>,
+}
+
+/// Most dead letters one `POST /api/dlq/replay` asks for.
+const MAX_REPLAY: usize = 100_000;
+
+/// `POST /api/dlq/replay?reason=&pipeline=&limit=`: asks the pipelines to replay every
+/// matching dead letter (oldest first, up to `limit`); answers `{"replaying": n}`. `dlq`
+/// sink results are never replayed (they are that pipeline's output).
+pub async fn replay_many(
+    State(state): State<ApiState>,
+    query: Result<Query<ReplayParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_params(query)?;
+    let reason = reason_param(p.reason.as_deref())?;
+    let limit = match p.limit.as_deref() {
+        None => MAX_REPLAY,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_REPLAY).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit: must be 1 to {MAX_REPLAY}")))?,
+    };
+    let store = state.store.clone();
+    let count = blocking(move || -> Result<usize, StorageError> {
+        let mut ids = Vec::new();
+        for letter in store.dead_letters(ScanRange::default()) {
+            let letter = letter?;
+            let wanted = letter.reason != Reason::DlqSink
+                && reason.is_none_or(|r| r == letter.reason)
+                && p.pipeline
+                    .as_ref()
+                    .is_none_or(|w| letter.pipeline.as_ref() == Some(w));
+            if wanted {
+                ids.push(letter.id);
+                if ids.len() >= limit {
+                    break;
+                }
+            }
+        }
+        store.request_replays(&ids)?;
+        Ok(ids.len())
+    })
+    .await?;
+    let body = serde_json::json!({ "replaying": count });
+    let body = serde_json::to_vec(&body).map_err(|e| StorageError::Db(e.to_string()))?;
+    let mut response = json_response(body);
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
+/// A `reason` parameter: a known reason, or 400 naming them all.
+fn reason_param(reason: Option<&str>) -> Result<Option<Reason>, ApiError> {
+    reason
+        .map(|r| {
+            r.parse::<Reason>().map_err(|e| {
+                let known: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+                ApiError::BadRequest(format!("reason: {e} (known: {})", known.join(", ")))
+            })
+        })
+        .transpose()
 }

@@ -1,8 +1,11 @@
-//! Wires ingest to storage: a batch is accepted once the store has made it durable.
+//! Wires ingest to storage: a batch is accepted once the store has made it durable, through
+//! the priority lanes (what a full lane or the control plane sheds goes to the dead-letter
+//! queue instead of the log).
 
-use colloquium_event::{Event, Reason, Reservation};
+use colloquium_event::{Event, Lane, Priority, Reason, Reservation};
 use colloquium_ingest::{Accept, AcceptError};
 use colloquium_pipeline::RuntimeHandle;
+use colloquium_router::{Admission, Lanes, Shed};
 use colloquium_storage::{StorageError, Store};
 
 /// Appends accepted batches to the event log.
@@ -14,16 +17,56 @@ pub struct StoreAccept {
     pub store: Store,
     /// Woken after each durable batch.
     pub pipelines: RuntimeHandle,
+    /// Depth, admission and shed counts.
+    pub lanes: Lanes,
 }
 
 impl Accept for StoreAccept {
+    fn full(&self, priorities: &mut dyn Iterator<Item = Priority>) -> Option<Lane> {
+        self.lanes.full(priorities)
+    }
+
+    fn dropped(&self, priorities: &mut dyn Iterator<Item = Priority>) {
+        for priority in priorities {
+            self.lanes.shed(self.lanes.lane(priority), Shed::Dropped, 1);
+        }
+    }
+
+    /// Events a full `drop_newest` lane refuses, or the control plane sheds or diverts, are
+    /// dead-lettered (reason `overflow`, replayable) before the rest is appended. A lane that
+    /// pushes back was asked about before the ids were taken ([`Accept::full`]); if it filled
+    /// since, the batch still goes in (a block lane's capacity is exceeded by at most what was
+    /// in flight), because refusing it now would hold ids that every reader waits for.
     async fn accept(&self, events: Vec<Event>, ids: Reservation) -> Result<(), AcceptError> {
-        let stored = self.store.append_settling(events.into(), ids).await;
+        let mut gate = self.lanes.gate();
+        let mut take = Vec::with_capacity(events.len());
+        let mut shed = Vec::new();
+        let mut admitted = [0u64; 3];
+        for event in events {
+            let lane = self.lanes.lane(event.metadata.priority);
+            match gate.admit(event.metadata.priority) {
+                Admission::Take | Admission::Wait(_) => {
+                    admitted[lane.index()] += 1;
+                    take.push(event);
+                }
+                Admission::Shed(cause) => shed.push((lane, cause, event)),
+            }
+        }
+        if !shed.is_empty() {
+            self.shed(shed).await?;
+        }
+        if take.is_empty() {
+            return Ok(());
+        }
+        let stored = self.store.append_settling(take.into(), ids).await;
         stored.map_err(|e| match e {
             StorageError::Closed => AcceptError::ShuttingDown,
             // The details (file paths, RocksDB's words) are logged by the writer, not sent.
             other => AcceptError::Unavailable(other.public_message().to_owned()),
         })?;
+        for lane in Lane::ALL {
+            self.lanes.admitted(lane, admitted[lane.index()]);
+        }
         self.pipelines.notify();
         Ok(())
     }
@@ -34,12 +77,38 @@ impl Accept for StoreAccept {
         reason: Reason,
         error: String,
     ) -> Result<(), AcceptError> {
+        self.put_dead_letters(vec![(event, reason, error)]).await
+    }
+}
+
+impl StoreAccept {
+    /// Dead-letters what admission shed, then counts it.
+    async fn shed(&self, shed: Vec<(Lane, Shed, Event)>) -> Result<(), AcceptError> {
+        let mut counts = Vec::with_capacity(shed.len());
+        let letters = shed
+            .into_iter()
+            .map(|(lane, cause, event)| {
+                counts.push((lane, cause));
+                let error = cause.error(lane, self.lanes.spec(lane).capacity);
+                (event, Reason::Overflow, error)
+            })
+            .collect();
+        self.put_dead_letters(letters).await?;
+        for (lane, cause) in counts {
+            self.lanes.shed(lane, cause, 1);
+        }
+        Ok(())
+    }
+
+    async fn put_dead_letters(
+        &self,
+        letters: Vec<(Event, Reason, String)>,
+    ) -> Result<(), AcceptError> {
         let store = self.store.clone();
-        let stored =
-            tokio::task::spawn_blocking(move || store.put_dead_letter(event, reason, &error))
-                .await
-                .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
-        stored.map(drop).map_err(|e| match e {
+        let stored = tokio::task::spawn_blocking(move || store.put_dead_letters(letters))
+            .await
+            .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
+        stored.map_err(|e| match e {
             StorageError::Closed => AcceptError::ShuttingDown,
             other => AcceptError::Unavailable(other.public_message().to_owned()),
         })

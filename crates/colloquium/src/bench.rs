@@ -422,6 +422,11 @@ async fn connection(
                     report.requests += 1;
                     *report.statuses.entry(status).or_insert(0) += 1;
                 }
+                if status == 503 {
+                    // Pushed back (a full lane): wait a little, as a client must, but less
+                    // than Retry-After says, to keep the node's pipelines busy.
+                    tokio::time::sleep(BACK_OFF).await;
+                }
             }
             Err(_) => {
                 report.errors += 1;
@@ -431,6 +436,9 @@ async fn connection(
     }
     Ok(report)
 }
+
+/// How long a connection of `bench http` waits after a 503.
+const BACK_OFF: Duration = Duration::from_millis(10);
 
 /// Returns (peak, current) resident KiB of `pid`.
 fn peak_rss(pid: u32) -> Option<(u64, u64)> {

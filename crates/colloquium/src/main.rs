@@ -5,6 +5,7 @@
 //!   down cleanly on SIGINT/SIGTERM.
 //! - [`accept`]: the [`Accept`](colloquium_ingest::Accept) handle that makes ingested batches
 //!   durable in the store.
+//! - [`control`]: the control plane's clock and the lane metrics.
 //! - [`server`]: the HTTP/1.1 listener: connection cap, header deadline, draining.
 //! - [`registry`]: every stage kind, one line each.
 //! - [`reload`]: hot reload of the config file (file watch, SIGHUP, `POST /admin/reload`).
@@ -17,6 +18,7 @@ mod allocator;
 mod bench;
 mod cli;
 mod computo;
+mod control;
 mod node;
 mod registry;
 mod reload;

@@ -16,6 +16,7 @@ use colloquium_ingest::{
     HttpRoutes, IngestMetrics, IngestSettings, SourceBuildContext, SourceContext,
 };
 use colloquium_pipeline::{PipelineMetrics, Runtime};
+use colloquium_router::Lanes;
 use colloquium_storage::{Compression, RetentionPolicy, StorageMetrics, Store, StoreOptions};
 use colloquium_telemetry::MetricsRegistry;
 use colloquium_telemetry::health::HealthBoard;
@@ -39,6 +40,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
 
     let ids = Arc::new(IdGenerator::default());
     let board = HealthBoard::default();
+    // Lanes and the control plane are set at start (a reload does not change them).
+    let lanes = Lanes::new(&config.lanes, &config.control);
     // Always started: with no pipelines it idles until a reload adds some.
     let runtime = Runtime::start(
         &config,
@@ -47,8 +50,14 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         ids.clone(),
         PipelineMetrics::register(&registry),
         board.clone(),
+        lanes.clone(),
     )
     .context("starting pipelines")?;
+    let control = tokio::spawn(crate::control::run(
+        lanes.clone(),
+        config.control.interval,
+        crate::control::ControlMetrics::register(&registry),
+    ));
     tracing::info!(pipelines = config.pipelines.len(), "pipelines running");
     // After the pipelines have written their checkpoints: retention keeps what they still need.
     let storage = &config.storage;
@@ -74,6 +83,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let accept = StoreAccept {
         store: store.clone(),
         pipelines: wake,
+        lanes: lanes.clone(),
     };
     let settings = ingest_settings(&config);
     let ingest_metrics = IngestMetrics::register(&registry);
@@ -123,6 +133,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         min_free_disk: config.storage.min_free_disk.as_u64(),
         draining: draining.clone(),
         board,
+        lanes,
     });
     let http_metrics = HttpMetrics::register(&registry);
     let app = routes
@@ -192,6 +203,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    control.abort();
     // Pipelines stop after ingest (nothing new arrives) and before the store closes; what
     // they have not processed yet resumes from their checkpoints at the next start.
     reloads.shutdown();

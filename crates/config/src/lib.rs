@@ -6,15 +6,18 @@
 //! - [`pipelines`]: the topology sections (`sources`, `scripts`, `sinks`, `pipelines`,
 //!   `tests`) and their reference checks.
 //! - [`scripts`]: the compiled `scripts:` section and resolving script references.
+//! - [`lanes`]: `lanes:` (priority lanes, capacities, overflow policies) and `control:`.
 //! - [`env`]: `${VAR}` / `${VAR:-default}` substitution.
 #![warn(missing_docs)]
 
 pub mod env;
+pub mod lanes;
 pub mod load;
 pub mod model;
 pub mod pipelines;
 pub mod scripts;
 
+pub use lanes::{ControlConfig, LaneConfig, LaneSection, LanesConfig, Overflow, Thresholds};
 pub use load::{
     Checked, ConfigError, LoadError, check_file, check_str, from_file, from_str, load_script_files,
 };

@@ -27,6 +27,12 @@ pub struct Config {
     /// How incoming events are stamped.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// The priority lanes between ingest and the pipelines.
+    #[serde(default)]
+    pub lanes: crate::lanes::LanesConfig,
+    /// The backpressure control plane.
+    #[serde(default)]
+    pub control: crate::lanes::ControlConfig,
     /// Named sources that pipelines take events from (default: `http`).
     #[serde(default = "crate::pipelines::default_sources")]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -96,6 +102,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
+            lanes: crate::lanes::LanesConfig::default(),
+            control: crate::lanes::ControlConfig::default(),
             sources: crate::pipelines::default_sources(),
             scripts: BTreeMap::new(),
             sinks: BTreeMap::new(),
@@ -316,6 +324,8 @@ impl Config {
             &self.pipelines,
             &self.tests,
         ));
+        self.lanes.validate(&mut errors);
+        self.control.validate(&mut errors);
         errors
     }
 }

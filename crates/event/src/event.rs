@@ -140,6 +140,11 @@ impl Priority {
         Priority::Batch,
     ];
 
+    /// Its position in [`Priority::ALL`], for per-priority arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Returns the lowercase name used in JSON, YAML and query strings.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -2,17 +2,20 @@
 //!
 //! - [`id`]: [`EventId`], a ULID whose byte order is time order, and its generator.
 //! - [`event`]: [`Event`], [`Metadata`] and [`Priority`].
+//! - [`lane`]: [`Lane`], the three priority lanes, and [`LaneMap`] from priority to lane.
 //! - [`time`]: [`Timestamp`] in milliseconds and the accepted textual forms.
 //! - [`reason`]: [`Reason`], why an event was dead-lettered, and its [`Fault`].
 #![warn(missing_docs)]
 
 pub mod event;
 pub mod id;
+pub mod lane;
 pub mod reason;
 pub mod time;
 
 pub use event::{Event, Metadata, Priority, PriorityParseError};
 pub use id::{EventId, IdGenerator, IdParseError, Reservation};
+pub use lane::{Lane, LaneMap};
 pub use reason::{Fault, Reason, UnknownReason};
 pub use time::{Timestamp, TimestampParseError};
 

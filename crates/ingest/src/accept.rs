@@ -2,11 +2,28 @@
 
 use std::future::Future;
 
-use colloquium_event::{Event, Reason, Reservation};
+use colloquium_event::{Event, Lane, Priority, Reason, Reservation};
 
 /// Takes batches from sources. `accept` resolves `Ok` only once the whole batch is durable;
 /// on `Err` none of it was stored.
+///
+/// Before taking ids for a batch, a source asks [`Accept::full`]: a lane that must push back
+/// (`overflow: block`, or the control plane pausing it) makes HTTP answer 503 and TCP stop
+/// reading until there is room; UDP, which cannot push back, drops the datagrams and says so
+/// with [`Accept::dropped`].
 pub trait Accept: Clone + Send + Sync + 'static {
+    /// The first lane among `priorities` that cannot take events now, if any. The default
+    /// has no lanes.
+    fn full(&self, priorities: &mut dyn Iterator<Item = Priority>) -> Option<Lane> {
+        let _ = priorities;
+        None
+    }
+
+    /// Counts events of `priorities` that a source could not keep (received, never stored).
+    fn dropped(&self, priorities: &mut dyn Iterator<Item = Priority>) {
+        let _ = priorities;
+    }
+
     /// Makes `events` durable, atomically. `ids` is dropped once the batch is written or can no
     /// longer be, even if the caller stops waiting, so readers below the id watermark never
     /// miss an event that is still on its way.
@@ -42,4 +59,7 @@ pub enum AcceptError {
     /// The store failed to write (disk full, I/O error): a short message for the client.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A lane is full and its policy (or the control plane) pushes back: retry later.
+    #[error("lane {0} is full; retry shortly")]
+    Full(Lane),
 }

@@ -29,6 +29,7 @@ pub struct IngestMetrics {
     rejected: Family<RejectLabels, Counter>,
     rejected_requests: Family<RejectLabels, Counter>,
     durable_latency: HistogramFamily<SourceLabels>,
+    paused: Family<SourceLabels, Counter>,
 }
 
 impl IngestMetrics {
@@ -41,6 +42,7 @@ impl IngestMetrics {
                 rejected: Family::default(),
                 rejected_requests: Family::default(),
                 durable_latency: HistogramFamily::new_with_constructor(latency_histogram),
+                paused: Family::default(),
             };
             r.register(
                 "events_received",
@@ -67,8 +69,18 @@ impl IngestMetrics {
                 "From request received to its events durable (the ack latency)",
                 m.durable_latency.clone(),
             );
+            r.register(
+                "paused",
+                "Times a connection stopped reading because a lane was full (backpressure)",
+                m.paused.clone(),
+            );
             m
         })
+    }
+
+    /// Records a connection of `source` pausing its reads for a full lane.
+    pub fn paused(&self, source: &'static str) {
+        self.paused.get_or_create(&SourceLabels { source }).inc();
     }
 
     /// Records `count` events parsed from a request.

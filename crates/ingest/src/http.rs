@@ -252,6 +252,18 @@ async fn ingest<A: Accept>(
     // Held until the batch is durable or rejected: the body, what is parsed from it and its
     // encoded records all live until then.
     let (bytes, _bytes_permit) = read_body(body, shared).await?;
+    // Before the body is parsed (a refused request costs no parsing) and before any id is
+    // taken (a refused request holds up nobody's reads); after it is read, so the
+    // connection stays open for the retry.
+    if let Some(lane) = shared.accept.full(&mut std::iter::once(envelope.priority)) {
+        return Err(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "lane_full",
+            format!(
+                "lane {lane} is full (its overflow policy is block, or the control plane paused it); retry shortly"
+            ),
+        ));
+    }
     let payloads = body::parse(&bytes, format).map_err(|e| {
         let mut rejection = Rejection::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string());
         rejection.line = e.line();
@@ -300,6 +312,7 @@ async fn ingest<A: Accept>(
                 AcceptError::ShuttingDown => "shutting_down",
                 AcceptError::Overloaded => "overloaded",
                 AcceptError::Unavailable(_) => "storage_unavailable",
+                AcceptError::Full(_) => "lane_full",
             };
             let mut rejection =
                 Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string());

@@ -241,6 +241,16 @@ pub(crate) struct Batch {
     pub(crate) rejects: Vec<(u64, Reason, String, Event)>,
 }
 
+impl Batch {
+    /// The priorities of its events.
+    pub(crate) fn priorities(&self) -> impl Iterator<Item = colloquium_event::Priority> + '_ {
+        self.payloads.iter().map(|(_, priority, _)| *priority)
+    }
+}
+
+/// How often a paused connection looks for room in its lane.
+const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
 async fn serve<A: Accept>(
     mut stream: TcpStream,
     shared: &Shared<A>,
@@ -305,6 +315,21 @@ async fn serve<A: Accept>(
         decoder.consume();
         let count = batch.payloads.len() + batch.rejects.len();
         if count > 0 {
+            // Backpressure: while a lane of this batch must push back, this connection is
+            // not read, so the kernel's window slows the client down; nothing is dropped.
+            let mut paused = false;
+            while let Some(lane) = shared.accept.full(&mut batch.priorities()) {
+                if !paused {
+                    paused = true;
+                    shared.metrics.paused(shared.name);
+                    tracing::debug!(source = shared.name, %lane, "lane full: not reading");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(PAUSE_POLL) => {}
+                    // Not stored and not acked: the client still has it.
+                    () = &mut stopping => return Ok(()),
+                }
+            }
             store(shared, batch, options, &mut stream, &mut durable, count).await?;
         }
         if let Some(error) = close {

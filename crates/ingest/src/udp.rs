@@ -111,6 +111,10 @@ struct UdpSource<A> {
     shared: Arc<Shared<A>>,
 }
 
+fn lane_is_full<A: Accept>(shared: &Shared<A>, batch: &Batch) -> bool {
+    !batch.payloads.is_empty() && shared.accept.full(&mut batch.priorities()).is_some()
+}
+
 impl<A> UdpSource<A> {
     fn error(&self, message: String) -> SourceError {
         SourceError {
@@ -189,6 +193,15 @@ impl<A: Accept> Source for UdpSource<A> {
                         self.take(datagram, seen, &mut batch);
                     }
                 }
+            }
+            // UDP cannot push back: what a full lane cannot take now is dropped, and counted.
+            if lane_is_full(&self.shared, &batch) {
+                let dropped = batch.payloads.len();
+                self.shared.accept.dropped(&mut batch.priorities());
+                self.shared
+                    .metrics
+                    .rejected(self.shared.name, "lane_full", dropped);
+                batch.payloads.clear();
             }
             if batch.payloads.is_empty() && batch.rejects.is_empty() {
                 continue;

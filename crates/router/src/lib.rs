@@ -8,9 +8,13 @@
 //!
 //! - [`predicate`]: `when:` as a Computo script or a shorthand.
 //! - [`balance`]: spreading results over a pipeline's sinks.
+//! - [`lanes`]: the priority lanes: depth, admission, what was shed.
+//! - [`control`]: the five-level backpressure control plane.
 #![warn(missing_docs)]
 
 pub mod balance;
+pub mod control;
+pub mod lanes;
 pub mod predicate;
 
 use std::sync::Arc;
@@ -20,6 +24,8 @@ use computo::EvalError;
 use serde_json::Value;
 
 pub use balance::{Balancer, Pick};
+pub use control::{ControlPlane, Level};
+pub use lanes::{Admission, Consumer, Gate, Lanes, Shed};
 pub use predicate::Predicate;
 
 /// One pipeline's entry in the routing table.

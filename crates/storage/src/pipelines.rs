@@ -30,7 +30,13 @@ use crate::{ColumnFamily, StorageError, Store};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Every event up to and including this id has been processed (`None`: nothing yet).
+    /// With lanes, the lowest of [`Checkpoint::lanes`].
     pub position: Option<EventId>,
+    /// Per priority lane (realtime, transactional, batch): every event *of that lane* up to
+    /// and including this id has been processed. `None` (checkpoints written before lanes):
+    /// every lane is at `position`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lanes: Option<[Option<EventId>; 3]>,
     /// Why the pipeline stopped (`on_error: stop_pipeline`), if it did.
     #[serde(default)]
     pub stopped: Option<String>,
@@ -299,6 +305,19 @@ impl Store {
         self.db()
             .put_cf_opt(&handle, replay_key(id), b"", &options)?;
         Ok(Some(letter))
+    }
+
+    /// Asks the pipelines to replay every dead letter in `ids`, in one write.
+    pub fn request_replays(&self, ids: &[EventId]) -> Result<(), StorageError> {
+        let handle = self.cf(ColumnFamily::Checkpoints)?;
+        let mut batch = WriteBatch::default();
+        for id in ids {
+            batch.put_cf(&handle, replay_key(*id), b"");
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(self.syncs());
+        self.db().write_opt(batch, &options)?;
+        Ok(())
     }
 
     /// Dead letters waiting to be replayed, oldest first.
@@ -574,6 +593,7 @@ mod tests {
         let checkpoint = Checkpoint {
             position: Some(event(30).id),
             stopped: None,
+            lanes: None,
         };
         let change = |key: &str, value: Option<&str>| StateChange {
             pipeline: "a".into(),

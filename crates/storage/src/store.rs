@@ -199,6 +199,41 @@ impl Store {
         Ok(letter)
     }
 
+    /// Stores each `(event, reason, error)` in the dead-letter queue, in one atomic write
+    /// (fsynced when `sync` is on). `reason`s must come from a small fixed set (metric labels).
+    pub fn put_dead_letters(
+        &self,
+        letters: Vec<(Event, Reason, String)>,
+    ) -> Result<(), StorageError> {
+        let now = Timestamp::now();
+        let ids = self.inner.dlq_ids.next_ids(now, letters.len());
+        let handle = self.cf(ColumnFamily::Dlq)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut reasons = Vec::with_capacity(letters.len());
+        for ((event, reason, error), id) in letters.into_iter().zip(ids) {
+            let letter = DeadLetter {
+                id,
+                reason,
+                error,
+                failed_at: now,
+                pipeline: None,
+                stage: None,
+                attempts: 1,
+                event,
+            };
+            let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
+            batch.put_cf(&handle, id.to_bytes(), value);
+            reasons.push(reason);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(self.inner.options.sync);
+        self.inner.db.write_opt(batch, &options)?;
+        for reason in reasons {
+            self.count_dead_letter(reason.as_str());
+        }
+        Ok(())
+    }
+
     /// Returns the dead letters in `range` (by failure time).
     pub fn dead_letters(
         &self,
@@ -546,6 +581,7 @@ mod tests {
                 Checkpoint {
                     position,
                     stopped: None,
+                    lanes: None,
                 },
             )],
             ..Default::default()

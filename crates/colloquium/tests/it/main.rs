@@ -8,6 +8,7 @@ mod crash;
 mod foundations;
 mod harness;
 mod ingest;
+mod lanes;
 mod pipelines;
 mod reliability;
 mod reload;

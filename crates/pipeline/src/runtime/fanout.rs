@@ -17,17 +17,17 @@ impl Worker {
         events: Vec<Event>,
         routed: &mut RoutedBySink,
     ) {
-        let Some(lane) = self.lanes.get(i) else {
+        let Some(slot) = self.slots.get(i) else {
             return;
         };
-        let count = lane.sinks.len();
+        let count = slot.sinks.len();
         for (index, output) in events.into_iter().enumerate() {
-            let pick = lane.balancer.pick_by(|p| output.data_pointer(p), count);
+            let pick = slot.balancer.pick_by(|p| output.data_pointer(p), count);
             let chosen = |k: &usize| pick == Pick::All || pick == Pick::One(*k);
             // The last chosen sink takes the result itself; only the others get copies.
             let last = (0..count).rev().find(chosen);
             let mut output = Some(output);
-            for (k, name) in lane.sinks.iter().enumerate() {
+            for (k, name) in slot.sinks.iter().enumerate() {
                 if !chosen(&k) {
                     continue;
                 }
@@ -38,7 +38,7 @@ impl Worker {
                 };
                 let Some(event) = event else { break };
                 let routed_event = Routed {
-                    pipeline: lane.name.clone(),
+                    pipeline: slot.name.clone(),
                     source_id,
                     index: u32::try_from(index).unwrap_or(u32::MAX),
                     event,

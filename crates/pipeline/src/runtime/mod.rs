@@ -28,6 +28,7 @@ mod intake;
 mod layout;
 mod monitor;
 mod placement;
+mod positions;
 mod replay;
 mod report;
 mod worker;
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 use colloquium_config::{Config, ConfigError, StartFrom};
 use colloquium_event::{EventId, IdGenerator};
+use colloquium_router::Lanes;
 use colloquium_storage::{Checkpoint, Order, PipelineCommit, ScanRange, StorageError, Store};
 use colloquium_telemetry::health::HealthBoard;
 use tokio::sync::watch;
@@ -93,6 +95,7 @@ struct Shared {
     ids: Arc<IdGenerator>,
     metrics: PipelineMetrics,
     board: HealthBoard,
+    lanes: Lanes,
 }
 
 /// A worker's thread, which drives it on its own single-threaded Tokio runtime.
@@ -128,7 +131,7 @@ impl RuntimeHandle {
 
 impl Runtime {
     /// Builds the topology and starts the workers on the store's log. Metrics go to `metrics`,
-    /// each pipeline's health to `board`. With no pipelines in `config` no worker runs until a
+    /// each pipeline's health to `board`, its progress through the lanes to `lanes`. With no pipelines in `config` no worker runs until a
     /// [`Runtime::reload`] adds some.
     pub fn start(
         config: &Config,
@@ -137,6 +140,7 @@ impl Runtime {
         ids: Arc<IdGenerator>,
         metrics: PipelineMetrics,
         board: HealthBoard,
+        lanes: Lanes,
     ) -> Result<Self, RuntimeError> {
         let monitor = Monitor::start(store.clone(), metrics.clone(), board.clone())
             .map_err(RuntimeError::Thread)?;
@@ -148,6 +152,7 @@ impl Runtime {
                 ids,
                 metrics,
                 board,
+                lanes,
             },
             config: config.clone(),
             workers: Vec::new(),
@@ -191,6 +196,8 @@ impl Runtime {
             }
         }
         self.forget_removed(config)?;
+        let names: Vec<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
+        self.shared.lanes.retain(&names);
         match self.launch(config) {
             Ok(workers) => {
                 self.workers = workers;
@@ -290,17 +297,20 @@ fn write_first_checkpoints(store: &Store, config: &Config) -> Result<(), Storage
     for (name, position) in starts.chain(std::iter::once((ROUTER, newest))) {
         // A stopped pipeline retries from its checkpoint after a reload or restart, so its
         // health must not still say stopped until its next step.
-        let position = match store.checkpoint(name)? {
-            None => position,
-            Some(Checkpoint {
+        let checkpoint = match store.checkpoint(name)? {
+            None => Checkpoint {
                 position,
-                stopped: Some(_),
-            }) => position,
+                ..Checkpoint::default()
+            },
+            Some(
+                stopped @ Checkpoint {
+                    stopped: Some(_), ..
+                },
+            ) => Checkpoint {
+                stopped: None,
+                ..stopped
+            },
             Some(_) => continue,
-        };
-        let checkpoint = Checkpoint {
-            position,
-            stopped: None,
         };
         first.checkpoints.push((name.to_owned(), checkpoint));
     }

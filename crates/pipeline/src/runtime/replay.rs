@@ -23,13 +23,13 @@ impl Worker {
             let index = letter
                 .pipeline
                 .as_ref()
-                .and_then(|p| self.lanes.iter().position(|l| *l.name == **p));
+                .and_then(|p| self.slots.iter().position(|l| *l.name == **p));
             let source_id = letter.event.id;
             let sink_failure = letter.reason.is_sink_failure();
             match index {
                 // Another worker's, or held back while its pipeline is stopped (replayed after
                 // it restarts).
-                Some(i) if !self.lanes[i].own => continue,
+                Some(i) if !self.slots[i].own => continue,
                 Some(i) if self.topology.pipelines()[i].stopped().is_some() => continue,
                 None if !self.routes => continue,
                 Some(i) if sink_failure => {
@@ -51,21 +51,21 @@ impl Worker {
                 None => {
                     let reason = letter.reason;
                     for i in self.topology.matching(&letter.event) {
-                        if !self.lanes[i].own {
+                        if !self.slots[i].own {
                             commit.handoffs.push(NewDeadLetter {
                                 reason,
                                 error: letter.error.clone(),
-                                pipeline: Some(self.lanes[i].name.to_string()),
+                                pipeline: Some(self.slots[i].name.to_string()),
                                 stage: None,
                                 attempts: letter.attempts,
                                 event: letter.event.clone(),
                             });
                         }
                     }
-                    let lanes = &self.lanes;
-                    let take = |i: usize| match lanes.get(i) {
-                        Some(lane) if lane.own && lane.batched => Take::Later,
-                        Some(lane) if lane.own => Take::Now,
+                    let slots = &self.slots;
+                    let take = |i: usize| match slots.get(i) {
+                        Some(slot) if slot.own && slot.batched => Take::Later,
+                        Some(slot) if slot.own => Take::Now,
                         _ => Take::No,
                     };
                     let Delivery {

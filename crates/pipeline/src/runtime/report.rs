@@ -12,15 +12,15 @@ impl Worker {
     pub(super) fn report(&mut self, taken: &[Vec<u64>]) {
         let now = Timestamp::now().as_millis();
         // Once per pipeline and step, not per event: labels allocate and families hash.
-        for (lane, times) in self.lanes.iter().zip(taken).filter(|(_, t)| !t.is_empty()) {
+        for (slot, times) in self.slots.iter().zip(taken).filter(|(_, t)| !t.is_empty()) {
             let matched = RouteLabels {
-                pipeline: lane.name.to_string(),
+                pipeline: slot.name.to_string(),
                 result: "matched",
             };
             let count = u64::try_from(times.len()).unwrap_or(u64::MAX);
             self.metrics.routed.get_or_create(&matched).inc_by(count);
             let labels = PipelineLabels {
-                pipeline: lane.name.to_string(),
+                pipeline: slot.name.to_string(),
             };
             let latency = self.metrics.latency.get_or_create(&labels);
             for ingested in times {
@@ -30,8 +30,8 @@ impl Worker {
             }
         }
         let pipelines = self.topology.pipelines().iter();
-        for (lane, pipeline) in self.lanes.iter_mut().zip(pipelines).filter(|(l, _)| l.own) {
-            let previous = &mut lane.reported;
+        for (slot, pipeline) in self.slots.iter_mut().zip(pipelines).filter(|(l, _)| l.own) {
+            let previous = &mut slot.reported;
             for (j, (stage, counts)) in pipeline.stage_counts().enumerate() {
                 if previous.len() <= j {
                     previous.push(StageCounts::default());
@@ -44,7 +44,7 @@ impl Worker {
                 ] {
                     if now > then {
                         let labels = StageLabels {
-                            pipeline: lane.name.to_string(),
+                            pipeline: slot.name.to_string(),
                             stage: stage.to_owned(),
                             outcome,
                         };

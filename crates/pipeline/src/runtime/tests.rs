@@ -157,6 +157,7 @@ fn start_on(dir: tempfile::TempDir, store: Store, yaml: &str, registry: &Registr
         ids.clone(),
         PipelineMetrics::register(&metrics),
         HealthBoard::default(),
+        colloquium_router::Lanes::new(&config.lanes, &config.control),
     )
     .unwrap();
     Fixture {

@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use colloquium_config::Config;
-use colloquium_event::{Event, EventId, IdGenerator, Reason, Timestamp};
-use colloquium_router::Balancer;
-use colloquium_storage::{
-    Checkpoint, NewDeadLetter, PipelineCommit, StateChange, StorageError, Store,
-};
+use colloquium_event::{Event, EventId, IdGenerator, Lane, Reason, Timestamp};
+use colloquium_router::{Balancer, Consumer, Lanes, Shed};
+use colloquium_storage::{NewDeadLetter, PipelineCommit, StateChange, StorageError, Store};
 use tokio::sync::watch;
 
-use super::intake::Intake;
+use super::intake::{Intake, Taken};
+use super::positions::Positions;
 use super::{IDLE_POLL, ROUTER, RuntimeError, STEP_EVENTS, Shared};
 use crate::events::{PipelineMetrics, RouteLabels};
 use crate::pipeline::{Failure, StageCounts};
@@ -39,14 +38,18 @@ pub(super) struct Plan {
 }
 
 /// One pipeline as a worker sees it. Every worker builds the whole topology (routing looks at
-/// every pipeline's `when`), and runs only the lanes it owns.
-pub(super) struct Lane {
+/// every pipeline's `when`), and runs only the slots it owns.
+pub(super) struct Slot {
     pub name: Arc<str>,
     pub own: bool,
     /// Whether it runs a step's events as a batch (it may wait), after the others.
     pub batched: bool,
-    /// The last event it has processed (`None`: none yet).
-    pub position: Option<EventId>,
+    /// The last event it has passed in each lane.
+    pub positions: Positions,
+    /// Its progress through the lanes, for their depth.
+    pub consumer: Arc<Consumer>,
+    /// Events passed this step per lane (counted by the consumer), added after the commit.
+    pub passed: [u64; 3],
     pub sinks: Vec<String>,
     pub balancer: Balancer,
     /// Stage counters already added to the metrics, per stage.
@@ -62,15 +65,16 @@ pub(super) type RoutedBySink = BTreeMap<String, Vec<Routed>>;
 pub(super) struct Worker {
     pub store: Store,
     pub ids: Arc<IdGenerator>,
-    pub lanes: Vec<Lane>,
+    pub slots: Vec<Slot>,
     /// Whether this worker records routing failures and keeps the router's checkpoint.
     pub routes: bool,
     pub topology: Topology,
-    /// The last event whose routing failures were recorded.
-    pub router: Option<EventId>,
+    /// Per lane, the last event whose routing failures were recorded.
+    pub router: Positions,
     pub plan: Plan,
     pub metrics: PipelineMetrics,
     pub intake: Intake,
+    pub lanes: Lanes,
     /// Ids for what stages emit on a tick (their `store` rows are keyed by them).
     pub tick_ids: IdGenerator,
 }
@@ -80,14 +84,15 @@ impl Worker {
         let mut worker = Worker {
             store: shared.store.clone(),
             ids: shared.ids.clone(),
-            lanes: Vec::new(),
+            slots: Vec::new(),
             routes,
             topology: Topology::build(&plan.config, &plan.registry)
                 .map_err(RuntimeError::Config)?,
-            router: None,
+            router: Positions::default(),
             plan,
             metrics: shared.metrics.clone(),
-            intake: Intake::log(&shared.store, &shared.ids),
+            intake: Intake::log(&shared.store, &shared.ids, &shared.lanes),
+            lanes: shared.lanes.clone(),
             tick_ids: IdGenerator::default(),
         };
         worker.load()?;
@@ -101,7 +106,7 @@ impl Worker {
         let plan = &self.plan;
         let mut topology =
             Topology::build(&plan.config, &plan.registry).map_err(RuntimeError::Config)?;
-        let mut lanes = Vec::with_capacity(plan.config.pipelines.len());
+        let mut slots = Vec::with_capacity(plan.config.pipelines.len());
         let pipelines = plan.config.pipelines.iter().zip(topology.pipelines_mut());
         for ((p, pipeline), own) in pipelines.zip(&plan.own) {
             let checkpoint = self.store.checkpoint(&p.name)?.unwrap_or_default();
@@ -117,20 +122,25 @@ impl Worker {
                     }
                 }
             }
-            lanes.push(Lane {
+            slots.push(Slot {
                 name: pipeline.name().clone(),
                 own: *own,
                 batched: pipeline.is_batched(),
-                position: checkpoint.position,
+                positions: Positions::of(&checkpoint),
+                consumer: self.lanes.consumer(&p.name),
+                passed: [0; 3],
                 sinks: p.sinks.clone(),
                 balancer: Balancer::new(p.balance, p.balance_key.as_deref()),
                 reported: Vec::new(),
                 next_tick: Instant::now() + pipeline.tick_interval(),
             });
         }
-        self.router = self.store.checkpoint(ROUTER)?.and_then(|c| c.position);
+        self.router = match self.store.checkpoint(ROUTER)? {
+            Some(checkpoint) => Positions::of(&checkpoint),
+            None => Positions::default(),
+        };
         self.topology = topology;
-        self.lanes = lanes;
+        self.slots = slots;
         Ok(())
     }
 
@@ -154,7 +164,7 @@ impl Worker {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     match self.load() {
                         // What the failed step took from memory is gone: reread the log.
-                        Ok(()) => self.intake = Intake::log(&self.store, &self.ids),
+                        Ok(()) => self.intake = Intake::log(&self.store, &self.ids, &self.lanes),
                         Err(e) => tracing::error!(error = %e, "reloading pipelines failed"),
                     }
                     continue;
@@ -167,7 +177,7 @@ impl Worker {
     /// How long to wait for new events: [`IDLE_POLL`] at most, less when a tick is due sooner.
     fn idle_wait(&self) -> Duration {
         let now = Instant::now();
-        self.lanes
+        self.slots
             .iter()
             .filter(|l| l.own)
             .map(|l| l.next_tick.saturating_duration_since(now))
@@ -179,44 +189,71 @@ impl Worker {
     async fn step(&mut self) -> Result<usize, StepError> {
         let started = Instant::now();
         let watermark = self.ids.watermark();
-        let live = (self.topology.pipelines().iter().zip(&self.lanes))
-            .filter(|(p, lane)| lane.own && p.stopped().is_none())
-            .map(|(_, lane)| lane.position);
-        let router = self.routes.then_some(self.router);
+        let live = (self.topology.pipelines().iter().zip(&self.slots))
+            .filter(|(p, slot)| slot.own && p.stopped().is_none())
+            .map(|(_, slot)| slot.positions.low());
+        let router = self.routes.then_some(self.router.low());
         // `None` (nothing processed) sorts first: read from the start of the log. Nothing
         // live and no routing: nothing to read.
         let from = live.chain(router).min();
-        let events = match from {
-            Some(after) => {
-                self.intake
-                    .next_events(&self.store, &self.ids, &self.metrics, after, watermark)?
-            }
-            None => Vec::new(),
+        let Taken {
+            events,
+            shed,
+            drained,
+        } = match from {
+            Some(after) => self.intake.next_events(
+                &self.store,
+                &self.ids,
+                &self.metrics,
+                &self.lanes,
+                after,
+                watermark,
+            )?,
+            None => Taken::default(),
         };
-        let count = events.len();
-        let last = events.last().map(|e| e.id);
+        let count = events.len() + shed.len();
+        // Per lane, the step's last event: a prefix of each lane is taken.
+        let mut lane_last = [None; 3];
+        for event in events.iter().chain(shed.iter().map(|(e, _)| e)) {
+            let lane = self.lanes.lane(event.metadata.priority).index();
+            lane_last[lane] = lane_last[lane].max(Some(event.id));
+        }
+        let last = lane_last.into_iter().max().flatten();
         let mut commit = PipelineCommit::default();
         let mut routed = RoutedBySink::new();
         self.replay(&mut commit, &mut routed).await?;
         // Per pipeline: ingest times (ms) of the events it took, for metrics after the commit.
-        let mut taken = vec![Vec::new(); self.lanes.len()];
-        let mut later: Vec<Vec<Event>> = vec![Vec::new(); self.lanes.len()];
+        let mut taken = vec![Vec::new(); self.slots.len()];
+        let mut later: Vec<Vec<Event>> = vec![Vec::new(); self.slots.len()];
+        for (event, cause) in shed {
+            self.shed(event, cause, &mut commit);
+        }
         for event in events {
             self.process(event, &mut commit, &mut routed, &mut taken, &mut later);
         }
         if let Some(last) = last {
-            self.process_batched(last, later, &mut commit, &mut routed, &mut taken)
+            self.process_batched(later, lane_last, &mut commit, &mut routed, &mut taken)
                 .await;
+            // Lanes with nothing left below `last` move to it, so the log is never read
+            // again from an idle lane's old position.
+            for (slot, pipeline) in self.slots.iter_mut().zip(self.topology.pipelines()) {
+                if slot.own && pipeline.stopped().is_none() {
+                    slot.positions.pass_drained(drained, last);
+                }
+            }
+            if self.routes {
+                self.router.pass_drained(drained, last);
+            }
         }
         self.tick(count > 0, &mut commit, &mut routed).await;
         let produced = !routed.is_empty() || !commit.dead_letters.is_empty();
-        for (lane, pipeline) in self.lanes.iter().zip(self.topology.pipelines_mut()) {
-            if !lane.own {
+        for (slot, pipeline) in self.slots.iter().zip(self.topology.pipelines_mut()) {
+            if !slot.own {
                 continue;
             }
             for (stage, write) in pipeline.state_changes() {
                 commit.state.push(StateChange {
-                    pipeline: lane.name.to_string(),
+                    pipeline: slot.name.to_string(),
                     stage: stage.to_string(),
                     write,
                 });
@@ -226,30 +263,26 @@ impl Worker {
             return Ok(0);
         }
         self.send(routed, &mut commit).await?;
-        for (lane, pipeline) in self.lanes.iter().zip(self.topology.pipelines()) {
-            if lane.own {
-                commit.checkpoints.push((
-                    lane.name.to_string(),
-                    Checkpoint {
-                        position: lane.position,
-                        stopped: pipeline.stopped().map(str::to_owned),
-                    },
-                ));
+        for (slot, pipeline) in self.slots.iter().zip(self.topology.pipelines()) {
+            if slot.own {
+                let stopped = pipeline.stopped().map(str::to_owned);
+                commit
+                    .checkpoints
+                    .push((slot.name.to_string(), slot.positions.checkpoint(stopped)));
             }
         }
-        if self.routes
-            && let Some(last) = last
-        {
-            self.router = Some(last);
-            commit.checkpoints.push((
-                ROUTER.to_owned(),
-                Checkpoint {
-                    position: Some(last),
-                    stopped: None,
-                },
-            ));
+        if self.routes && last.is_some() {
+            commit
+                .checkpoints
+                .push((ROUTER.to_owned(), self.router.checkpoint(None)));
         }
         self.store.commit_pipelines(commit)?;
+        for (slot, pipeline) in self.slots.iter_mut().zip(self.topology.pipelines()) {
+            if slot.own {
+                slot.consumer.passed(std::mem::take(&mut slot.passed));
+                slot.consumer.set_active(pipeline.stopped().is_none());
+            }
+        }
         self.metrics.step.observe(started.elapsed().as_secs_f64());
         self.report(&taken);
         Ok(count)
@@ -267,15 +300,19 @@ impl Worker {
     ) {
         let ingested = event.ingest_time.as_millis();
         let id = event.id;
-        let lanes = &self.lanes;
-        let take =
-            |i: usize| match lanes.get(i) {
-                Some(lane) if lane.own && lane.position.is_none_or(|at| at < id) => {
-                    if lane.batched { Take::Later } else { Take::Now }
+        let lane = self.lanes.lane(event.metadata.priority);
+        let slots = &self.slots;
+        let take = |i: usize| match slots.get(i) {
+            Some(slot) if slot.own && slot.positions.before(lane, id) => {
+                if slot.batched {
+                    Take::Later
+                } else {
+                    Take::Now
                 }
-                _ => Take::No,
-            };
-        let report_routing = self.routes && self.router.is_none_or(|r| r < id);
+            }
+            _ => Take::No,
+        };
+        let report_routing = self.routes && self.router.pass(lane, id);
         let Delivery {
             outputs,
             failures,
@@ -316,21 +353,67 @@ impl Worker {
         }
         // Every in-place pipeline here that was before this event and is still running is now
         // past it (batched ones move at the end of the step).
-        for (lane, pipeline) in self.lanes.iter_mut().zip(self.topology.pipelines()) {
-            let running = lane.own && pipeline.stopped().is_none() && !lane.batched;
-            if running && lane.position.is_none_or(|p| p < id) {
-                lane.position = Some(id);
+        for (slot, pipeline) in self.slots.iter_mut().zip(self.topology.pipelines()) {
+            if !slot.own || pipeline.stopped().is_some() {
+                continue;
+            }
+            let moved = if slot.batched {
+                slot.positions.before(lane, id)
+            } else {
+                slot.positions.pass(lane, id)
+            };
+            if moved && slot.consumer.counts(id) {
+                slot.passed[lane.index()] += 1;
             }
         }
     }
 
+    /// Sheds `event` from its lane: each running pipeline here that had not passed it and
+    /// that it would have gone to gets a dead letter (reason `overflow`, replayable), and
+    /// every running pipeline here moves past it. Counted once per such dead letter.
+    fn shed(&mut self, event: Event, cause: Shed, commit: &mut PipelineCommit) {
+        let lane = self.lanes.lane(event.metadata.priority);
+        let id = event.id;
+        let capacity = self.lanes.spec(lane).capacity;
+        let mut letters = 0;
+        for i in self.topology.matching(&event) {
+            let (Some(slot), Some(pipeline)) =
+                (self.slots.get(i), self.topology.pipelines().get(i))
+            else {
+                continue;
+            };
+            if slot.own && pipeline.stopped().is_none() && slot.positions.before(lane, id) {
+                commit.dead_letters.push(NewDeadLetter {
+                    reason: Reason::Overflow,
+                    error: cause.error(lane, capacity),
+                    pipeline: Some(slot.name.to_string()),
+                    stage: None,
+                    attempts: 0,
+                    event: event.clone(),
+                });
+                letters += 1;
+            }
+        }
+        self.lanes.shed(lane, cause, letters);
+        for (slot, pipeline) in self.slots.iter_mut().zip(self.topology.pipelines()) {
+            let running = slot.own && pipeline.stopped().is_none();
+            if running && slot.positions.pass(lane, id) && slot.consumer.counts(id) {
+                slot.passed[lane.index()] += 1;
+            }
+        }
+        if self.routes {
+            self.router.pass(lane, id);
+        }
+    }
+
     /// Runs each batched pipeline over the events it was given this step, then moves it past
-    /// the step's `last` event. One stopped by corrupt state keeps its position, and this
-    /// step's results and state changes of it are dropped: nothing is blamed on the events.
+    /// them (and, in the step, past the rest of the drained lanes). One stopped by corrupt
+    /// state keeps its position, and this step's results and state changes of it are
+    /// dropped: nothing is blamed on the events.
     async fn process_batched(
         &mut self,
-        last: EventId,
         later: Vec<Vec<Event>>,
+        lane_last: [Option<EventId>; 3],
         commit: &mut PipelineCommit,
         routed: &mut RoutedBySink,
         taken: &mut [Vec<u64>],
@@ -339,8 +422,8 @@ impl Worker {
             let Some(pipeline) = self.topology.pipelines_mut().get_mut(i) else {
                 continue;
             };
-            let lane = &self.lanes[i];
-            if !lane.own || !pipeline.is_batched() || pipeline.stopped().is_some() {
+            let slot = &self.slots[i];
+            if !slot.own || !pipeline.is_batched() || pipeline.stopped().is_some() {
                 continue;
             }
             let ids: Vec<(EventId, u64)> = events
@@ -361,9 +444,10 @@ impl Worker {
                 taken[i].push(ingested);
                 self.to_sinks(i, id, outcome.outputs, routed);
             }
-            let lane = &mut self.lanes[i];
-            if lane.position.is_none_or(|p| p < last) {
-                lane.position = Some(last);
+            for (lane, last) in Lane::ALL.into_iter().zip(lane_last) {
+                if let Some(last) = last {
+                    self.slots[i].positions.pass(lane, last);
+                }
             }
         }
     }
@@ -377,17 +461,17 @@ impl Worker {
         routed: &mut RoutedBySink,
     ) {
         let now = Instant::now();
-        for i in 0..self.lanes.len() {
-            let lane = &self.lanes[i];
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
             let Some(pipeline) = self.topology.pipelines_mut().get_mut(i) else {
                 continue;
             };
-            if !lane.own || pipeline.stopped().is_some() || !(stepped || lane.next_tick <= now) {
+            if !slot.own || pipeline.stopped().is_some() || !(stepped || slot.next_tick <= now) {
                 continue;
             }
             let interval = pipeline.tick_interval();
             let outcomes = pipeline.tick(Timestamp::now()).await;
-            self.lanes[i].next_tick = now + interval;
+            self.slots[i].next_tick = now + interval;
             for outcome in outcomes {
                 record_failures(outcome.failures, commit);
                 if outcome.outputs.is_empty() {
