@@ -33,7 +33,7 @@ impl Accept for StoreAccept {
     }
 
     /// Events a full `drop_newest` lane refuses, or the control plane sheds or diverts, are
-    /// dead-lettered (reason `overflow`, replayable) before the rest is appended. A lane that
+    /// dead-lettered (reason `overflow`, replayable) after the rest is appended. A lane that
     /// pushes back was asked about before the ids were taken ([`Accept::full`]); if it filled
     /// since, the batch still goes in (a block lane's capacity is exceeded by at most what was
     /// in flight), because refusing it now would hold ids that every reader waits for.
@@ -52,22 +52,27 @@ impl Accept for StoreAccept {
                 Admission::Shed(cause) => shed.push((lane, cause, event)),
             }
         }
+        // The log first: its ids settle as soon as it is written, not after the dead letters
+        // too (every reader waits for them, realtime included).
+        if take.is_empty() {
+            drop(ids);
+        } else {
+            let stored = self.store.append_settling(take.into(), ids).await;
+            stored.map_err(|e| match e {
+                StorageError::Closed => AcceptError::ShuttingDown,
+                // The details (file paths, RocksDB's words) are logged by the writer, not sent.
+                other => AcceptError::Unavailable(other.public_message().to_owned()),
+            })?;
+            for lane in Lane::ALL {
+                self.lanes.admitted(lane, admitted[lane.index()]);
+            }
+            self.pipelines.notify();
+        }
+        // Should this fail, the batch is refused although its taken part is in the log: the
+        // client's retry stores that part twice (at least once, never lost).
         if !shed.is_empty() {
             self.shed(shed).await?;
         }
-        if take.is_empty() {
-            return Ok(());
-        }
-        let stored = self.store.append_settling(take.into(), ids).await;
-        stored.map_err(|e| match e {
-            StorageError::Closed => AcceptError::ShuttingDown,
-            // The details (file paths, RocksDB's words) are logged by the writer, not sent.
-            other => AcceptError::Unavailable(other.public_message().to_owned()),
-        })?;
-        for lane in Lane::ALL {
-            self.lanes.admitted(lane, admitted[lane.index()]);
-        }
-        self.pipelines.notify();
         Ok(())
     }
 

@@ -145,10 +145,18 @@ async fn tcp(args: BenchTcpArgs) -> anyhow::Result<()> {
     let end = measure_from + args.duration;
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
+        let pace = args.rate.map(|rate| {
+            // Frames per connection per millisecond, at least one.
+            rate.div_ceil(args.connections as u64 * 1_000).max(1) as usize
+        });
         tasks.push(tokio::spawn(tcp_connection(
-            args.addr,
-            args.size,
-            args.window,
+            TcpLoad {
+                addr: args.addr,
+                size: args.size,
+                window: args.window,
+                priority: args.priority,
+                per_ms: pace,
+            },
             measure_from,
             end,
         )));
@@ -175,15 +183,26 @@ async fn tcp(args: BenchTcpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One connection: writes frames in chunks while fewer than `window` are unacked; returns the
-/// frames acked between `measure_from` and `end`.
-async fn tcp_connection(
+/// What one `bench tcp` connection sends.
+struct TcpLoad {
     addr: SocketAddr,
     size: usize,
     window: u64,
-    measure_from: Instant,
-    end: Instant,
-) -> anyhow::Result<u64> {
+    priority: colloquium_event::Priority,
+    /// Frames per millisecond (`None`: flat out).
+    per_ms: Option<usize>,
+}
+
+/// One connection: writes frames in chunks while fewer than `window` are unacked; returns the
+/// frames acked between `measure_from` and `end`.
+async fn tcp_connection(load: TcpLoad, measure_from: Instant, end: Instant) -> anyhow::Result<u64> {
+    let TcpLoad {
+        addr,
+        size,
+        window,
+        priority,
+        per_ms,
+    } = load;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stream = TcpStream::connect(addr)
         .await
@@ -227,20 +246,20 @@ async fn tcp_connection(
     });
     // A chunk of frames with JSON payloads padded to `size` bytes.
     let mut chunk = Vec::new();
-    let per_chunk = (256 << 10) / (size + 12).max(1);
+    let per_chunk = per_ms.unwrap_or((256 << 10) / (size + 12).max(1));
     for seq in 0..per_chunk {
         let head = format!("{{\"seq\":{seq},\"pad\":\"");
         let pad = size.saturating_sub(head.len() + 2);
         let payload = format!("{head}{}\"}}", "x".repeat(pad));
-        colloquium_ingest::frame::encode(
-            colloquium_event::Priority::Medium,
-            "bench",
-            payload.as_bytes(),
-            &mut chunk,
-        );
+        colloquium_ingest::frame::encode(priority, "bench", payload.as_bytes(), &mut chunk);
     }
     let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while Instant::now() < end {
+        if per_ms.is_some() {
+            tick.tick().await;
+        }
         while sent.saturating_sub(*acked.borrow()) > window {
             if tokio::time::timeout(Duration::from_millis(100), acked.changed())
                 .await

@@ -194,6 +194,13 @@ pub struct BenchTcpArgs {
     /// Frames a connection may have sent but not yet seen acked.
     #[arg(long, default_value_t = 65_536)]
     pub window: u64,
+    /// The frames' priority byte (critical, high, medium, low, batch).
+    #[arg(long, default_value = "medium")]
+    pub priority: colloquium_event::Priority,
+    /// Target frames/s across all connections (default: as fast as the node acks), sent
+    /// every millisecond.
+    #[arg(long)]
+    pub rate: Option<u64>,
     /// Measured run time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,

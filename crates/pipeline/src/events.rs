@@ -1,8 +1,8 @@
 //! Everything the pipelines report, registered once when they start.
 //!
 //! - `colloquium_pipeline_events_total{pipeline, stage, outcome="in|out|failed"}` per stage;
-//! - `colloquium_pipeline_latency_seconds{pipeline}`: from an event's ingest to the commit of the
-//!   step that processed it (the ingest-to-sink latency);
+//! - `colloquium_pipeline_latency_seconds{pipeline, lane}`: from an event's ingest to the commit of
+//!   the step that processed it (the ingest-to-sink latency);
 //! - `colloquium_pipeline_read_events_total{source="memory|log"}`: where workers got their
 //!   events (memory once caught up with the log);
 //! - `colloquium_pipeline_step_seconds`: how long each committed step took (read the log,
@@ -45,6 +45,15 @@ pub struct PipelineLabels {
     pub pipeline: String,
 }
 
+/// `{pipeline, lane}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The event's priority lane.
+    pub lane: &'static str,
+}
+
 /// `{pipeline, result}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -72,7 +81,7 @@ pub struct SinkLabels {
 #[derive(Clone)]
 pub struct PipelineMetrics {
     pub(crate) stage_events: Family<StageLabels, Counter>,
-    pub(crate) latency: HistogramFamily<PipelineLabels>,
+    pub(crate) latency: HistogramFamily<LatencyLabels>,
     pub(crate) step: Histogram,
     read: Family<ReadLabels, Counter>,
     pub(crate) lag: Family<PipelineLabels, Gauge<f64, AtomicU64>>,

@@ -227,6 +227,9 @@ impl Store {
         }
         let mut options = WriteOptions::default();
         options.set_sync(self.inner.options.sync);
+        // Under overload these are most of what is written: when compaction falls behind,
+        // they are the writes RocksDB slows down, not the log's.
+        options.set_low_pri(true);
         self.inner.db.write_opt(batch, &options)?;
         for reason in reasons {
             self.count_dead_letter(reason.as_str());

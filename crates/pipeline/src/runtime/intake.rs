@@ -43,6 +43,9 @@ pub(super) struct Taken {
 
 /// Where a worker's next events come from.
 pub(super) struct Intake {
+    store: Store,
+    ids: Arc<IdGenerator>,
+    lanes: Lanes,
     /// Most events held in memory before going back to the log.
     capacity: usize,
     mode: Mode,
@@ -65,12 +68,15 @@ enum Mode {
 
 impl Intake {
     /// Reading the log, with a fresh subscription for when it has caught up.
-    pub(super) fn log(store: &Store, ids: &IdGenerator, lanes: &Lanes) -> Intake {
+    pub(super) fn log(store: &Store, ids: &Arc<IdGenerator>, lanes: &Lanes) -> Intake {
         let capacity = usize::try_from(lanes.total_capacity())
             .unwrap_or(usize::MAX)
             .saturating_add(MARGIN)
             .min(MAX_IN_MEMORY);
         Intake {
+            store: store.clone(),
+            ids: ids.clone(),
+            lanes: lanes.clone(),
             capacity,
             mode: Intake::subscribe(store, ids, capacity),
         }
@@ -85,17 +91,16 @@ impl Intake {
         }
     }
 
-    /// The next step's events after `after` and below `watermark`: from memory by lane once
-    /// caught up, else up to [`STEP_EVENTS`] from the log in id order.
+    /// The next step's events after `after` and below `watermark`, up to `budget`: from
+    /// memory by lane once caught up, else from the log in id order.
     pub(super) fn next_events(
         &mut self,
-        store: &Store,
-        ids: &IdGenerator,
         metrics: &PipelineMetrics,
-        lanes: &Lanes,
         after: Option<EventId>,
         watermark: Option<EventId>,
+        budget: usize,
     ) -> Result<Taken, StorageError> {
+        let lanes = &self.lanes;
         let is_new = |id: EventId| after.is_none_or(|a| id > a);
         // No watermark: no id given out yet, so everything in the log is settled.
         let settled = |id: EventId| watermark.is_none_or(|w| id < w);
@@ -117,23 +122,28 @@ impl Intake {
                     insert_sorted(queue, arrived);
                 }
                 if waiting.iter().map(VecDeque::len).sum::<usize>() <= self.capacity {
-                    let taken = take(waiting, lanes, &settled);
+                    let taken = take(waiting, lanes, &settled, budget);
                     metrics.read(MEMORY, taken.events.len() + taken.shed.len());
                     return Ok(taken);
                 }
             }
             // Fell too far behind (batches were dropped, or too many wait): the log has them
             // all, and holding them here would cost memory without bound.
-            self.mode = Intake::subscribe(store, ids, self.capacity);
+            self.mode = Intake::subscribe(&self.store, &self.ids, self.capacity);
         }
         let range = ScanRange {
             after,
             ..ScanRange::default()
         };
         let mut events = Vec::new();
-        for item in store.scan(range, true) {
+        let mut full = false;
+        for item in self.store.scan(range, true) {
             let (id, bytes) = item?;
-            if !settled(id) || events.len() >= STEP_EVENTS {
+            if !settled(id) {
+                break;
+            }
+            if events.len() >= budget {
+                full = true;
                 break;
             }
             events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
@@ -145,7 +155,7 @@ impl Intake {
             subscription,
             since,
         } = &self.mode
-            && events.len() < STEP_EVENTS
+            && !full
             && since.is_none_or(|s| watermark.is_some_and(|w| w >= s))
         {
             self.mode = Mode::Memory {
@@ -188,6 +198,7 @@ fn take(
     waiting: &mut [VecDeque<Event>; 3],
     lanes: &Lanes,
     settled: &impl Fn(EventId) -> bool,
+    budget: usize,
 ) -> Taken {
     let level = lanes.level();
     let mut taken = Taken::default();
@@ -216,7 +227,7 @@ fn take(
         ready[lane.index()] = settled_count - shed;
     }
     let weights = Lane::ALL.map(|l| lanes.spec(l).weight);
-    let counts = shares(ready, weights, STEP_EVENTS);
+    let counts = shares(ready, weights, budget);
     for lane in Lane::ALL {
         let i = lane.index();
         taken.events.extend(waiting[i].drain(..counts[i]));

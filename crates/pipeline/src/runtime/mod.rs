@@ -53,6 +53,16 @@ use worker::{Plan, Worker};
 
 /// Most events read and committed in one step.
 pub const STEP_EVENTS: usize = 1_000;
+/// How long a step aims to take at most while realtime events flow (one was taken in the last
+/// [`REALTIME_RECENT`]): a pipeline whose events cost more than 2 µs each then takes fewer per
+/// step, so a realtime event waits behind little batch work.
+pub const STEP_TIME: Duration = Duration::from_millis(2);
+/// How long a step aims to take at most otherwise (fewer, larger commits).
+pub const STEP_TIME_IDLE_REALTIME: Duration = Duration::from_millis(20);
+/// How recently a realtime event must have been taken for steps to be sized to [`STEP_TIME`].
+pub const REALTIME_RECENT: Duration = Duration::from_secs(1);
+/// Fewest events a step is sized to (a step's commit has a cost of its own).
+pub const MIN_STEP_EVENTS: usize = 50;
 /// Longest a worker sleeps without a notification.
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Checkpoint key of the router (`@` cannot start a pipeline name).

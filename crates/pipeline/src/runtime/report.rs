@@ -1,15 +1,15 @@
 //! Stage, routing and latency metrics, updated once per committed step.
 
-use colloquium_event::Timestamp;
+use colloquium_event::{Lane, Timestamp};
 
 use super::worker::Worker;
-use crate::events::{PipelineLabels, RouteLabels, StageLabels};
+use crate::events::{LatencyLabels, RouteLabels, StageLabels};
 use crate::pipeline::StageCounts;
 
 impl Worker {
     /// Updates the stage, routing and latency metrics after a committed step; `taken`: per
-    /// pipeline, the ingest times (ms) of the events it took.
-    pub(super) fn report(&mut self, taken: &[Vec<u64>]) {
+    /// pipeline, the ingest times (ms) and lanes of the events it took.
+    pub(super) fn report(&mut self, taken: &[Vec<(u64, Lane)>]) {
         let now = Timestamp::now().as_millis();
         // Once per pipeline and step, not per event: labels allocate and families hash.
         for (slot, times) in self.slots.iter().zip(taken).filter(|(_, t)| !t.is_empty()) {
@@ -19,14 +19,21 @@ impl Worker {
             };
             let count = u64::try_from(times.len()).unwrap_or(u64::MAX);
             self.metrics.routed.get_or_create(&matched).inc_by(count);
-            let labels = PipelineLabels {
-                pipeline: slot.name.to_string(),
-            };
-            let latency = self.metrics.latency.get_or_create(&labels);
-            for ingested in times {
-                #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
-                let seconds = now.saturating_sub(*ingested) as f64 / 1000.0;
-                latency.observe(seconds);
+            for lane in Lane::ALL {
+                let mut times = times.iter().filter(|(_, l)| *l == lane).peekable();
+                if times.peek().is_none() {
+                    continue;
+                }
+                let labels = LatencyLabels {
+                    pipeline: slot.name.to_string(),
+                    lane: lane.as_str(),
+                };
+                let latency = self.metrics.latency.get_or_create(&labels);
+                for (ingested, _) in times {
+                    #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
+                    let seconds = now.saturating_sub(*ingested) as f64 / 1000.0;
+                    latency.observe(seconds);
+                }
             }
         }
         let pipelines = self.topology.pipelines().iter();

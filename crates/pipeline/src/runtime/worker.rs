@@ -13,7 +13,10 @@ use tokio::sync::watch;
 
 use super::intake::{Intake, Taken};
 use super::positions::Positions;
-use super::{IDLE_POLL, ROUTER, RuntimeError, STEP_EVENTS, Shared};
+use super::{
+    IDLE_POLL, MIN_STEP_EVENTS, REALTIME_RECENT, ROUTER, RuntimeError, STEP_EVENTS, STEP_TIME,
+    STEP_TIME_IDLE_REALTIME, Shared,
+};
 use crate::events::{PipelineMetrics, RouteLabels};
 use crate::pipeline::{Failure, StageCounts};
 use crate::registry::Registry;
@@ -75,6 +78,11 @@ pub(super) struct Worker {
     pub metrics: PipelineMetrics,
     pub intake: Intake,
     pub lanes: Lanes,
+    /// Most events the next step takes: [`STEP_EVENTS`], fewer for a pipeline so slow that a
+    /// full step would outlast [`STEP_TIME`] (a realtime event waits at most about one step).
+    pub budget: usize,
+    /// When this worker last took a realtime event.
+    pub realtime_at: Option<Instant>,
     /// Ids for what stages emit on a tick (their `store` rows are keyed by them).
     pub tick_ids: IdGenerator,
 }
@@ -93,6 +101,8 @@ impl Worker {
             metrics: shared.metrics.clone(),
             intake: Intake::log(&shared.store, &shared.ids, &shared.lanes),
             lanes: shared.lanes.clone(),
+            budget: STEP_EVENTS,
+            realtime_at: None,
             tick_ids: IdGenerator::default(),
         };
         worker.load()?;
@@ -154,8 +164,8 @@ impl Worker {
         let mut backoff = Duration::from_millis(100);
         while !stop.load(Ordering::Acquire) {
             match self.step().await {
-                Ok(read) if read >= STEP_EVENTS => continue, // catching up: no wait
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(true) => continue, // catching up: no wait
+                Ok(false) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     // The step was not committed, but processing it moved positions and stage
                     // state in memory: go back to the last commit, then retry.
@@ -184,10 +194,11 @@ impl Worker {
             .fold(IDLE_POLL, Duration::min)
     }
 
-    /// Processes up to [`STEP_EVENTS`] events, ticks, delivers and commits; returns how many
-    /// events it read.
-    async fn step(&mut self) -> Result<usize, StepError> {
+    /// Processes up to `budget` events, ticks, delivers and commits; returns whether it took
+    /// a full step (more may be waiting).
+    async fn step(&mut self) -> Result<bool, StepError> {
         let started = Instant::now();
+        let budget = self.budget;
         let watermark = self.ids.watermark();
         let live = (self.topology.pipelines().iter().zip(&self.slots))
             .filter(|(p, slot)| slot.own && p.stopped().is_none())
@@ -201,14 +212,9 @@ impl Worker {
             shed,
             drained,
         } = match from {
-            Some(after) => self.intake.next_events(
-                &self.store,
-                &self.ids,
-                &self.metrics,
-                &self.lanes,
-                after,
-                watermark,
-            )?,
+            Some(after) => self
+                .intake
+                .next_events(&self.metrics, after, watermark, budget)?,
             None => Taken::default(),
         };
         let count = events.len() + shed.len();
@@ -218,11 +224,15 @@ impl Worker {
             let lane = self.lanes.lane(event.metadata.priority).index();
             lane_last[lane] = lane_last[lane].max(Some(event.id));
         }
+        if lane_last[Lane::Realtime.index()].is_some() {
+            self.realtime_at = Some(started);
+        }
         let last = lane_last.into_iter().max().flatten();
         let mut commit = PipelineCommit::default();
         let mut routed = RoutedBySink::new();
         self.replay(&mut commit, &mut routed).await?;
-        // Per pipeline: ingest times (ms) of the events it took, for metrics after the commit.
+        // Per pipeline: ingest times (ms) and lanes of the events it took, for metrics after
+        // the commit.
         let mut taken = vec![Vec::new(); self.slots.len()];
         let mut later: Vec<Vec<Event>> = vec![Vec::new(); self.slots.len()];
         for (event, cause) in shed {
@@ -260,7 +270,7 @@ impl Worker {
             }
         }
         if last.is_none() && commit.replayed.is_empty() && !produced && commit.state.is_empty() {
-            return Ok(0);
+            return Ok(false);
         }
         self.send(routed, &mut commit).await?;
         for (slot, pipeline) in self.slots.iter().zip(self.topology.pipelines()) {
@@ -283,9 +293,25 @@ impl Worker {
                 slot.consumer.set_active(pipeline.stopped().is_none());
             }
         }
-        self.metrics.step.observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        self.metrics.step.observe(elapsed.as_secs_f64());
         self.report(&taken);
-        Ok(count)
+        if count >= MIN_STEP_EVENTS {
+            // Events that fit in the step time at this step's pace, halfway from the last budget.
+            let realtime = self
+                .realtime_at
+                .is_some_and(|at| at.elapsed() < REALTIME_RECENT);
+            let target = if realtime {
+                STEP_TIME
+            } else {
+                STEP_TIME_IDLE_REALTIME
+            };
+            let per_event = elapsed.as_nanos() / count as u128;
+            let fits = target.as_nanos() / per_event.max(1);
+            let fits = usize::try_from(fits).unwrap_or(usize::MAX);
+            self.budget = ((self.budget + fits) / 2).clamp(MIN_STEP_EVENTS, STEP_EVENTS);
+        }
+        Ok(count >= budget)
     }
 
     /// Routes one event and runs it through the pipelines of this worker that are before it:
@@ -295,7 +321,7 @@ impl Worker {
         event: Event,
         commit: &mut PipelineCommit,
         routed: &mut RoutedBySink,
-        taken: &mut [Vec<u64>],
+        taken: &mut [Vec<(u64, Lane)>],
         later: &mut [Vec<Event>],
     ) {
         let ingested = event.ingest_time.as_millis();
@@ -346,7 +372,7 @@ impl Worker {
             }
         }
         for (i, _) in &outputs {
-            taken[*i].push(ingested);
+            taken[*i].push((ingested, lane));
         }
         for (i, events) in outputs {
             self.to_sinks(i, id, events, routed);
@@ -416,7 +442,7 @@ impl Worker {
         lane_last: [Option<EventId>; 3],
         commit: &mut PipelineCommit,
         routed: &mut RoutedBySink,
-        taken: &mut [Vec<u64>],
+        taken: &mut [Vec<(u64, Lane)>],
     ) {
         for (i, events) in later.into_iter().enumerate() {
             let Some(pipeline) = self.topology.pipelines_mut().get_mut(i) else {
@@ -426,9 +452,12 @@ impl Worker {
             if !slot.own || !pipeline.is_batched() || pipeline.stopped().is_some() {
                 continue;
             }
-            let ids: Vec<(EventId, u64)> = events
+            let ids: Vec<(EventId, u64, Lane)> = events
                 .iter()
-                .map(|e| (e.id, e.ingest_time.as_millis()))
+                .map(|e| {
+                    let lane = self.lanes.lane(e.metadata.priority);
+                    (e.id, e.ingest_time.as_millis(), lane)
+                })
                 .collect();
             let outcomes = if events.is_empty() {
                 Vec::new()
@@ -439,9 +468,9 @@ impl Worker {
                 drop(pipeline.state_changes());
                 continue;
             }
-            for ((id, ingested), outcome) in ids.into_iter().zip(outcomes) {
+            for ((id, ingested, lane), outcome) in ids.into_iter().zip(outcomes) {
                 record_failures(outcome.failures, commit);
-                taken[i].push(ingested);
+                taken[i].push((ingested, lane));
                 self.to_sinks(i, id, outcome.outputs, routed);
             }
             for (lane, last) in Lane::ALL.into_iter().zip(lane_last) {

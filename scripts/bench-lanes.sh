@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Lanes under overload (issue 14): one pipeline with a deliberately costly transform; a TCP
+# client floods the batch lane flat out (about 10× what the pipeline can process) while another
+# sends realtime frames at a steady rate. Reports the pipeline's throughput, the batch lane's
+# offered load and what it shed, the realtime lane's ingest-to-sink latency (p50/p99 from
+# colloquium_pipeline_latency_seconds{lane="realtime"}), and the node's peak RSS.
+#
+#   [DURATION=20s] [RATE=1000] [BIN=path/to/colloquium] [LANES='{…}'] scripts/bench-lanes.sh
+set -euo pipefail
+bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}
+duration=${DURATION:-20s}
+rate=${RATE:-1000}
+work=$(mktemp -d /tmp/colloquium-bench-lanes.XXXXXX)
+trap 'kill $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# About 25 µs of Computo per event: the pipeline processes a few tens of thousands per second.
+numbers=$(seq -s, 1 400)
+cat > "$work/config.yaml" <<YAML
+storage: {sync: ${SYNC:-true}, retention: null}
+${LANES:+lanes: $LANES}
+sources:
+  frames: {type: tcp, address: '127.0.0.1:0', ack: true}
+sinks: {db: {type: store}}
+pipelines:
+  - name: p
+    stages:
+      - type: transform
+        script: [obj, [seq, [get, [\$input], /seq]],
+                 [weight, [count, [filter, {array: [$numbers]}, [lambda, [x], [">", [\$, /x], 200]]]]]]
+    sinks: [db]
+YAML
+"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
+node=$!
+until grep -q "colloquium ready" "$work/node.log"; do kill -0 $node || { tail -3 "$work/node.log"; exit 1; }; sleep 0.1; done
+addr=$(sed -n 's/^colloquium ready .*frames=\([^ ]*\).*/\1/p' "$work/node.log")
+http=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
+"$bin" bench tcp --addr "$addr" --priority batch --size 64 --connections 1 --duration "$duration" > "$work/batch.txt" &
+batch=$!
+"$bin" bench tcp --addr "$addr" --priority high --size 64 --connections 1 --rate "$rate" --duration "$duration" --pid $node > "$work/realtime.txt"
+wait $batch
+echo "batch lane, flat out:"; sed -n 's/^frames\/s: */  offered and durable (in the log or the DLQ): /p' "$work/batch.txt"
+echo "realtime lane, $rate/s:"; sed -n 's/^frames\/s: */  durable: /p' "$work/realtime.txt"
+grep "peak" "$work/realtime.txt" || true
+curl -s "$http/metrics" > "$work/metrics"
+awk '/^colloquium_pipeline_events_total\{pipeline="p",stage="transform",outcome="in"\}/ { print "pipeline: " $NF " events processed (warm-up included)" }' "$work/metrics"
+curl -s "$http/api/control" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("control plane: level", s["level"], "transitions", s["transitions"])
+for l in s["lanes"]:
+    print("  %s: admitted %d, depth %d/%d, shed %s" % (l["lane"], l["admitted"], l["depth"], l["capacity"], l["shed"]))
+'
+python3 - "$work/metrics" <<'PY'
+import re, sys
+buckets = {}
+for line in open(sys.argv[1]):
+    m = re.match(r'colloquium_pipeline_latency_seconds_bucket\{[^}]*lane="realtime"[^}]*le="([^"]+)"[^}]*\} (\d+)', line)
+    if not m:
+        m = re.match(r'colloquium_pipeline_latency_seconds_bucket\{[^}]*le="([^"]+)"[^}]*lane="realtime"[^}]*\} (\d+)', line)
+    if m:
+        le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+        buckets[le] = buckets.get(le, 0) + int(m.group(2))
+bounds = sorted(buckets)
+total = buckets[bounds[-1]] if bounds else 0
+def quantile(q):
+    rank, lower, below = q * total, 0.0, 0
+    for le in bounds:
+        if buckets[le] >= rank:
+            inside = buckets[le] - below
+            frac = (rank - below) / inside if inside else 1
+            return lower + (le - lower) * frac if le != float("inf") else lower
+        lower, below = le, buckets[le]
+if total:
+    print(f"realtime ingest-to-sink over {total} events: p50 {quantile(0.5)*1000:.1f} ms, p99 {quantile(0.99)*1000:.1f} ms (histogram estimate), {100*buckets.get(0.02, 0)/total:.2f}% within 20 ms")
+else:
+    print("no realtime latency recorded")
+PY
+grep VmHWM /proc/$node/status | awk '{printf "node peak RSS: %.0f MiB\n", $2/1024}'
