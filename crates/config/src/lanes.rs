@@ -275,4 +275,28 @@ mod tests {
         );
         assert!(text[1].contains("`low`") && text[1].contains("transactional, batch"));
     }
+
+    #[test]
+    fn bad_lanes_and_control_settings_name_their_key() {
+        let config = crate::from_str(
+            "lanes: {realtime: {capacity: 0}, batch: {weight: 0}}\ncontrol: {interval: 0s, hysteresis: 1.5, thresholds: {depth: [0.5, 0.4, 1.0, 1.5], drop_rate: [0.01, 0.02, 0.04, 0.1]}}\n",
+            &|_| None,
+        );
+        let Err(crate::LoadError::Invalid(errors)) = config else {
+            panic!("{config:?}");
+        };
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "lanes.realtime.capacity",
+                "lanes.batch.weight",
+                "control.interval",
+                "control.hysteresis",
+                "control.thresholds.depth"
+            ]
+        );
+        let unknown = crate::from_str("lanes: {fast: {capacity: 1}}\n", &|_| None);
+        assert!(format!("{unknown:?}").contains("fast"), "{unknown:?}");
+    }
 }
