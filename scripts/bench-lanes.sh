@@ -49,29 +49,5 @@ print("control plane: level", s["level"], "transitions", s["transitions"])
 for l in s["lanes"]:
     print("  %s: admitted %d, depth %d/%d, shed %s" % (l["lane"], l["admitted"], l["depth"], l["capacity"], l["shed"]))
 '
-python3 - "$work/metrics" <<'PY'
-import re, sys
-buckets = {}
-for line in open(sys.argv[1]):
-    m = re.match(r'colloquium_pipeline_latency_seconds_bucket\{[^}]*lane="realtime"[^}]*le="([^"]+)"[^}]*\} (\d+)', line)
-    if not m:
-        m = re.match(r'colloquium_pipeline_latency_seconds_bucket\{[^}]*le="([^"]+)"[^}]*lane="realtime"[^}]*\} (\d+)', line)
-    if m:
-        le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-        buckets[le] = buckets.get(le, 0) + int(m.group(2))
-bounds = sorted(buckets)
-total = buckets[bounds[-1]] if bounds else 0
-def quantile(q):
-    rank, lower, below = q * total, 0.0, 0
-    for le in bounds:
-        if buckets[le] >= rank:
-            inside = buckets[le] - below
-            frac = (rank - below) / inside if inside else 1
-            return lower + (le - lower) * frac if le != float("inf") else lower
-        lower, below = le, buckets[le]
-if total:
-    print(f"realtime ingest-to-sink over {total} events: p50 {quantile(0.5)*1000:.1f} ms, p99 {quantile(0.99)*1000:.1f} ms (histogram estimate), {100*buckets.get(0.02, 0)/total:.2f}% within 20 ms")
-else:
-    print("no realtime latency recorded")
-PY
+"$(dirname "$0")/latency.py" realtime < "$work/metrics"
 grep VmHWM /proc/$node/status | awk '{printf "node peak RSS: %.0f MiB\n", $2/1024}'

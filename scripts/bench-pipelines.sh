@@ -86,25 +86,6 @@ if [ -z "$rate" ]; then
 else
   "$bin" bench http --addr "$addr" --connections 4 --batch 1000 --rate "$rate" --duration 30s --pid $node
   curl -s "$addr/metrics" | grep -E "_seconds_(sum|count)" | sed "s/^/  /"
-  curl -s "$addr/metrics" | python3 -c '
-import sys, re
-buckets = {}
-for line in sys.stdin:
-    m = re.match(r"colloquium_pipeline_latency_seconds_bucket\{[^}]*le=\"([^\"]+)\"[^}]*\} (\d+)", line)
-    if m:
-        le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-        buckets[le] = buckets.get(le, 0) + int(m.group(2))
-bounds = sorted(buckets)
-total = buckets[bounds[-1]]
-def quantile(q):
-    rank, lower, below = q * total, 0.0, 0
-    for le in bounds:
-        if buckets[le] >= rank:
-            inside = buckets[le] - below
-            frac = (rank - below) / inside if inside else 1
-            return lower + (le - lower) * frac if le != float("inf") else lower
-        lower, below = le, buckets[le]
-print(f"ingest-to-sink latency over {total} events: p50 {quantile(0.5)*1000:.1f} ms, p99 {quantile(0.99)*1000:.1f} ms (histogram estimate), {100*buckets.get(0.02, 0)/total:.2f}% within 20 ms")
-'
+  curl -s "$addr/metrics" | "$(dirname "$0")/latency.py"
 fi
 grep VmHWM /proc/$node/status | awk '{printf "node peak RSS: %.0f MiB\n", $2/1024}'

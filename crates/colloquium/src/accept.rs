@@ -113,7 +113,7 @@ impl StoreAccept {
         let stored = tokio::task::spawn_blocking(move || store.put_dead_letters(letters))
             .await
             .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
-        stored.map_err(|e| match e {
+        stored.map(drop).map_err(|e| match e {
             StorageError::Closed => AcceptError::ShuttingDown,
             other => AcceptError::Unavailable(other.public_message().to_owned()),
         })

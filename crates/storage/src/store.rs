@@ -169,47 +169,17 @@ impl Store {
         retention::delete_outputs_before(&self.inner.db, cutoff)
     }
 
-    /// Stores `event` in the dead-letter queue (durably: fsynced when `sync` is on).
-    /// `reason` must come from a small fixed set: it becomes a metric label.
-    pub fn put_dead_letter(
-        &self,
-        event: Event,
-        reason: Reason,
-        error: &str,
-    ) -> Result<DeadLetter, StorageError> {
-        let now = Timestamp::now();
-        let letter = DeadLetter {
-            id: self.inner.dlq_ids.next_ids(now, 1)[0],
-            reason,
-            error: error.to_owned(),
-            failed_at: now,
-            pipeline: None,
-            stage: None,
-            attempts: 1,
-            event,
-        };
-        let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
-        let mut options = WriteOptions::default();
-        options.set_sync(self.inner.options.sync);
-        let handle = self.cf(ColumnFamily::Dlq)?;
-        self.inner
-            .db
-            .put_cf_opt(&handle, letter.id.to_bytes(), value, &options)?;
-        self.count_dead_letter(reason.as_str());
-        Ok(letter)
-    }
-
     /// Stores each `(event, reason, error)` in the dead-letter queue, in one atomic write
     /// (fsynced when `sync` is on). `reason`s must come from a small fixed set (metric labels).
     pub fn put_dead_letters(
         &self,
         letters: Vec<(Event, Reason, String)>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<DeadLetter>, StorageError> {
         let now = Timestamp::now();
         let ids = self.inner.dlq_ids.next_ids(now, letters.len());
         let handle = self.cf(ColumnFamily::Dlq)?;
         let mut batch = rocksdb::WriteBatch::default();
-        let mut reasons = Vec::with_capacity(letters.len());
+        let mut stored = Vec::with_capacity(letters.len());
         for ((event, reason, error), id) in letters.into_iter().zip(ids) {
             let letter = DeadLetter {
                 id,
@@ -223,7 +193,7 @@ impl Store {
             };
             let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
             batch.put_cf(&handle, id.to_bytes(), value);
-            reasons.push(reason);
+            stored.push(letter);
         }
         let mut options = WriteOptions::default();
         options.set_sync(self.inner.options.sync);
@@ -231,10 +201,10 @@ impl Store {
         // they are the writes RocksDB slows down, not the log's.
         options.set_low_pri(true);
         self.inner.db.write_opt(batch, &options)?;
-        for reason in reasons {
-            self.count_dead_letter(reason.as_str());
+        for letter in &stored {
+            self.count_dead_letter(letter.reason.as_str());
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Returns the dead letters in `range` (by failure time).
@@ -559,8 +529,13 @@ mod tests {
         let store = open(dir.path());
         let event = events(&IdGenerator::default(), 9, 1).remove(0);
         let letter = store
-            .put_dead_letter(event.clone(), Reason::NoRoute, "no rule matched")
-            .unwrap();
+            .put_dead_letters(vec![(
+                event.clone(),
+                Reason::NoRoute,
+                "no rule matched".into(),
+            )])
+            .unwrap()
+            .remove(0);
         let stored: Vec<DeadLetter> = store
             .dead_letters(ScanRange::default())
             .map(Result::unwrap)
@@ -632,7 +607,7 @@ mod tests {
         store.append(&batch).await.unwrap();
         for event in batch.iter().take(20) {
             store
-                .put_dead_letter(event.clone(), Reason::SinkError, "down")
+                .put_dead_letters(vec![(event.clone(), Reason::SinkError, "down".into())])
                 .unwrap();
         }
         // A pipeline that has processed nothing: age retention alone deletes nothing.

@@ -386,3 +386,45 @@ async fn the_control_plane_climbs_through_every_level_acts_at_each_and_comes_bac
     let (status, state) = set(r#"{"level": null}"#).await;
     assert_eq!((status, state["level"].as_str()), (200, Some("HEALTHY")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acked_frame_of_a_shedding_lane_survives_a_sigkill_in_the_log_or_the_dlq() {
+    let receiver = Receiver::start().await;
+    let node = node(
+        &receiver,
+        "{batch: {capacity: 100}}",
+        "  frames: {type: tcp, address: '127.0.0.1:0', ack: true}\n",
+    );
+    receiver.hold();
+    let mut stream = tokio::net::TcpStream::connect(node.source_addr("frames"))
+        .await
+        .unwrap();
+    // Batch frames while the pipeline stands still: the first 100 go to the log, the rest to
+    // the dead-letter queue, each acked only once durable.
+    let mut acked = 0;
+    for chunk in 0..10_u64 {
+        let mut bytes = Vec::new();
+        for n in chunk * 100..(chunk + 1) * 100 {
+            encode(
+                Priority::Batch,
+                "bulk",
+                format!("{{\"n\": {n}}}").as_bytes(),
+                &mut bytes,
+            );
+        }
+        stream.write_all(&bytes).await.unwrap();
+        while acked < (chunk + 1) * 100 {
+            assert_eq!(stream.read_u8().await.unwrap(), b'A');
+            acked = stream.read_u64().await.unwrap();
+        }
+    }
+    let restarted = node.kill9().restart();
+    let logged: Vec<Value> = restarted.all_events().await;
+    let shed = overflow_letters(&restarted, None).await;
+    let mut all = ns(&logged, |e| &e["data"]);
+    let in_dlq = ns(&shed, |l| &l["event"]["data"]);
+    assert_eq!(all.len() + in_dlq.len(), 1_000, "each frame once");
+    all.extend(in_dlq);
+    assert_eq!(all, (0..1_000).collect(), "every acked frame is kept");
+    assert_eq!(logged.len(), 100, "the lane's capacity went to the log");
+}
