@@ -26,7 +26,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use crate::registry::Registry;
-use crate::stage::{BuildContext, BuiltStage, CallResult, Failed, StageError};
+use crate::stage::{BuildContext, BuiltStage, CallResult, Failed, SideOutput, StageError};
 
 /// How a pipeline waits out a retry backoff (tests and `colloquium test` do not wait).
 pub type Sleeper = fn(Duration) -> BoxFuture<'static, ()>;
@@ -106,6 +106,8 @@ pub struct Failure {
 pub struct Outcome {
     /// Events out of the last stage, in order.
     pub outputs: Vec<Event>,
+    /// Events stages sent to sinks of their own ([`crate::stage::SideOutput`]), in order.
+    pub side: Vec<SideOutput>,
     /// Events dead-lettered.
     pub failures: Vec<Failure>,
     /// Events skipped by `on_error: skip`.
@@ -158,6 +160,19 @@ impl Pipeline {
             batched,
             corrupt: false,
         })
+    }
+
+    /// The sinks each stage sends side outputs to, by stage index (only stages that do).
+    pub fn side_sinks(&self) -> impl Iterator<Item = (usize, &[String])> {
+        self.stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| match &slot.stage {
+                BuiltStage::Sync(stage) if !stage.side_sinks().is_empty() => {
+                    Some((i, stage.side_sinks()))
+                }
+                _ => None,
+            })
     }
 
     /// Replaces how retries wait (tests and `colloquium test` don't wait).
@@ -265,6 +280,11 @@ impl Pipeline {
                 let before = next.len();
                 let result = run_sync(slot, event, &mut next);
                 let slot = &mut self.stages[index];
+                if result.is_ok()
+                    && let BuiltStage::Sync(stage) = &mut slot.stage
+                {
+                    stage.side_outputs(&mut outcome.side);
+                }
                 slot.counts.events_out += u64::try_from(next.len() - before).unwrap_or(0);
                 if let Err((failed, attempts)) = result {
                     slot.counts.failed += 1;
@@ -373,7 +393,12 @@ impl Pipeline {
                     for (k, event) in items {
                         let mut out = Vec::new();
                         match run_waiting(slot, event, &mut out, sleep).await {
-                            Ok(()) => next.extend(out.into_iter().map(|e| (k, e))),
+                            Ok(()) => {
+                                if let BuiltStage::Sync(stage) = &mut slot.stage {
+                                    stage.side_outputs(&mut outcomes[k].side);
+                                }
+                                next.extend(out.into_iter().map(|e| (k, e)));
+                            }
                             Err((f, attempts)) => failed.push((k, f.error, attempts)),
                         }
                     }

@@ -80,6 +80,26 @@ pub trait Stage: Send {
     fn restore_state(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
         Ok(())
     }
+
+    /// Hands over what the last `process` sent aside, straight to sinks of the stage's own
+    /// (an `alert`'s alert events): they skip the following stages and the pipeline's sinks,
+    /// and are committed with the step. Called after every successful `process`.
+    fn side_outputs(&mut self, _out: &mut Vec<SideOutput>) {}
+
+    /// The sinks [`Stage::side_outputs`] may name (checked against `sinks:`, and placed with
+    /// the pipeline's own).
+    fn side_sinks(&self) -> &[String] {
+        &[]
+    }
+}
+
+/// An event a stage sends to sinks of its own, past the rest of the pipeline.
+#[derive(Clone, Debug)]
+pub struct SideOutput {
+    /// Where it goes (every one of them).
+    pub sinks: Arc<[String]>,
+    /// The event.
+    pub event: Event,
 }
 
 /// The result of one [`AsyncStage::call`]: the events it emits, in order, or the failure.

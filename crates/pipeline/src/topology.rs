@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::pipeline::{Failure, Pipeline};
 use crate::registry::Registry;
 use crate::sink::{Sink, SinkBuildContext};
+use crate::stage::SideOutput;
 
 /// The router, the pipelines and the sinks of one config.
 pub struct Topology {
@@ -25,6 +26,8 @@ pub struct Topology {
 pub struct Delivery {
     /// Outputs per pipeline index (only pipelines the event reached).
     pub outputs: Vec<(usize, Vec<Event>)>,
+    /// Side outputs per pipeline index (only pipelines whose stages sent any).
+    pub side: Vec<(usize, Vec<SideOutput>)>,
     /// Dead letters: routing failures and stage failures.
     pub failures: Vec<Failure>,
     /// Events skipped by `on_error: skip`.
@@ -73,6 +76,17 @@ impl Topology {
                     sinks.insert(name.clone(), built);
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+        // Stages that send to sinks of their own name configured ones.
+        for (i, pipeline) in pipelines.iter().enumerate() {
+            for (stage, names) in pipeline.side_sinks() {
+                for name in names.iter().filter(|n| !config.sinks.contains_key(*n)) {
+                    errors.push(ConfigError::new(
+                        format!("pipelines[{i}].stages[{stage}].sinks"),
+                        format!("unknown sink `{name}` (not in `sinks:`)"),
+                    ));
+                }
             }
         }
         // One broken script referenced in several places is one problem.
@@ -173,6 +187,9 @@ impl Topology {
             delivery.failures.extend(outcome.failures);
             delivery.skipped += outcome.skipped;
             delivery.outputs.push((i, outcome.outputs));
+            if !outcome.side.is_empty() {
+                delivery.side.push((i, outcome.side));
+            }
         }
         if !delivery.deferred.is_empty() {
             delivery.event = Some(event);

@@ -10,6 +10,7 @@ mod harness;
 mod ingest;
 mod lanes;
 mod pipelines;
+mod processors;
 mod reliability;
 mod reload;
 mod storage;

@@ -7,6 +7,11 @@ use colloquium_storage::PipelineCommit;
 use super::worker::{RoutedBySink, StepError, Worker};
 use crate::events::SinkLabels;
 use crate::sink::Routed;
+use crate::stage::SideOutput;
+
+/// Where side outputs' indexes start among an input's results, so a `store` sink that gets
+/// both keeps them apart.
+const SIDE_INDEX: u32 = 1 << 31;
 
 impl Worker {
     /// Routes pipeline `i`'s results for input `source_id` to its sinks (balanced).
@@ -48,6 +53,31 @@ impl Worker {
                     Some(batch) => batch.push(routed_event),
                     None => drop(routed.insert(name.clone(), vec![routed_event])),
                 }
+            }
+        }
+    }
+
+    /// Routes pipeline `i`'s side outputs for input `source_id` to every sink each names.
+    pub(super) fn to_side_sinks(
+        &self,
+        i: usize,
+        source_id: EventId,
+        side: Vec<SideOutput>,
+        routed: &mut RoutedBySink,
+    ) {
+        let Some(slot) = self.slots.get(i) else {
+            return;
+        };
+        for (n, output) in side.into_iter().enumerate() {
+            let index = SIDE_INDEX | u32::try_from(n).unwrap_or(u32::MAX >> 1);
+            for name in output.sinks.iter() {
+                let routed_event = Routed {
+                    pipeline: slot.name.clone(),
+                    source_id,
+                    index,
+                    event: output.event.clone(),
+                };
+                routed.entry(name.clone()).or_default().push(routed_event);
             }
         }
     }

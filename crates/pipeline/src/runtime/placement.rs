@@ -1,7 +1,7 @@
 //! Which pipelines share a worker.
 //!
-//! Pipelines that use the same exclusive sink (one instance per name: a file, an endpoint)
-//! must run on one worker. A group that may wait (an exclusive sink, which delivers outside, or
+//! Pipelines that use the same exclusive sink (one instance per name: a file, an endpoint),
+//! as a sink of their own or through a stage's side outputs (`alert`), must run on one worker. A group that may wait (an exclusive sink, which delivers outside, or
 //! a batched pipeline: an async stage or a retry backoff) gets a worker of its own, so while it
 //! waits no other pipeline does. The rest, which only compute and commit, are spread evenly
 //! over one worker per core.
@@ -49,8 +49,14 @@ pub(super) fn worker_groups(
     let mut waits = vec![false; count];
     let mut holder: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, p) in config.pipelines.iter().enumerate() {
-        waits[i] = topology.pipelines().get(i).is_some_and(|p| p.is_batched());
-        for sink in p.sinks.iter().filter(|s| exclusive(s)) {
+        let built = topology.pipelines().get(i);
+        waits[i] = built.is_some_and(|p| p.is_batched());
+        // Its own sinks and those its stages send side outputs to (an `alert`'s).
+        let side = built
+            .into_iter()
+            .flat_map(|p| p.side_sinks())
+            .flat_map(|(_, s)| s);
+        for sink in p.sinks.iter().chain(side).filter(|s| exclusive(s)) {
             waits[i] = true;
             if let Some(&other) = holder.get(sink.as_str()) {
                 let (a, b) = (root(&mut parent, i), root(&mut parent, other));

@@ -45,6 +45,7 @@ impl Worker {
                     };
                     record_failures(outcome.failures, commit);
                     self.to_sinks(i, source_id, outcome.outputs, routed);
+                    self.to_side_sinks(i, source_id, outcome.side, routed);
                 }
                 // `no_route`, or a pipeline that no longer exists: route it afresh. Matching
                 // pipelines of other workers get it handed over, to run with their state.
@@ -70,11 +71,15 @@ impl Worker {
                     };
                     let Delivery {
                         mut outputs,
+                        side,
                         failures,
                         deferred,
                         event,
                         ..
                     } = self.topology.process_gated(letter.event, &take, true);
+                    for (i, side) in side {
+                        self.to_side_sinks(i, source_id, side, routed);
+                    }
                     record_failures(failures, commit);
                     if let Some(event) = event {
                         for i in deferred {
@@ -83,6 +88,7 @@ impl Worker {
                             for outcome in outcome {
                                 record_failures(outcome.failures, commit);
                                 outputs.push((i, outcome.outputs));
+                                self.to_side_sinks(i, source_id, outcome.side, routed);
                             }
                         }
                     }

@@ -341,6 +341,7 @@ impl Worker {
         let report_routing = self.routes && self.router.pass(lane, id);
         let Delivery {
             outputs,
+            side,
             failures,
             deferred,
             event,
@@ -376,6 +377,9 @@ impl Worker {
         }
         for (i, events) in outputs {
             self.to_sinks(i, id, events, routed);
+        }
+        for (i, side) in side {
+            self.to_side_sinks(i, id, side, routed);
         }
         // Every in-place pipeline here that was before this event and is still running is now
         // past it (batched ones move at the end of the step).
@@ -472,6 +476,7 @@ impl Worker {
                 record_failures(outcome.failures, commit);
                 taken[i].push((ingested, lane));
                 self.to_sinks(i, id, outcome.outputs, routed);
+                self.to_side_sinks(i, id, outcome.side, routed);
             }
             for (lane, last) in Lane::ALL.into_iter().zip(lane_last) {
                 if let Some(last) = last {
@@ -503,12 +508,13 @@ impl Worker {
             self.slots[i].next_tick = now + interval;
             for outcome in outcomes {
                 record_failures(outcome.failures, commit);
-                if outcome.outputs.is_empty() {
+                if outcome.outputs.is_empty() && outcome.side.is_empty() {
                     continue;
                 }
                 let key = self.tick_ids.next_ids(Timestamp::now(), 1);
                 if let Some(id) = key.first() {
                     self.to_sinks(i, *id, outcome.outputs, routed);
+                    self.to_side_sinks(i, *id, outcome.side, routed);
                 }
             }
         }

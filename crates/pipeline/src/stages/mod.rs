@@ -3,6 +3,7 @@
 //!
 //! [`StageConfig`]: crate::StageConfig
 
+pub mod alert;
 pub mod dedup;
 pub mod filter;
 pub mod set;
