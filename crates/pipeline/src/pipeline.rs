@@ -133,6 +133,7 @@ impl Pipeline {
                 pipeline: name.clone(),
                 id: id.clone(),
                 at: format!("{at}.stages[{i}]"),
+                clock: registry.clock(),
             };
             match registry.build_stage(component, &cx) {
                 Ok(stage) => stages.push(Slot {

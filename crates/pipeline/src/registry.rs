@@ -6,19 +6,42 @@ use std::collections::BTreeMap;
 use colloquium_config::{ComponentConfig, ConfigError};
 
 use crate::sink::{Placement, Sink, SinkBuildContext, SinkConfig};
-use crate::stage::{BuildContext, BuiltStage, StageConfig};
+use crate::stage::{BuildContext, BuiltStage, Clock, StageConfig};
 
 type BuildFn = fn(&ComponentConfig, &BuildContext<'_>) -> Result<BuiltStage, ConfigError>;
 type BuildSinkFn = fn(&ComponentConfig, &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError>;
 
-/// Stage and sink kinds by `type:` name.
-#[derive(Default, Clone)]
+/// Stage and sink kinds by `type:` name, and the clock the stages they build read.
+#[derive(Clone)]
 pub struct Registry {
     stages: BTreeMap<&'static str, BuildFn>,
     sinks: BTreeMap<&'static str, (BuildSinkFn, Placement)>,
+    clock: Clock,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            stages: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            clock: colloquium_event::Timestamp::now,
+        }
+    }
 }
 
 impl Registry {
+    /// Stages built from now on read `clock` for processing time (`colloquium test` uses its
+    /// inputs' time, so results do not depend on when the tests run).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock stages read.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// Registers the stage kind `C`.
     pub fn stage<C: StageConfig>(mut self) -> Self {
         self.stages.insert(C::KIND, build::<C>);

@@ -38,6 +38,9 @@ impl BuiltStage {
     }
 }
 
+/// Where a stage reads the processing time.
+pub type Clock = fn() -> Timestamp;
+
 /// What a stage may use while it is built.
 pub struct BuildContext<'a> {
     /// The config's named scripts, compiled.
@@ -48,6 +51,8 @@ pub struct BuildContext<'a> {
     pub id: Arc<str>,
     /// The stage's key path, e.g. `pipelines[0].stages[1]`.
     pub at: String,
+    /// The processing time (`Timestamp::now`, except in `colloquium test`).
+    pub clock: Clock,
 }
 
 impl BuildContext<'_> {

@@ -51,7 +51,8 @@ fn run_one(
     index: usize,
     test: &TestCase,
 ) -> Result<Option<String>, Vec<ConfigError>> {
-    let mut topology = Topology::build(config, registry)?;
+    let registry = registry.clone().with_clock(test_clock);
+    let mut topology = Topology::build(config, &registry)?;
     for pipeline in topology.pipelines_mut() {
         pipeline.set_sleep(crate::Pipeline::no_wait);
     }
@@ -116,6 +117,11 @@ fn run_one(
     }
     let report = report.trim_end().to_owned();
     Ok((!report.is_empty()).then_some(report))
+}
+
+/// Processing time in tests: the first input's ingest time, so no input is ever late.
+fn test_clock() -> Timestamp {
+    Timestamp::from_millis(TEST_EPOCH_MS)
 }
 
 fn test_event(config: &Config, input: &TestEvent, index: usize) -> Result<Event, String> {

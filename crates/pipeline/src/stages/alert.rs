@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::stage::{
-    BuildContext, BuiltStage, Failed, SideOutput, Stage, StageConfig, StageError, with_data,
+    BuildContext, BuiltStage, Clock, Failed, SideOutput, Stage, StageConfig, StageError, with_data,
 };
 
 /// `{type: alert, when: PREDICATE, sinks: [NAME…], name: NAME, max_latency: 100ms}`
@@ -77,6 +77,7 @@ impl StageConfig for AlertConfig {
             declared: self.sinks,
             max_latency: self.max_latency,
             raised: Vec::new(),
+            clock: cx.clock,
         }))
     }
 }
@@ -91,6 +92,7 @@ struct Alert {
     max_latency: Option<Duration>,
     /// Alerts raised by the last `process`, until handed over.
     raised: Vec<SideOutput>,
+    clock: Clock,
 }
 
 impl Alert {
@@ -114,7 +116,7 @@ impl Alert {
 
 impl Stage for Alert {
     fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
-        let now = Timestamp::now();
+        let now = (self.clock)();
         if let Some(max) = self.max_latency {
             let age = now
                 .as_millis()
