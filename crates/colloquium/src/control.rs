@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use colloquium_event::Lane;
 use colloquium_router::{Lanes, Shed};
 use colloquium_telemetry::MetricsRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -115,10 +114,7 @@ fn add_up(counter: &Counter, total: u64) {
 
 /// Judges the load every `interval` until the node stops.
 pub async fn run(lanes: Lanes, interval: Duration, metrics: ControlMetrics) {
-    // Every lane appears in /metrics from the start.
-    for lane in Lane::ALL {
-        let _ = lanes.depth(lane);
-    }
+    // The first tick is at once: every lane is in /metrics from the start.
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

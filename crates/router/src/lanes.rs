@@ -281,7 +281,7 @@ impl Lanes {
         self.inner.shed[lane.index()][cause.index()].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The consumer of `pipeline`, created (counting from now) if it has none; it is active.
+    /// The consumer of `pipeline`, created (counting from now, active) if it has none.
     pub fn consumer(&self, pipeline: &str) -> Arc<Consumer> {
         let mut consumers = self.consumers();
         let consumer = consumers.entry(pipeline.to_owned()).or_insert_with(|| {
@@ -292,7 +292,6 @@ impl Lanes {
                 active: AtomicBool::new(true),
             })
         });
-        consumer.set_active(true);
         consumer.clone()
     }
 

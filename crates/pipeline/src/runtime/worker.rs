@@ -132,12 +132,17 @@ impl Worker {
                     }
                 }
             }
+            let consumer = self.lanes.consumer(&p.name);
+            if *own {
+                // Only the owner says whether it holds its lanes back.
+                consumer.set_active(pipeline.stopped().is_none());
+            }
             slots.push(Slot {
                 name: pipeline.name().clone(),
                 own: *own,
                 batched: pipeline.is_batched(),
                 positions: Positions::of(&checkpoint),
-                consumer: self.lanes.consumer(&p.name),
+                consumer,
                 passed: [0; 3],
                 sinks: p.sinks.clone(),
                 balancer: Balancer::new(p.balance, p.balance_key.as_deref()),
