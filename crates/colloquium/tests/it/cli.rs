@@ -301,6 +301,8 @@ fn log_format_json_writes_one_json_object_per_line() {
         "run",
         "--listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--data-dir",
         data.to_str().unwrap(),
     ];
