@@ -6,7 +6,7 @@
 use colloquium_ingest::{Accept, SourceRegistry};
 use colloquium_pipeline::Registry;
 use colloquium_pipeline::sinks::{dlq, file, http, stdout, store};
-use colloquium_pipeline::stages::{alert, dedup, filter, set, transform};
+use colloquium_pipeline::stages::{alert, dedup, filter, idempotency, set, transform};
 
 /// The stage and sink kinds, by `type:` name.
 pub fn registry() -> Registry {
@@ -16,6 +16,7 @@ pub fn registry() -> Registry {
         .stage::<set::SetConfig>()
         .stage::<dedup::DedupConfig>()
         .stage::<alert::AlertConfig>()
+        .stage::<idempotency::IdempotencyConfig>()
         .sink::<store::StoreConfig>()
         .sink::<dlq::DlqConfig>()
         .sink::<stdout::StdoutConfig>()

@@ -74,6 +74,7 @@ reasons! {
     ProviderUnavailable = "provider_unavailable", External, "An AI provider was down or refused.";
     BudgetExhausted = "budget_exhausted", External, "A spending budget ran out.";
     SlaBreach = "sla_breach", External, "The event waited longer than its lane's SLA.";
+    MaxRetriesExceeded = "max_retries_exceeded", External, "The steps an `idempotency` stage protects failed on every attempt.";
     LimitExceeded = "limit_exceeded", External, "A stage's memory cap (keys, windows) was reached.";
     InternalError = "internal_error", Internal, "Ours (corrupt stage state): stops the pipeline instead.";
 }

@@ -31,7 +31,7 @@ use crate::stage::{BuildContext, BuiltStage, CallResult, Failed, SideOutput, Sta
 /// How a pipeline waits out a retry backoff (tests and `colloquium test` do not wait).
 pub type Sleeper = fn(Duration) -> BoxFuture<'static, ()>;
 
-fn tokio_sleep(wait: Duration) -> BoxFuture<'static, ()> {
+pub(crate) fn tokio_sleep(wait: Duration) -> BoxFuture<'static, ()> {
     Box::pin(tokio::time::sleep(wait))
 }
 
@@ -134,6 +134,8 @@ impl Pipeline {
                 id: id.clone(),
                 at: format!("{at}.stages[{i}]"),
                 clock: registry.clock(),
+                sleep: registry.sleep(),
+                registry,
             };
             match registry.build_stage(component, &cx) {
                 Ok(stage) => stages.push(Slot {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use colloquium_config::{ComponentConfig, ConfigError};
 
+use crate::pipeline::Sleeper;
 use crate::sink::{Placement, Sink, SinkBuildContext, SinkConfig};
 use crate::stage::{BuildContext, BuiltStage, Clock, StageConfig};
 
@@ -17,6 +18,7 @@ pub struct Registry {
     stages: BTreeMap<&'static str, BuildFn>,
     sinks: BTreeMap<&'static str, (BuildSinkFn, Placement)>,
     clock: Clock,
+    sleep: Sleeper,
 }
 
 impl Default for Registry {
@@ -25,6 +27,7 @@ impl Default for Registry {
             stages: BTreeMap::new(),
             sinks: BTreeMap::new(),
             clock: colloquium_event::Timestamp::now,
+            sleep: crate::pipeline::tokio_sleep,
         }
     }
 }
@@ -40,6 +43,18 @@ impl Registry {
     /// The clock stages read.
     pub fn clock(&self) -> Clock {
         self.clock
+    }
+
+    /// Stages built from now on wait their backoffs with `sleep` (`colloquium test` does not
+    /// wait).
+    pub fn with_sleep(mut self, sleep: Sleeper) -> Self {
+        self.sleep = sleep;
+        self
+    }
+
+    /// How stages wait.
+    pub fn sleep(&self) -> Sleeper {
+        self.sleep
     }
 
     /// Registers the stage kind `C`.

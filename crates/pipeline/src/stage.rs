@@ -53,6 +53,10 @@ pub struct BuildContext<'a> {
     pub at: String,
     /// The processing time (`Timestamp::now`, except in `colloquium test`).
     pub clock: Clock,
+    /// How the stage waits a backoff (no waiting in `colloquium test`).
+    pub sleep: crate::pipeline::Sleeper,
+    /// The stage kinds, for a stage that holds stages of its own (`idempotency`).
+    pub registry: &'a crate::registry::Registry,
 }
 
 impl BuildContext<'_> {

@@ -51,7 +51,9 @@ fn run_one(
     index: usize,
     test: &TestCase,
 ) -> Result<Option<String>, Vec<ConfigError>> {
-    let registry = registry.clone().with_clock(test_clock);
+    let registry = (registry.clone())
+        .with_clock(test_clock)
+        .with_sleep(crate::Pipeline::no_wait);
     let mut topology = Topology::build(config, &registry)?;
     for pipeline in topology.pipelines_mut() {
         pipeline.set_sleep(crate::Pipeline::no_wait);

@@ -72,3 +72,61 @@ async fn alerts_go_to_their_own_sinks_and_stale_events_are_sla_breaches() {
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0]["data"]["n"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_runs_its_stages_once_per_client_key_across_a_sigkill() {
+    let config = "sinks: {db: {type: store}}\npipelines:\n  - name: payments\n    stages:\n      - type: idempotency\n        key: /request_id\n        by_topic: true\n        ttl: 1h\n        retry: {max_attempts: 3, backoff: 10ms}\n        stages:\n          - {type: transform, script: [obj, [request_id, [get, [$input], /request_id]], [cents, [\"*\", [get, [$input], /amount], 100]]]}\n    sinks: [db]\n";
+    let node = Node::start(config);
+    let pay = |request: &str, amount: &str| {
+        format!(r#"{{"request_id": "{request}", "amount": {amount}}}"#)
+    };
+    for body in [pay("r1", "5"), pay("r1", "5"), pay("r2", "\"ten\"")] {
+        let (status, _) = node
+            .post_to("/events?topic=payments", &body, "application/json")
+            .await;
+        assert_eq!(status, 202);
+    }
+    // r1 once; r2 fails three times and is dead-lettered, its key not kept.
+    let letters = eventually(DEADLINE, "r2's dead letter", || async {
+        let letters = node.dead_letters("reason=max_retries_exceeded").await;
+        (letters.len() == 1).then_some(letters)
+    })
+    .await;
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed 3 times")
+    );
+    assert_eq!(node.outputs("payments").await.len(), 1);
+
+    // After a SIGKILL the keys are still there: r1's retry is dropped, r2 fixed goes through.
+    let node = node.kill9().restart();
+    for body in [pay("r1", "5"), pay("r2", "10")] {
+        let (status, _) = node
+            .post_to("/events?topic=payments", &body, "application/json")
+            .await;
+        assert_eq!(status, 202);
+    }
+    let outputs = eventually(DEADLINE, "r2 processed", || async {
+        let outputs = node.outputs("payments").await;
+        (outputs.len() == 2).then_some(outputs)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        node.outputs("payments").await.len(),
+        2,
+        "r1's retry is not processed again"
+    );
+    let cents: Vec<(String, i64)> = outputs
+        .iter()
+        .map(|o| {
+            (
+                o["data"]["request_id"].as_str().unwrap().to_owned(),
+                o["data"]["cents"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(cents, [("r1".to_owned(), 500), ("r2".to_owned(), 1000)]);
+}

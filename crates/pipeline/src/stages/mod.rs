@@ -6,5 +6,6 @@
 pub mod alert;
 pub mod dedup;
 pub mod filter;
+pub mod idempotency;
 pub mod set;
 pub mod transform;
