@@ -20,3 +20,5 @@ until grep -q "colloquium ready" "$work/node.log"; do kill -0 $node || { tail -3
 addr=$(sed -n 's/^colloquium ready .*dgrams=\([^ ]*\).*/\1/p' "$work/node.log")
 http=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
 "$bin" bench udp --addr "$addr" --http "$http" --size "$size" --sockets "$sockets" --duration "${DURATION:-10s}" ${RATE:+--rate "$RATE"}
+sleep 1.5 # the node reads the kernel's drop count every second
+curl -s "$http/metrics" | awk '/^colloquium_ingest_events_rejected_total/ && /socket_buffer_full/ { s += $NF } END { printf "node counted %d datagrams dropped by the kernel (socket buffer full)\n", s }'

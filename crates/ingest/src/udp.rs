@@ -111,6 +111,68 @@ struct UdpSource<A> {
     shared: Arc<Shared<A>>,
 }
 
+/// How often the kernel's drop count of the socket is read.
+const DROPS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Datagrams the kernel dropped for the socket because its receive buffer was full (the
+/// `drops` column of `/proc/net/udp` and `udp6`), counted as rejected with reason
+/// `socket_buffer_full`: they never reach the node, but they are not lost silently.
+struct KernelDrops {
+    inode: Option<u64>,
+    counted: u64,
+}
+
+impl KernelDrops {
+    fn of(socket: &UdpSocket) -> Self {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd()));
+        let inode = link.ok().and_then(|l| {
+            let text = l.to_str()?.to_owned();
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        });
+        let mut drops = KernelDrops { inode, counted: 0 };
+        // Drops before the node started reading are not ours to report.
+        drops.counted = drops.read().unwrap_or(0);
+        drops
+    }
+
+    fn read(&self) -> Option<u64> {
+        let inode = self.inode?;
+        for table in ["/proc/net/udp", "/proc/net/udp6"] {
+            let Ok(text) = std::fs::read_to_string(table) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.get(9).and_then(|f| f.parse::<u64>().ok()) == Some(inode) {
+                    return fields.get(12).and_then(|f| f.parse().ok());
+                }
+            }
+        }
+        None
+    }
+
+    fn count<A>(&mut self, shared: &Shared<A>) {
+        if let Some(total) = self.read()
+            && total > self.counted
+        {
+            let new = usize::try_from(total - self.counted).unwrap_or(usize::MAX);
+            shared
+                .metrics
+                .rejected(shared.name, "socket_buffer_full", new);
+            tracing::warn!(
+                source = shared.name,
+                dropped = new,
+                "the kernel dropped datagrams: the socket's receive buffer was full"
+            );
+            self.counted = total;
+        }
+    }
+}
+
 fn lane_is_full<A: Accept>(shared: &Shared<A>, batch: &Batch) -> bool {
     !batch.payloads.is_empty() && shared.accept.full(&mut batch.priorities()).is_some()
 }
@@ -153,6 +215,8 @@ impl<A: Accept> Source for UdpSource<A> {
         // otherwise wait in (and overflow) the kernel's socket buffer.
         let mut storing = tokio::task::JoinSet::new();
         let mut batch = Batch::default();
+        let mut drops = KernelDrops::of(&socket);
+        let mut drops_tick = tokio::time::interval(DROPS_INTERVAL);
         loop {
             tokio::select! {
                 ready = socket.readable() => {
@@ -161,6 +225,10 @@ impl<A: Accept> Source for UdpSource<A> {
                     }
                 }
                 Some(_) = storing.join_next(), if !storing.is_empty() => continue,
+                _ = drops_tick.tick() => {
+                    drops.count(&self.shared);
+                    continue;
+                }
                 () = &mut stopping => break,
             }
             // Everything the socket holds now, up to one batch.
@@ -218,6 +286,7 @@ impl<A: Accept> Source for UdpSource<A> {
             });
         }
         while storing.join_next().await.is_some() {}
+        drops.count(&self.shared);
         Ok(())
     }
 }

@@ -224,3 +224,39 @@ async fn many_connections_at_once_all_land() {
     assert_eq!(ns, expected);
     assert_eq!(outputs.len(), 20_000, "each once");
 }
+
+/// A sum of every sample of `metric` whose labels contain `labels`.
+fn metric_sum(text: &str, metric: &str, labels: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_the_kernel_drops_are_counted_so_none_is_lost_silently() {
+    // A small receive buffer and a flat-out sender: some datagrams may not fit.
+    let node = Node::start(
+        "sources:\n  dgrams: {type: udp, address: '127.0.0.1:0', receive_buffer: 16KiB}\n",
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = node.source_addr("dgrams");
+    const SENT: u64 = 30_000;
+    let datagram = frame(Priority::Medium, "t", br#"{"n": 1}"#);
+    for _ in 0..SENT {
+        socket.send_to(&datagram, to).unwrap();
+    }
+    // Every datagram is either stored or counted as dropped by the kernel.
+    let (stored, dropped) = eventually(DEADLINE, "all accounted for", || async {
+        let (_, text) = node.get_text("/metrics").await;
+        let stored = metric_sum(&text, "colloquium_storage_events_stored_total", "");
+        let dropped = metric_sum(
+            &text,
+            "colloquium_ingest_events_rejected_total",
+            "reason=\"socket_buffer_full\"",
+        );
+        (stored + dropped == SENT).then_some((stored, dropped))
+    })
+    .await;
+    eprintln!("udp: {stored} stored, {dropped} dropped by the kernel and counted");
+}
