@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
+/// Largest lane capacity (events): far above what a node holds, small enough for any sum.
+pub const MAX_CAPACITY: usize = 1_000_000_000;
+
 /// What a full lane does with more events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,10 +146,10 @@ impl LanesConfig {
         }
         for lane in Lane::ALL {
             let section = self.get(lane);
-            if section.capacity == 0 {
+            if section.capacity == 0 || section.capacity > MAX_CAPACITY {
                 errors.push(ConfigError::new(
                     format!("lanes.{lane}.capacity"),
-                    "must be greater than 0",
+                    format!("must be from 1 to {MAX_CAPACITY}"),
                 ));
             }
             if section.weight == 0 {
@@ -279,7 +282,7 @@ mod tests {
     #[test]
     fn bad_lanes_and_control_settings_name_their_key() {
         let config = crate::from_str(
-            "lanes: {realtime: {capacity: 0}, batch: {weight: 0}}\ncontrol: {interval: 0s, hysteresis: 1.5, thresholds: {depth: [0.5, 0.4, 1.0, 1.5], drop_rate: [0.01, 0.02, 0.04, 0.1]}}\n",
+            "lanes: {realtime: {capacity: 0}, transactional: {capacity: 18446744073709551615}, batch: {weight: 0}}\ncontrol: {interval: 0s, hysteresis: 1.5, thresholds: {depth: [0.5, 0.4, 1.0, 1.5], drop_rate: [0.01, 0.02, 0.04, 0.1]}}\n",
             &|_| None,
         );
         let Err(crate::LoadError::Invalid(errors)) = config else {
@@ -290,6 +293,7 @@ mod tests {
             paths,
             [
                 "lanes.realtime.capacity",
+                "lanes.transactional.capacity",
                 "lanes.batch.weight",
                 "control.interval",
                 "control.hysteresis",

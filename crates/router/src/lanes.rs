@@ -232,7 +232,10 @@ impl Lanes {
 
     /// The sum of every lane's capacity.
     pub fn total_capacity(&self) -> u64 {
-        self.inner.specs.iter().map(|s| s.capacity).sum()
+        self.inner
+            .specs
+            .iter()
+            .fold(0, |sum, s| sum.saturating_add(s.capacity))
     }
 
     /// The control plane's level in force.

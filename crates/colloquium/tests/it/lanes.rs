@@ -123,6 +123,12 @@ async fn drop_newest_dead_letters_what_the_full_batch_lane_refuses_and_replays_a
         (node.outputs("held").await.len() == 50).then_some(())
     })
     .await;
+    for bad in ["reason=nonsense", "limit=0", "limit=100001", "colour=red"] {
+        let (status, answer) = node
+            .post_to(&format!("/api/dlq/replay?{bad}"), "", "application/json")
+            .await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
     assert_eq!(replay_overflow(&node, None).await, 150);
     eventually(DEADLINE, "all 200, once each", || async {
         let outputs = node.outputs("held").await;
