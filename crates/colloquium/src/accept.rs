@@ -38,20 +38,11 @@ impl Accept for StoreAccept {
     /// since, the batch still goes in (a block lane's capacity is exceeded by at most what was
     /// in flight), because refusing it now would hold ids that every reader waits for.
     async fn accept(&self, events: Vec<Event>, ids: Reservation) -> Result<(), AcceptError> {
-        let mut gate = self.lanes.gate();
-        let mut take = Vec::with_capacity(events.len());
-        let mut shed = Vec::new();
-        let mut admitted = [0u64; 3];
-        for event in events {
-            let lane = self.lanes.lane(event.metadata.priority);
-            match gate.admit(event.metadata.priority) {
-                Admission::Take | Admission::Wait(_) => {
-                    admitted[lane.index()] += 1;
-                    take.push(event);
-                }
-                Admission::Shed(cause) => shed.push((lane, cause, event)),
-            }
-        }
+        let Admitted {
+            take,
+            shed,
+            admitted,
+        } = self.admit(events);
         // The log first: its ids settle as soon as it is written, not after the dead letters
         // too (every reader waits for them, realtime included).
         if take.is_empty() {
@@ -76,6 +67,23 @@ impl Accept for StoreAccept {
         Ok(())
     }
 
+    /// A `persist: false` source's events: through the lanes like any (what they shed is a
+    /// durable dead letter), then to the pipelines in memory only. They take no lane capacity
+    /// (they wait in no log).
+    async fn publish(&self, events: Vec<Event>, ids: Reservation) -> Result<(), AcceptError> {
+        let Admitted { take, shed, .. } = self.admit(events);
+        if take.is_empty() {
+            drop(ids);
+        } else {
+            self.store.publish_volatile(take.into(), ids);
+            self.pipelines.notify();
+        }
+        if !shed.is_empty() {
+            self.shed(shed).await?;
+        }
+        Ok(())
+    }
+
     async fn dead_letter(
         &self,
         event: Event,
@@ -86,7 +94,35 @@ impl Accept for StoreAccept {
     }
 }
 
+/// A batch through the lanes' gate.
+struct Admitted {
+    take: Vec<Event>,
+    shed: Vec<(Lane, Shed, Event)>,
+    /// Taken events per lane.
+    admitted: [u64; 3],
+}
+
 impl StoreAccept {
+    fn admit(&self, events: Vec<Event>) -> Admitted {
+        let mut gate = self.lanes.gate();
+        let mut batch = Admitted {
+            take: Vec::with_capacity(events.len()),
+            shed: Vec::new(),
+            admitted: [0; 3],
+        };
+        for event in events {
+            let lane = self.lanes.lane(event.metadata.priority);
+            match gate.admit(event.metadata.priority) {
+                Admission::Take | Admission::Wait(_) => {
+                    batch.admitted[lane.index()] += 1;
+                    batch.take.push(event);
+                }
+                Admission::Shed(cause) => batch.shed.push((lane, cause, event)),
+            }
+        }
+        batch
+    }
+
     /// Dead-letters what admission shed, then counts it.
     async fn shed(&self, shed: Vec<(Lane, Shed, Event)>) -> Result<(), AcceptError> {
         let mut counts = Vec::with_capacity(shed.len());

@@ -100,6 +100,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             metrics: ingest_metrics.clone(),
             settings: &settings,
             http: &mut routes,
+            persist: section.persist,
         };
         match kinds.build(section, &mut cx) {
             Ok(source) => sources.push((name.clone(), source)),

@@ -70,9 +70,21 @@ pub struct SourceConfig {
     /// The source kind (`http`, …).
     #[serde(rename = "type")]
     pub kind: String,
+    /// `false`: its events are not written to the log, only handed to the pipelines in
+    /// memory (fire-and-forget telemetry; what they cannot take is counted as dropped).
+    #[serde(default = "persists", skip_serializing_if = "is_true")]
+    pub persist: bool,
     /// Every other key, for the source kind's own typed config.
     #[serde(flatten)]
     pub options: Map<String, Value>,
+}
+
+fn persists() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl SourceConfig {
@@ -80,6 +92,7 @@ impl SourceConfig {
     pub fn of_kind(kind: &str) -> Self {
         SourceConfig {
             kind: kind.to_owned(),
+            persist: true,
             options: Map::new(),
         }
     }

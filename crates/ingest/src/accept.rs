@@ -33,6 +33,16 @@ pub trait Accept: Clone + Send + Sync + 'static {
         ids: Reservation,
     ) -> impl Future<Output = Result<(), AcceptError>> + Send;
 
+    /// Hands `events` to the pipelines in memory without making them durable (a
+    /// `persist: false` source). The default stores them, for hand-offs without pipelines.
+    fn publish(
+        &self,
+        events: Vec<Event>,
+        ids: Reservation,
+    ) -> impl Future<Output = Result<(), AcceptError>> + Send {
+        self.accept(events, ids)
+    }
+
     /// Makes `event` durable in the dead-letter queue with `reason` and `error` (what a source
     /// received but cannot turn into an event: a malformed frame, with its raw bytes). The
     /// default refuses, for hand-offs that keep no dead letters.

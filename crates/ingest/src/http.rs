@@ -87,6 +87,7 @@ impl SourceConfig for HttpConfig {
             limits: cx.http.limits(cx.settings),
             metrics: cx.metrics.clone(),
             source: cx.name,
+            persist: cx.persist,
         });
         let router = Router::new()
             .route(&self.path, post(post_events::<A>))
@@ -138,6 +139,8 @@ struct Shared<A> {
     metrics: IngestMetrics,
     /// The source's name, for metrics.
     source: &'static str,
+    /// Whether its events are written to the log (`persist:`).
+    persist: bool,
 }
 
 /// Optional query parameters of `POST /events`, applied to every event of the request.
@@ -303,22 +306,22 @@ async fn ingest<A: Accept>(
 
     let (events, reservation) = shared.stamper.stamp(payloads, &envelope, Timestamp::now());
     let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
-    shared
-        .accept
-        .accept(events, reservation)
-        .await
-        .map_err(|e| {
-            let reason = match e {
-                AcceptError::ShuttingDown => "shutting_down",
-                AcceptError::Overloaded => "overloaded",
-                AcceptError::Unavailable(_) => "storage_unavailable",
-                AcceptError::Full(_) => "lane_full",
-            };
-            let mut rejection =
-                Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string());
-            rejection.events = count;
-            rejection
-        })?;
+    let taken = if shared.persist {
+        shared.accept.accept(events, reservation).await
+    } else {
+        shared.accept.publish(events, reservation).await
+    };
+    taken.map_err(|e| {
+        let reason = match e {
+            AcceptError::ShuttingDown => "shutting_down",
+            AcceptError::Overloaded => "overloaded",
+            AcceptError::Unavailable(_) => "storage_unavailable",
+            AcceptError::Full(_) => "lane_full",
+        };
+        let mut rejection = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string());
+        rejection.events = count;
+        rejection
+    })?;
     Ok(Accepted {
         accepted: count,
         ids,
@@ -447,6 +450,7 @@ mod tests {
             metrics: IngestMetrics::register(&MetricsRegistry::default()),
             settings,
             http: &mut routes,
+            persist: true,
         };
         HttpConfig {
             path: "/events".into(),

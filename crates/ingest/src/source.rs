@@ -97,6 +97,9 @@ pub struct SourceBuildContext<'a, A> {
     pub settings: &'a IngestSettings,
     /// Routes on the node's main listener, for sources that speak HTTP.
     pub http: &'a mut HttpRoutes,
+    /// Whether its events are written to the log (`persist:`), or only handed to the
+    /// pipelines in memory ([`Accept::publish`]).
+    pub persist: bool,
 }
 
 impl<A> SourceBuildContext<'_, A> {
@@ -241,6 +244,7 @@ pub fn check_sources(
             metrics: metrics.clone(),
             settings,
             http: &mut routes,
+            persist: section.persist,
         };
         if let Err(e) = registry.build(section, &mut cx) {
             errors.extend(e);

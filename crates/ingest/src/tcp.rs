@@ -108,6 +108,12 @@ impl SourceConfig for TcpConfig {
         self,
         cx: &mut SourceBuildContext<'_, A>,
     ) -> Result<Box<dyn Source>, ConfigError> {
+        if self.ack && !cx.persist {
+            return Err(ConfigError::new(
+                cx.key("ack"),
+                "an ack says the frames are durable: it needs `persist: true`",
+            ));
+        }
         let shared = Arc::new(Shared::new(cx, &self.topics)?);
         Ok(Box::new(TcpSource {
             config: self,
@@ -125,6 +131,8 @@ pub(crate) struct Shared<A> {
     pub(crate) name: &'static str,
     pub(crate) pipeline: String,
     pub(crate) topics: TopicTable,
+    /// Whether its events are written to the log (`persist:`).
+    pub(crate) persist: bool,
 }
 
 impl<A: Accept> Shared<A> {
@@ -140,6 +148,7 @@ impl<A: Accept> Shared<A> {
             name: cx.name,
             pipeline: cx.settings.pipeline.clone(),
             topics,
+            persist: cx.persist,
         })
     }
 }
@@ -446,7 +455,12 @@ pub(crate) async fn commit<A: Accept>(
             event.metadata.priority = priority;
             event.metadata.topic = Some(topic);
         }
-        if let Err(error) = shared.accept.accept(events, ids).await {
+        let taken = if shared.persist {
+            shared.accept.accept(events, ids).await
+        } else {
+            shared.accept.publish(events, ids).await
+        };
+        if let Err(error) = taken {
             // Nothing of it was stored; the client learns it from the missing ack.
             shared
                 .metrics

@@ -46,6 +46,7 @@ pub struct StorageMetrics {
     pub(crate) dead_letters: Family<ReasonLabels, Counter>,
     pub(crate) forced_events: Family<ForcedLabels, Counter>,
     pub(crate) forced_dead_letters: Family<ForcedLabels, Counter>,
+    pub(crate) volatile_dropped: Counter,
 }
 
 impl StorageMetrics {
@@ -63,7 +64,13 @@ impl StorageMetrics {
                 dead_letters: Family::default(),
                 forced_events: Family::default(),
                 forced_dead_letters: Family::default(),
+                volatile_dropped: Counter::default(),
             };
+            r.register(
+                "volatile_dropped",
+                "Events of `persist: false` sources dropped before a pipeline took them (not in the log)",
+                m.volatile_dropped.clone(),
+            );
             r.register("events_stored", "Events durably stored", m.stored.clone());
             r.register(
                 "events_failed",

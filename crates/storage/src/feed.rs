@@ -9,11 +9,14 @@
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use colloquium_event::Event;
+use prometheus_client::metrics::counter::Counter;
 
-/// Where durable batches are published.
+/// Where durable batches are published, and volatile ones (`persist: false`: never written).
 #[derive(Debug, Default)]
 pub struct Feed {
     subscribers: Mutex<Vec<Weak<Subscription>>>,
+    /// Volatile events no reader took.
+    volatile_dropped: Counter,
 }
 
 /// One reader's buffer of published batches.
@@ -27,10 +30,35 @@ pub struct Subscription {
 struct Buffered {
     batches: Vec<Arc<[Event]>>,
     events: usize,
+    /// Volatile events among `events`, lost if the buffer is.
+    volatile: usize,
     overflowed: bool,
 }
 
 impl Feed {
+    /// A feed that counts the volatile events no reader took on `dropped`.
+    pub fn counting(dropped: Counter) -> Self {
+        Feed {
+            subscribers: Mutex::default(),
+            volatile_dropped: dropped,
+        }
+    }
+
+    /// Counts `n` volatile events a reader had but could not process (it fell behind).
+    pub fn volatile_dropped(&self, n: usize) {
+        if n > 0 {
+            self.volatile_dropped.inc_by(n as u64);
+        }
+    }
+
+    /// Hands a volatile batch (in no log) to every live subscription; with none, or where a
+    /// subscription has fallen behind, its events are counted as dropped.
+    pub(crate) fn publish_volatile(&self, batch: &Arc<[Event]>) {
+        if self.deliver(batch, true) == 0 {
+            self.volatile_dropped(batch.len());
+        }
+    }
+
     /// Starts buffering every batch published from now on, up to `capacity` events at a time.
     pub fn subscribe(&self, capacity: usize) -> Arc<Subscription> {
         let subscription = Arc::new(Subscription {
@@ -43,6 +71,13 @@ impl Feed {
 
     /// Hands `batch` to every live subscription (dropped ones are forgotten here).
     pub(crate) fn publish(&self, batch: &Arc<[Event]>) {
+        self.deliver(batch, false);
+    }
+
+    /// Hands `batch` to every live subscription; returns how many there are. A volatile
+    /// batch a subscription cannot hold, or holds when it overflows, is counted as dropped
+    /// (once per subscription: each is a reader that will not process it).
+    fn deliver(&self, batch: &Arc<[Event]>, volatile: bool) -> usize {
         let mut subscribers = self.lock();
         subscribers.retain(|weak| {
             let Some(subscription) = weak.upgrade() else {
@@ -50,20 +85,30 @@ impl Feed {
             };
             let mut buffered = subscription.lock();
             if buffered.overflowed {
+                if volatile {
+                    self.volatile_dropped(batch.len());
+                }
                 return true;
             }
             if buffered.events + batch.len() > subscription.capacity {
-                // Too far behind: free the memory; the reader goes back to the log.
+                // Too far behind: free the memory; the reader goes back to the log, where
+                // volatile events are not.
+                let lost = buffered.volatile + if volatile { batch.len() } else { 0 };
+                self.volatile_dropped(lost);
                 *buffered = Buffered {
                     overflowed: true,
                     ..Buffered::default()
                 };
             } else {
                 buffered.events += batch.len();
+                if volatile {
+                    buffered.volatile += batch.len();
+                }
                 buffered.batches.push(batch.clone());
             }
             true
         });
+        subscribers.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Subscription>>> {
@@ -83,6 +128,7 @@ impl Subscription {
             return None;
         }
         buffered.events = 0;
+        buffered.volatile = 0;
         Some(std::mem::take(&mut buffered.batches))
     }
 

@@ -35,7 +35,7 @@ impl Store {
     /// Opens (or creates) the store in `options.data_dir` and starts its writer.
     pub fn open(options: StoreOptions, metrics: StorageMetrics) -> Result<Self, StorageError> {
         let db = Arc::new(crate::db::open(&options)?);
-        let feed = Arc::new(Feed::default());
+        let feed = Arc::new(Feed::counting(metrics.volatile_dropped.clone()));
         let writer = Writer::start(
             db.clone(),
             feed.clone(),
@@ -94,6 +94,14 @@ impl Store {
             .writer
             .append(&events, Some(ids), Some(events.clone()))
             .await
+    }
+
+    /// Hands `events` to the readers in memory without writing them (a `persist: false`
+    /// source's fire-and-forget events), then drops `ids`. Readers that do not take them (none
+    /// subscribed, or one too far behind) count them as dropped.
+    pub fn publish_volatile(&self, events: Arc<[Event]>, ids: Reservation) {
+        self.inner.feed.publish_volatile(&events);
+        drop(ids);
     }
 
     /// Where batches written by [`Store::append_settling`] are handed to readers in memory.

@@ -434,3 +434,61 @@ async fn every_acked_frame_of_a_shedding_lane_survives_a_sigkill_in_the_log_or_t
     assert_eq!(all, (0..1_000).collect(), "every acked frame is kept");
     assert_eq!(logged.len(), 100, "the lane's capacity went to the log");
 }
+
+fn volatile_dropped(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("colloquium_storage_volatile_dropped_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persist_false_source_reaches_the_pipelines_without_the_log_and_counts_its_drops() {
+    let node = Node::start(
+        "sources:\n  http: {type: http}\n  telemetry: {type: http, path: /telemetry, persist: false}\nsinks: {db: {type: store}}\npipelines:\n  - {name: metrics, from: [telemetry], sinks: [db]}\n",
+    );
+    let (status, _) = node
+        .post_to("/telemetry", &numbered(0, 10), "application/x-ndjson")
+        .await;
+    assert_eq!(status, 202);
+    let outputs = eventually(DEADLINE, "the telemetry through its pipeline", || async {
+        let outputs = node.outputs("metrics").await;
+        (outputs.len() == 10).then_some(outputs)
+    })
+    .await;
+    assert_eq!(ns(&outputs, |o| &o["data"]), (0..10).collect());
+    assert!(
+        node.all_events().await.is_empty(),
+        "fire-and-forget: not in the log"
+    );
+    let (_, metrics) = node.get_text("/metrics").await;
+    assert_eq!(volatile_dropped(&metrics), 0);
+
+    // With no pipeline running, nobody takes them: each is counted as dropped.
+    let idle =
+        Node::start("sources:\n  telemetry: {type: http, path: /telemetry, persist: false}\n");
+    let (status, _) = idle
+        .post_to("/telemetry", &numbered(0, 7), "application/x-ndjson")
+        .await;
+    assert_eq!(status, 202);
+    let (_, metrics) = idle.get_text("/metrics").await;
+    assert_eq!(volatile_dropped(&metrics), 7);
+    assert!(idle.all_events().await.is_empty());
+
+    // An ack promises durability: refused with persist: false.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "sources:\n  frames: {type: tcp, persist: false, ack: true}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        crate::harness::run_cli(&["validate", "-c", config.to_str().unwrap()], None);
+    assert_ne!(code, 0);
+    assert!(
+        format!("{stdout}{stderr}").contains("sources.frames.ack"),
+        "{stdout}{stderr}"
+    );
+}

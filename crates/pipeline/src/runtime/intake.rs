@@ -9,7 +9,7 @@
 //! [`MAX_IN_MEMORY`]), or whose step fails, reads the log in id order until it has caught up
 //! again: lane order and shedding apply to what waits in memory.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use colloquium_config::Overflow;
@@ -46,6 +46,9 @@ pub(super) struct Intake {
     store: Store,
     ids: Arc<IdGenerator>,
     lanes: Lanes,
+    /// Sources with `persist: false`: their events are in no log, so what this intake lets
+    /// go of unprocessed is counted as dropped.
+    volatile: Arc<BTreeSet<String>>,
     /// Most events held in memory before going back to the log.
     capacity: usize,
     mode: Mode,
@@ -68,7 +71,12 @@ enum Mode {
 
 impl Intake {
     /// Reading the log, with a fresh subscription for when it has caught up.
-    pub(super) fn log(store: &Store, ids: &Arc<IdGenerator>, lanes: &Lanes) -> Intake {
+    pub(super) fn log(
+        store: &Store,
+        ids: &Arc<IdGenerator>,
+        lanes: &Lanes,
+        volatile: &Arc<BTreeSet<String>>,
+    ) -> Intake {
         let capacity = usize::try_from(lanes.total_capacity())
             .unwrap_or(usize::MAX)
             .saturating_add(MARGIN)
@@ -77,6 +85,7 @@ impl Intake {
             store: store.clone(),
             ids: ids.clone(),
             lanes: lanes.clone(),
+            volatile: volatile.clone(),
             capacity,
             mode: Intake::subscribe(store, ids, capacity),
         }
@@ -101,6 +110,8 @@ impl Intake {
         budget: usize,
     ) -> Result<Taken, StorageError> {
         let lanes = &self.lanes;
+        let volatile = &self.volatile;
+        let is_volatile = |e: &Event| volatile.contains(&e.metadata.source);
         let is_new = |id: EventId| after.is_none_or(|a| id > a);
         // No watermark: no id given out yet, so everything in the log is settled.
         let settled = |id: EventId| watermark.is_none_or(|w| id < w);
@@ -112,12 +123,17 @@ impl Intake {
             // Taken after reading the watermark: whatever settled below it is in here.
             if let Some(batches) = subscription.take() {
                 let mut arrived: [Vec<Event>; 3] = Default::default();
+                let mut passed = 0;
                 for event in batches.iter().flat_map(|b| b.iter()) {
                     if is_new(event.id) {
                         let lane = lanes.lane(event.metadata.priority).index();
                         arrived[lane].push(event.clone());
+                    } else if is_volatile(event) {
+                        // Read past in the log while it was only in memory.
+                        passed += 1;
                     }
                 }
+                self.store.feed().volatile_dropped(passed);
                 for (queue, arrived) in waiting.iter_mut().zip(arrived) {
                     insert_sorted(queue, arrived);
                 }
@@ -128,7 +144,9 @@ impl Intake {
                 }
             }
             // Fell too far behind (batches were dropped, or too many wait): the log has them
-            // all, and holding them here would cost memory without bound.
+            // all (but the volatile ones), and holding them here would cost memory without
+            // bound.
+            self.drop_waiting();
             self.mode = Intake::subscribe(&self.store, &self.ids, self.capacity);
         }
         let range = ScanRange {
@@ -169,6 +187,28 @@ impl Intake {
             shed: Vec::new(),
             drained: [true; 3],
         })
+    }
+}
+
+impl Intake {
+    /// Lets go of what waits in memory, counting the volatile events among it as dropped.
+    fn drop_waiting(&mut self) {
+        if let Mode::Memory { waiting, .. } = &mut self.mode {
+            let volatile = &self.volatile;
+            let lost = (waiting.iter().flatten())
+                .filter(|e| volatile.contains(&e.metadata.source))
+                .count();
+            self.store.feed().volatile_dropped(lost);
+            waiting.iter_mut().for_each(VecDeque::clear);
+        }
+    }
+}
+
+impl Drop for Intake {
+    /// A worker that stops (a reload, a failed step, shutdown) rereads the log next time:
+    /// volatile events still waiting are lost, and counted.
+    fn drop(&mut self) {
+        self.drop_waiting();
     }
 }
 

@@ -83,12 +83,20 @@ pub(super) struct Worker {
     pub budget: usize,
     /// When this worker last took a realtime event.
     pub realtime_at: Option<Instant>,
+    /// Sources with `persist: false`: their events take no lane capacity.
+    pub volatile: Arc<std::collections::BTreeSet<String>>,
     /// Ids for what stages emit on a tick (their `store` rows are keyed by them).
     pub tick_ids: IdGenerator,
 }
 
 impl Worker {
     pub(super) fn new(plan: Plan, routes: bool, shared: &Shared) -> Result<Self, RuntimeError> {
+        let volatile: Arc<std::collections::BTreeSet<String>> = Arc::new(
+            (plan.config.sources.iter())
+                .filter(|(_, s)| !s.persist)
+                .map(|(name, _)| name.clone())
+                .collect(),
+        );
         let mut worker = Worker {
             store: shared.store.clone(),
             ids: shared.ids.clone(),
@@ -99,7 +107,8 @@ impl Worker {
             router: Positions::default(),
             plan,
             metrics: shared.metrics.clone(),
-            intake: Intake::log(&shared.store, &shared.ids, &shared.lanes),
+            intake: Intake::log(&shared.store, &shared.ids, &shared.lanes, &volatile),
+            volatile,
             lanes: shared.lanes.clone(),
             budget: STEP_EVENTS,
             realtime_at: None,
@@ -179,7 +188,10 @@ impl Worker {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     match self.load() {
                         // What the failed step took from memory is gone: reread the log.
-                        Ok(()) => self.intake = Intake::log(&self.store, &self.ids, &self.lanes),
+                        Ok(()) => {
+                            self.intake =
+                                Intake::log(&self.store, &self.ids, &self.lanes, &self.volatile)
+                        }
                         Err(e) => tracing::error!(error = %e, "reloading pipelines failed"),
                     }
                     continue;
@@ -332,6 +344,7 @@ impl Worker {
         let ingested = event.ingest_time.as_millis();
         let id = event.id;
         let lane = self.lanes.lane(event.metadata.priority);
+        let counted = !self.volatile.contains(&event.metadata.source);
         let slots = &self.slots;
         let take = |i: usize| match slots.get(i) {
             Some(slot) if slot.own && slot.positions.before(lane, id) => {
@@ -397,7 +410,7 @@ impl Worker {
             } else {
                 slot.positions.pass(lane, id)
             };
-            if moved && slot.consumer.counts(id) {
+            if moved && counted && slot.consumer.counts(id) {
                 slot.passed[lane.index()] += 1;
             }
         }
@@ -410,6 +423,7 @@ impl Worker {
         let lane = self.lanes.lane(event.metadata.priority);
         let id = event.id;
         let capacity = self.lanes.spec(lane).capacity;
+        let counted = !self.volatile.contains(&event.metadata.source);
         let mut letters = 0;
         for i in self.topology.matching(&event) {
             let (Some(slot), Some(pipeline)) =
@@ -432,7 +446,7 @@ impl Worker {
         self.lanes.shed(lane, cause, letters);
         for (slot, pipeline) in self.slots.iter_mut().zip(self.topology.pipelines()) {
             let running = slot.own && pipeline.stopped().is_none();
-            if running && slot.positions.pass(lane, id) && slot.consumer.counts(id) {
+            if running && slot.positions.pass(lane, id) && counted && slot.consumer.counts(id) {
                 slot.passed[lane.index()] += 1;
             }
         }
