@@ -53,9 +53,10 @@ use worker::{Plan, Worker};
 
 /// Most events read and committed in one step.
 pub const STEP_EVENTS: usize = 1_000;
-/// How long a step aims to take at most while realtime events flow (one was taken in the last
-/// [`REALTIME_RECENT`]): a pipeline whose events cost more than 2 µs each then takes fewer per
-/// step, so a realtime event waits behind little batch work.
+/// How long a step aims to compute at most while realtime events flow (one was taken in the
+/// last [`REALTIME_RECENT`]): a pipeline whose events cost more than 2 µs each then takes fewer
+/// per step, so a realtime event waits behind little batch work. Waiting on sinks does not
+/// count, and workers of pipelines that wait (async stages, retries) keep full steps.
 pub const STEP_TIME: Duration = Duration::from_millis(2);
 /// How long a step aims to take at most otherwise (fewer, larger commits).
 pub const STEP_TIME_IDLE_REALTIME: Duration = Duration::from_millis(20);

@@ -289,7 +289,10 @@ impl Worker {
         if last.is_none() && commit.replayed.is_empty() && !produced && commit.state.is_empty() {
             return Ok(false);
         }
+        // The step's time but its wait on sinks sizes the next one.
+        let sending = Instant::now();
         self.send(routed, &mut commit).await?;
+        let sent_in = sending.elapsed();
         for (slot, pipeline) in self.slots.iter().zip(self.topology.pipelines()) {
             if slot.own {
                 let stopped = pipeline.stopped().map(str::to_owned);
@@ -313,7 +316,10 @@ impl Worker {
         let elapsed = started.elapsed();
         self.metrics.step.observe(elapsed.as_secs_f64());
         self.report(&taken);
-        if count >= MIN_STEP_EVENTS {
+        // Sized to compute, not to waiting: smaller steps would not make a sink's round trips
+        // or an async stage's calls shorter, only more of them.
+        let waits = self.slots.iter().any(|s| s.own && s.batched);
+        if count >= MIN_STEP_EVENTS && !waits {
             // Events that fit in the step time at this step's pace, halfway from the last budget.
             let realtime = self
                 .realtime_at
@@ -323,7 +329,7 @@ impl Worker {
             } else {
                 STEP_TIME_IDLE_REALTIME
             };
-            let per_event = elapsed.as_nanos() / count as u128;
+            let per_event = elapsed.saturating_sub(sent_in).as_nanos() / count as u128;
             let fits = target.as_nanos() / per_event.max(1);
             let fits = usize::try_from(fits).unwrap_or(usize::MAX);
             self.budget = ((self.budget + fits) / 2).clamp(MIN_STEP_EVENTS, STEP_EVENTS);
