@@ -1,0 +1,17 @@
+//! Event-time windows: the arithmetic the `window` stage is built on (issue 15). No I/O, no
+//! events: times are milliseconds as `i64` (event times may precede the epoch).
+//!
+//! - [`assign`]: which windows an event time belongs to (tumbling, sliding; session windows
+//!   start at the event and merge in the engine).
+//! - [`watermark`]: the event-time clock: per source, idle sources let go, never backwards.
+//! - [`stats`]: mergeable aggregates: count, sum, min, max, mean, first/last, and Welford's
+//!   online variance.
+#![warn(missing_docs)]
+
+pub mod assign;
+pub mod stats;
+pub mod watermark;
+
+pub use assign::{Window, WindowSpec};
+pub use stats::{Stats, Welford};
+pub use watermark::Watermarks;
