@@ -3,15 +3,18 @@
 //!
 //! - [`assign`]: which windows an event time belongs to (tumbling, sliding; session windows
 //!   start at the event and merge in the engine).
+//! - [`engine`]: open windows per key: what joins, what is late, what fires and closes.
 //! - [`watermark`]: the event-time clock: per source, idle sources let go, never backwards.
 //! - [`stats`]: mergeable aggregates: count, sum, min, max, mean, first/last, and Welford's
 //!   online variance.
 #![warn(missing_docs)]
 
 pub mod assign;
+pub mod engine;
 pub mod stats;
 pub mod watermark;
 
 pub use assign::{Window, WindowSpec};
+pub use engine::{Added, Engine, Firing, Merge, Open};
 pub use stats::{Stats, Welford};
 pub use watermark::Watermarks;

@@ -1,0 +1,421 @@
+//! Open windows per key, judged against the watermark: what an event joins, what is late,
+//! what fires, and when a window closes.
+//!
+//! - An event is judged against the watermark `W` as it was before the event arrived. For
+//!   each window it belongs to (for sessions, the window after merging every open session of
+//!   its key it meets), if `end + allowed_lateness ≤ W` it is too late for that window;
+//!   otherwise it is added, and a window that had already fired fires again as an update.
+//!   An event that joins no window is late ([`Added::Late`]).
+//! - A window fires when `W ≥ end`; it closes (its state freed, nothing joins it any more)
+//!   when `end + allowed_lateness ≤ W`. Its last firing has `final` set: with no lateness the
+//!   first firing is the last; otherwise closing fires it once more, final.
+//! - The aggregate is the caller's (`A`: merged when sessions merge), updated through a
+//!   closure, so the engine never sees events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::assign::{Window, WindowSpec};
+
+/// Something a window keeps: mergeable partials.
+pub trait Merge {
+    /// Adds everything `other` holds.
+    fn merge(&mut self, other: &Self);
+}
+
+impl Merge for crate::Stats {
+    fn merge(&mut self, other: &Self) {
+        crate::Stats::merge(self, other);
+    }
+}
+
+/// One open window of one key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Open<A> {
+    /// The aggregate over every event added.
+    pub agg: A,
+    /// Whether it has fired (an added event then fires it again, as an update).
+    pub fired: bool,
+    /// Firings after the first.
+    pub updates: u32,
+}
+
+/// A window's result, to emit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Firing<A> {
+    /// The grouping key.
+    pub key: String,
+    /// The window.
+    pub window: Window,
+    /// Its aggregate now.
+    pub agg: A,
+    /// The window's last firing (it is closed).
+    pub last: bool,
+    /// Firings of this window before this one.
+    pub update_count: u32,
+}
+
+/// What became of one event.
+#[derive(Debug, PartialEq)]
+pub enum Added<A> {
+    /// It joined this many windows; those that had fired fire again (updates).
+    Joined(usize, Vec<Firing<A>>),
+    /// Too late for every window it belongs to.
+    Late,
+}
+
+/// The open windows of every key.
+#[derive(Debug)]
+pub struct Engine<A> {
+    spec: WindowSpec,
+    allowed_lateness: i64,
+    keys: HashMap<String, BTreeMap<Window, Open<A>>>,
+}
+
+impl<A: Default + Clone + Merge> Engine<A> {
+    /// An engine with no open window.
+    pub fn new(spec: WindowSpec, allowed_lateness: i64) -> Self {
+        Engine {
+            spec,
+            allowed_lateness,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Adds the event of time `ts` and key `key` to every window it belongs to and that is
+    /// not too late for `watermark` (the watermark before this event), updating each with
+    /// `add`.
+    pub fn add(
+        &mut self,
+        key: &str,
+        ts: i64,
+        watermark: Option<i64>,
+        mut add: impl FnMut(&mut A),
+    ) -> Added<A> {
+        let lateness = self.allowed_lateness;
+        let open = |w: &Window| watermark.is_none_or(|wm| w.end.saturating_add(lateness) > wm);
+        let windows = self.keys.entry(key.to_owned()).or_default();
+        let mut joined = 0;
+        let mut updates = Vec::new();
+        let fire_again = |window: Window, slot: &mut Open<A>, updates: &mut Vec<Firing<A>>| {
+            if slot.fired {
+                slot.updates += 1;
+                updates.push(Firing {
+                    key: key.to_owned(),
+                    window,
+                    agg: slot.agg.clone(),
+                    last: false,
+                    update_count: slot.updates,
+                });
+            }
+        };
+        if let WindowSpec::Session { .. } = self.spec {
+            let mut merged = self.spec.windows(ts)[0];
+            let meeting: Vec<Window> = windows
+                .keys()
+                .filter(|w| w.meets(&merged))
+                .copied()
+                .collect();
+            for w in &meeting {
+                merged = merged.span(w);
+            }
+            if !open(&merged) {
+                return Added::Late;
+            }
+            let mut slot = Open {
+                agg: A::default(),
+                fired: false,
+                updates: 0,
+            };
+            for w in meeting {
+                if let Some(old) = windows.remove(&w) {
+                    slot.agg.merge(&old.agg);
+                    slot.fired |= old.fired;
+                    slot.updates += old.updates;
+                }
+            }
+            add(&mut slot.agg);
+            fire_again(merged, &mut slot, &mut updates);
+            windows.insert(merged, slot);
+            return Added::Joined(1, updates);
+        }
+        for window in self.spec.windows(ts) {
+            if !open(&window) {
+                continue;
+            }
+            let slot = windows.entry(window).or_insert_with(|| Open {
+                agg: A::default(),
+                fired: false,
+                updates: 0,
+            });
+            add(&mut slot.agg);
+            fire_again(window, slot, &mut updates);
+            joined += 1;
+        }
+        if joined == 0 {
+            return Added::Late;
+        }
+        Added::Joined(joined, updates)
+    }
+
+    /// Fires every window the watermark has passed and closes those past their lateness,
+    /// oldest first per key; returns the firings.
+    pub fn advance(&mut self, watermark: i64) -> Vec<Firing<A>> {
+        let lateness = self.allowed_lateness;
+        let mut firings = Vec::new();
+        for (key, windows) in &mut self.keys {
+            let mut closed = Vec::new();
+            for (window, slot) in windows.iter_mut() {
+                if window.end > watermark {
+                    break; // sorted by start: with equal sizes, later ones end later
+                }
+                let closes = window.end.saturating_add(lateness) <= watermark;
+                if !slot.fired {
+                    slot.fired = true;
+                    firings.push(Firing {
+                        key: key.clone(),
+                        window: *window,
+                        agg: slot.agg.clone(),
+                        last: closes,
+                        update_count: slot.updates,
+                    });
+                } else if closes {
+                    // Fired before, now closing: once more, final.
+                    slot.updates += 1;
+                    firings.push(Firing {
+                        key: key.clone(),
+                        window: *window,
+                        agg: slot.agg.clone(),
+                        last: true,
+                        update_count: slot.updates,
+                    });
+                }
+                if closes {
+                    closed.push(*window);
+                }
+            }
+            for window in closed {
+                windows.remove(&window);
+            }
+        }
+        self.keys.retain(|_, windows| !windows.is_empty());
+        firings.sort_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
+        firings
+    }
+
+    /// Open windows, all keys together.
+    pub fn open_windows(&self) -> usize {
+        self.keys.values().map(BTreeMap::len).sum()
+    }
+
+    /// Keys with an open window.
+    pub fn open_keys(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::Watermarks;
+    use proptest::prelude::*;
+
+    /// Which events (by index) a window holds: exact, to compare with a brute-force model.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    struct Members(BTreeSet<usize>);
+
+    impl Merge for Members {
+        fn merge(&mut self, other: &Self) {
+            self.0.extend(other.0.iter().copied());
+        }
+    }
+
+    /// Feeds `(key, ts)` events in order with one source's watermark (max − `ooo`), advancing
+    /// after each; then closes everything. Returns every firing and the late events.
+    fn run(
+        spec: WindowSpec,
+        ooo: u64,
+        lateness: i64,
+        events: &[(&str, i64)],
+    ) -> (Vec<Firing<Members>>, Vec<usize>) {
+        let mut engine = Engine::<Members>::new(spec, lateness);
+        let mut clock = Watermarks::new(Duration::from_millis(ooo), None);
+        let now = Instant::now();
+        let (mut firings, mut late) = (Vec::new(), Vec::new());
+        for (i, (key, ts)) in events.iter().enumerate() {
+            match engine.add(key, *ts, clock.current(), |m| {
+                m.0.insert(i);
+            }) {
+                Added::Joined(_, updates) => firings.extend(updates),
+                Added::Late => late.push(i),
+            }
+            if let Some(w) = clock.observe("s", *ts, now) {
+                firings.extend(engine.advance(w));
+            }
+        }
+        firings.extend(engine.advance(i64::MAX));
+        assert_eq!(engine.open_windows(), 0);
+        (firings, late)
+    }
+
+    fn members(f: &Firing<Members>) -> Vec<usize> {
+        f.agg.0.iter().copied().collect()
+    }
+
+    #[test]
+    fn tumbling_in_order_out_of_order_and_late() {
+        let spec = WindowSpec::Tumbling {
+            size: 10,
+            offset: 0,
+        };
+        // No lateness: 3 comes after the watermark passed 10, so [0, 10) had closed.
+        let (firings, late) = run(
+            spec,
+            0,
+            0,
+            &[("k", 1), ("k", 5), ("k", 12), ("k", 3), ("k", 25)],
+        );
+        assert_eq!(late, [3]);
+        let shown: Vec<(Window, Vec<usize>, bool, u32)> = firings
+            .iter()
+            .map(|f| (f.window, members(f), f.last, f.update_count))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (Window { start: 0, end: 10 }, vec![0, 1], true, 0),
+                (Window { start: 10, end: 20 }, vec![2], true, 0),
+                (Window { start: 20, end: 30 }, vec![4], true, 0),
+            ]
+        );
+        // 5 ms of lateness: 3 updates [0, 10), which then closes with a final firing.
+        let (firings, late) = run(
+            spec,
+            0,
+            5,
+            &[("k", 1), ("k", 5), ("k", 12), ("k", 3), ("k", 25)],
+        );
+        assert!(late.is_empty());
+        let first: Vec<(Vec<usize>, bool, u32)> = firings
+            .iter()
+            .filter(|f| f.window.start == 0)
+            .map(|f| (members(f), f.last, f.update_count))
+            .collect();
+        assert_eq!(
+            first,
+            [
+                (vec![0, 1], false, 0),
+                (vec![0, 1, 3], false, 1),
+                (vec![0, 1, 3], true, 2),
+            ]
+        );
+        // Out of order within max_out_of_orderness: nothing late, nothing re-fired.
+        let (firings, late) = run(spec, 10, 0, &[("k", 12), ("k", 3), ("k", 15), ("k", 7)]);
+        assert!(late.is_empty());
+        assert_eq!(members(&firings[0]), [1, 3]);
+        assert!(firings.iter().all(|f| f.update_count == 0));
+    }
+
+    #[test]
+    fn sliding_adds_to_every_open_window() {
+        let spec = WindowSpec::Sliding {
+            size: 10,
+            slide: 5,
+            offset: 0,
+        };
+        let (firings, late) = run(spec, 0, 0, &[("k", 7), ("k", 12), ("k", 6)]);
+        // 6 arrives at W = 12: [0, 10) is closed, [5, 15) is still open.
+        assert!(late.is_empty());
+        let by_window: Vec<(i64, Vec<usize>)> = firings
+            .iter()
+            .map(|f| (f.window.start, members(f)))
+            .collect();
+        assert_eq!(by_window, [(0, vec![0]), (5, vec![0, 1, 2]), (10, vec![1])]);
+    }
+
+    #[test]
+    fn sessions_merge_when_an_event_bridges_them_and_keys_stay_apart() {
+        let spec = WindowSpec::Session { gap: 10 };
+        let events = [("a", 1), ("a", 15), ("b", 5), ("a", 8), ("a", 40)];
+        let (firings, late) = run(spec, 100, 0, &events);
+        assert!(late.is_empty());
+        let shown: Vec<(&str, Window, Vec<usize>)> = firings
+            .iter()
+            .map(|f| (f.key.as_str(), f.window, members(f)))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("a", Window { start: 1, end: 25 }, vec![0, 1, 3]),
+                ("b", Window { start: 5, end: 15 }, vec![2]),
+                ("a", Window { start: 40, end: 50 }, vec![4]),
+            ]
+        );
+        // A session closed by the watermark takes no more: 30 would have bridged nothing.
+        let (_, late) = run(spec, 0, 0, &[("a", 1), ("a", 100), ("a", 5)]);
+        assert_eq!(late, [2]);
+    }
+
+    /// The brute-force model: for each event, the watermark before it (max − ooo, never
+    /// decreasing), then every window holding it by enumeration; it is added where
+    /// `end + lateness > W`. Returns each window's members.
+    fn model(
+        size: i64,
+        slide: i64,
+        offset: i64,
+        ooo: i64,
+        lateness: i64,
+        events: &[i64],
+    ) -> BTreeMap<Window, Vec<usize>> {
+        let mut windows: BTreeMap<Window, Vec<usize>> = BTreeMap::new();
+        let mut max: Option<i64> = None;
+        for (i, ts) in events.iter().enumerate() {
+            let w = max.map(|m| m - ooo);
+            let lowest = (ts - size - offset).div_euclid(slide) - 1;
+            let highest = (ts - offset).div_euclid(slide) + 1;
+            for k in lowest..=highest {
+                let window = Window {
+                    start: k * slide + offset,
+                    end: k * slide + offset + size,
+                };
+                if window.contains(*ts) && w.is_none_or(|w| window.end + lateness > w) {
+                    windows.entry(window).or_default().push(i);
+                }
+            }
+            max = Some(max.map_or(*ts, |m| m.max(*ts)));
+        }
+        windows
+    }
+
+    proptest! {
+        #[test]
+        fn every_windows_last_firing_is_exactly_what_a_batch_model_adds_to_it(
+            events in proptest::collection::vec(0i64..3_000, 1..80),
+            size in 1i64..400,
+            slide_part in 1i64..400,
+            tumbling in proptest::bool::ANY,
+            offset in -200i64..200,
+            ooo in 0i64..300,
+            lateness in 0i64..300,
+        ) {
+            let slide = if tumbling { size } else { slide_part };
+            let spec = if tumbling {
+                WindowSpec::Tumbling { size, offset }
+            } else {
+                WindowSpec::Sliding { size, slide, offset }
+            };
+            let keyed: Vec<(&str, i64)> = events.iter().map(|ts| ("k", *ts)).collect();
+            let (firings, _) = run(spec, ooo as u64, lateness, &keyed);
+            let mut last: BTreeMap<Window, (Vec<usize>, bool)> = BTreeMap::new();
+            for f in &firings {
+                last.insert(f.window, (members(f), f.last));
+            }
+            prop_assert!(last.values().all(|(_, is_last)| *is_last), "every window ends final");
+            let got: BTreeMap<Window, Vec<usize>> =
+                last.into_iter().map(|(w, (m, _))| (w, m)).collect();
+            prop_assert_eq!(got, model(size, slide, offset, ooo, lateness, &events));
+        }
+    }
+}
