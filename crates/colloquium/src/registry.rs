@@ -6,7 +6,7 @@
 use colloquium_ingest::{Accept, SourceRegistry};
 use colloquium_pipeline::Registry;
 use colloquium_pipeline::sinks::{dlq, file, http, stdout, store};
-use colloquium_pipeline::stages::{alert, dedup, filter, idempotency, set, transform};
+use colloquium_pipeline::stages::{alert, dedup, filter, idempotency, set, transform, window};
 
 /// The stage and sink kinds, by `type:` name.
 pub fn registry() -> Registry {
@@ -17,6 +17,7 @@ pub fn registry() -> Registry {
         .stage::<dedup::DedupConfig>()
         .stage::<alert::AlertConfig>()
         .stage::<idempotency::IdempotencyConfig>()
+        .stage::<window::WindowConfig>()
         .sink::<store::StoreConfig>()
         .sink::<dlq::DlqConfig>()
         .sink::<stdout::StdoutConfig>()

@@ -12,7 +12,9 @@
 //! - The aggregate is the caller's (`A`: merged when sessions merge), updated through a
 //!   closure, so the engine never sees events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
 
 use crate::assign::{Window, WindowSpec};
 
@@ -29,7 +31,7 @@ impl Merge for crate::Stats {
 }
 
 /// One open window of one key.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Open<A> {
     /// The aggregate over every event added.
     pub agg: A,
@@ -69,6 +71,8 @@ pub struct Engine<A> {
     spec: WindowSpec,
     allowed_lateness: i64,
     keys: HashMap<String, BTreeMap<Window, Open<A>>>,
+    /// Keys whose windows changed since [`Engine::take_changed`].
+    changed: BTreeSet<String>,
 }
 
 impl<A: Default + Clone + Merge> Engine<A> {
@@ -78,6 +82,29 @@ impl<A: Default + Clone + Merge> Engine<A> {
             spec,
             allowed_lateness,
             keys: HashMap::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+
+    /// The open windows of `key`.
+    pub fn windows_of(&self, key: &str) -> Option<&BTreeMap<Window, Open<A>>> {
+        self.keys.get(key)
+    }
+
+    /// Whether `key` has open windows (a new key would be one more).
+    pub fn has_key(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// The keys whose windows changed since the last call (added to, fired, closed).
+    pub fn take_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Puts back `key`'s open windows (from a checkpoint).
+    pub fn restore(&mut self, key: String, windows: BTreeMap<Window, Open<A>>) {
+        if !windows.is_empty() {
+            self.keys.insert(key, windows);
         }
     }
 
@@ -119,6 +146,9 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 merged = merged.span(w);
             }
             if !open(&merged) {
+                if windows.is_empty() {
+                    self.keys.remove(key);
+                }
                 return Added::Late;
             }
             let mut slot = Open {
@@ -136,6 +166,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
             add(&mut slot.agg);
             fire_again(merged, &mut slot, &mut updates);
             windows.insert(merged, slot);
+            self.changed.insert(key.to_owned());
             return Added::Joined(1, updates);
         }
         for window in self.spec.windows(ts) {
@@ -152,8 +183,12 @@ impl<A: Default + Clone + Merge> Engine<A> {
             joined += 1;
         }
         if joined == 0 {
+            if windows.is_empty() {
+                self.keys.remove(key);
+            }
             return Added::Late;
         }
+        self.changed.insert(key.to_owned());
         Added::Joined(joined, updates)
     }
 
@@ -163,6 +198,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
         let lateness = self.allowed_lateness;
         let mut firings = Vec::new();
         for (key, windows) in &mut self.keys {
+            let before = firings.len();
             let mut closed = Vec::new();
             for (window, slot) in windows.iter_mut() {
                 if window.end > watermark {
@@ -192,6 +228,9 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 if closes {
                     closed.push(*window);
                 }
+            }
+            if firings.len() > before || !closed.is_empty() {
+                self.changed.insert(key.clone());
             }
             for window in closed {
                 windows.remove(&window);

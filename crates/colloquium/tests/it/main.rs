@@ -15,3 +15,4 @@ mod reliability;
 mod reload;
 mod storage;
 mod tcp;
+mod windows;

@@ -9,3 +9,4 @@ pub mod filter;
 pub mod idempotency;
 pub mod set;
 pub mod transform;
+pub mod window;
