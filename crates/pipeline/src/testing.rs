@@ -96,6 +96,20 @@ fn run_one(
             (f.reason, format!("{}{at}: {}", f.reason, f.error))
         }));
     }
+    // Then one tick, as a node's step ends with one: a window the inputs' watermark passed
+    // fires into the outputs.
+    for (i, pipeline) in topology.pipelines_mut().iter_mut().enumerate() {
+        let outcomes = futures::executor::block_on(pipeline.tick(test_clock()));
+        for outcome in outcomes {
+            if Some(i) == target {
+                outputs.extend(outcome.outputs.into_iter().map(|e| Value::Object(e.data)));
+            }
+            reasons.extend(outcome.failures.into_iter().map(|f| {
+                let at = f.pipeline.map(|p| format!(" in {p}")).unwrap_or_default();
+                (f.reason, format!("{}{at}: {}", f.reason, f.error))
+            }));
+        }
+    }
 
     let mut report = String::new();
     let expected = test.expect.outputs.as_ref();

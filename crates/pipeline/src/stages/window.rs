@@ -53,6 +53,10 @@ pub struct WindowConfig {
     /// JSON pointer of the grouping key.
     #[serde(default)]
     pub key: Option<String>,
+    /// Or a script (name or inline) whose result is the key (e.g. the topic:
+    /// `[get, [$inputs], /1/topic]`).
+    #[serde(default)]
+    pub key_script: Option<Value>,
     /// JSON pointer of the event time.
     #[serde(default)]
     pub time: Option<String>,
@@ -202,6 +206,16 @@ impl StageConfig for WindowConfig {
                 ));
             }
         }
+        let key_script = match (&self.key, &self.key_script) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    cx.at.clone(),
+                    "`key` or `key_script`, not both",
+                ));
+            }
+            (_, Some(script)) => Some(cx.scripts.resolve(script, &cx.key("key_script"))?),
+            _ => None,
+        };
         if self.aggregates.is_empty() {
             return Err(ConfigError::new(
                 cx.key("aggregates"),
@@ -253,6 +267,7 @@ impl StageConfig for WindowConfig {
                 self.idle_timeout,
             ),
             key: self.key,
+            key_script,
             time: self.time,
             fields,
             outputs,
@@ -269,6 +284,7 @@ struct WindowStage {
     engine: Engine<WindowAgg>,
     clock: Watermarks,
     key: Option<String>,
+    key_script: Option<std::sync::Arc<computo::Script>>,
     time: Option<String>,
     fields: Vec<String>,
     outputs: Vec<Output>,
@@ -281,7 +297,16 @@ struct WindowStage {
 }
 
 impl WindowStage {
-    fn key_of(&self, event: &Event) -> Result<String, StageError> {
+    fn key_of(&self, event: &mut Event) -> Result<String, StageError> {
+        if let Some(script) = &self.key_script {
+            let result = crate::stage::with_data(event, &self.pipeline, |data, meta| {
+                script.eval(&[data, &meta()])
+            })?;
+            return Ok(match result {
+                Value::String(s) => s,
+                other => other.to_string(),
+            });
+        }
         let Some(pointer) = &self.key else {
             return Ok(String::new());
         };
@@ -347,8 +372,8 @@ fn number(x: Option<f64>) -> Value {
 }
 
 impl Stage for WindowStage {
-    fn process(&mut self, event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
-        let (key, ts) = match (self.key_of(&event), self.time_of(&event)) {
+    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+        let (key, ts) = match (self.key_of(&mut event), self.time_of(&event)) {
             (Ok(key), Ok(ts)) => (key, ts),
             (Err(e), _) | (_, Err(e)) => return Err(Failed::new(e, event)),
         };
