@@ -45,8 +45,13 @@ impl Event {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let key = first.replace("~1", "/").replace("~0", "~");
-        let value = self.data.get(&key)?;
+        // Unescaping allocates: only for the rare key that needs it.
+        let value = if first.contains('~') {
+            self.data
+                .get(&first.replace("~1", "/").replace("~0", "~"))?
+        } else {
+            self.data.get(first)?
+        };
         if tail.is_empty() {
             Some(value)
         } else {

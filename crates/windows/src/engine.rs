@@ -120,7 +120,13 @@ impl<A: Default + Clone + Merge> Engine<A> {
     ) -> Added<A> {
         let lateness = self.allowed_lateness;
         let open = |w: &Window| watermark.is_none_or(|wm| w.end.saturating_add(lateness) > wm);
-        let windows = self.keys.entry(key.to_owned()).or_default();
+        // Looked up before inserting: most events' keys are known, and a key costs a String.
+        if !self.keys.contains_key(key) {
+            self.keys.insert(key.to_owned(), BTreeMap::new());
+        }
+        let Some(windows) = self.keys.get_mut(key) else {
+            return Added::Late;
+        };
         let mut joined = 0;
         let mut updates = Vec::new();
         let fire_again = |window: Window, slot: &mut Open<A>, updates: &mut Vec<Firing<A>>| {
@@ -166,7 +172,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
             add(&mut slot.agg);
             fire_again(merged, &mut slot, &mut updates);
             windows.insert(merged, slot);
-            self.changed.insert(key.to_owned());
+            mark(&mut self.changed, key);
             return Added::Joined(1, updates);
         }
         for window in self.spec.windows(ts) {
@@ -188,7 +194,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
             }
             return Added::Late;
         }
-        self.changed.insert(key.to_owned());
+        mark(&mut self.changed, key);
         Added::Joined(joined, updates)
     }
 
@@ -230,7 +236,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 }
             }
             if firings.len() > before || !closed.is_empty() {
-                self.changed.insert(key.clone());
+                mark(&mut self.changed, key);
             }
             for window in closed {
                 windows.remove(&window);
@@ -249,6 +255,13 @@ impl<A: Default + Clone + Merge> Engine<A> {
     /// Keys with an open window.
     pub fn open_keys(&self) -> usize {
         self.keys.len()
+    }
+}
+
+/// Adds `key` to `changed`, allocating only when it is new there.
+fn mark(changed: &mut BTreeSet<String>, key: &str) {
+    if !changed.contains(key) {
+        changed.insert(key.to_owned());
     }
 }
 

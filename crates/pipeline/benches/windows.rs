@@ -1,0 +1,74 @@
+//! The `window` stage alone on one core, on issue 15's workload: 10,000 keys chosen
+//! uniformly, values uniform in [0, 1000), event time = the event's index in ms minus up to
+//! 500 ms of disorder, watermark = max − 1 s; (1) tumbling 1 s with count + avg, (2) sliding
+//! 10 s / 1 s with count + avg. JSON events in memory; one tick per 1,000 events (a step).
+//!
+//! `cargo bench -p colloquium-pipeline --bench windows`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use colloquium_event::{Event, Metadata, Timestamp};
+use colloquium_pipeline::stages::window::WindowConfig;
+use colloquium_pipeline::{Pipeline, Registry};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+
+const EVENTS: u64 = 200_000;
+
+fn events() -> Vec<Event> {
+    let mut rng = fastrand::Rng::with_seed(15);
+    (0..EVENTS)
+        .map(|i| {
+            let t = i as i64 - rng.i64(0..=500);
+            let data =
+                json!({"k": format!("k{}", rng.u32(0..10_000)), "v": rng.f64() * 1000.0, "t": t});
+            Event::at(
+                Timestamp::from_millis(1_767_225_600_000 + i),
+                data.as_object().cloned().unwrap(),
+                Metadata::new("http", "default"),
+            )
+        })
+        .collect()
+}
+
+fn pipeline(window: &str) -> Pipeline {
+    let yaml = format!(
+        "pipelines:\n  - name: w\n    stages:\n      - {{type: window, {window}, key: /k, time: /t, max_out_of_orderness: 1s, aggregates: {{n: count, mean: {{avg: /v}}}}, max_keys: 1000000}}\n"
+    );
+    let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
+    let scripts = colloquium_config::ScriptLibrary::compile_all(&config);
+    let registry = Registry::default().stage::<WindowConfig>();
+    Pipeline::build(&config.pipelines[0], "pipelines[0]", &registry, &scripts).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let input = events();
+    let mut group = c.benchmark_group("window");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(EVENTS));
+    for (name, window) in [
+        ("tumbling_1s", "window: tumbling, size: 1s"),
+        ("sliding_10s_1s", "window: sliding, size: 10s, slide: 1s"),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || pipeline(window),
+                |mut p| {
+                    let mut results = 0;
+                    for chunk in input.chunks(1_000) {
+                        for event in chunk {
+                            results += p.process(event).outputs.len();
+                        }
+                        let ticked = futures::executor::block_on(p.tick(Timestamp::now()));
+                        results += ticked.iter().map(|o| o.outputs.len()).sum::<usize>();
+                    }
+                    results
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
