@@ -204,46 +204,51 @@ impl<A: Default + Clone + Merge> Engine<A> {
         let lateness = self.allowed_lateness;
         let mut firings = Vec::new();
         for (key, windows) in &mut self.keys {
-            let before = firings.len();
-            let mut closed = Vec::new();
+            // A key's windows are sorted by start, and so by end (fixed sizes, or sessions
+            // that never overlap): the first one says whether anything is due.
+            if windows
+                .first_key_value()
+                .is_none_or(|(w, _)| w.end > watermark)
+            {
+                continue;
+            }
+            mark(&mut self.changed, key);
+            // Those past their lateness close: a prefix, moved out (their last firing).
+            while let Some(entry) = windows.first_entry() {
+                if entry.key().end.saturating_add(lateness) > watermark {
+                    break;
+                }
+                let (window, mut slot) = entry.remove_entry();
+                if slot.fired {
+                    slot.updates += 1;
+                }
+                firings.push(Firing {
+                    key: key.clone(),
+                    window,
+                    agg: slot.agg,
+                    last: true,
+                    update_count: slot.updates,
+                });
+            }
+            // The rest that the watermark passed fire once, not last (lateness keeps them).
             for (window, slot) in windows.iter_mut() {
                 if window.end > watermark {
-                    break; // sorted by start: with equal sizes, later ones end later
+                    break;
                 }
-                let closes = window.end.saturating_add(lateness) <= watermark;
                 if !slot.fired {
                     slot.fired = true;
                     firings.push(Firing {
                         key: key.clone(),
                         window: *window,
                         agg: slot.agg.clone(),
-                        last: closes,
-                        update_count: slot.updates,
-                    });
-                } else if closes {
-                    // Fired before, now closing: once more, final.
-                    slot.updates += 1;
-                    firings.push(Firing {
-                        key: key.clone(),
-                        window: *window,
-                        agg: slot.agg.clone(),
-                        last: true,
+                        last: false,
                         update_count: slot.updates,
                     });
                 }
-                if closes {
-                    closed.push(*window);
-                }
-            }
-            if firings.len() > before || !closed.is_empty() {
-                mark(&mut self.changed, key);
-            }
-            for window in closed {
-                windows.remove(&window);
             }
         }
         self.keys.retain(|_, windows| !windows.is_empty());
-        firings.sort_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
+        firings.sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
         firings
     }
 
