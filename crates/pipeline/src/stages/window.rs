@@ -626,6 +626,30 @@ mod tests {
         assert!(rfc.failures.is_empty(), "{:?}", rfc.failures);
     }
 
+    #[tokio::test]
+    async fn an_idle_source_stops_holding_the_watermark_back() {
+        let mut p = pipeline("{type: window, window: tumbling, size: 10ms, time: /t, idle_timeout: 50ms, aggregates: {n: count}}").unwrap();
+        let from = |source: &str, t: i64| {
+            let mut e = event(json!({"t": t}));
+            e.metadata.source = source.to_owned();
+            e
+        };
+        p.process(&from("fast", 1));
+        p.process(&from("slow", 2));
+        p.process(&from("fast", 25));
+        // slow is at 2: [0, 10) waits for it.
+        assert!(tick(&mut p).await.is_empty());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // slow has been quiet past idle_timeout: fast's 25 rules, and [0, 10) fires.
+        let fired = tick(&mut p).await;
+        let starts: Vec<i64> = fired
+            .iter()
+            .map(|w| w["window_start"].as_i64().unwrap())
+            .collect();
+        assert_eq!(starts, [0]);
+        assert_eq!(fired[0]["n"], 2);
+    }
+
     #[test]
     fn bad_window_configs_name_their_key() {
         let error = |stage: &str| pipeline(stage).err().unwrap_or_default();
