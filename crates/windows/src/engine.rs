@@ -446,7 +446,76 @@ mod tests {
         windows
     }
 
+    /// A separate simulation of sessions: per event (against the watermark before it), the
+    /// open sessions of its key meeting `[ts, ts + gap)` merge with it unless the result is
+    /// past its lateness (then the event is late); after each event, sessions past their
+    /// lateness close. Returns each closed session's members.
+    fn session_model(
+        gap: i64,
+        ooo: i64,
+        lateness: i64,
+        events: &[(&str, i64)],
+    ) -> BTreeMap<(String, Window), Vec<usize>> {
+        let mut open: Vec<(String, Window, Vec<usize>)> = Vec::new();
+        let mut closed = BTreeMap::new();
+        let mut max: Option<i64> = None;
+        let close = |open: &mut Vec<(String, Window, Vec<usize>)>,
+                     closed: &mut BTreeMap<(String, Window), Vec<usize>>,
+                     w: i64| {
+            let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(open)
+                .into_iter()
+                .partition(|(_, window, _)| window.end + lateness <= w);
+            *open = keep;
+            for (key, window, mut members) in done {
+                members.sort_unstable();
+                closed.insert((key, window), members);
+            }
+        };
+        for (i, (key, ts)) in events.iter().enumerate() {
+            let w = max.map(|m| m - ooo);
+            let candidate = Window {
+                start: *ts,
+                end: ts + gap,
+            };
+            let meeting: Vec<usize> = (0..open.len())
+                .filter(|j| open[*j].0 == *key && open[*j].1.meets(&candidate))
+                .collect();
+            let merged = meeting.iter().fold(candidate, |m, j| m.span(&open[*j].1));
+            if w.is_none_or(|w| merged.end + lateness > w) {
+                let mut members = vec![i];
+                for j in meeting.into_iter().rev() {
+                    members.extend(open.remove(j).2);
+                }
+                open.push(((*key).to_owned(), merged, members));
+            }
+            max = Some(max.map_or(*ts, |m| m.max(*ts)));
+            if let Some(m) = max {
+                close(&mut open, &mut closed, m - ooo);
+            }
+        }
+        close(&mut open, &mut closed, i64::MAX);
+        closed
+    }
+
     proptest! {
+        #[test]
+        fn every_sessions_final_firing_matches_a_separate_simulation(
+            events in proptest::collection::vec((0usize..3, 0i64..2_000), 1..80),
+            gap in 1i64..300,
+            ooo in 0i64..300,
+            lateness in 0i64..300,
+        ) {
+            let keys = ["a", "b", "c"];
+            let keyed: Vec<(&str, i64)> = events.iter().map(|(k, ts)| (keys[*k], *ts)).collect();
+            let (firings, _) = run(WindowSpec::Session { gap }, ooo as u64, lateness, &keyed);
+            let finals: BTreeMap<(String, Window), Vec<usize>> = firings
+                .iter()
+                .filter(|f| f.last)
+                .map(|f| ((f.key.clone(), f.window), members(f)))
+                .collect();
+            prop_assert_eq!(finals, session_model(gap, ooo, lateness, &keyed));
+        }
+
         #[test]
         fn every_windows_last_firing_is_exactly_what_a_batch_model_adds_to_it(
             events in proptest::collection::vec(0i64..3_000, 1..80),
