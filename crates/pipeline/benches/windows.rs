@@ -1,6 +1,6 @@
 //! The `window` stage alone on one core, on issue 15's workload: 10,000 keys chosen
 //! uniformly, values uniform in [0, 1000), event time = the event's index in ms minus up to
-//! 500 ms of disorder, watermark = max − 1 s; (1) tumbling 1 s with count + avg, (2) sliding
+//! 500 ms of disorder, watermark = max − 1 s; (1) tumbling 1 s with count + avg + p95, (2) sliding
 //! 10 s / 1 s with count + avg. JSON events in memory; one tick per 1,000 events (a step).
 //!
 //! `cargo bench -p colloquium-pipeline --bench windows`
@@ -30,9 +30,9 @@ fn events() -> Vec<Event> {
         .collect()
 }
 
-fn pipeline(window: &str) -> Pipeline {
+fn pipeline(window: &str, aggregates: &str) -> Pipeline {
     let yaml = format!(
-        "pipelines:\n  - name: w\n    stages:\n      - {{type: window, {window}, key: /k, time: /t, max_out_of_orderness: 1s, aggregates: {{n: count, mean: {{avg: /v}}}}, max_keys: 1000000}}\n"
+        "pipelines:\n  - name: w\n    stages:\n      - {{type: window, {window}, key: /k, time: /t, max_out_of_orderness: 1s, aggregates: {aggregates}, max_keys: 1000000}}\n"
     );
     let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
     let scripts = colloquium_config::ScriptLibrary::compile_all(&config);
@@ -45,13 +45,21 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("window");
     group.sample_size(10);
     group.throughput(Throughput::Elements(EVENTS));
-    for (name, window) in [
-        ("tumbling_1s", "window: tumbling, size: 1s"),
-        ("sliding_10s_1s", "window: sliding, size: 10s, slide: 1s"),
+    for (name, window, aggregates) in [
+        (
+            "tumbling_1s_count_avg_p95",
+            "window: tumbling, size: 1s",
+            "{n: count, mean: {avg: /v}, p95: {p95: /v}}",
+        ),
+        (
+            "sliding_10s_1s_count_avg",
+            "window: sliding, size: 10s, slide: 1s",
+            "{n: count, mean: {avg: /v}}",
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter_batched(
-                || pipeline(window),
+                || pipeline(window, aggregates),
                 |mut p| {
                     let mut results = 0;
                     for chunk in input.chunks(1_000) {

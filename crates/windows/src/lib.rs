@@ -5,16 +5,19 @@
 //!   start at the event and merge in the engine).
 //! - [`engine`]: open windows per key: what joins, what is late, what fires and closes.
 //! - [`watermark`]: the event-time clock: per source, idle sources let go, never backwards.
+//! - [`quantiles`]: a mergeable DDSketch, every quantile within 1 % relative error.
 //! - [`stats`]: mergeable aggregates: count, sum, min, max, mean, first/last, and Welford's
 //!   online variance.
 #![warn(missing_docs)]
 
 pub mod assign;
 pub mod engine;
+pub mod quantiles;
 pub mod stats;
 pub mod watermark;
 
 pub use assign::{Window, WindowSpec};
 pub use engine::{Added, Engine, Firing, Merge, Open};
+pub use quantiles::Quantiles;
 pub use stats::{Stats, Welford};
 pub use watermark::Watermarks;

@@ -24,7 +24,7 @@ use colloquium_config::ConfigError;
 use colloquium_event::{Event, Metadata, Reason, Timestamp};
 use colloquium_storage::StateWrite;
 use colloquium_windows::{
-    Added, Engine, Firing, Merge, Open, Stats, Watermarks, Window, WindowSpec,
+    Added, Engine, Firing, Merge, Open, Quantiles, Stats, Watermarks, Window, WindowSpec,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -101,8 +101,10 @@ fn default_max_keys() -> usize {
 }
 
 /// One output's function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Function {
+    /// `pNN`: the 0.NN quantile (`p50`, `p95`, `p999`), from a DDSketch (1 % relative error).
+    Quantile(f64),
     Count,
     Sum,
     Min,
@@ -126,6 +128,15 @@ impl Function {
             "stddev" => Function::Stddev,
             "first" => Function::First,
             "last" => Function::Last,
+            p if p.len() > 1
+                && p.starts_with('p')
+                && p[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let digits = &p[1..];
+                let n: f64 = digits.parse().ok()?;
+                let exponent = i32::try_from(digits.len()).ok()?;
+                Function::Quantile(n / 10f64.powi(exponent))
+            }
             _ => return None,
         })
     }
@@ -144,6 +155,9 @@ struct Output {
 pub struct WindowAgg {
     count: u64,
     fields: Vec<Stats>,
+    /// Per field, its sketch when a quantile of it is asked for.
+    #[serde(default)]
+    sketches: Vec<Option<Quantiles>>,
 }
 
 impl Merge for WindowAgg {
@@ -154,6 +168,14 @@ impl Merge for WindowAgg {
         }
         for (mine, theirs) in self.fields.iter_mut().zip(&other.fields) {
             mine.merge(theirs);
+        }
+        if self.sketches.len() < other.sketches.len() {
+            self.sketches.resize(other.sketches.len(), None);
+        }
+        for (mine, theirs) in self.sketches.iter_mut().zip(&other.sketches) {
+            if let Some(theirs) = theirs {
+                mine.get_or_insert_with(Quantiles::default).merge(theirs);
+            }
         }
     }
 }
@@ -229,7 +251,7 @@ impl StageConfig for WindowConfig {
             let bad = || {
                 ConfigError::new(
                     at.clone(),
-                    "expected `count` or {FUNCTION: /pointer} with FUNCTION one of count, sum, min, max, avg, variance, stddev, first, last",
+                    "expected `count` or {FUNCTION: /pointer} with FUNCTION one of count, sum, min, max, avg, variance, stddev, first, last, or a quantile pNN (p50, p95, p999)",
                 )
             };
             let (function, pointer) = match spec {
@@ -260,7 +282,14 @@ impl StageConfig for WindowConfig {
                 field,
             });
         }
+        let mut sketched = vec![false; fields.len()];
+        for output in &outputs {
+            if let (Function::Quantile(_), Some(f)) = (output.function, output.field) {
+                sketched[f] = true;
+            }
+        }
         Ok(BuiltStage::sync(WindowStage {
+            sketched,
             engine: Engine::new(spec, millis(self.allowed_lateness)),
             clock: Watermarks::new(
                 self.max_out_of_orderness.unwrap_or_default(),
@@ -287,6 +316,8 @@ struct WindowStage {
     key_script: Option<std::sync::Arc<computo::Script>>,
     time: Option<String>,
     fields: Vec<String>,
+    /// Per field, whether a quantile of it is asked for (it then keeps a sketch).
+    sketched: Vec<bool>,
     outputs: Vec<Output>,
     max_windows_per_key: usize,
     max_keys: usize,
@@ -344,6 +375,17 @@ impl WindowStage {
         let agg = &firing.agg;
         for output in &self.outputs {
             let stats = output.field.and_then(|f| agg.fields.get(f));
+            if let Function::Quantile(q) = output.function {
+                let sketch = output
+                    .field
+                    .and_then(|f| agg.sketches.get(f))
+                    .and_then(Option::as_ref);
+                data.insert(
+                    output.name.clone(),
+                    number(sketch.and_then(|s| s.quantile(q))),
+                );
+                continue;
+            }
             let value = match (output.function, stats) {
                 (Function::Count, None) => Value::from(agg.count),
                 (Function::Count, Some(s)) => Value::from(s.count()),
@@ -356,6 +398,7 @@ impl WindowStage {
                 (Function::Stddev, Some(s)) => number(s.moments.stddev()),
                 (Function::First, Some(s)) => number(s.first.map(|(_, x)| x)),
                 (Function::Last, Some(s)) => number(s.last.map(|(_, x)| x)),
+                (Function::Quantile(_), Some(_)) => Value::Null, // answered above
             };
             data.insert(output.name.clone(), value);
         }
@@ -405,14 +448,24 @@ impl Stage for WindowStage {
             .map(|f| event.data_pointer(f).and_then(Value::as_f64))
             .collect();
         let before = self.clock.current();
+        let sketched = &self.sketched;
         let added = self.engine.add(&key, ts, before, |agg| {
             agg.count += 1;
             if agg.fields.len() < values.len() {
                 agg.fields.resize(values.len(), Stats::default());
             }
-            for (stats, value) in agg.fields.iter_mut().zip(&values) {
+            for (i, value) in values.iter().enumerate() {
                 if let Some(x) = value {
-                    stats.push(ts, *x);
+                    agg.fields[i].push(ts, *x);
+                    if sketched[i] {
+                        // Only windows whose outputs ask for a quantile keep sketches.
+                        if agg.sketches.len() < values.len() {
+                            agg.sketches.resize(values.len(), None);
+                        }
+                        agg.sketches[i]
+                            .get_or_insert_with(Quantiles::default)
+                            .push(*x);
+                    }
                 }
             }
         });
@@ -527,7 +580,7 @@ mod tests {
             .collect()
     }
 
-    const TUMBLING: &str = "{type: window, window: tumbling, size: 10ms, key: /k, time: /t, aggregates: {n: count, total: {sum: /v}, mean: {avg: /v}, sd: {stddev: /v}, lo: {min: /v}, hi: {max: /v}, first: {first: /v}, last: {last: /v}}}";
+    const TUMBLING: &str = "{type: window, window: tumbling, size: 10ms, key: /k, time: /t, aggregates: {n: count, total: {sum: /v}, mean: {avg: /v}, sd: {stddev: /v}, lo: {min: /v}, hi: {max: /v}, first: {first: /v}, last: {last: /v}, median: {p50: /v}}}";
 
     #[tokio::test]
     async fn tumbling_windows_fire_on_the_watermark_with_every_aggregate() {
@@ -558,6 +611,9 @@ mod tests {
             (w["lo"].as_f64(), w["hi"].as_f64()),
             (Some(10.0), Some(50.0))
         );
+        let median = w["median"].as_f64().unwrap();
+        assert!((median - 30.0).abs() <= 0.3, "within 1 %: {median}");
+
         assert_eq!(
             (w["first"].as_f64(), w["last"].as_f64()),
             (Some(10.0), Some(50.0))
