@@ -3,6 +3,7 @@
 //!
 //! - [`assign`]: which windows an event time belongs to (tumbling, sliding; session windows
 //!   start at the event and merge in the engine).
+//! - [`distinct`]: mergeable distinct counts, exact up to 64, then HyperLogLog (2.3 %).
 //! - [`engine`]: open windows per key: what joins, what is late, what fires and closes.
 //! - [`watermark`]: the event-time clock: per source, idle sources let go, never backwards.
 //! - [`quantiles`]: a mergeable DDSketch, every quantile within 1 % relative error.
@@ -11,12 +12,14 @@
 #![warn(missing_docs)]
 
 pub mod assign;
+pub mod distinct;
 pub mod engine;
 pub mod quantiles;
 pub mod stats;
 pub mod watermark;
 
 pub use assign::{Window, WindowSpec};
+pub use distinct::Distinct;
 pub use engine::{Added, Engine, Firing, Merge, Open};
 pub use quantiles::Quantiles;
 pub use stats::{Stats, Welford};

@@ -24,7 +24,7 @@ use colloquium_config::ConfigError;
 use colloquium_event::{Event, Metadata, Reason, Timestamp};
 use colloquium_storage::StateWrite;
 use colloquium_windows::{
-    Added, Engine, Firing, Merge, Open, Quantiles, Stats, Watermarks, Window, WindowSpec,
+    Added, Distinct, Engine, Firing, Merge, Open, Quantiles, Stats, Watermarks, Window, WindowSpec,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -105,6 +105,8 @@ fn default_max_keys() -> usize {
 enum Function {
     /// `pNN`: the 0.NN quantile (`p50`, `p95`, `p999`), from a DDSketch (1 % relative error).
     Quantile(f64),
+    /// Distinct values of any JSON kind: exact up to 64, then HyperLogLog (≈ 2.3 %).
+    Distinct,
     Count,
     Sum,
     Min,
@@ -128,6 +130,7 @@ impl Function {
             "stddev" => Function::Stddev,
             "first" => Function::First,
             "last" => Function::Last,
+            "distinct" => Function::Distinct,
             p if p.len() > 1
                 && p.starts_with('p')
                 && p[1..].bytes().all(|b| b.is_ascii_digit()) =>
@@ -158,6 +161,9 @@ pub struct WindowAgg {
     /// Per field, its sketch when a quantile of it is asked for.
     #[serde(default)]
     sketches: Vec<Option<Quantiles>>,
+    /// Per field, its distinct count when one is asked for.
+    #[serde(default)]
+    distinct: Vec<Option<Distinct>>,
 }
 
 impl Merge for WindowAgg {
@@ -175,6 +181,14 @@ impl Merge for WindowAgg {
         for (mine, theirs) in self.sketches.iter_mut().zip(&other.sketches) {
             if let Some(theirs) = theirs {
                 mine.get_or_insert_with(Quantiles::default).merge(theirs);
+            }
+        }
+        if self.distinct.len() < other.distinct.len() {
+            self.distinct.resize(other.distinct.len(), None);
+        }
+        for (mine, theirs) in self.distinct.iter_mut().zip(&other.distinct) {
+            if let Some(theirs) = theirs {
+                mine.get_or_insert_with(Distinct::default).merge(theirs);
             }
         }
     }
@@ -251,7 +265,7 @@ impl StageConfig for WindowConfig {
             let bad = || {
                 ConfigError::new(
                     at.clone(),
-                    "expected `count` or {FUNCTION: /pointer} with FUNCTION one of count, sum, min, max, avg, variance, stddev, first, last, or a quantile pNN (p50, p95, p999)",
+                    "expected `count` or {FUNCTION: /pointer} with FUNCTION one of count, sum, min, max, avg, variance, stddev, first, last, distinct, or a quantile pNN (p50, p95, p999)",
                 )
             };
             let (function, pointer) = match spec {
@@ -283,13 +297,17 @@ impl StageConfig for WindowConfig {
             });
         }
         let mut sketched = vec![false; fields.len()];
+        let mut counted = vec![false; fields.len()];
         for output in &outputs {
-            if let (Function::Quantile(_), Some(f)) = (output.function, output.field) {
-                sketched[f] = true;
+            match (output.function, output.field) {
+                (Function::Quantile(_), Some(f)) => sketched[f] = true,
+                (Function::Distinct, Some(f)) => counted[f] = true,
+                _ => {}
             }
         }
         Ok(BuiltStage::sync(WindowStage {
             sketched,
+            counted,
             engine: Engine::new(spec, millis(self.allowed_lateness)),
             clock: Watermarks::new(
                 self.max_out_of_orderness.unwrap_or_default(),
@@ -318,6 +336,8 @@ struct WindowStage {
     fields: Vec<String>,
     /// Per field, whether a quantile of it is asked for (it then keeps a sketch).
     sketched: Vec<bool>,
+    /// Per field, whether its distinct values are counted.
+    counted: Vec<bool>,
     outputs: Vec<Output>,
     max_windows_per_key: usize,
     max_keys: usize,
@@ -375,6 +395,17 @@ impl WindowStage {
         let agg = &firing.agg;
         for output in &self.outputs {
             let stats = output.field.and_then(|f| agg.fields.get(f));
+            if let Function::Distinct = output.function {
+                let count = output
+                    .field
+                    .and_then(|f| agg.distinct.get(f))
+                    .and_then(Option::as_ref);
+                data.insert(
+                    output.name.clone(),
+                    Value::from(count.map_or(0, Distinct::count)),
+                );
+                continue;
+            }
             if let Function::Quantile(q) = output.function {
                 let sketch = output
                     .field
@@ -398,7 +429,7 @@ impl WindowStage {
                 (Function::Stddev, Some(s)) => number(s.moments.stddev()),
                 (Function::First, Some(s)) => number(s.first.map(|(_, x)| x)),
                 (Function::Last, Some(s)) => number(s.last.map(|(_, x)| x)),
-                (Function::Quantile(_), Some(_)) => Value::Null, // answered above
+                (Function::Quantile(_) | Function::Distinct, Some(_)) => Value::Null, // above
             };
             data.insert(output.name.clone(), value);
         }
@@ -447,12 +478,31 @@ impl Stage for WindowStage {
             .iter()
             .map(|f| event.data_pointer(f).and_then(Value::as_f64))
             .collect();
+        // Distinct counts take any JSON value, by the hash of its text.
+        let hashes: Vec<Option<u64>> = (self.fields.iter().zip(&self.counted))
+            .map(|(f, counted)| {
+                let value = event.data_pointer(f).filter(|_| *counted)?;
+                Some(colloquium_windows::distinct::hash(
+                    value.to_string().as_bytes(),
+                ))
+            })
+            .collect();
         let before = self.clock.current();
         let sketched = &self.sketched;
         let added = self.engine.add(&key, ts, before, |agg| {
             agg.count += 1;
             if agg.fields.len() < values.len() {
                 agg.fields.resize(values.len(), Stats::default());
+            }
+            for (i, hash) in hashes.iter().enumerate() {
+                if let Some(hash) = hash {
+                    if agg.distinct.len() < hashes.len() {
+                        agg.distinct.resize(hashes.len(), None);
+                    }
+                    agg.distinct[i]
+                        .get_or_insert_with(Distinct::default)
+                        .push(*hash);
+                }
             }
             for (i, value) in values.iter().enumerate() {
                 if let Some(x) = value {
@@ -580,7 +630,7 @@ mod tests {
             .collect()
     }
 
-    const TUMBLING: &str = "{type: window, window: tumbling, size: 10ms, key: /k, time: /t, aggregates: {n: count, total: {sum: /v}, mean: {avg: /v}, sd: {stddev: /v}, lo: {min: /v}, hi: {max: /v}, first: {first: /v}, last: {last: /v}, median: {p50: /v}}}";
+    const TUMBLING: &str = "{type: window, window: tumbling, size: 10ms, key: /k, time: /t, aggregates: {n: count, total: {sum: /v}, mean: {avg: /v}, sd: {stddev: /v}, lo: {min: /v}, hi: {max: /v}, first: {first: /v}, last: {last: /v}, median: {p50: /v}, kinds: {distinct: /v}}}";
 
     #[tokio::test]
     async fn tumbling_windows_fire_on_the_watermark_with_every_aggregate() {
@@ -613,6 +663,7 @@ mod tests {
         );
         let median = w["median"].as_f64().unwrap();
         assert!((median - 30.0).abs() <= 0.3, "within 1 %: {median}");
+        assert_eq!(w["kinds"], 5);
 
         assert_eq!(
             (w["first"].as_f64(), w["last"].as_f64()),
