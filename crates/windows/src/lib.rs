@@ -22,5 +22,5 @@ pub use assign::{Window, WindowSpec};
 pub use distinct::Distinct;
 pub use engine::{Added, Engine, Firing, Merge, Open};
 pub use quantiles::Quantiles;
-pub use stats::{Stats, Welford};
+pub use stats::{Ema, Stats, Welford};
 pub use watermark::Watermarks;

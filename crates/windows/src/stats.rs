@@ -175,3 +175,99 @@ mod tests {
         }
     }
 }
+
+/// An exponential moving average in event time: each value weighs `2^((t − latest) / half_life)`
+/// against the latest, so a value `half_life` older counts half. Order does not matter and two
+/// merge exactly (both rescaled to the later reference time), unlike an EMA over arrival order.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ema {
+    /// Σ weight · value, weights relative to `at`.
+    num: f64,
+    /// Σ weight.
+    den: f64,
+    /// The reference time: the latest event time seen.
+    at: Option<i64>,
+    /// Milliseconds for a weight to halve.
+    half_life: f64,
+}
+
+impl Ema {
+    /// An empty average whose weights halve every `half_life` ms (at least 1).
+    pub fn new(half_life: f64) -> Self {
+        Ema {
+            num: 0.0,
+            den: 0.0,
+            at: None,
+            half_life: half_life.max(1.0),
+        }
+    }
+
+    /// Adds `x` of event time `ts`.
+    pub fn push(&mut self, ts: i64, x: f64) {
+        self.rebase(ts);
+        let reference = self.at.unwrap_or(ts);
+        let weight = ((ts - reference) as f64 / self.half_life).exp2();
+        self.num += weight * x;
+        self.den += weight;
+    }
+
+    /// Moves the reference time up to `ts` (never down), rescaling what is held.
+    fn rebase(&mut self, ts: i64) {
+        match self.at {
+            Some(at) if at >= ts => {}
+            Some(at) => {
+                let factor = ((at - ts) as f64 / self.half_life).exp2();
+                self.num *= factor;
+                self.den *= factor;
+                self.at = Some(ts);
+            }
+            None => self.at = Some(ts),
+        }
+    }
+
+    /// Adds everything `other` saw (with this one's half-life).
+    pub fn merge(&mut self, other: &Ema) {
+        let Some(theirs) = other.at else {
+            return;
+        };
+        self.rebase(theirs);
+        let reference = self.at.unwrap_or(theirs);
+        let factor = ((theirs - reference) as f64 / self.half_life).exp2();
+        self.num += other.num * factor;
+        self.den += other.den * factor;
+    }
+
+    /// The average, `None` when empty.
+    pub fn value(&self) -> Option<f64> {
+        (self.den > 0.0).then(|| self.num / self.den)
+    }
+}
+
+#[cfg(test)]
+mod ema_tests {
+    use super::*;
+
+    #[test]
+    fn older_values_weigh_less_by_half_lives_and_merging_equals_one_pass() {
+        let mut e = Ema::new(1_000.0);
+        e.push(0, 10.0);
+        e.push(1_000, 20.0);
+        // 10 weighs ½ against 20: (5 + 20) / 1.5.
+        assert!((e.value().unwrap() - 25.0 / 1.5).abs() < 1e-9);
+        let (mut a, mut b, mut whole) = (Ema::new(700.0), Ema::new(700.0), Ema::new(700.0));
+        for (i, (t, x)) in [(500, 1.0), (0, 4.0), (2_000, 9.0), (1_500, 3.0)]
+            .iter()
+            .enumerate()
+        {
+            whole.push(*t, *x);
+            if i % 2 == 0 {
+                a.push(*t, *x)
+            } else {
+                b.push(*t, *x)
+            }
+        }
+        a.merge(&b);
+        assert!((a.value().unwrap() - whole.value().unwrap()).abs() < 1e-9);
+        assert_eq!(Ema::new(1.0).value(), None);
+    }
+}

@@ -24,7 +24,8 @@ use colloquium_config::ConfigError;
 use colloquium_event::{Event, Metadata, Reason, Timestamp};
 use colloquium_storage::StateWrite;
 use colloquium_windows::{
-    Added, Distinct, Engine, Firing, Merge, Open, Quantiles, Stats, Watermarks, Window, WindowSpec,
+    Added, Distinct, Ema, Engine, Firing, Merge, Open, Quantiles, Stats, Watermarks, Window,
+    WindowSpec,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -107,6 +108,8 @@ enum Function {
     Quantile(f64),
     /// Distinct values of any JSON kind: exact up to 64, then HyperLogLog (≈ 2.3 %).
     Distinct,
+    /// `{ema: /pointer, half_life: 10s}`: an event-time exponential moving average.
+    Ema,
     Count,
     Sum,
     Min,
@@ -151,6 +154,8 @@ struct Output {
     name: String,
     function: Function,
     field: Option<usize>,
+    /// For `ema`: ms for a weight to halve.
+    half_life: f64,
 }
 
 /// What a window keeps: its event count and the statistics of each field read.
@@ -164,6 +169,9 @@ pub struct WindowAgg {
     /// Per field, its distinct count when one is asked for.
     #[serde(default)]
     distinct: Vec<Option<Distinct>>,
+    /// Per output, its moving average when it is an `ema`.
+    #[serde(default)]
+    emas: Vec<Option<Ema>>,
 }
 
 impl Merge for WindowAgg {
@@ -185,6 +193,17 @@ impl Merge for WindowAgg {
         }
         if self.distinct.len() < other.distinct.len() {
             self.distinct.resize(other.distinct.len(), None);
+        }
+        if self.emas.len() < other.emas.len() {
+            self.emas.resize(other.emas.len(), None);
+        }
+        for (mine, theirs) in self.emas.iter_mut().zip(&other.emas) {
+            if let Some(theirs) = theirs {
+                match mine {
+                    Some(mine) => mine.merge(theirs),
+                    None => *mine = Some(*theirs),
+                }
+            }
         }
         for (mine, theirs) in self.distinct.iter_mut().zip(&other.distinct) {
             if let Some(theirs) = theirs {
@@ -268,8 +287,27 @@ impl StageConfig for WindowConfig {
                     "expected `count` or {FUNCTION: /pointer} with FUNCTION one of count, sum, min, max, avg, variance, stddev, first, last, distinct, or a quantile pNN (p50, p95, p999)",
                 )
             };
+            let mut half_life = 0.0;
             let (function, pointer) = match spec {
                 Value::String(s) if s == "count" => (Function::Count, None),
+                Value::Object(map) if map.contains_key("ema") => {
+                    let pointer = map["ema"]
+                        .as_str()
+                        .filter(|p| p.starts_with('/'))
+                        .ok_or_else(bad)?;
+                    let life = map
+                        .get("half_life")
+                        .and_then(Value::as_str)
+                        .and_then(|t| humantime::parse_duration(t).ok());
+                    let Some(life) = life.filter(|l| !l.is_zero() && map.len() == 2) else {
+                        return Err(ConfigError::new(
+                            at.clone(),
+                            "an ema needs `half_life` (e.g. {ema: /v, half_life: 10s}) and nothing else",
+                        ));
+                    };
+                    half_life = life.as_millis() as f64;
+                    (Function::Ema, Some(pointer.to_owned()))
+                }
                 Value::Object(map) if map.len() == 1 => {
                     let Some((function, pointer)) = map.iter().next() else {
                         return Err(bad());
@@ -294,6 +332,7 @@ impl StageConfig for WindowConfig {
                 name: name.clone(),
                 function,
                 field,
+                half_life,
             });
         }
         let mut sketched = vec![false; fields.len()];
@@ -393,8 +432,13 @@ impl WindowStage {
         data.insert("window_start".into(), Value::from(firing.window.start));
         data.insert("window_end".into(), Value::from(firing.window.end));
         let agg = &firing.agg;
-        for output in &self.outputs {
+        for (index, output) in self.outputs.iter().enumerate() {
             let stats = output.field.and_then(|f| agg.fields.get(f));
+            if let Function::Ema = output.function {
+                let ema = agg.emas.get(index).and_then(Option::as_ref);
+                data.insert(output.name.clone(), number(ema.and_then(Ema::value)));
+                continue;
+            }
             if let Function::Distinct = output.function {
                 let count = output
                     .field
@@ -429,7 +473,9 @@ impl WindowStage {
                 (Function::Stddev, Some(s)) => number(s.moments.stddev()),
                 (Function::First, Some(s)) => number(s.first.map(|(_, x)| x)),
                 (Function::Last, Some(s)) => number(s.last.map(|(_, x)| x)),
-                (Function::Quantile(_) | Function::Distinct, Some(_)) => Value::Null, // above
+                (Function::Quantile(_) | Function::Distinct | Function::Ema, Some(_)) => {
+                    Value::Null // answered above
+                }
             };
             data.insert(output.name.clone(), value);
         }
@@ -489,10 +535,23 @@ impl Stage for WindowStage {
             .collect();
         let before = self.clock.current();
         let sketched = &self.sketched;
+        let outputs = &self.outputs;
         let added = self.engine.add(&key, ts, before, |agg| {
             agg.count += 1;
             if agg.fields.len() < values.len() {
                 agg.fields.resize(values.len(), Stats::default());
+            }
+            for (n, output) in outputs.iter().enumerate() {
+                if let (Function::Ema, Some(f)) = (output.function, output.field)
+                    && let Some(Some(x)) = values.get(f)
+                {
+                    if agg.emas.len() < outputs.len() {
+                        agg.emas.resize(outputs.len(), None);
+                    }
+                    agg.emas[n]
+                        .get_or_insert_with(|| Ema::new(output.half_life))
+                        .push(ts, *x);
+                }
             }
             for (i, hash) in hashes.iter().enumerate() {
                 if let Some(hash) = hash {
@@ -630,7 +689,7 @@ mod tests {
             .collect()
     }
 
-    const TUMBLING: &str = "{type: window, window: tumbling, size: 10ms, key: /k, time: /t, aggregates: {n: count, total: {sum: /v}, mean: {avg: /v}, sd: {stddev: /v}, lo: {min: /v}, hi: {max: /v}, first: {first: /v}, last: {last: /v}, median: {p50: /v}, kinds: {distinct: /v}}}";
+    const TUMBLING: &str = "{type: window, window: tumbling, size: 10ms, key: /k, time: /t, aggregates: {n: count, total: {sum: /v}, mean: {avg: /v}, sd: {stddev: /v}, lo: {min: /v}, hi: {max: /v}, first: {first: /v}, last: {last: /v}, median: {p50: /v}, kinds: {distinct: /v}, recent: {ema: /v, half_life: 2ms}}}";
 
     #[tokio::test]
     async fn tumbling_windows_fire_on_the_watermark_with_every_aggregate() {
@@ -664,6 +723,9 @@ mod tests {
         let median = w["median"].as_f64().unwrap();
         assert!((median - 30.0).abs() <= 0.3, "within 1 %: {median}");
         assert_eq!(w["kinds"], 5);
+        // Times 1..9 step 2, half-life 2 ms: each value weighs twice the one before.
+        let recent = w["recent"].as_f64().unwrap();
+        assert!((recent - 1290.0 / 31.0).abs() < 1e-9, "{recent}");
 
         assert_eq!(
             (w["first"].as_f64(), w["last"].as_f64()),
