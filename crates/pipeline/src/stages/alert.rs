@@ -170,18 +170,13 @@ mod tests {
     use crate::pipeline::Pipeline;
     use crate::registry::Registry;
     use crate::topology::Topology;
-    use colloquium_config::ScriptLibrary;
     use colloquium_event::{EventId, Metadata};
     use serde_json::json;
 
     fn pipeline(stages: &str) -> Pipeline {
-        let yaml = format!(
-            "sinks: {{pager: {{type: stdout}}}}\npipelines:\n  - name: p\n    stages: {stages}\n"
-        );
-        let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
         let registry = Registry::default().stage::<AlertConfig>();
-        let scripts = ScriptLibrary::compile_all(&config);
-        Pipeline::build(&config.pipelines[0], "pipelines[0]", &registry, &scripts).unwrap()
+        let sinks = "sinks: {pager: {type: stdout}}\n";
+        crate::stages::test_pipeline(&registry, sinks, stages).unwrap()
     }
 
     fn event(data: Value, age: Duration) -> Event {

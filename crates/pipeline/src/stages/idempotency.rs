@@ -374,7 +374,6 @@ mod tests {
     use crate::pipeline::Pipeline;
     use crate::registry::Registry;
     use crate::stages::transform::TransformConfig;
-    use colloquium_config::ScriptLibrary;
     use colloquium_event::{Metadata, Timestamp};
     use serde_json::json;
 
@@ -386,11 +385,7 @@ mod tests {
     }
 
     fn pipeline(stage: &str) -> Result<Pipeline, String> {
-        let yaml = format!("pipelines:\n  - name: p\n    stages: [{stage}]\n");
-        let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
-        let scripts = ScriptLibrary::compile_all(&config);
-        Pipeline::build(&config.pipelines[0], "pipelines[0]", &registry(), &scripts)
-            .map_err(|e| e.iter().map(ToString::to_string).collect())
+        crate::stages::test_pipeline(&registry(), "", &format!("[{stage}]"))
     }
 
     fn event(data: Value, topic: &str) -> Event {

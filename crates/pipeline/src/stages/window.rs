@@ -660,16 +660,11 @@ mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
     use crate::registry::Registry;
-    use colloquium_config::ScriptLibrary;
     use serde_json::json;
 
     fn pipeline(stage: &str) -> Result<Pipeline, String> {
-        let yaml = format!("pipelines:\n  - name: p\n    stages: [{stage}]\n");
-        let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
-        let scripts = ScriptLibrary::compile_all(&config);
         let registry = Registry::default().stage::<WindowConfig>();
-        Pipeline::build(&config.pipelines[0], "pipelines[0]", &registry, &scripts)
-            .map_err(|e| e.iter().map(ToString::to_string).collect())
+        crate::stages::test_pipeline(&registry, "", &format!("[{stage}]"))
     }
 
     fn event(data: Value) -> Event {
