@@ -107,7 +107,9 @@ impl SourceConfig for UdpConfig {
 
 struct UdpSource<A> {
     config: UdpConfig,
-    socket: Option<(UdpSocket, UdpSocketState)>,
+    /// Bound, with the kernel's drop count from the moment of binding: what it drops from
+    /// then on, before the first read too, is counted.
+    socket: Option<(UdpSocket, UdpSocketState, KernelDrops)>,
     shared: Arc<Shared<A>>,
 }
 
@@ -134,7 +136,7 @@ impl KernelDrops {
                 .ok()
         });
         let mut drops = KernelDrops { inode, counted: 0 };
-        // Drops before the node started reading are not ours to report.
+        // A new socket has dropped nothing; what it drops from now on is ours to report.
         drops.counted = drops.read().unwrap_or(0);
         drops
     }
@@ -195,7 +197,8 @@ impl<A: Accept> Source for UdpSource<A> {
         let state = UdpSocketState::new((&socket).into())
             .map_err(|e| self.error(format!("configuring the socket: {e}")))?;
         let addr = socket.local_addr().map_err(|e| self.error(e.to_string()))?;
-        self.socket = Some((socket, state));
+        let drops = KernelDrops::of(&socket);
+        self.socket = Some((socket, state, drops));
         Ok(Some(addr))
     }
 
@@ -203,7 +206,7 @@ impl<A: Accept> Source for UdpSource<A> {
         if self.socket.is_none() {
             self.bind().await?;
         }
-        let Some((socket, state)) = self.socket.take() else {
+        let Some((socket, state, mut drops)) = self.socket.take() else {
             return Err(self.error("not bound".into()));
         };
         let stopping = stopped(cx.shutdown.clone());
@@ -215,7 +218,6 @@ impl<A: Accept> Source for UdpSource<A> {
         // otherwise wait in (and overflow) the kernel's socket buffer.
         let mut storing = tokio::task::JoinSet::new();
         let mut batch = Batch::default();
-        let mut drops = KernelDrops::of(&socket);
         let mut drops_tick = tokio::time::interval(DROPS_INTERVAL);
         loop {
             tokio::select! {
