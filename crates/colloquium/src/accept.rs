@@ -49,11 +49,7 @@ impl Accept for StoreAccept {
             drop(ids);
         } else {
             let stored = self.store.append_settling(take.into(), ids).await;
-            stored.map_err(|e| match e {
-                StorageError::Closed => AcceptError::ShuttingDown,
-                // The details (file paths, RocksDB's words) are logged by the writer, not sent.
-                other => AcceptError::Unavailable(other.public_message().to_owned()),
-            })?;
+            stored.map_err(refused)?;
             for lane in Lane::ALL {
                 self.lanes.admitted(lane, admitted[lane.index()]);
             }
@@ -149,9 +145,15 @@ impl StoreAccept {
         let stored = tokio::task::spawn_blocking(move || store.put_dead_letters(letters))
             .await
             .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
-        stored.map(drop).map_err(|e| match e {
-            StorageError::Closed => AcceptError::ShuttingDown,
-            other => AcceptError::Unavailable(other.public_message().to_owned()),
-        })
+        stored.map(drop).map_err(refused)
+    }
+}
+
+/// What a client is told when the store refused a write. The details (file paths, RocksDB's
+/// words) are logged by the store, not sent.
+fn refused(e: StorageError) -> AcceptError {
+    match e {
+        StorageError::Closed => AcceptError::ShuttingDown,
+        other => AcceptError::Unavailable(other.public_message().to_owned()),
     }
 }

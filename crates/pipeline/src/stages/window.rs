@@ -17,7 +17,7 @@
 //!   with reason `limit_exceeded`.
 //! - Open windows and the watermark are stage state: a restart resumes them exactly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use colloquium_config::ConfigError;
@@ -650,7 +650,8 @@ impl Stage for WindowStage {
                 }
             }
         }
-        let _unchanged: BTreeSet<String> = self.engine.take_changed();
+        // What was restored is already stored: nothing to write back.
+        self.engine.take_changed();
         Ok(())
     }
 }
