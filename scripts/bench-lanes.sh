@@ -28,11 +28,8 @@ pipelines:
                  [weight, [count, [filter, {array: [$numbers]}, [lambda, [x], [">", [\$, /x], 200]]]]]]
     sinks: [db]
 YAML
-"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
-node=$!
-until grep -q "colloquium ready" "$work/node.log"; do kill -0 $node || { tail -3 "$work/node.log"; exit 1; }; sleep 0.1; done
-addr=$(sed -n 's/^colloquium ready .*frames=\([^ ]*\).*/\1/p' "$work/node.log")
-http=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
+. "$(dirname "$0")/bench-node.sh"
+start_node frames
 "$bin" bench tcp --addr "$addr" --priority batch --size 64 --connections 1 --duration "$duration" > "$work/batch.txt" &
 batch=$!
 "$bin" bench tcp --addr "$addr" --priority high --size 64 --connections 1 --rate "$rate" --duration "$duration" --pid $node > "$work/realtime.txt"

@@ -15,11 +15,8 @@ storage: {sync: true, retention: null}
 sources:
   frames: {type: tcp, address: '127.0.0.1:0', ack: true}
 YAML
-"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
-node=$!
-until grep -q "colloquium ready" "$work/node.log"; do kill -0 $node || { tail -3 "$work/node.log"; exit 1; }; sleep 0.1; done
-addr=$(sed -n 's/^colloquium ready .*frames=\([^ ]*\).*/\1/p' "$work/node.log")
-http=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
+. "$(dirname "$0")/bench-node.sh"
+start_node frames
 "$bin" bench tcp --addr "$addr" --size "$size" --connections "$connections" --duration "${DURATION:-10s}" --pid $node
 # Read back: what the store holds (the acks said durable; this counts what a query sees).
 stored=$(curl -s "$http/metrics" | awk '/^colloquium_storage_events_stored_total/ { print $NF }')

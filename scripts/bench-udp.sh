@@ -14,11 +14,8 @@ storage: {sync: true, retention: null}
 sources:
   dgrams: {type: udp, address: '127.0.0.1:0'}
 YAML
-"$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
-node=$!
-until grep -q "colloquium ready" "$work/node.log"; do kill -0 $node || { tail -3 "$work/node.log"; exit 1; }; sleep 0.1; done
-addr=$(sed -n 's/^colloquium ready .*dgrams=\([^ ]*\).*/\1/p' "$work/node.log")
-http=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
+. "$(dirname "$0")/bench-node.sh"
+start_node dgrams
 "$bin" bench udp --addr "$addr" --http "$http" --size "$size" --sockets "$sockets" --duration "${DURATION:-10s}" ${RATE:+--rate "$RATE"}
 sleep 1.5 # the node reads the kernel's drop count every second
 curl -s "$http/metrics" | awk '/^colloquium_ingest_events_rejected_total/ && /socket_buffer_full/ { s += $NF } END { printf "node counted %d datagrams dropped by the kernel (socket buffer full)\n", s }'

@@ -1,0 +1,12 @@
+# Sourced by the bench-*.sh scripts: starts "$bin" on "$work/config.yaml" with its data in
+# "$work", waits for its ready line, and sets `node` (its pid), `http` (its API address) and,
+# for `start_node SOURCE`, `addr` (that source's address from the ready line).
+start_node() {
+  "$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
+  node=$!
+  until grep -q "colloquium ready" "$work/node.log"; do kill -0 $node || { tail -3 "$work/node.log"; exit 1; }; sleep 0.1; done
+  http=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
+  if [ -n "${1:-}" ]; then
+    addr=$(sed -n "s/^colloquium ready .*$1=\([^ ]*\).*/\1/p" "$work/node.log")
+  fi
+}
