@@ -12,6 +12,10 @@ use colloquium_pipeline::{Pipeline, Registry};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 
+// The node's allocator: results are allocated per window, so the allocator shows.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: u64 = 200_000;
 
 fn events() -> Vec<Event> {

@@ -371,6 +371,14 @@ impl Pipeline {
             if emitted.is_empty() {
                 continue;
             }
+            if index + 1 == self.stages.len() {
+                // Nothing runs after the last stage: no copy is kept to blame.
+                outcomes.extend(emitted.into_iter().map(|e| Outcome {
+                    outputs: vec![e],
+                    ..Outcome::default()
+                }));
+                continue;
+            }
             let items = emitted.iter().cloned().enumerate().collect();
             outcomes.extend(self.run_from(index + 1, &emitted, items).await);
         }

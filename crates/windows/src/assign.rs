@@ -68,37 +68,39 @@ pub enum WindowSpec {
 impl WindowSpec {
     /// The windows `ts` belongs to, oldest first (for a session: the window it opens).
     pub fn windows(&self, ts: i64) -> Vec<Window> {
-        match *self {
-            WindowSpec::Tumbling { size, offset } => {
-                let start = floor_to(ts, size, offset);
-                vec![Window {
-                    start,
-                    end: start.saturating_add(size),
-                }]
-            }
+        self.each(ts).collect()
+    }
+
+    /// [`WindowSpec::windows`] without collecting them (the engine calls it per event).
+    pub fn each(&self, ts: i64) -> impl Iterator<Item = Window> + use<> {
+        let (first, step, count, size) = match *self {
+            WindowSpec::Tumbling { size, offset } => (floor_to(ts, size, offset), size, 1, size),
             WindowSpec::Sliding {
                 size,
                 slide,
                 offset,
             } => {
-                // The latest start at or before ts, then back while the window still holds ts.
-                let mut start = floor_to(ts, slide, offset);
-                let mut windows = Vec::new();
-                while start > ts.saturating_sub(size) {
-                    windows.push(Window {
-                        start,
-                        end: start.saturating_add(size),
-                    });
-                    start = start.saturating_sub(slide);
-                }
-                windows.reverse();
-                windows
+                // The latest start at or before ts; the windows back from it that still hold ts
+                // are those whose start is above ts − size.
+                let latest = floor_to(ts, slide, offset);
+                let reach = latest.saturating_sub(ts.saturating_sub(size));
+                let count = if reach > 0 {
+                    (reach - 1) / slide + 1
+                } else {
+                    0
+                };
+                let first = latest.saturating_sub((count - 1).max(0).saturating_mul(slide));
+                (first, slide, count, size)
             }
-            WindowSpec::Session { gap } => vec![Window {
-                start: ts,
-                end: ts.saturating_add(gap),
-            }],
-        }
+            WindowSpec::Session { gap } => (ts, gap, 1, gap),
+        };
+        (0..count).map(move |k| {
+            let start = first.saturating_add(k.saturating_mul(step));
+            Window {
+                start,
+                end: start.saturating_add(size),
+            }
+        })
     }
 }
 

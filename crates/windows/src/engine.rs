@@ -12,8 +12,6 @@
 //! - The aggregate is the caller's (`A`: merged when sessions merge), updated through a
 //!   closure, so the engine never sees events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-
 use serde::{Deserialize, Serialize};
 
 use crate::assign::{Window, WindowSpec};
@@ -41,6 +39,16 @@ pub struct Open<A> {
     pub updates: u32,
 }
 
+impl<A: Default> Open<A> {
+    fn empty() -> Self {
+        Open {
+            agg: A::default(),
+            fired: false,
+            updates: 0,
+        }
+    }
+}
+
 /// A window's result, to emit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Firing<A> {
@@ -58,11 +66,21 @@ pub struct Firing<A> {
 
 /// What became of one event.
 #[derive(Debug, PartialEq)]
-pub enum Added<A> {
-    /// It joined this many windows; those that had fired fire again (updates).
-    Joined(usize, Vec<Firing<A>>),
+pub enum Added {
+    /// It joined this many windows; those that had fired fired again (pushed as updates).
+    Joined(usize),
     /// Too late for every window it belongs to.
     Late,
+}
+
+/// One key's open windows, sorted by start (and so by end: fixed sizes, or sessions that
+/// never overlap). A key has few (one or two tumbling, `size / slide` sliding), so a sorted
+/// vector beats a tree.
+#[derive(Debug)]
+struct KeyWindows<A> {
+    windows: Vec<(Window, Open<A>)>,
+    /// Listed in `changed` since the last [`Engine::take_changed`].
+    changed: bool,
 }
 
 /// The open windows of every key.
@@ -70,9 +88,9 @@ pub enum Added<A> {
 pub struct Engine<A> {
     spec: WindowSpec,
     allowed_lateness: i64,
-    keys: HashMap<String, BTreeMap<Window, Open<A>>>,
-    /// Keys whose windows changed since [`Engine::take_changed`].
-    changed: BTreeSet<String>,
+    keys: hashbrown::HashMap<String, KeyWindows<A>>,
+    /// Keys whose windows changed since [`Engine::take_changed`] (each once).
+    changed: Vec<String>,
 }
 
 impl<A: Default + Clone + Merge> Engine<A> {
@@ -81,14 +99,14 @@ impl<A: Default + Clone + Merge> Engine<A> {
         Engine {
             spec,
             allowed_lateness,
-            keys: HashMap::new(),
-            changed: BTreeSet::new(),
+            keys: hashbrown::HashMap::new(),
+            changed: Vec::new(),
         }
     }
 
-    /// The open windows of `key`.
-    pub fn windows_of(&self, key: &str) -> Option<&BTreeMap<Window, Open<A>>> {
-        self.keys.get(key)
+    /// The open windows of `key`, oldest first.
+    pub fn windows_of(&self, key: &str) -> Option<&[(Window, Open<A>)]> {
+        self.keys.get(key).map(|k| k.windows.as_slice())
     }
 
     /// Whether `key` has open windows (a new key would be one more).
@@ -97,38 +115,54 @@ impl<A: Default + Clone + Merge> Engine<A> {
     }
 
     /// The keys whose windows changed since the last call (added to, fired, closed).
-    pub fn take_changed(&mut self) -> BTreeSet<String> {
+    pub fn take_changed(&mut self) -> Vec<String> {
+        for key in &self.changed {
+            if let Some(k) = self.keys.get_mut(key) {
+                k.changed = false;
+            }
+        }
         std::mem::take(&mut self.changed)
     }
 
     /// Puts back `key`'s open windows (from a checkpoint).
-    pub fn restore(&mut self, key: String, windows: BTreeMap<Window, Open<A>>) {
+    pub fn restore(&mut self, key: String, mut windows: Vec<(Window, Open<A>)>) {
+        windows.sort_unstable_by_key(|(w, _)| *w);
         if !windows.is_empty() {
-            self.keys.insert(key, windows);
+            let changed = false;
+            self.keys.insert(key, KeyWindows { windows, changed });
         }
     }
 
     /// Adds the event of time `ts` and key `key` to every window it belongs to and that is
     /// not too late for `watermark` (the watermark before this event), updating each with
-    /// `add`.
+    /// `add`; windows that had fired fire again, pushed to `updates`.
     pub fn add(
         &mut self,
         key: &str,
         ts: i64,
         watermark: Option<i64>,
+        updates: &mut Vec<Firing<A>>,
         mut add: impl FnMut(&mut A),
-    ) -> Added<A> {
+    ) -> Added {
         let lateness = self.allowed_lateness;
         let open = |w: &Window| watermark.is_none_or(|wm| w.end.saturating_add(lateness) > wm);
         // Looked up before inserting: most events' keys are known, and a key costs a String.
         if !self.keys.contains_key(key) {
-            self.keys.insert(key.to_owned(), BTreeMap::new());
+            // Room for the windows an event opens at once, so a key's vector rarely grows.
+            let room = match self.spec {
+                WindowSpec::Sliding { size, slide, .. } => (size / slide + 1).clamp(1, 64),
+                _ => 2,
+            };
+            let entry = KeyWindows {
+                windows: Vec::with_capacity(usize::try_from(room).unwrap_or(2)),
+                changed: false,
+            };
+            self.keys.insert(key.to_owned(), entry);
         }
-        let Some(windows) = self.keys.get_mut(key) else {
+        let Some(entry) = self.keys.get_mut(key) else {
             return Added::Late;
         };
-        let mut joined = 0;
-        let mut updates = Vec::new();
+        let windows = &mut entry.windows;
         let fire_again = |window: Window, slot: &mut Open<A>, updates: &mut Vec<Firing<A>>| {
             if slot.fired {
                 slot.updates += 1;
@@ -141,52 +175,47 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 });
             }
         };
-        if let WindowSpec::Session { .. } = self.spec {
-            let mut merged = self.spec.windows(ts)[0];
-            let meeting: Vec<Window> = windows
-                .keys()
-                .filter(|w| w.meets(&merged))
-                .copied()
-                .collect();
-            for w in &meeting {
+        let mut joined = 0;
+        if let WindowSpec::Session { gap } = self.spec {
+            let mut merged = Window {
+                start: ts,
+                end: ts.saturating_add(gap),
+            };
+            // Sessions of a key never overlap: those meeting this one are a run.
+            let from = windows.partition_point(|(w, _)| w.end < merged.start);
+            let to = from + windows[from..].partition_point(|(w, _)| w.start <= merged.end);
+            for (w, _) in &windows[from..to] {
                 merged = merged.span(w);
             }
-            if !open(&merged) {
-                if windows.is_empty() {
-                    self.keys.remove(key);
-                }
-                return Added::Late;
-            }
-            let mut slot = Open {
-                agg: A::default(),
-                fired: false,
-                updates: 0,
-            };
-            for w in meeting {
-                if let Some(old) = windows.remove(&w) {
+            if open(&merged) {
+                let mut slot: Open<A> = Open::empty();
+                for (_, old) in windows.drain(from..to) {
                     slot.agg.merge(&old.agg);
                     slot.fired |= old.fired;
                     slot.updates += old.updates;
                 }
+                add(&mut slot.agg);
+                fire_again(merged, &mut slot, updates);
+                windows.insert(from, (merged, slot));
+                joined = 1;
             }
-            add(&mut slot.agg);
-            fire_again(merged, &mut slot, &mut updates);
-            windows.insert(merged, slot);
-            mark(&mut self.changed, key);
-            return Added::Joined(1, updates);
-        }
-        for window in self.spec.windows(ts) {
-            if !open(&window) {
-                continue;
+        } else {
+            for window in self.spec.each(ts) {
+                if !open(&window) {
+                    continue;
+                }
+                let at = match windows.binary_search_by_key(&window, |(w, _)| *w) {
+                    Ok(at) => at,
+                    Err(at) => {
+                        windows.insert(at, (window, Open::empty()));
+                        at
+                    }
+                };
+                let slot = &mut windows[at].1;
+                add(&mut slot.agg);
+                fire_again(window, slot, updates);
+                joined += 1;
             }
-            let slot = windows.entry(window).or_insert_with(|| Open {
-                agg: A::default(),
-                fired: false,
-                updates: 0,
-            });
-            add(&mut slot.agg);
-            fire_again(window, slot, &mut updates);
-            joined += 1;
         }
         if joined == 0 {
             if windows.is_empty() {
@@ -194,31 +223,32 @@ impl<A: Default + Clone + Merge> Engine<A> {
             }
             return Added::Late;
         }
-        mark(&mut self.changed, key);
-        Added::Joined(joined, updates)
+        if !entry.changed {
+            entry.changed = true;
+            self.changed.push(key.to_owned());
+        }
+        Added::Joined(joined)
     }
 
     /// Fires every window the watermark has passed and closes those past their lateness,
-    /// oldest first per key; returns the firings.
-    pub fn advance(&mut self, watermark: i64) -> Vec<Firing<A>> {
+    /// pushing the firings to `firings` (by window, then key).
+    pub fn advance(&mut self, watermark: i64, firings: &mut Vec<Firing<A>>) {
         let lateness = self.allowed_lateness;
-        let mut firings = Vec::new();
-        for (key, windows) in &mut self.keys {
-            // A key's windows are sorted by start, and so by end (fixed sizes, or sessions
-            // that never overlap): the first one says whether anything is due.
-            if windows
-                .first_key_value()
-                .is_none_or(|(w, _)| w.end > watermark)
-            {
+        let first = firings.len();
+        let mut emptied = false;
+        for (key, entry) in &mut self.keys {
+            let windows = &mut entry.windows;
+            if windows.first().is_none_or(|(w, _)| w.end > watermark) {
                 continue;
             }
-            mark(&mut self.changed, key);
+            if !entry.changed {
+                entry.changed = true;
+                self.changed.push(key.clone());
+            }
             // Those past their lateness close: a prefix, moved out (their last firing).
-            while let Some(entry) = windows.first_entry() {
-                if entry.key().end.saturating_add(lateness) > watermark {
-                    break;
-                }
-                let (window, mut slot) = entry.remove_entry();
+            let closed =
+                windows.partition_point(|(w, _)| w.end.saturating_add(lateness) <= watermark);
+            for (window, mut slot) in windows.drain(..closed) {
                 if slot.fired {
                     slot.updates += 1;
                 }
@@ -230,6 +260,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
                     update_count: slot.updates,
                 });
             }
+            emptied |= windows.is_empty();
             // The rest that the watermark passed fire once, not last (lateness keeps them).
             for (window, slot) in windows.iter_mut() {
                 if window.end > watermark {
@@ -247,14 +278,15 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 }
             }
         }
-        self.keys.retain(|_, windows| !windows.is_empty());
-        firings.sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
-        firings
+        if emptied {
+            self.keys.retain(|_, entry| !entry.windows.is_empty());
+        }
+        firings[first..].sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
     }
 
     /// Open windows, all keys together.
     pub fn open_windows(&self) -> usize {
-        self.keys.values().map(BTreeMap::len).sum()
+        self.keys.values().map(|k| k.windows.len()).sum()
     }
 
     /// Keys with an open window.
@@ -263,16 +295,9 @@ impl<A: Default + Clone + Merge> Engine<A> {
     }
 }
 
-/// Adds `key` to `changed`, allocating only when it is new there.
-fn mark(changed: &mut BTreeSet<String>, key: &str) {
-    if !changed.contains(key) {
-        changed.insert(key.to_owned());
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::time::{Duration, Instant};
 
     use super::*;
@@ -302,17 +327,17 @@ mod tests {
         let now = Instant::now();
         let (mut firings, mut late) = (Vec::new(), Vec::new());
         for (i, (key, ts)) in events.iter().enumerate() {
-            match engine.add(key, *ts, clock.current(), |m| {
+            let added = engine.add(key, *ts, clock.current(), &mut firings, |m| {
                 m.0.insert(i);
-            }) {
-                Added::Joined(_, updates) => firings.extend(updates),
-                Added::Late => late.push(i),
+            });
+            if added == Added::Late {
+                late.push(i);
             }
             if let Some(w) = clock.observe("s", *ts, now) {
-                firings.extend(engine.advance(w));
+                engine.advance(w, &mut firings);
             }
         }
-        firings.extend(engine.advance(i64::MAX));
+        engine.advance(i64::MAX, &mut firings);
         assert_eq!(engine.open_windows(), 0);
         (firings, late)
     }

@@ -3,8 +3,6 @@
 //! error `α` of the true value (here α = 1 %: p95 of values near 1,000 is within ±10). Two
 //! sketches merge by adding bucket counts, exactly as if one had seen both streams.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 /// The relative accuracy of every quantile.
@@ -13,10 +11,11 @@ pub const RELATIVE_ACCURACY: f64 = 0.01;
 /// A DDSketch with relative accuracy [`RELATIVE_ACCURACY`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quantiles {
-    /// Bucket index → count, for positive values.
-    positive: BTreeMap<i32, u64>,
+    /// (bucket index, count) sorted by index, for positive values: a window usually holds
+    /// few values, so a sorted vector (one allocation) beats a tree.
+    positive: Vec<(i32, u64)>,
     /// The same for the magnitudes of negative values.
-    negative: BTreeMap<i32, u64>,
+    negative: Vec<(i32, u64)>,
     /// Values equal (or too close) to zero.
     zero: u64,
     count: u64,
@@ -24,6 +23,14 @@ pub struct Quantiles {
 
 /// Values this close to zero are counted as zero.
 const MIN_MAGNITUDE: f64 = 1e-9;
+
+/// Adds `n` to bucket `index` of a sorted store.
+fn bump(store: &mut Vec<(i32, u64)>, index: i32, n: u64) {
+    match store.binary_search_by_key(&index, |(i, _)| *i) {
+        Ok(at) => store[at].1 += n,
+        Err(at) => store.insert(at, (index, n)),
+    }
+}
 
 fn gamma() -> f64 {
     (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
@@ -49,9 +56,9 @@ impl Quantiles {
         if x.abs() < MIN_MAGNITUDE {
             self.zero += 1;
         } else if x > 0.0 {
-            *self.positive.entry(index(x)).or_default() += 1;
+            bump(&mut self.positive, index(x), 1);
         } else {
-            *self.negative.entry(index(-x)).or_default() += 1;
+            bump(&mut self.negative, index(-x), 1);
         }
     }
 
@@ -62,7 +69,7 @@ impl Quantiles {
             (&mut self.negative, &other.negative),
         ] {
             for (i, n) in theirs {
-                *mine.entry(*i).or_default() += n;
+                bump(mine, *i, *n);
             }
         }
         self.zero += other.zero;

@@ -158,41 +158,93 @@ struct Output {
     half_life: f64,
 }
 
-/// What a window keeps: its event count and the statistics of each field read.
+/// What a window keeps: its event count, what it keeps of each field read, and its EMAs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowAgg {
     count: u64,
-    fields: Vec<Stats>,
-    /// Per field, its sketch when a quantile of it is asked for.
-    #[serde(default)]
-    sketches: Vec<Option<Quantiles>>,
-    /// Per field, its distinct count when one is asked for.
-    #[serde(default)]
-    distinct: Vec<Option<Distinct>>,
-    /// Per output, its moving average when it is an `ema`.
-    #[serde(default)]
+    fields: Vec<FieldAgg>,
+    /// Per output, its moving average when it is an `ema` (empty when none is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     emas: Vec<Option<Ema>>,
+}
+
+/// One field's statistics, and its sketches when a quantile or a distinct count of it is
+/// asked for.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct FieldAgg {
+    stats: Stats,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sketch: Option<Quantiles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    distinct: Option<Distinct>,
+}
+
+/// What one event brings to a window: per field, its number and (when counted) the hash of
+/// its value.
+struct Sample<'a> {
+    ts: i64,
+    values: &'a [Option<f64>],
+    hashes: &'a [Option<u64>],
+    sketched: &'a [bool],
+    outputs: &'a [Output],
+}
+
+impl WindowAgg {
+    fn add(&mut self, sample: &Sample<'_>) {
+        self.count += 1;
+        if self.fields.len() < sample.values.len() {
+            self.fields
+                .resize_with(sample.values.len(), FieldAgg::default);
+        }
+        for (i, field) in self.fields.iter_mut().enumerate() {
+            if let Some(hash) = sample.hashes.get(i).copied().flatten() {
+                field
+                    .distinct
+                    .get_or_insert_with(Distinct::default)
+                    .push(hash);
+            }
+            let Some(x) = sample.values.get(i).copied().flatten() else {
+                continue;
+            };
+            field.stats.push(sample.ts, x);
+            if sample.sketched.get(i).copied().unwrap_or(false) {
+                field.sketch.get_or_insert_with(Quantiles::default).push(x);
+            }
+        }
+        for (n, output) in sample.outputs.iter().enumerate() {
+            if let (Function::Ema, Some(f)) = (output.function, output.field)
+                && let Some(Some(x)) = sample.values.get(f)
+            {
+                if self.emas.len() < sample.outputs.len() {
+                    self.emas.resize(sample.outputs.len(), None);
+                }
+                self.emas[n]
+                    .get_or_insert_with(|| Ema::new(output.half_life))
+                    .push(sample.ts, *x);
+            }
+        }
+    }
 }
 
 impl Merge for WindowAgg {
     fn merge(&mut self, other: &Self) {
         self.count += other.count;
         if self.fields.len() < other.fields.len() {
-            self.fields.resize(other.fields.len(), Stats::default());
+            self.fields
+                .resize_with(other.fields.len(), FieldAgg::default);
         }
         for (mine, theirs) in self.fields.iter_mut().zip(&other.fields) {
-            mine.merge(theirs);
-        }
-        if self.sketches.len() < other.sketches.len() {
-            self.sketches.resize(other.sketches.len(), None);
-        }
-        for (mine, theirs) in self.sketches.iter_mut().zip(&other.sketches) {
-            if let Some(theirs) = theirs {
-                mine.get_or_insert_with(Quantiles::default).merge(theirs);
+            mine.stats.merge(&theirs.stats);
+            if let Some(theirs) = &theirs.sketch {
+                mine.sketch
+                    .get_or_insert_with(Quantiles::default)
+                    .merge(theirs);
             }
-        }
-        if self.distinct.len() < other.distinct.len() {
-            self.distinct.resize(other.distinct.len(), None);
+            if let Some(theirs) = &theirs.distinct {
+                mine.distinct
+                    .get_or_insert_with(Distinct::default)
+                    .merge(theirs);
+            }
         }
         if self.emas.len() < other.emas.len() {
             self.emas.resize(other.emas.len(), None);
@@ -205,16 +257,11 @@ impl Merge for WindowAgg {
                 }
             }
         }
-        for (mine, theirs) in self.distinct.iter_mut().zip(&other.distinct) {
-            if let Some(theirs) = theirs {
-                mine.get_or_insert_with(Distinct::default).merge(theirs);
-            }
-        }
     }
 }
 
 /// Open windows of one key, as stored.
-const WINDOWS_ROW: Codec<Vec<(Window, Open<WindowAgg>)>> = Codec::new("window key", 1);
+const WINDOWS_ROW: Codec<Vec<(Window, Open<WindowAgg>)>> = Codec::new("window key", 2);
 /// The watermark as stored: the current one and each source's largest event time.
 type ClockRow = (Option<i64>, Vec<(String, i64)>);
 const CLOCK_ROW: Codec<ClockRow> = Codec::new("window watermark", 1);
@@ -362,6 +409,9 @@ impl StageConfig for WindowConfig {
             pipeline: cx.pipeline.to_string(),
             now: cx.clock,
             clock_written: None,
+            values: Vec::new(),
+            hashes: Vec::new(),
+            firings: Vec::new(),
         }))
     }
 }
@@ -384,6 +434,11 @@ struct WindowStage {
     now: Clock,
     /// The watermark last written to state.
     clock_written: Option<Option<i64>>,
+    /// Per field, the event's number and distinct hash (buffers reused across events).
+    values: Vec<Option<f64>>,
+    hashes: Vec<Option<u64>>,
+    /// A tick's firings (a buffer reused across ticks).
+    firings: Vec<Firing<WindowAgg>>,
 }
 
 impl WindowStage {
@@ -433,37 +488,23 @@ impl WindowStage {
         data.insert("window_end".into(), Value::from(firing.window.end));
         let agg = &firing.agg;
         for (index, output) in self.outputs.iter().enumerate() {
-            let stats = output.field.and_then(|f| agg.fields.get(f));
-            if let Function::Ema = output.function {
-                let ema = agg.emas.get(index).and_then(Option::as_ref);
-                data.insert(output.name.clone(), number(ema.and_then(Ema::value)));
-                continue;
-            }
-            if let Function::Distinct = output.function {
-                let count = output
-                    .field
-                    .and_then(|f| agg.distinct.get(f))
-                    .and_then(Option::as_ref);
-                data.insert(
-                    output.name.clone(),
-                    Value::from(count.map_or(0, Distinct::count)),
-                );
-                continue;
-            }
-            if let Function::Quantile(q) = output.function {
-                let sketch = output
-                    .field
-                    .and_then(|f| agg.sketches.get(f))
-                    .and_then(Option::as_ref);
-                data.insert(
-                    output.name.clone(),
-                    number(sketch.and_then(|s| s.quantile(q))),
-                );
-                continue;
-            }
+            let field = output.field.and_then(|f| agg.fields.get(f));
+            let stats = field.map(|f| &f.stats);
             let value = match (output.function, stats) {
                 (Function::Count, None) => Value::from(agg.count),
                 (Function::Count, Some(s)) => Value::from(s.count()),
+                (Function::Ema, _) => {
+                    let ema = agg.emas.get(index).and_then(Option::as_ref);
+                    number(ema.and_then(Ema::value))
+                }
+                (Function::Distinct, _) => {
+                    let distinct = field.and_then(|f| f.distinct.as_ref());
+                    Value::from(distinct.map_or(0, Distinct::count))
+                }
+                (Function::Quantile(q), _) => {
+                    let sketch = field.and_then(|f| f.sketch.as_ref());
+                    number(sketch.and_then(|s| s.quantile(q)))
+                }
                 (_, None) => Value::Null,
                 (Function::Sum, Some(s)) => number(Some(s.sum)),
                 (Function::Min, Some(s)) => number(s.min),
@@ -473,9 +514,6 @@ impl WindowStage {
                 (Function::Stddev, Some(s)) => number(s.moments.stddev()),
                 (Function::First, Some(s)) => number(s.first.map(|(_, x)| x)),
                 (Function::Last, Some(s)) => number(s.last.map(|(_, x)| x)),
-                (Function::Quantile(_) | Function::Distinct | Function::Ema, Some(_)) => {
-                    Value::Null // answered above
-                }
             };
             data.insert(output.name.clone(), value);
         }
@@ -519,67 +557,38 @@ impl Stage for WindowStage {
             };
             return Err(Failed::new(error, event));
         }
-        let values: Vec<Option<f64>> = self
-            .fields
-            .iter()
-            .map(|f| event.data_pointer(f).and_then(Value::as_f64))
-            .collect();
-        // Distinct counts take any JSON value, by the hash of its text.
-        let hashes: Vec<Option<u64>> = (self.fields.iter().zip(&self.counted))
-            .map(|(f, counted)| {
-                let value = event.data_pointer(f).filter(|_| *counted)?;
-                Some(colloquium_windows::distinct::hash(
-                    value.to_string().as_bytes(),
-                ))
-            })
-            .collect();
+        // Per field: its number, and its hash when distinct values of it are counted (any
+        // JSON value, by the hash of its text). Buffers kept across events: no allocation.
+        self.values.clear();
+        self.hashes.clear();
+        for (f, counted) in self.fields.iter().zip(&self.counted) {
+            let value = event.data_pointer(f);
+            self.values.push(value.and_then(Value::as_f64));
+            self.hashes
+                .push(value.filter(|_| *counted).map(|v| match v {
+                    Value::String(s) => colloquium_windows::distinct::hash(s.as_bytes()),
+                    // Other kinds by their JSON text after a byte no UTF-8 string holds: the
+                    // string "1" and the number 1 stay apart.
+                    other => {
+                        let text = [&[0xFF][..], other.to_string().as_bytes()].concat();
+                        colloquium_windows::distinct::hash(&text)
+                    }
+                }));
+        }
         let before = self.clock.current();
-        let sketched = &self.sketched;
-        let outputs = &self.outputs;
-        let added = self.engine.add(&key, ts, before, |agg| {
-            agg.count += 1;
-            if agg.fields.len() < values.len() {
-                agg.fields.resize(values.len(), Stats::default());
-            }
-            for (n, output) in outputs.iter().enumerate() {
-                if let (Function::Ema, Some(f)) = (output.function, output.field)
-                    && let Some(Some(x)) = values.get(f)
-                {
-                    if agg.emas.len() < outputs.len() {
-                        agg.emas.resize(outputs.len(), None);
-                    }
-                    agg.emas[n]
-                        .get_or_insert_with(|| Ema::new(output.half_life))
-                        .push(ts, *x);
-                }
-            }
-            for (i, hash) in hashes.iter().enumerate() {
-                if let Some(hash) = hash {
-                    if agg.distinct.len() < hashes.len() {
-                        agg.distinct.resize(hashes.len(), None);
-                    }
-                    agg.distinct[i]
-                        .get_or_insert_with(Distinct::default)
-                        .push(*hash);
-                }
-            }
-            for (i, value) in values.iter().enumerate() {
-                if let Some(x) = value {
-                    agg.fields[i].push(ts, *x);
-                    if sketched[i] {
-                        // Only windows whose outputs ask for a quantile keep sketches.
-                        if agg.sketches.len() < values.len() {
-                            agg.sketches.resize(values.len(), None);
-                        }
-                        agg.sketches[i]
-                            .get_or_insert_with(Quantiles::default)
-                            .push(*x);
-                    }
-                }
-            }
-        });
+        let sample = Sample {
+            ts,
+            values: &self.values,
+            hashes: &self.hashes,
+            sketched: &self.sketched,
+            outputs: &self.outputs,
+        };
+        let mut updates = Vec::new();
+        let added = self
+            .engine
+            .add(&key, ts, before, &mut updates, |agg| agg.add(&sample));
         match added {
-            Added::Joined(_, updates) => {
+            Added::Joined(_) => {
                 out.extend(updates.into_iter().map(|f| self.result(f)));
                 self.clock
                     .observe(&event.metadata.source, ts, Instant::now());
@@ -600,8 +609,12 @@ impl Stage for WindowStage {
 
     fn on_tick(&mut self, _now: Timestamp, out: &mut Vec<Event>) -> Result<(), StageError> {
         if let Some(watermark) = self.clock.advance(Instant::now()) {
-            let firings = self.engine.advance(watermark);
-            out.extend(firings.into_iter().map(|f| self.result(f)));
+            let mut firings = std::mem::take(&mut self.firings);
+            self.engine.advance(watermark, &mut firings);
+            out.reserve(firings.len());
+            out.extend(firings.drain(..).map(|f| self.result(f)));
+            // The buffer is kept: a tick fires about as many windows as the last one.
+            self.firings = firings;
         }
         Ok(())
     }
@@ -611,8 +624,7 @@ impl Stage for WindowStage {
             let row_key = [&[KEY_PREFIX][..], key.as_bytes()].concat();
             match self.engine.windows_of(&key) {
                 Some(windows) => {
-                    let rows: Vec<(&Window, &Open<WindowAgg>)> = windows.iter().collect();
-                    changes.push(StateWrite::Put(row_key, WINDOWS_ROW.encode_as(&rows)));
+                    changes.push(StateWrite::Put(row_key, WINDOWS_ROW.encode_as(&windows)));
                 }
                 None => changes.push(StateWrite::Delete(row_key)),
             }
@@ -634,9 +646,7 @@ impl Stage for WindowStage {
                 Some((&KEY_PREFIX, name)) => {
                     let name = String::from_utf8(name.to_vec())
                         .map_err(|_| StageError::State("window key: not UTF-8".to_owned()))?;
-                    let windows: BTreeMap<Window, Open<WindowAgg>> =
-                        WINDOWS_ROW.decode(&value)?.into_iter().collect();
-                    self.engine.restore(name, windows);
+                    self.engine.restore(name, WINDOWS_ROW.decode(&value)?);
                 }
                 Some((1, [])) => {
                     let (current, sources) = CLOCK_ROW.decode(&value)?;
