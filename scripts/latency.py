@@ -3,14 +3,19 @@
 on stdin), estimated within its histogram buckets. Used by the bench-*.sh scripts.
 
     curl -s $node/metrics | scripts/latency.py [LANE]
+
+With METRIC=colloquium_pipeline_stage_seconds (and LANE empty) it reads that histogram instead:
+a window stage's emission delay.
 """
+import os
 import re
 import sys
 
-lane = sys.argv[1] if len(sys.argv) > 1 else None
+lane = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None
+metric = os.environ.get("METRIC", "colloquium_pipeline_latency_seconds")
 buckets = {}
 for line in sys.stdin:
-    m = re.match(r"colloquium_pipeline_latency_seconds_bucket\{([^}]*)\} (\d+)", line)
+    m = re.match(metric + r"_bucket\{([^}]*)\} (\d+)", line)
     if not m:
         continue
     labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
@@ -34,7 +39,15 @@ def quantile(q):
 
 
 what = f"{lane} ingest-to-sink" if lane else "ingest-to-sink latency"
-if total:
+if "METRIC" in os.environ:
+    what = metric
+if total and "METRIC" in os.environ:
+    print(
+        f"{what} over {total}: p50 {quantile(0.5)*1000:.3f} ms, "
+        f"p99 {quantile(0.99)*1000:.3f} ms (histogram estimate), "
+        f"{100*buckets.get(0.001, 0)/total:.2f}% within 1 ms"
+    )
+elif total:
     print(
         f"{what} over {total} events: p50 {quantile(0.5)*1000:.1f} ms, "
         f"p99 {quantile(0.99)*1000:.1f} ms (histogram estimate), "

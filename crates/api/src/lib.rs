@@ -2,7 +2,7 @@
 //!
 //! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
 //! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
-//! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
+//! - [`pipelines`]: `GET /api/outputs`, `GET /api/windows`, and the dead-letter queue: list, replay, delete.
 //! - [`control`]: `GET /api/control` and `POST /api/control`, the control plane.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
@@ -56,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events/stream", get(stream::replay))
         .route("/api/events/{id}", get(query::get_one))
         .route("/api/outputs", get(pipelines::outputs))
+        .route("/api/windows", get(pipelines::windows))
         .route("/api/dlq", get(pipelines::dead_letters))
         .route("/api/dlq/replay", post(pipelines::replay_many))
         .route("/api/dlq/{id}", delete(pipelines::delete))

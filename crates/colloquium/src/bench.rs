@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -290,6 +292,14 @@ async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     let (body, content_type) = request_body(args.batch);
+    let bodies = Arc::new(match args.window_keys {
+        Some(keys) => Bodies::Windows {
+            keys: keys.max(1),
+            batch: args.batch as u64,
+            next: AtomicU64::new(0),
+        },
+        None => Bodies::Fixed(body),
+    });
     // Per-connection request interval under --rate.
     let interval = match args.rate {
         Some(0) => anyhow::bail!("--rate must be at least 1"),
@@ -305,7 +315,7 @@ async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
 
     let mut tasks = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let body = body.clone();
+        let body = bodies.clone();
         // Spread the connections' schedules over one interval so they do not fire together.
         let offset = interval.map_or(Duration::ZERO, |iv| {
             iv.mul_f64(i as f64 / args.connections as f64)
@@ -384,9 +394,40 @@ fn request_body(batch: usize) -> (Bytes, &'static str) {
     }
 }
 
+/// What the requests of `bench http` carry.
+enum Bodies {
+    /// The same body every time.
+    Fixed(Bytes),
+    /// The window workload: each request the next `batch` event indices.
+    Windows {
+        keys: u32,
+        batch: u64,
+        next: AtomicU64,
+    },
+}
+
+impl Bodies {
+    fn next(&self, rng: &mut fastrand::Rng) -> Bytes {
+        match self {
+            Bodies::Fixed(body) => body.clone(),
+            Bodies::Windows { keys, batch, next } => {
+                use std::fmt::Write as _;
+                let first = next.fetch_add(*batch, Ordering::Relaxed);
+                let mut text = String::with_capacity(*batch as usize * 48);
+                for i in first..first + batch {
+                    let t = i as i64 - rng.i64(0..=500);
+                    let (k, v) = (rng.u32(0..*keys), rng.f64() * 1000.0);
+                    let _ = writeln!(text, r#"{{"k":"k{k}","v":{v:.3},"t":{t}}}"#);
+                }
+                Bytes::from(text)
+            }
+        }
+    }
+}
+
 async fn connection(
     addr: SocketAddr,
-    body: Bytes,
+    body: Arc<Bodies>,
     content_type: &'static str,
     first_slot: Instant,
     interval: Option<Duration>,
@@ -407,6 +448,7 @@ async fn connection(
     tokio::spawn(conn);
     let host = addr.to_string();
     let mut slot = first_slot;
+    let mut rng = fastrand::Rng::with_seed(15);
     loop {
         let due = match interval {
             Some(interval) => {
@@ -423,7 +465,7 @@ async fn connection(
         let request = Request::post("/events")
             .header(HOST, &host)
             .header(CONTENT_TYPE, content_type)
-            .body(Full::new(body.clone()))?;
+            .body(Full::new(body.next(&mut rng)))?;
         if sender.ready().await.is_err() {
             report.errors += 1;
             break;

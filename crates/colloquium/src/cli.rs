@@ -237,4 +237,9 @@ pub struct BenchHttpArgs {
     /// Pid of the node, to report its peak resident memory.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Send the window benchmark's events instead (issue 15): `{k, v, t}` with `k` one of
+    /// this many keys chosen uniformly, `v` uniform in [0, 1000), and `t` the event's index
+    /// in ms minus up to 500 ms. Use one connection: concurrent requests would add disorder.
+    #[arg(long)]
+    pub window_keys: Option<u32>,
 }

@@ -1,20 +1,95 @@
 //! The `window` stage alone on one core, on issue 15's workload: 10,000 keys chosen
 //! uniformly, values uniform in [0, 1000), event time = the event's index in ms minus up to
 //! 500 ms of disorder, watermark = max − 1 s; (1) tumbling 1 s with count + avg + p95, (2) sliding
-//! 10 s / 1 s with count + avg. JSON events in memory; one tick per 1,000 events (a step).
+//! 10 s / 1 s with count + avg. JSON events in memory; per 1,000 events (a step) one tick, and
+//! the state rows and kept results taken, as the node's worker does.
+//!
+//! Before the timings it prints each configuration's heap bytes per open key after the run.
 //!
 //! `cargo bench -p colloquium-pipeline --bench windows`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The one unsafe block is the counting allocator below (forwarding to mimalloc): measurement
+// only, not in the product.
+#![allow(unsafe_code)]
 
 use colloquium_event::{Event, Metadata, Timestamp};
 use colloquium_pipeline::stages::window::WindowConfig;
 use colloquium_pipeline::{Pipeline, Registry};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicIsize, Ordering};
 
-// The node's allocator: results are allocated per window, so the allocator shows.
+// The node's allocator (results are allocated per window, so the allocator shows), counting
+// the bytes live to report the memory per open key.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting = Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call is forwarded to mimalloc unchanged; the counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: the caller's contract, passed on.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Runs `input` through a fresh pipeline and prints the bytes its open windows hold per open
+/// key (heap bytes live after the run, less those before it).
+fn memory_per_key(name: &str, window: &str, aggregates: &str, input: &[Event]) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut p = pipeline(window, aggregates);
+    for chunk in input.chunks(1_000) {
+        for event in chunk {
+            drop(p.process(event));
+        }
+        drop(futures::executor::block_on(p.tick(Timestamp::now())));
+        drop((p.state_changes(), p.window_results(), p.stage_timings()));
+        if std::env::var("TRACE_LIVE").is_ok() {
+            let m: std::collections::BTreeMap<&str, u64> = p
+                .stage_metrics()
+                .into_iter()
+                .map(|(_, m)| (m.name, m.value))
+                .collect();
+            eprintln!(
+                "{} {} {}",
+                LIVE.load(Ordering::Relaxed) - before,
+                m["open_keys"],
+                m["open_windows"]
+            );
+        }
+    }
+    let live = LIVE.load(Ordering::Relaxed) - before;
+    let metrics: std::collections::BTreeMap<&str, u64> = p
+        .stage_metrics()
+        .into_iter()
+        .map(|(_, m)| (m.name, m.value))
+        .collect();
+    let keys = metrics["open_keys"].max(1);
+    println!(
+        "{name}: {} open keys, {} open windows, {live} bytes live: {} bytes per open key",
+        keys,
+        metrics["open_windows"],
+        live / keys as isize
+    );
+}
 
 const EVENTS: u64 = 200_000;
 
@@ -44,23 +119,29 @@ fn pipeline(window: &str, aggregates: &str) -> Pipeline {
     Pipeline::build(&config.pipelines[0], "pipelines[0]", &registry, &scripts).unwrap()
 }
 
+/// (name, window, aggregates) of the two measured configurations.
+const WORKLOADS: [(&str, &str, &str); 2] = [
+    (
+        "tumbling_1s_count_avg_p95",
+        "window: tumbling, size: 1s",
+        "{n: count, mean: {avg: /v}, p95: {p95: /v}}",
+    ),
+    (
+        "sliding_10s_1s_count_avg",
+        "window: sliding, size: 10s, slide: 1s",
+        "{n: count, mean: {avg: /v}}",
+    ),
+];
+
 fn bench(c: &mut Criterion) {
     let input = events();
+    for (name, window, aggregates) in WORKLOADS {
+        memory_per_key(name, window, aggregates, &input);
+    }
     let mut group = c.benchmark_group("window");
     group.sample_size(10);
     group.throughput(Throughput::Elements(EVENTS));
-    for (name, window, aggregates) in [
-        (
-            "tumbling_1s_count_avg_p95",
-            "window: tumbling, size: 1s",
-            "{n: count, mean: {avg: /v}, p95: {p95: /v}}",
-        ),
-        (
-            "sliding_10s_1s_count_avg",
-            "window: sliding, size: 10s, slide: 1s",
-            "{n: count, mean: {avg: /v}}",
-        ),
-    ] {
+    for (name, window, aggregates) in WORKLOADS {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || pipeline(window, aggregates),
@@ -72,6 +153,9 @@ fn bench(c: &mut Criterion) {
                         }
                         let ticked = futures::executor::block_on(p.tick(Timestamp::now()));
                         results += ticked.iter().map(|o| o.outputs.len()).sum::<usize>();
+                        // What the worker takes after each step: state rows and kept results.
+                        results += p.state_changes().len() + p.window_results().len();
+                        results += p.stage_timings().len();
                     }
                     results
                 },

@@ -77,10 +77,24 @@ pub struct SinkLabels {
     pub sink: String,
 }
 
+/// `{pipeline, stage, name}`: a figure a stage reports about itself.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageMetricLabels {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The stage label.
+    pub stage: String,
+    /// What it counts, e.g. `open_keys`.
+    pub name: &'static str,
+}
+
 /// The pipelines' metrics.
 #[derive(Clone)]
 pub struct PipelineMetrics {
     pub(crate) stage_events: Family<StageLabels, Counter>,
+    pub(crate) stage_gauge: Family<StageMetricLabels, Gauge>,
+    pub(crate) stage_total: Family<StageMetricLabels, Counter>,
+    pub(crate) stage_seconds: HistogramFamily<StageMetricLabels>,
     pub(crate) latency: HistogramFamily<LatencyLabels>,
     pub(crate) step: Histogram,
     read: Family<ReadLabels, Counter>,
@@ -109,6 +123,9 @@ impl PipelineMetrics {
     pub fn register(registry: &MetricsRegistry) -> Self {
         let m = PipelineMetrics {
             stage_events: Family::default(),
+            stage_gauge: Family::default(),
+            stage_total: Family::default(),
+            stage_seconds: HistogramFamily::new_with_constructor(latency_histogram),
             latency: HistogramFamily::new_with_constructor(latency_histogram),
             step: latency_histogram(),
             read: Family::default(),
@@ -125,6 +142,21 @@ impl PipelineMetrics {
                 "events",
                 "Events into, out of, and failed in each stage",
                 m.stage_events.clone(),
+            );
+            r.register(
+                "stage_gauge",
+                "What a stage reports about itself now (a window stage: open_keys, open_windows, watermark_ms)",
+                m.stage_gauge.clone(),
+            );
+            r.register(
+                "stage",
+                "What a stage counts about itself (a window stage: late, max_keys_exceeded, max_windows_per_key_exceeded, early_firings)",
+                m.stage_total.clone(),
+            );
+            r.register(
+                "stage_seconds",
+                "Durations a stage measures (a window stage: emission_delay, from the watermark passing a window's end to its result)",
+                m.stage_seconds.clone(),
             );
             r.register(
                 "latency_seconds",

@@ -35,6 +35,7 @@ pub use runtime::{Runtime, RuntimeError, RuntimeHandle};
 pub use sink::{Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError};
 pub use stage::{
     AsyncStage, BuildContext, BuiltStage, CallResult, Failed, Stage, StageConfig, StageError,
+    StageMetric,
 };
 pub use testing::{TestResult, run_tests};
 pub use topology::{Delivery, Take, Topology};

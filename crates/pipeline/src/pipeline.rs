@@ -21,12 +21,14 @@ use std::time::Duration;
 
 use colloquium_config::{ConfigError, OnError, PipelineConfig, ScriptLibrary};
 use colloquium_event::{Event, Fault, Reason, Timestamp};
-use colloquium_storage::StateWrite;
+use colloquium_storage::{StateWrite, WindowWrite};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use crate::registry::Registry;
-use crate::stage::{BuildContext, BuiltStage, CallResult, Failed, SideOutput, StageError};
+use crate::stage::{
+    BuildContext, BuiltStage, CallResult, Failed, SideOutput, StageError, StageMetric,
+};
 
 /// How a pipeline waits out a retry backoff (tests and `colloquium test` do not wait).
 pub type Sleeper = fn(Duration) -> BoxFuture<'static, ()>;
@@ -222,6 +224,45 @@ impl Pipeline {
     /// Counters per stage, by stage id.
     pub fn stage_counts(&self) -> impl Iterator<Item = (&str, StageCounts)> {
         self.stages.iter().map(|s| (&*s.id, s.counts))
+    }
+
+    /// Every sync stage's window results since the last call, as `(stage id, write)`.
+    pub fn window_results(&mut self) -> Vec<(Arc<str>, WindowWrite)> {
+        let mut all = Vec::new();
+        let mut results = Vec::new();
+        for slot in &mut self.stages {
+            if let BuiltStage::Sync(stage) = &mut slot.stage {
+                stage.window_results(&mut results);
+                all.extend(results.drain(..).map(|w| (slot.id.clone(), w)));
+            }
+        }
+        all
+    }
+
+    /// What each sync stage reports about itself, by stage id.
+    pub fn stage_metrics(&self) -> Vec<(&str, StageMetric)> {
+        let mut all = Vec::new();
+        let mut metrics = Vec::new();
+        for slot in &self.stages {
+            if let BuiltStage::Sync(stage) = &slot.stage {
+                stage.metrics(&mut metrics);
+                all.extend(metrics.drain(..).map(|m| (&*slot.id, m)));
+            }
+        }
+        all
+    }
+
+    /// Every sync stage's timings since the last call, by stage id.
+    pub fn stage_timings(&mut self) -> Vec<(&str, &'static str, Duration)> {
+        let mut all = Vec::new();
+        let mut timings = Vec::new();
+        for slot in &mut self.stages {
+            if let BuiltStage::Sync(stage) = &mut slot.stage {
+                stage.timings(&mut timings);
+                all.extend(timings.drain(..).map(|(name, d)| (&*slot.id, name, d)));
+            }
+        }
+        all
     }
 
     /// Loads each stage's stored state; `load(id)` returns a stage's entries.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use colloquium_config::{ConfigError, ScriptLibrary};
 use colloquium_event::{Event, Fault, Reason, Timestamp};
-use colloquium_storage::StateWrite;
+use colloquium_storage::{StateWrite, WindowWrite};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -100,6 +100,29 @@ pub trait Stage: Send {
     fn side_sinks(&self) -> &[String] {
         &[]
     }
+
+    /// Hands over the window results fired since the last call, to keep in the `windows`
+    /// column family (`GET /api/windows`); committed with the step, like state.
+    fn window_results(&mut self, _out: &mut Vec<WindowWrite>) {}
+
+    /// What the stage reports about itself (open windows, limits hit), as metrics.
+    fn metrics(&self, _out: &mut Vec<StageMetric>) {}
+
+    /// Durations the stage measured since the last call (a window's emission delay), for
+    /// `colloquium_pipeline_stage_seconds{pipeline, stage, name}`.
+    fn timings(&mut self, _out: &mut Vec<(&'static str, std::time::Duration)>) {}
+}
+
+/// One figure a stage reports: `colloquium_pipeline_stage_gauge{pipeline, stage, name}`, or
+/// `colloquium_pipeline_stage_total{…}` for a count that only grows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StageMetric {
+    /// What it counts, e.g. `open_keys`.
+    pub name: &'static str,
+    /// Its value now (a counter's total since the stage was built).
+    pub value: u64,
+    /// Whether it only grows.
+    pub counter: bool,
 }
 
 /// An event a stage sends to sinks of its own, past the rest of the pipeline.

@@ -32,16 +32,19 @@ pub enum ColumnFamily {
     Checkpoints,
     /// Stages' state, one row per entry, changed together with the checkpoints.
     State,
+    /// Results of window stages, by pipeline, stage, key and window start.
+    Windows,
 }
 
 impl ColumnFamily {
     /// Every column family, created on open when missing.
-    pub const ALL: [ColumnFamily; 5] = [
+    pub const ALL: [ColumnFamily; 6] = [
         ColumnFamily::Events,
         ColumnFamily::Dlq,
         ColumnFamily::Outputs,
         ColumnFamily::Checkpoints,
         ColumnFamily::State,
+        ColumnFamily::Windows,
     ];
 
     /// Returns the RocksDB name.
@@ -52,6 +55,7 @@ impl ColumnFamily {
             ColumnFamily::Outputs => "outputs",
             ColumnFamily::Checkpoints => "checkpoints",
             ColumnFamily::State => "state",
+            ColumnFamily::Windows => "windows",
         }
     }
 }
@@ -167,9 +171,13 @@ pub(crate) fn open(options: &StoreOptions) -> Result<DB, StorageError> {
     let mut derived = cf_options.clone();
     derived.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
     let descriptors = names.into_iter().map(|name| {
-        let write_heavy = [ColumnFamily::Outputs, ColumnFamily::State]
-            .iter()
-            .any(|cf| cf.name() == name);
+        let write_heavy = [
+            ColumnFamily::Outputs,
+            ColumnFamily::State,
+            ColumnFamily::Windows,
+        ]
+        .iter()
+        .any(|cf| cf.name() == name);
         let options = if write_heavy { &derived } else { &cf_options };
         ColumnFamilyDescriptor::new(name, options.clone())
     });

@@ -9,6 +9,7 @@
 //! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
 //! - [`pipelines`]: pipelines' outputs and checkpoints, committed atomically with their dead
 //!   letters.
+//! - [`windows`]: window stages' results, by pipeline, stage, key and window start.
 //! - [`events`]: the metrics this crate reports.
 //!
 //! [`Store`] ties them together; clone it freely (it is a handle).
@@ -24,6 +25,7 @@ pub mod pipelines;
 pub mod retention;
 pub mod scan;
 mod store;
+pub mod windows;
 
 pub use db::{ColumnFamily, Compression, StoreOptions};
 pub use dlq::DeadLetter;
@@ -37,3 +39,4 @@ pub use pipelines::{
 pub use retention::{ForcedDeletions, RetentionPolicy};
 pub use scan::{Order, ScanRange};
 pub use store::{Backlog, Store};
+pub use windows::{WindowChange, WindowQuery, WindowWrite};

@@ -23,6 +23,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::dlq::DeadLetter;
+use crate::windows::{WindowWrite, row_key};
 use crate::{ColumnFamily, StorageError, Store};
 
 /// Where a pipeline is in the log. Its stages' state at that position is in the `state`
@@ -115,6 +116,8 @@ pub struct PipelineCommit {
     pub checkpoints: Vec<(String, Checkpoint)>,
     /// Stage state changes, applied in order.
     pub state: Vec<StateChange>,
+    /// Window stages' results, applied in order.
+    pub windows: Vec<crate::windows::WindowChange>,
     /// Dead letters replayed in this step: removed, with their replay requests.
     pub replayed: Vec<EventId>,
 }
@@ -241,6 +244,20 @@ impl Store {
                 StateWrite::Put(own, value) => batch.put_cf(&state, key(own), value),
                 StateWrite::Delete(own) => batch.delete_cf(&state, key(own)),
                 StateWrite::DeleteBelow(own) => batch.delete_range_cf(&state, &prefix, &key(own)),
+            }
+        }
+        if !commit.windows.is_empty() {
+            let windows = self.cf(ColumnFamily::Windows)?;
+            for change in &commit.windows {
+                let (pipeline, stage) = (&change.pipeline, &change.stage);
+                match &change.write {
+                    WindowWrite::Put { key, start, json } => {
+                        batch.put_cf(&windows, row_key(pipeline, stage, key, *start), json);
+                    }
+                    WindowWrite::Delete { key, start } => {
+                        batch.delete_cf(&windows, row_key(pipeline, stage, key, *start));
+                    }
+                }
             }
         }
         for id in &commit.replayed {
@@ -527,11 +544,11 @@ impl Store {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     crate::log::hex(bytes)
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -633,6 +650,7 @@ mod tests {
                 ],
                 replayed: vec![],
                 handoffs: vec![],
+                windows: vec![],
                 durable: true,
             })
             .unwrap();

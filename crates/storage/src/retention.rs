@@ -10,6 +10,8 @@
 //!
 //! Outputs are keyed by pipeline, then input event id: one range per pipeline, left to
 //! universal compaction to reclaim (a manual compaction there would rewrite everything).
+//! Window results go the same way, one range per grouping key, by window start: in event
+//! time, `max_age` behind each window stage's newest result.
 //!
 //! `storage.max_disk_usage` is the one thing that may delete past the floor: when the store
 //! holds more, the oldest events go (and, when they are not enough, the oldest dead letters),
@@ -221,6 +223,13 @@ impl Retention {
                 (
                     ColumnFamily::Outputs,
                     delete_outputs_before(&self.db, cutoff),
+                ),
+                (
+                    ColumnFamily::Windows,
+                    crate::windows::delete_windows_older_than(
+                        &self.db,
+                        i64::try_from(max_age_ms).unwrap_or(i64::MAX),
+                    ),
                 ),
             ] {
                 match pass {

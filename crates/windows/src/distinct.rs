@@ -14,10 +14,8 @@ const M: usize = 1 << P;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Distinct {
     /// Sorted distinct hashes, while there are at most [`EXACT_UP_TO`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exact: Vec<u64>,
     /// HyperLogLog registers once past it (empty before).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     registers: Vec<u8>,
 }
 

@@ -37,6 +37,11 @@ pub struct Open<A> {
     pub fired: bool,
     /// Firings after the first.
     pub updates: u32,
+    /// Events added since its last firing (what an early firing would report anew).
+    pub pending: u32,
+    /// Changed since the last [`Engine::take_changes`].
+    #[serde(skip)]
+    pub dirty: bool,
 }
 
 impl<A: Default> Open<A> {
@@ -45,6 +50,8 @@ impl<A: Default> Open<A> {
             agg: A::default(),
             fired: false,
             updates: 0,
+            pending: 0,
+            dirty: true,
         }
     }
 }
@@ -60,8 +67,10 @@ pub struct Firing<A> {
     pub agg: A,
     /// The window's last firing (it is closed).
     pub last: bool,
-    /// Firings of this window before this one.
+    /// Firings of this window after its first watermark firing, up to this one.
     pub update_count: u32,
+    /// An early firing: the watermark has not passed the window's end yet.
+    pub early: bool,
 }
 
 /// What became of one event.
@@ -79,7 +88,7 @@ pub enum Added {
 #[derive(Debug)]
 struct KeyWindows<A> {
     windows: Vec<(Window, Open<A>)>,
-    /// Listed in `changed` since the last [`Engine::take_changed`].
+    /// Listed in `changed` since the last [`Engine::take_changes`].
     changed: bool,
 }
 
@@ -89,8 +98,15 @@ pub struct Engine<A> {
     spec: WindowSpec,
     allowed_lateness: i64,
     keys: hashbrown::HashMap<String, KeyWindows<A>>,
-    /// Keys whose windows changed since [`Engine::take_changed`] (each once).
+    /// Keys with a window changed since [`Engine::take_changes`] (each once).
     changed: Vec<String>,
+    /// Fire a window early once it has taken this many events since its last firing.
+    every_events: Option<u32>,
+    /// Fired windows merged into a session with another start (their results are void).
+    retracted: Vec<(String, Window)>,
+    /// Windows gone since the last [`Engine::take_changes`]: closed, or merged into a session
+    /// with another start.
+    gone: Vec<(String, Window)>,
 }
 
 impl<A: Default + Clone + Merge> Engine<A> {
@@ -101,7 +117,22 @@ impl<A: Default + Clone + Merge> Engine<A> {
             allowed_lateness,
             keys: hashbrown::HashMap::new(),
             changed: Vec::new(),
+            every_events: None,
+            retracted: Vec::new(),
+            gone: Vec::new(),
         }
+    }
+
+    /// Also fires a window early each time it has taken `n` events since its last firing.
+    pub fn fire_every(mut self, n: u32) -> Self {
+        self.every_events = Some(n.max(1));
+        self
+    }
+
+    /// The fired windows that merged into a session starting elsewhere since the last call
+    /// (their results are superseded by the merged window's).
+    pub fn take_retracted(&mut self) -> Vec<(String, Window)> {
+        std::mem::take(&mut self.retracted)
     }
 
     /// The open windows of `key`, oldest first.
@@ -114,19 +145,33 @@ impl<A: Default + Clone + Merge> Engine<A> {
         self.keys.contains_key(key)
     }
 
-    /// The keys whose windows changed since the last call (added to, fired, closed).
-    pub fn take_changed(&mut self) -> Vec<String> {
-        for key in &self.changed {
-            if let Some(k) = self.keys.get_mut(key) {
-                k.changed = false;
+    /// Hands every window change since the last call to `change`: first the windows gone
+    /// (`None`), then those added to, fired or otherwise changed (`Some`), so a stored copy
+    /// (by key and window start) that applies them in order matches the engine.
+    pub fn take_changes(&mut self, mut change: impl FnMut(&str, Window, Option<&Open<A>>)) {
+        for (key, window) in self.gone.drain(..) {
+            change(&key, window, None);
+        }
+        for key in self.changed.drain(..) {
+            let Some(entry) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            entry.changed = false;
+            for (window, slot) in &mut entry.windows {
+                if slot.dirty {
+                    slot.dirty = false;
+                    change(&key, *window, Some(slot));
+                }
             }
         }
-        std::mem::take(&mut self.changed)
     }
 
     /// Puts back `key`'s open windows (from a checkpoint).
     pub fn restore(&mut self, key: String, mut windows: Vec<(Window, Open<A>)>) {
         windows.sort_unstable_by_key(|(w, _)| *w);
+        for (_, slot) in &mut windows {
+            slot.dirty = false;
+        }
         if !windows.is_empty() {
             let changed = false;
             self.keys.insert(key, KeyWindows { windows, changed });
@@ -163,15 +208,23 @@ impl<A: Default + Clone + Merge> Engine<A> {
             return Added::Late;
         };
         let windows = &mut entry.windows;
+        let every_events = self.every_events;
+        // After an event joins: a fired window fires again (an update); one not yet fired
+        // fires early when it has taken `every_events` since its last firing.
         let fire_again = |window: Window, slot: &mut Open<A>, updates: &mut Vec<Firing<A>>| {
-            if slot.fired {
-                slot.updates += 1;
+            slot.pending += 1;
+            slot.dirty = true;
+            let early = !slot.fired && every_events.is_some_and(|n| slot.pending >= n);
+            if slot.fired || early {
+                slot.updates += u32::from(slot.fired);
+                slot.pending = 0;
                 updates.push(Firing {
                     key: key.to_owned(),
                     window,
                     agg: slot.agg.clone(),
                     last: false,
                     update_count: slot.updates,
+                    early,
                 });
             }
         };
@@ -189,10 +242,17 @@ impl<A: Default + Clone + Merge> Engine<A> {
             }
             if open(&merged) {
                 let mut slot: Open<A> = Open::empty();
-                for (_, old) in windows.drain(from..to) {
+                for (old_window, old) in windows.drain(from..to) {
                     slot.agg.merge(&old.agg);
                     slot.fired |= old.fired;
                     slot.updates += old.updates;
+                    slot.pending += old.pending;
+                    if old_window.start != merged.start {
+                        self.gone.push((key.to_owned(), old_window));
+                        if old.fired {
+                            self.retracted.push((key.to_owned(), old_window));
+                        }
+                    }
                 }
                 add(&mut slot.agg);
                 fire_again(merged, &mut slot, updates);
@@ -241,10 +301,6 @@ impl<A: Default + Clone + Merge> Engine<A> {
             if windows.first().is_none_or(|(w, _)| w.end > watermark) {
                 continue;
             }
-            if !entry.changed {
-                entry.changed = true;
-                self.changed.push(key.clone());
-            }
             // Those past their lateness close: a prefix, moved out (their last firing).
             let closed =
                 windows.partition_point(|(w, _)| w.end.saturating_add(lateness) <= watermark);
@@ -252,34 +308,75 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 if slot.fired {
                     slot.updates += 1;
                 }
+                self.gone.push((key.clone(), window));
                 firings.push(Firing {
                     key: key.clone(),
                     window,
                     agg: slot.agg,
                     last: true,
                     update_count: slot.updates,
+                    early: false,
                 });
             }
             emptied |= windows.is_empty();
             // The rest that the watermark passed fire once, not last (lateness keeps them).
+            let mut fired = false;
             for (window, slot) in windows.iter_mut() {
                 if window.end > watermark {
                     break;
                 }
                 if !slot.fired {
                     slot.fired = true;
+                    slot.pending = 0;
+                    slot.dirty = true;
+                    fired = true;
                     firings.push(Firing {
                         key: key.clone(),
                         window: *window,
                         agg: slot.agg.clone(),
                         last: false,
                         update_count: slot.updates,
+                        early: false,
                     });
                 }
+            }
+            if fired && !entry.changed {
+                entry.changed = true;
+                self.changed.push(key.clone());
             }
         }
         if emptied {
             self.keys.retain(|_, entry| !entry.windows.is_empty());
+        }
+        firings[first..].sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
+    }
+
+    /// Fires early every window the watermark has not reached that took events since its
+    /// last firing (a processing-time trigger), pushing the firings to `firings`.
+    pub fn fire_early(&mut self, firings: &mut Vec<Firing<A>>) {
+        let first = firings.len();
+        for (key, entry) in &mut self.keys {
+            let mut fired = false;
+            for (window, slot) in &mut entry.windows {
+                if slot.fired || slot.pending == 0 {
+                    continue;
+                }
+                slot.pending = 0;
+                slot.dirty = true;
+                fired = true;
+                firings.push(Firing {
+                    key: key.clone(),
+                    window: *window,
+                    agg: slot.agg.clone(),
+                    last: false,
+                    update_count: slot.updates,
+                    early: true,
+                });
+            }
+            if fired && !entry.changed {
+                entry.changed = true;
+                self.changed.push(key.clone());
+            }
         }
         firings[first..].sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
     }
@@ -440,6 +537,59 @@ mod tests {
         assert_eq!(late, [2]);
     }
 
+    #[test]
+    fn early_firings_come_before_the_watermark_and_are_not_final() {
+        let spec = WindowSpec::Tumbling {
+            size: 10,
+            offset: 0,
+        };
+        let mut engine = Engine::<Members>::new(spec, 0).fire_every(2);
+        let mut firings = Vec::new();
+        for (i, ts) in [1, 2, 3, 4, 5].into_iter().enumerate() {
+            engine.add("k", ts, Some(0), &mut firings, |m| {
+                m.0.insert(i);
+            });
+        }
+        // Every second event fires [0, 10) early with what it holds so far.
+        let early: Vec<(Vec<usize>, bool, bool)> = firings
+            .iter()
+            .map(|f| (members(f), f.early, f.last))
+            .collect();
+        assert_eq!(
+            early,
+            [(vec![0, 1], true, false), (vec![0, 1, 2, 3], true, false)]
+        );
+        // A processing-time trigger fires what came since (event 4), then nothing new.
+        firings.clear();
+        engine.fire_early(&mut firings);
+        assert_eq!(firings.len(), 1);
+        assert_eq!(members(&firings[0]), [0, 1, 2, 3, 4]);
+        firings.clear();
+        engine.fire_early(&mut firings);
+        assert!(firings.is_empty());
+        engine.advance(10, &mut firings);
+        assert_eq!(firings.len(), 1);
+        assert!(firings[0].last && !firings[0].early);
+    }
+
+    #[test]
+    fn a_fired_session_merged_into_an_earlier_start_is_retracted() {
+        let mut engine = Engine::<Members>::new(WindowSpec::Session { gap: 10 }, 100);
+        let mut firings = Vec::new();
+        engine.add("k", 20, None, &mut firings, |_| {});
+        engine.advance(30, &mut firings);
+        assert_eq!(firings[0].window, Window { start: 20, end: 30 });
+        // Within the lateness, 12 bridges into [20, 30): the session now starts at 12.
+        firings.clear();
+        engine.add("k", 12, Some(30), &mut firings, |_| {});
+        assert_eq!(firings[0].window, Window { start: 12, end: 30 });
+        assert_eq!(firings[0].update_count, 1);
+        assert_eq!(
+            engine.take_retracted(),
+            [("k".to_owned(), Window { start: 20, end: 30 })]
+        );
+    }
+
     /// The brute-force model: for each event, the watermark before it (max − ooo, never
     /// decreasing), then every window holding it by enumeration; it is added where
     /// `end + lateness > W`. Returns each window's members.
@@ -539,6 +689,62 @@ mod tests {
                 .map(|f| ((f.key.clone(), f.window), members(f)))
                 .collect();
             prop_assert_eq!(finals, session_model(gap, ooo, lateness, &keyed));
+        }
+
+        #[test]
+        fn an_engine_rebuilt_from_its_changes_fires_as_the_original_would(
+            events in proptest::collection::vec((0usize..3, 0i64..2_000), 2..80),
+            cut in 1usize..80,
+            kind in 0u8..3,
+            ooo in 0i64..300,
+            lateness in 0i64..300,
+        ) {
+            let spec = match kind {
+                0 => WindowSpec::Tumbling { size: 100, offset: 0 },
+                1 => WindowSpec::Sliding { size: 300, slide: 100, offset: 0 },
+                _ => WindowSpec::Session { gap: 150 },
+            };
+            let keys = ["a", "b", "c"];
+            let cut = cut.min(events.len() - 1);
+            let mut original = Engine::<Members>::new(spec, lateness).fire_every(3);
+            // What a store holds, by key and window start (as the window stage keeps rows):
+            // every change applied in order, after every event.
+            let mut stored: BTreeMap<(String, i64), (Window, Open<Members>)> = BTreeMap::new();
+            let mut max: Option<i64> = None;
+            let step = |engine: &mut Engine<Members>, max: &mut Option<i64>, i: usize, out: &mut Vec<Firing<Members>>| {
+                let (k, ts) = events[i];
+                let w = max.map(|m| m - ooo);
+                engine.add(keys[k], ts, w, out, |m| { m.0.insert(i); });
+                *max = Some(max.map_or(ts, |m| m.max(ts)));
+                engine.advance(max.unwrap_or(ts) - ooo, out);
+            };
+            let mut ignored = Vec::new();
+            for i in 0..cut {
+                step(&mut original, &mut max, i, &mut ignored);
+                original.take_changes(|key, window, open| {
+                    match open {
+                        Some(open) => drop(stored.insert((key.to_owned(), window.start), (window, open.clone()))),
+                        None => drop(stored.remove(&(key.to_owned(), window.start))),
+                    }
+                });
+            }
+            let mut rebuilt = Engine::<Members>::new(spec, lateness).fire_every(3);
+            let mut by_key: BTreeMap<String, Vec<(Window, Open<Members>)>> = BTreeMap::new();
+            for ((key, _), (window, open)) in stored {
+                by_key.entry(key).or_default().push((window, open));
+            }
+            for (key, windows) in by_key {
+                rebuilt.restore(key, windows);
+            }
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            let mut max_rebuilt = max;
+            for i in cut..events.len() {
+                step(&mut original, &mut max, i, &mut want);
+                step(&mut rebuilt, &mut max_rebuilt, i, &mut got);
+            }
+            original.advance(i64::MAX, &mut want);
+            rebuilt.advance(i64::MAX, &mut got);
+            prop_assert_eq!(got, want);
         }
 
         #[test]

@@ -45,6 +45,38 @@ async fn finals(node: &Node) -> BTreeMap<(String, i64), (u64, f64)> {
     results
 }
 
+/// Every result in `GET /api/windows` for `query`, page by page (pages of 3).
+async fn stored(node: &Node, query: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = node
+            .get(&format!("/api/windows?{query}&limit=3{cursor}"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        all.extend(page["windows"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return all,
+        }
+    }
+}
+
+/// The stored results as `finals` gives them: every one final, once per window.
+fn by_window(stored: &[serde_json::Value]) -> BTreeMap<(String, i64), (u64, f64)> {
+    let mut results = BTreeMap::new();
+    for data in stored {
+        assert_eq!(data["final"], true, "{data}");
+        let key = (
+            data["key"].as_str().unwrap().to_owned(),
+            data["window_start"].as_i64().unwrap(),
+        );
+        let value = (data["n"].as_u64().unwrap(), data["total"].as_f64().unwrap());
+        assert!(results.insert(key, value).is_none(), "one row per window");
+    }
+    results
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_windows_survive_a_sigkill_and_the_results_equal_an_uninterrupted_run() {
     let all = events(0, 5_000);
@@ -82,4 +114,17 @@ async fn open_windows_survive_a_sigkill_and_the_results_equal_an_uninterrupted_r
     })
     .await;
     assert_eq!(got, expected, "no window lost, none counted twice");
+
+    // The windows column family holds the same, by key and window start.
+    assert_eq!(by_window(&stored(&node, "pipeline=w").await), expected);
+    let of_b = stored(&node, "pipeline=w&key=b&since=1000&until=3000").await;
+    let starts: Vec<i64> = of_b
+        .iter()
+        .map(|w| w["window_start"].as_i64().unwrap())
+        .collect();
+    assert_eq!(starts, [1_000, 2_000]);
+    let (status, body) = node.get("/api/windows?pipeline=w&cursor=nothex").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = node.get("/api/windows").await;
+    assert_eq!(status, 400, "the pipeline is required");
 }

@@ -3,7 +3,7 @@
 use colloquium_event::{Lane, Timestamp};
 
 use super::worker::Worker;
-use crate::events::{LatencyLabels, RouteLabels, StageLabels};
+use crate::events::{LatencyLabels, RouteLabels, StageLabels, StageMetricLabels};
 use crate::pipeline::StageCounts;
 
 impl Worker {
@@ -36,8 +36,22 @@ impl Worker {
                 }
             }
         }
-        let pipelines = self.topology.pipelines().iter();
+        let pipelines = self.topology.pipelines_mut().iter_mut();
         for (slot, pipeline) in self.slots.iter_mut().zip(pipelines).filter(|(l, _)| l.own) {
+            // One label set per stage and name, however many durations.
+            let mut timings = pipeline.stage_timings();
+            timings.sort_by_key(|(stage, name, _)| (*stage, *name));
+            for group in timings.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+                let labels = StageMetricLabels {
+                    pipeline: slot.name.to_string(),
+                    stage: group[0].0.to_owned(),
+                    name: group[0].1,
+                };
+                let histogram = self.metrics.stage_seconds.get_or_create(&labels);
+                for (_, _, duration) in group {
+                    histogram.observe(duration.as_secs_f64());
+                }
+            }
             let previous = &mut slot.reported;
             for (j, (stage, counts)) in pipeline.stage_counts().enumerate() {
                 if previous.len() <= j {
@@ -62,6 +76,28 @@ impl Worker {
                     }
                 }
                 previous[j] = counts;
+            }
+            for (stage, metric) in pipeline.stage_metrics() {
+                let labels = StageMetricLabels {
+                    pipeline: slot.name.to_string(),
+                    stage: stage.to_owned(),
+                    name: metric.name,
+                };
+                if !metric.counter {
+                    let value = i64::try_from(metric.value).unwrap_or(i64::MAX);
+                    self.metrics.stage_gauge.get_or_create(&labels).set(value);
+                    continue;
+                }
+                let before = slot
+                    .reported_totals
+                    .entry((labels.stage.clone(), metric.name))
+                    .or_default();
+                // A rebuilt stage (a reload) counts from 0 again.
+                let new = metric.value.checked_sub(*before).unwrap_or(metric.value);
+                if new > 0 {
+                    self.metrics.stage_total.get_or_create(&labels).inc_by(new);
+                }
+                *before = metric.value;
             }
         }
     }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use colloquium_config::Config;
 use colloquium_event::{Event, EventId, IdGenerator, Lane, Reason, Timestamp};
 use colloquium_router::{Balancer, Consumer, Lanes, Shed};
-use colloquium_storage::{NewDeadLetter, PipelineCommit, StateChange, StorageError, Store};
+use colloquium_storage::{
+    NewDeadLetter, PipelineCommit, StateChange, StorageError, Store, WindowChange,
+};
 use tokio::sync::watch;
 
 use super::intake::{Intake, Taken};
@@ -57,6 +59,8 @@ pub(super) struct Slot {
     pub balancer: Balancer,
     /// Stage counters already added to the metrics, per stage.
     pub reported: Vec<StageCounts>,
+    /// Stages' own counters ([`crate::StageMetric`]) already added, by stage and name.
+    pub reported_totals: BTreeMap<(String, &'static str), u64>,
     /// When its stages' `on_tick` is next due without events.
     pub next_tick: Instant,
 }
@@ -156,6 +160,7 @@ impl Worker {
                 sinks: p.sinks.clone(),
                 balancer: Balancer::new(p.balance, p.balance_key.as_deref()),
                 reported: Vec::new(),
+                reported_totals: BTreeMap::new(),
                 next_tick: Instant::now() + pipeline.tick_interval(),
             });
         }
@@ -285,8 +290,20 @@ impl Worker {
                     write,
                 });
             }
+            for (stage, write) in pipeline.window_results() {
+                commit.windows.push(WindowChange {
+                    pipeline: slot.name.to_string(),
+                    stage: stage.to_string(),
+                    write,
+                });
+            }
         }
-        if last.is_none() && commit.replayed.is_empty() && !produced && commit.state.is_empty() {
+        if last.is_none()
+            && commit.replayed.is_empty()
+            && !produced
+            && commit.state.is_empty()
+            && commit.windows.is_empty()
+        {
             return Ok(false);
         }
         // The step's time but its wait on sinks sizes the next one.
@@ -495,6 +512,7 @@ impl Worker {
             };
             if pipeline.corrupt() {
                 drop(pipeline.state_changes());
+                drop(pipeline.window_results());
                 continue;
             }
             for ((id, ingested, lane), outcome) in ids.into_iter().zip(outcomes) {

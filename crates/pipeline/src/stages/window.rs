@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use colloquium_config::ConfigError;
 use colloquium_event::{Event, Metadata, Reason, Timestamp};
-use colloquium_storage::StateWrite;
+use colloquium_storage::{StateWrite, WindowWrite};
 use colloquium_windows::{
     Added, Distinct, Ema, Engine, Firing, Merge, Open, Quantiles, Stats, Watermarks, Window,
     WindowSpec,
@@ -30,7 +30,9 @@ use colloquium_windows::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::stage::{BuildContext, BuiltStage, Clock, Failed, Stage, StageConfig, StageError};
+use crate::stage::{
+    BuildContext, BuiltStage, Clock, Failed, Stage, StageConfig, StageError, StageMetric,
+};
 use crate::state::Codec;
 
 /// `window:` — the window kind.
@@ -91,6 +93,24 @@ pub struct WindowConfig {
     /// Most keys with open windows.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// Early firings before the watermark passes a window's end.
+    #[serde(default)]
+    pub early: Option<EarlyConfig>,
+    /// Least processing time between two watermark advances (default: every tick).
+    #[serde(default, with = "humantime_serde")]
+    pub watermark_interval: Option<Duration>,
+}
+
+/// `early: {every: 1s, events: 100}` — either or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyConfig {
+    /// Fire every open window that took events, this often (processing time).
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Fire a window each time it has taken this many events since its last firing.
+    #[serde(default)]
+    pub events: Option<u32>,
 }
 
 fn default_max_windows() -> usize {
@@ -164,7 +184,6 @@ pub struct WindowAgg {
     count: u64,
     fields: Vec<FieldAgg>,
     /// Per output, its moving average when it is an `ema` (empty when none is).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     emas: Vec<Option<Ema>>,
 }
 
@@ -173,9 +192,7 @@ pub struct WindowAgg {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct FieldAgg {
     stats: Stats,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     sketch: Option<Quantiles>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     distinct: Option<Distinct>,
 }
 
@@ -189,13 +206,19 @@ struct Sample<'a> {
     outputs: &'a [Output],
 }
 
+/// Lengthens `v` to `len` with defaults, taking exactly that room: a growing Vec takes room for
+/// 4 at least, ~900 bytes a window for the per-field statistics.
+fn grow_exact<T: Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.reserve_exact(len - v.len());
+        v.resize_with(len, T::default);
+    }
+}
+
 impl WindowAgg {
     fn add(&mut self, sample: &Sample<'_>) {
         self.count += 1;
-        if self.fields.len() < sample.values.len() {
-            self.fields
-                .resize_with(sample.values.len(), FieldAgg::default);
-        }
+        grow_exact(&mut self.fields, sample.values.len());
         for (i, field) in self.fields.iter_mut().enumerate() {
             if let Some(hash) = sample.hashes.get(i).copied().flatten() {
                 field
@@ -215,9 +238,7 @@ impl WindowAgg {
             if let (Function::Ema, Some(f)) = (output.function, output.field)
                 && let Some(Some(x)) = sample.values.get(f)
             {
-                if self.emas.len() < sample.outputs.len() {
-                    self.emas.resize(sample.outputs.len(), None);
-                }
+                grow_exact(&mut self.emas, sample.outputs.len());
                 self.emas[n]
                     .get_or_insert_with(|| Ema::new(output.half_life))
                     .push(sample.ts, *x);
@@ -229,10 +250,7 @@ impl WindowAgg {
 impl Merge for WindowAgg {
     fn merge(&mut self, other: &Self) {
         self.count += other.count;
-        if self.fields.len() < other.fields.len() {
-            self.fields
-                .resize_with(other.fields.len(), FieldAgg::default);
-        }
+        grow_exact(&mut self.fields, other.fields.len());
         for (mine, theirs) in self.fields.iter_mut().zip(&other.fields) {
             mine.stats.merge(&theirs.stats);
             if let Some(theirs) = &theirs.sketch {
@@ -246,9 +264,7 @@ impl Merge for WindowAgg {
                     .merge(theirs);
             }
         }
-        if self.emas.len() < other.emas.len() {
-            self.emas.resize(other.emas.len(), None);
-        }
+        grow_exact(&mut self.emas, other.emas.len());
         for (mine, theirs) in self.emas.iter_mut().zip(&other.emas) {
             if let Some(theirs) = theirs {
                 match mine {
@@ -260,14 +276,30 @@ impl Merge for WindowAgg {
     }
 }
 
-/// Open windows of one key, as stored.
-const WINDOWS_ROW: Codec<Vec<(Window, Open<WindowAgg>)>> = Codec::new("window key", 2);
+/// One open window, as stored: its end and what it holds (binary: written per event).
+const WINDOW_ROW: Codec<(i64, Open<WindowAgg>)> = Codec::binary("window", 3);
 /// The watermark as stored: the current one and each source's largest event time.
 type ClockRow = (Option<i64>, Vec<(String, i64)>);
 const CLOCK_ROW: Codec<ClockRow> = Codec::new("window watermark", 1);
-/// State keys: `0x00` + a grouping key for its windows; `0x01` for the watermark.
-const KEY_PREFIX: u8 = 0;
+/// State keys: `0x02` + key length (u32 BE) + grouping key + window start (i64 BE, sign bit
+/// flipped) for a window; `0x01` for the watermark. `0x00` rows (a whole key's windows in one
+/// row, rewritten on every change) are an earlier layout.
+const WINDOW_PREFIX: u8 = 2;
 const CLOCK_KEY: [u8; 1] = [1];
+
+fn window_key(key: &str, start: i64) -> Vec<u8> {
+    let len = u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes();
+    let start = ((start as u64) ^ (1 << 63)).to_be_bytes();
+    [&[WINDOW_PREFIX][..], &len, key.as_bytes(), &start].concat()
+}
+
+/// The grouping key and window start of a window row's key (after its prefix byte).
+fn parse_window_key(rest: &[u8]) -> Option<(&[u8], i64)> {
+    let len = usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+    let key = rest.get(4..4 + len)?;
+    let start: [u8; 8] = rest.get(4 + len..)?.try_into().ok()?;
+    Some((key, (u64::from_be_bytes(start) ^ (1 << 63)) as i64))
+}
 
 fn millis(d: Option<Duration>) -> i64 {
     d.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -391,10 +423,36 @@ impl StageConfig for WindowConfig {
                 _ => {}
             }
         }
+        let mut engine = Engine::new(spec, millis(self.allowed_lateness));
+        let mut early_every = None;
+        if let Some(early) = &self.early {
+            match (early.every, early.events) {
+                (None, None) | (Some(Duration::ZERO), _) | (_, Some(0)) => {
+                    return Err(ConfigError::new(
+                        cx.key("early"),
+                        "name `every` (a duration above 0) or `events` (above 0), or both",
+                    ));
+                }
+                (every, events) => {
+                    early_every = every;
+                    if let Some(n) = events {
+                        engine = engine.fire_every(n);
+                    }
+                }
+            }
+        }
         Ok(BuiltStage::sync(WindowStage {
             sketched,
             counted,
-            engine: Engine::new(spec, millis(self.allowed_lateness)),
+            engine,
+            early_every,
+            last_early: Instant::now(),
+            watermark_interval: self.watermark_interval.unwrap_or_default(),
+            last_advance: None,
+            results: Vec::new(),
+            rises: std::collections::VecDeque::new(),
+            delays: Vec::new(),
+            counts: WindowCounts::default(),
             clock: Watermarks::new(
                 self.max_out_of_orderness.unwrap_or_default(),
                 self.idle_timeout,
@@ -439,6 +497,29 @@ struct WindowStage {
     hashes: Vec<Option<u64>>,
     /// A tick's firings (a buffer reused across ticks).
     firings: Vec<Firing<WindowAgg>>,
+    /// The processing-time early trigger, and when it last fired.
+    early_every: Option<Duration>,
+    last_early: Instant,
+    /// Least time between watermark advances, and the last one.
+    watermark_interval: Duration,
+    last_advance: Option<Instant>,
+    /// Results (and retractions) for the `windows` column family, since the last hand-over.
+    results: Vec<WindowWrite>,
+    /// Since the last tick: each rise of the watermark and when it happened, to time a
+    /// window's emission from the moment the watermark passed its end.
+    rises: std::collections::VecDeque<(i64, Instant)>,
+    /// Emission delays measured since the last hand-over.
+    delays: Vec<Duration>,
+    counts: WindowCounts,
+}
+
+/// What the stage counts about itself, for metrics.
+#[derive(Debug, Default)]
+struct WindowCounts {
+    late: u64,
+    max_keys_exceeded: u64,
+    max_windows_per_key_exceeded: u64,
+    early_firings: u64,
 }
 
 impl WindowStage {
@@ -481,7 +562,26 @@ impl WindowStage {
         }
     }
 
-    fn result(&self, firing: Firing<WindowAgg>) -> Event {
+    fn result(&mut self, firing: Firing<WindowAgg>) -> Event {
+        self.counts.early_firings += u64::from(firing.early);
+        let (key, start) = (firing.key.clone(), firing.window.start);
+        let event = self.result_event(firing);
+        // Kept for `GET /api/windows`: a later firing of the window overwrites it.
+        if let Ok(json) = serde_json::to_vec(&event.data) {
+            self.results.push(WindowWrite::Put { key, start, json });
+        }
+        event
+    }
+
+    /// Sessions merged away are no more: their stored results go.
+    fn retract(&mut self) {
+        for (key, window) in self.engine.take_retracted() {
+            let start = window.start;
+            self.results.push(WindowWrite::Delete { key, start });
+        }
+    }
+
+    fn result_event(&self, firing: Firing<WindowAgg>) -> Event {
         let mut data = Map::new();
         data.insert("key".into(), Value::String(firing.key));
         data.insert("window_start".into(), Value::from(firing.window.start));
@@ -518,6 +618,7 @@ impl WindowStage {
             data.insert(output.name.clone(), value);
         }
         data.insert("final".into(), Value::Bool(firing.last));
+        data.insert("early".into(), Value::Bool(firing.early));
         data.insert("update_count".into(), Value::from(firing.update_count));
         let now = (self.now)();
         Event::at(now, data, Metadata::new("window", self.pipeline.clone()))
@@ -541,6 +642,7 @@ impl Stage for WindowStage {
                 reason: Reason::LimitExceeded,
                 message: format!("window: {} keys are open (max_keys)", self.max_keys),
             };
+            self.counts.max_keys_exceeded += 1;
             return Err(Failed::new(error, event));
         }
         if self
@@ -555,6 +657,7 @@ impl Stage for WindowStage {
                     self.max_windows_per_key
                 ),
             };
+            self.counts.max_windows_per_key_exceeded += 1;
             return Err(Failed::new(error, event));
         }
         // Per field: its number, and its hash when distinct values of it are counted (any
@@ -589,12 +692,17 @@ impl Stage for WindowStage {
             .add(&key, ts, before, &mut updates, |agg| agg.add(&sample));
         match added {
             Added::Joined(_) => {
+                self.retract();
                 out.extend(updates.into_iter().map(|f| self.result(f)));
-                self.clock
-                    .observe(&event.metadata.source, ts, Instant::now());
+                let now = Instant::now();
+                let after = self.clock.observe(&event.metadata.source, ts, now);
+                if let Some(w) = after.filter(|w| before.is_none_or(|b| *w > b)) {
+                    self.rises.push_back((w, now));
+                }
                 Ok(())
             }
             Added::Late => {
+                self.counts.late += 1;
                 let error = StageError::External {
                     reason: Reason::Late,
                     message: format!(
@@ -608,27 +716,92 @@ impl Stage for WindowStage {
     }
 
     fn on_tick(&mut self, _now: Timestamp, out: &mut Vec<Event>) -> Result<(), StageError> {
-        if let Some(watermark) = self.clock.advance(Instant::now()) {
-            let mut firings = std::mem::take(&mut self.firings);
+        let now = Instant::now();
+        let mut firings = std::mem::take(&mut self.firings);
+        let due = self
+            .last_advance
+            .is_none_or(|last| now.duration_since(last) >= self.watermark_interval);
+        if due && let Some(watermark) = self.clock.advance(now) {
+            self.last_advance = Some(now);
             self.engine.advance(watermark, &mut firings);
-            out.reserve(firings.len());
-            out.extend(firings.drain(..).map(|f| self.result(f)));
-            // The buffer is kept: a tick fires about as many windows as the last one.
-            self.firings = firings;
         }
+        if let Some(every) = self.early_every
+            && now.duration_since(self.last_early) >= every
+        {
+            self.last_early = now;
+            self.engine.fire_early(&mut firings);
+        }
+        out.reserve(firings.len());
+        for firing in firings.drain(..) {
+            if !firing.early && firing.update_count == 0 {
+                // The first rise of the watermark to the window's end (none: it was moved by
+                // an idle source or a restore, not by an event).
+                let end = firing.window.end;
+                let at = self.rises.partition_point(|(w, _)| *w < end);
+                if let Some((_, passed)) = self.rises.get(at) {
+                    self.delays.push(now.saturating_duration_since(*passed));
+                }
+            }
+            let event = self.result(firing);
+            out.push(event);
+        }
+        if due {
+            self.rises.clear();
+        }
+        // The buffer is kept: a tick fires about as many windows as the last one.
+        self.firings = firings;
         Ok(())
     }
 
-    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
-        for key in self.engine.take_changed() {
-            let row_key = [&[KEY_PREFIX][..], key.as_bytes()].concat();
-            match self.engine.windows_of(&key) {
-                Some(windows) => {
-                    changes.push(StateWrite::Put(row_key, WINDOWS_ROW.encode_as(&windows)));
-                }
-                None => changes.push(StateWrite::Delete(row_key)),
-            }
+    fn timings(&mut self, out: &mut Vec<(&'static str, Duration)>) {
+        out.extend(self.delays.drain(..).map(|d| ("emission_delay", d)));
+    }
+
+    fn window_results(&mut self, out: &mut Vec<WindowWrite>) {
+        out.append(&mut self.results);
+    }
+
+    fn metrics(&self, out: &mut Vec<StageMetric>) {
+        let gauge = |name, value: usize| StageMetric {
+            name,
+            value: u64::try_from(value).unwrap_or(u64::MAX),
+            counter: false,
+        };
+        let counter = |name, value| StageMetric {
+            name,
+            value,
+            counter: true,
+        };
+        out.extend([
+            gauge("open_keys", self.engine.open_keys()),
+            gauge("open_windows", self.engine.open_windows()),
+            counter("late", self.counts.late),
+            counter("max_keys_exceeded", self.counts.max_keys_exceeded),
+            counter(
+                "max_windows_per_key_exceeded",
+                self.counts.max_windows_per_key_exceeded,
+            ),
+            counter("early_firings", self.counts.early_firings),
+        ]);
+        if let Some(watermark) = self.clock.current() {
+            out.push(StageMetric {
+                name: "watermark_ms",
+                value: u64::try_from(watermark).unwrap_or(0),
+                counter: false,
+            });
         }
+    }
+
+    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+        // One row per window, written when it changes: an event costs the rows of the
+        // windows it joined, not every window of its key.
+        self.engine.take_changes(|key, window, open| {
+            let row = window_key(key, window.start);
+            changes.push(match open {
+                Some(open) => StateWrite::Put(row, WINDOW_ROW.encode_as(&(window.end, open))),
+                None => StateWrite::Delete(row),
+            });
+        });
         let current = self.clock.current();
         if self.clock_written != Some(current) {
             let sources: Vec<(&str, i64)> = self.clock.sources().collect();
@@ -641,27 +814,35 @@ impl Stage for WindowStage {
     }
 
     fn restore_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
+        let corrupt = |what: &str| StageError::State(format!("window: {what}"));
+        let mut keys: BTreeMap<String, Vec<(Window, Open<WindowAgg>)>> = BTreeMap::new();
         for (key, value) in entries {
             match key.split_first() {
-                Some((&KEY_PREFIX, name)) => {
-                    let name = String::from_utf8(name.to_vec())
-                        .map_err(|_| StageError::State("window key: not UTF-8".to_owned()))?;
-                    self.engine.restore(name, WINDOWS_ROW.decode(&value)?);
+                Some((&WINDOW_PREFIX, rest)) => {
+                    let (name, start) =
+                        parse_window_key(rest).ok_or_else(|| corrupt("a window row's key"))?;
+                    let name = std::str::from_utf8(name)
+                        .map_err(|_| corrupt("a grouping key that is not UTF-8"))?;
+                    let (end, open) = WINDOW_ROW.decode(&value)?;
+                    let windows = keys.entry(name.to_owned()).or_default();
+                    windows.push((Window { start, end }, open));
                 }
                 Some((1, [])) => {
                     let (current, sources) = CLOCK_ROW.decode(&value)?;
                     self.clock.restore(current, sources, Instant::now());
                     self.clock_written = Some(current);
                 }
-                _ => {
-                    return Err(StageError::State(
-                        "window: a row of no known kind".to_owned(),
+                Some((0, _)) => {
+                    return Err(corrupt(
+                        "state of an earlier build (one row per key); this build keeps one row per window",
                     ));
                 }
+                _ => return Err(corrupt("a row of no known kind")),
             }
         }
-        // What was restored is already stored: nothing to write back.
-        self.engine.take_changed();
+        for (name, windows) in keys {
+            self.engine.restore(name, windows);
+        }
         Ok(())
     }
 }
@@ -823,6 +1004,72 @@ mod tests {
             .collect();
         assert_eq!(starts, [0]);
         assert_eq!(fired[0]["n"], 2);
+    }
+
+    #[tokio::test]
+    async fn early_firings_results_to_keep_and_metrics() {
+        let mut p = pipeline("{type: window, window: tumbling, size: 10ms, key: /k, time: /t, early: {events: 2}, aggregates: {n: count}}").unwrap();
+        let mut early = Vec::new();
+        for t in [1, 2, 3] {
+            early.extend(p.process(&event(json!({"k": "a", "t": t}))).outputs);
+        }
+        assert_eq!(early.len(), 1, "the second event fires [0, 10) early");
+        let data = &early[0].data;
+        assert_eq!(
+            (data["n"].as_u64(), data["early"].as_bool()),
+            (Some(2), Some(true))
+        );
+        assert_eq!(data["final"], false);
+        p.process(&event(json!({"k": "a", "t": 12})));
+        let fired = tick(&mut p).await;
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            (fired[0]["n"].as_u64(), fired[0]["early"].as_bool()),
+            (Some(3), Some(false))
+        );
+        // Both firings of [0, 10) are handed over for the windows column family, in order.
+        let kept = p.window_results();
+        let starts: Vec<(i64, bool)> = kept
+            .iter()
+            .map(|(_, w)| match w {
+                WindowWrite::Put { start, json, .. } => {
+                    let v: Value = serde_json::from_slice(json).unwrap();
+                    (*start, v["early"].as_bool().unwrap())
+                }
+                WindowWrite::Delete { start, .. } => (*start, false),
+            })
+            .collect();
+        assert_eq!(starts, [(0, true), (0, false)]);
+        assert!(p.window_results().is_empty(), "handed over once");
+        let metrics: BTreeMap<&str, u64> = p
+            .stage_metrics()
+            .into_iter()
+            .map(|(_, m)| (m.name, m.value))
+            .collect();
+        assert_eq!(metrics["open_keys"], 1);
+        assert_eq!(metrics["open_windows"], 1);
+        assert_eq!(metrics["early_firings"], 1);
+        assert_eq!(metrics["watermark_ms"], 12);
+        let error = pipeline(
+            "{type: window, window: tumbling, size: 10ms, early: {}, aggregates: {n: count}}",
+        )
+        .err();
+        assert!(error.unwrap_or_default().contains("stages[0].early"));
+    }
+
+    #[tokio::test]
+    async fn the_watermark_moves_at_most_once_per_watermark_interval() {
+        let mut p = pipeline("{type: window, window: tumbling, size: 10ms, time: /t, watermark_interval: 1h, aggregates: {n: count}}").unwrap();
+        p.process(&event(json!({"t": 1})));
+        assert!(
+            tick(&mut p).await.is_empty(),
+            "the first advance: nothing is due"
+        );
+        p.process(&event(json!({"t": 25})));
+        assert!(
+            tick(&mut p).await.is_empty(),
+            "not an hour since the last advance"
+        );
     }
 
     #[test]
