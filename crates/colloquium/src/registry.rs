@@ -6,7 +6,9 @@
 use colloquium_ingest::{Accept, SourceRegistry};
 use colloquium_pipeline::Registry;
 use colloquium_pipeline::sinks::{dlq, file, http, stdout, store};
-use colloquium_pipeline::stages::{alert, dedup, filter, idempotency, set, transform, window};
+use colloquium_pipeline::stages::{
+    alert, dedup, filter, idempotency, set, transform, window, zscore,
+};
 
 /// The stage and sink kinds, by `type:` name.
 pub fn registry() -> Registry {
@@ -18,6 +20,7 @@ pub fn registry() -> Registry {
         .stage::<alert::AlertConfig>()
         .stage::<idempotency::IdempotencyConfig>()
         .stage::<window::WindowConfig>()
+        .stage::<zscore::ZscoreConfig>()
         .sink::<store::StoreConfig>()
         .sink::<dlq::DlqConfig>()
         .sink::<stdout::StdoutConfig>()

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod set;
 pub mod transform;
 pub mod window;
+pub mod zscore;
 
 /// Builds pipeline `p` of a config whose `pipelines[0].stages` is `stages` (YAML, with the
 /// `extra` sections before it), with `registry`'s kinds; errors as text.
