@@ -42,6 +42,10 @@ pub struct Open<A> {
     /// Changed since the last [`Engine::take_changes`].
     #[serde(skip)]
     pub dirty: bool,
+    /// Handed to [`Engine::take_changes`] since it opened: a stored copy holds it. A window
+    /// that opens and closes between two calls is never stored, nor deleted.
+    #[serde(skip)]
+    pub stored: bool,
 }
 
 impl<A: Default> Open<A> {
@@ -52,6 +56,7 @@ impl<A: Default> Open<A> {
             updates: 0,
             pending: 0,
             dirty: true,
+            stored: false,
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct Engine<A> {
     /// Windows gone since the last [`Engine::take_changes`]: closed, or merged into a session
     /// with another start.
     gone: Vec<(String, Window)>,
+    /// No window fires or closes before the watermark reaches this (a lower bound, exact
+    /// after [`Engine::advance`]): callers advance only when it is due.
+    next_due: i64,
 }
 
 impl<A: Default + Clone + Merge> Engine<A> {
@@ -120,6 +128,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
             every_events: None,
             retracted: Vec::new(),
             gone: Vec::new(),
+            next_due: i64::MAX,
         }
     }
 
@@ -160,6 +169,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
             for (window, slot) in &mut entry.windows {
                 if slot.dirty {
                     slot.dirty = false;
+                    slot.stored = true;
                     change(&key, *window, Some(slot));
                 }
             }
@@ -171,11 +181,19 @@ impl<A: Default + Clone + Merge> Engine<A> {
         windows.sort_unstable_by_key(|(w, _)| *w);
         for (_, slot) in &mut windows {
             slot.dirty = false;
+            slot.stored = true;
         }
         if !windows.is_empty() {
+            self.next_due = self.next_due.min(due(&windows, self.allowed_lateness));
             let changed = false;
             self.keys.insert(key, KeyWindows { windows, changed });
         }
+    }
+
+    /// The watermark at which [`Engine::advance`] next has something to do, if any window is
+    /// open (it may be earlier than needed, never later).
+    pub fn next_due(&self) -> Option<i64> {
+        (self.next_due != i64::MAX).then_some(self.next_due)
     }
 
     /// Adds the event of time `ts` and key `key` to every window it belongs to and that is
@@ -247,8 +265,13 @@ impl<A: Default + Clone + Merge> Engine<A> {
                     slot.fired |= old.fired;
                     slot.updates += old.updates;
                     slot.pending += old.pending;
-                    if old_window.start != merged.start {
-                        self.gone.push((key.to_owned(), old_window));
+                    if old_window.start == merged.start {
+                        // Its stored copy is the merged window's (same start).
+                        slot.stored |= old.stored;
+                    } else {
+                        if old.stored {
+                            self.gone.push((key.to_owned(), old_window));
+                        }
                         if old.fired {
                             self.retracted.push((key.to_owned(), old_window));
                         }
@@ -256,6 +279,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 }
                 add(&mut slot.agg);
                 fire_again(merged, &mut slot, updates);
+                self.next_due = self.next_due.min(merged.end);
                 windows.insert(from, (merged, slot));
                 joined = 1;
             }
@@ -267,6 +291,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 let at = match windows.binary_search_by_key(&window, |(w, _)| *w) {
                     Ok(at) => at,
                     Err(at) => {
+                        self.next_due = self.next_due.min(window.end);
                         windows.insert(at, (window, Open::empty()));
                         at
                     }
@@ -296,9 +321,11 @@ impl<A: Default + Clone + Merge> Engine<A> {
         let lateness = self.allowed_lateness;
         let first = firings.len();
         let mut emptied = false;
+        let mut next_due = i64::MAX;
         for (key, entry) in &mut self.keys {
             let windows = &mut entry.windows;
             if windows.first().is_none_or(|(w, _)| w.end > watermark) {
+                next_due = next_due.min(due(windows, lateness));
                 continue;
             }
             // Those past their lateness close: a prefix, moved out (their last firing).
@@ -308,7 +335,9 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 if slot.fired {
                     slot.updates += 1;
                 }
-                self.gone.push((key.clone(), window));
+                if slot.stored {
+                    self.gone.push((key.clone(), window));
+                }
                 firings.push(Firing {
                     key: key.clone(),
                     window,
@@ -344,7 +373,9 @@ impl<A: Default + Clone + Merge> Engine<A> {
                 entry.changed = true;
                 self.changed.push(key.clone());
             }
+            next_due = next_due.min(due(windows, lateness));
         }
+        self.next_due = next_due;
         if emptied {
             self.keys.retain(|_, entry| !entry.windows.is_empty());
         }
@@ -392,6 +423,19 @@ impl<A: Default + Clone + Merge> Engine<A> {
     }
 }
 
+/// When the first of `windows` (sorted by end) fires or closes: the first not fired fires at
+/// its end; one fired closes at its end plus the lateness. Later ones end no earlier.
+fn due<A>(windows: &[(Window, Open<A>)], lateness: i64) -> i64 {
+    let mut due = i64::MAX;
+    for (window, slot) in windows {
+        if !slot.fired {
+            return due.min(window.end);
+        }
+        due = due.min(window.end.saturating_add(lateness));
+    }
+    due
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -430,12 +474,17 @@ mod tests {
             if added == Added::Late {
                 late.push(i);
             }
-            if let Some(w) = clock.observe("s", *ts, now) {
+            // Only when something is due, as the window stage does: `next_due` must never
+            // be later than the first firing or closing.
+            if let Some(w) = clock.observe("s", *ts, now)
+                && engine.next_due().is_some_and(|due| w >= due)
+            {
                 engine.advance(w, &mut firings);
             }
         }
         engine.advance(i64::MAX, &mut firings);
         assert_eq!(engine.open_windows(), 0);
+        assert_eq!(engine.next_due(), None);
         (firings, late)
     }
 
@@ -698,6 +747,7 @@ mod tests {
             kind in 0u8..3,
             ooo in 0i64..300,
             lateness in 0i64..300,
+            every in 1usize..6,
         ) {
             let spec = match kind {
                 0 => WindowSpec::Tumbling { size: 100, offset: 0 },
@@ -708,7 +758,7 @@ mod tests {
             let cut = cut.min(events.len() - 1);
             let mut original = Engine::<Members>::new(spec, lateness).fire_every(3);
             // What a store holds, by key and window start (as the window stage keeps rows):
-            // every change applied in order, after every event.
+            // every change applied in order.
             let mut stored: BTreeMap<(String, i64), (Window, Open<Members>)> = BTreeMap::new();
             let mut max: Option<i64> = None;
             let step = |engine: &mut Engine<Members>, max: &mut Option<i64>, i: usize, out: &mut Vec<Firing<Members>>| {
@@ -721,6 +771,10 @@ mod tests {
             let mut ignored = Vec::new();
             for i in 0..cut {
                 step(&mut original, &mut max, i, &mut ignored);
+                // Changes are taken per step (every `every` events), and at the cut.
+                if i % every != 0 && i + 1 != cut {
+                    continue;
+                }
                 original.take_changes(|key, window, open| {
                     match open {
                         Some(open) => drop(stored.insert((key.to_owned(), window.start), (window, open.clone()))),

@@ -11,8 +11,11 @@
 //!   it belongs to fails with reason `late` (dead-lettered by default, counted).
 //! - `aggregates: {NAME: count | {count|sum|min|max|avg|variance|stddev|first|last: /pointer}}`
 //!   over numeric fields (a non-number is skipped for that field, and counted by `count` only).
-//! - The watermark moves, and windows fire, on every tick (the pipeline's `tick_interval`, and
-//!   once per step after its events).
+//! - A window fires as soon as an event moves the watermark past its end (or at a tick, the
+//!   pipeline's `tick_interval`, when an idle source lets the watermark move). With
+//!   `watermark_interval` the watermark moves only at ticks, at most once per interval.
+//! - `early: {every, events}`: early firings (`early: true`, not final) before the watermark.
+//! - Every firing is also handed over for the `windows` column family (`GET /api/windows`).
 //! - `max_windows_per_key` and `max_keys` bound memory: an event that would pass either fails
 //!   with reason `limit_exceeded`.
 //! - Open windows and the watermark are stage state: a restart resumes them exactly.
@@ -573,6 +576,34 @@ impl WindowStage {
         event
     }
 
+    /// Advances the engine to `watermark` at `now`, emitting what fires to `out` and timing
+    /// each first firing from the moment the watermark passed the window's end.
+    fn fire(&mut self, watermark: i64, now: Instant, out: &mut Vec<Event>) {
+        self.last_advance = Some(now);
+        let mut firings = std::mem::take(&mut self.firings);
+        self.engine.advance(watermark, &mut firings);
+        out.reserve(firings.len());
+        for firing in firings.drain(..) {
+            if !firing.early && firing.update_count == 0 {
+                // The first rise of the watermark to the window's end (none: it was moved by
+                // an idle source or a restore, not by an event).
+                let end = firing.window.end;
+                let at = self.rises.partition_point(|(w, _)| *w < end);
+                if let Some((_, passed)) = self.rises.get(at) {
+                    self.delays.push(now.saturating_duration_since(*passed));
+                }
+            }
+            let event = self.result(firing);
+            out.push(event);
+        }
+        // The buffer is kept: an advance fires about as many windows as the last one.
+        self.firings = firings;
+        // Rises at or below the watermark have served.
+        while self.rises.front().is_some_and(|(w, _)| *w <= watermark) {
+            self.rises.pop_front();
+        }
+    }
+
     /// Sessions merged away are no more: their stored results go.
     fn retract(&mut self) {
         for (key, window) in self.engine.take_retracted() {
@@ -698,6 +729,13 @@ impl Stage for WindowStage {
                 let after = self.clock.observe(&event.metadata.source, ts, now);
                 if let Some(w) = after.filter(|w| before.is_none_or(|b| *w > b)) {
                     self.rises.push_back((w, now));
+                    // Fire as soon as the watermark passes a window, not at the step's end
+                    // (unless a watermark_interval paces it).
+                    if self.watermark_interval.is_zero()
+                        && self.engine.next_due().is_some_and(|due| w >= due)
+                    {
+                        self.fire(w, now, out);
+                    }
                 }
                 Ok(())
             }
@@ -717,39 +755,23 @@ impl Stage for WindowStage {
 
     fn on_tick(&mut self, _now: Timestamp, out: &mut Vec<Event>) -> Result<(), StageError> {
         let now = Instant::now();
-        let mut firings = std::mem::take(&mut self.firings);
         let due = self
             .last_advance
             .is_none_or(|last| now.duration_since(last) >= self.watermark_interval);
+        // An idle source may have let the watermark move; with an interval, this is where it
+        // moves at all.
         if due && let Some(watermark) = self.clock.advance(now) {
-            self.last_advance = Some(now);
-            self.engine.advance(watermark, &mut firings);
+            self.fire(watermark, now, out);
         }
         if let Some(every) = self.early_every
             && now.duration_since(self.last_early) >= every
         {
             self.last_early = now;
+            let mut firings = std::mem::take(&mut self.firings);
             self.engine.fire_early(&mut firings);
+            out.extend(firings.drain(..).map(|f| self.result(f)));
+            self.firings = firings;
         }
-        out.reserve(firings.len());
-        for firing in firings.drain(..) {
-            if !firing.early && firing.update_count == 0 {
-                // The first rise of the watermark to the window's end (none: it was moved by
-                // an idle source or a restore, not by an event).
-                let end = firing.window.end;
-                let at = self.rises.partition_point(|(w, _)| *w < end);
-                if let Some((_, passed)) = self.rises.get(at) {
-                    self.delays.push(now.saturating_duration_since(*passed));
-                }
-            }
-            let event = self.result(firing);
-            out.push(event);
-        }
-        if due {
-            self.rises.clear();
-        }
-        // The buffer is kept: a tick fires about as many windows as the last one.
-        self.firings = firings;
         Ok(())
     }
 
@@ -867,6 +889,16 @@ mod tests {
         )
     }
 
+    /// The data of what processing `data` emits (windows fire as the watermark passes them).
+    fn feed(p: &mut Pipeline, data: Value) -> Vec<Value> {
+        let outcome = p.process(&event(data));
+        outcome
+            .outputs
+            .into_iter()
+            .map(|e| Value::Object(e.data))
+            .collect()
+    }
+
     async fn tick(p: &mut Pipeline) -> Vec<Value> {
         let outcomes = p.tick(Timestamp::now()).await;
         outcomes
@@ -886,9 +918,10 @@ mod tests {
             assert!(outcome.outputs.is_empty() && outcome.failures.is_empty());
         }
         assert!(tick(&mut p).await.is_empty(), "the watermark is at 9");
-        p.process(&event(json!({"k": "b", "t": 10, "v": 1})));
-        let fired = tick(&mut p).await;
+        // The event that moves the watermark to 10 fires [0, 10) at once.
+        let fired = feed(&mut p, json!({"k": "b", "t": 10, "v": 1}));
         assert_eq!(fired.len(), 1);
+        assert!(tick(&mut p).await.is_empty());
         let w = &fired[0];
         assert_eq!(
             (
@@ -930,10 +963,10 @@ mod tests {
     #[tokio::test]
     async fn open_windows_and_the_watermark_survive_a_restart() {
         let mut p = pipeline(TUMBLING).unwrap();
+        let mut fired = Vec::new();
         for t in [1, 2, 12] {
-            p.process(&event(json!({"k": "a", "t": t, "v": t})));
+            fired.extend(feed(&mut p, json!({"k": "a", "t": t, "v": t})));
         }
-        let fired = tick(&mut p).await;
         assert_eq!(fired[0]["n"], 2);
         // [10, 20) is open with one event; the watermark is at 12.
         let mut rows: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
@@ -955,9 +988,8 @@ mod tests {
             Reason::Late,
             "the watermark came back"
         );
-        restarted.process(&event(json!({"k": "a", "t": 15, "v": 15})));
-        restarted.process(&event(json!({"k": "a", "t": 21, "v": 21})));
-        let fired = tick(&mut restarted).await;
+        let mut fired = feed(&mut restarted, json!({"k": "a", "t": 15, "v": 15}));
+        fired.extend(feed(&mut restarted, json!({"k": "a", "t": 21, "v": 21})));
         assert_eq!(fired.len(), 1);
         assert_eq!(
             (fired[0]["window_start"].as_i64(), fired[0]["n"].as_u64()),
@@ -1020,8 +1052,7 @@ mod tests {
             (Some(2), Some(true))
         );
         assert_eq!(data["final"], false);
-        p.process(&event(json!({"k": "a", "t": 12})));
-        let fired = tick(&mut p).await;
+        let fired = feed(&mut p, json!({"k": "a", "t": 12}));
         assert_eq!(fired.len(), 1);
         assert_eq!(
             (fired[0]["n"].as_u64(), fired[0]["early"].as_bool()),
