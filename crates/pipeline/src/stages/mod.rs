@@ -12,6 +12,21 @@ pub mod transform;
 pub mod window;
 pub mod zscore;
 
+/// Longest grouping key a keyed stage (`window`, `zscore`) takes: a key is held in memory and in
+/// every state row of its own, so one hostile event must not make it megabytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// `key` if it is at most [`MAX_KEY_BYTES`], else a `bad_value` error naming `stage`.
+pub(crate) fn bounded_key(stage: &str, key: String) -> Result<String, crate::StageError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(crate::StageError::BadValue(format!(
+            "{stage} key is {} bytes long; at most {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
 /// Builds pipeline `p` of a config whose `pipelines[0].stages` is `stages` (YAML, with the
 /// `extra` sections before it), with `registry`'s kinds; errors as text.
 #[cfg(test)]

@@ -527,6 +527,10 @@ struct WindowCounts {
 
 impl WindowStage {
     fn key_of(&self, event: &mut Event) -> Result<String, StageError> {
+        super::bounded_key("window", self.any_key_of(event)?)
+    }
+
+    fn any_key_of(&self, event: &mut Event) -> Result<String, StageError> {
         if let Some(script) = &self.key_script {
             let result = crate::stage::with_data(event, &self.pipeline, |data, meta| {
                 script.eval(&[data, &meta()])
@@ -1008,6 +1012,8 @@ mod tests {
         );
         let second = p.process(&event(json!({"k": "b", "t": 2})));
         assert_eq!(second.failures[0].reason, Reason::LimitExceeded);
+        let huge = p.process(&event(json!({"k": "k".repeat(1_025), "t": 1})));
+        assert_eq!(huge.failures[0].reason, Reason::BadValue);
         let no_time = p.process(&event(json!({"k": "a"})));
         assert_eq!(no_time.failures[0].reason, Reason::BadValue);
         let rfc = p.process(&event(json!({"k": "a", "t": "1970-01-01T00:00:00.003Z"})));

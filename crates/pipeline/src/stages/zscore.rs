@@ -147,7 +147,10 @@ impl Stage for Zscore {
                 StageError::BadValue(format!("zscore value {} is not a number", self.value));
             return Err(Failed::new(error, event));
         };
-        let key = match self.key_of(&event) {
+        let key = match self
+            .key_of(&event)
+            .and_then(|k| super::bounded_key("zscore", k))
+        {
             Ok(key) => key,
             Err(error) => return Err(Failed::new(error, event)),
         };
