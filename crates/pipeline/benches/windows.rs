@@ -8,53 +8,24 @@
 //!
 //! `cargo bench -p colloquium-pipeline --bench windows`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// The one unsafe block is the counting allocator below (forwarding to mimalloc): measurement
-// only, not in the product.
-#![allow(unsafe_code)]
 
 use colloquium_event::{Event, Metadata, Timestamp};
 use colloquium_pipeline::stages::window::WindowConfig;
 use colloquium_pipeline::{Pipeline, Registry};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
-use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicIsize, Ordering};
+
+mod counting;
 
 // The node's allocator (results are allocated per window, so the allocator shows), counting
 // the bytes live to report the memory per open key.
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-// SAFETY: every call is forwarded to mimalloc unchanged; the counter only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: the caller's contract, passed on.
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
-    }
-}
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// Runs `input` through a fresh pipeline and prints the bytes its open windows hold per open
 /// key (heap bytes live after the run, less those before it).
 fn memory_per_key(name: &str, window: &str, aggregates: &str, input: &[Event]) {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live();
     let mut p = pipeline(window, aggregates);
     for chunk in input.chunks(1_000) {
         for event in chunk {
@@ -62,21 +33,8 @@ fn memory_per_key(name: &str, window: &str, aggregates: &str, input: &[Event]) {
         }
         drop(futures::executor::block_on(p.tick(Timestamp::now())));
         drop((p.state_changes(), p.window_results(), p.stage_timings()));
-        if std::env::var("TRACE_LIVE").is_ok() {
-            let m: std::collections::BTreeMap<&str, u64> = p
-                .stage_metrics()
-                .into_iter()
-                .map(|(_, m)| (m.name, m.value))
-                .collect();
-            eprintln!(
-                "{} {} {}",
-                LIVE.load(Ordering::Relaxed) - before,
-                m["open_keys"],
-                m["open_windows"]
-            );
-        }
     }
-    let live = LIVE.load(Ordering::Relaxed) - before;
+    let live = counting::live() - before;
     let metrics: std::collections::BTreeMap<&str, u64> = p
         .stage_metrics()
         .into_iter()
