@@ -52,6 +52,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Evaluate a Computo script on JSON inputs and print the result as JSON.
     Computo(ComputoArgs),
+    /// Score NDJSON events from stdin with the `anomaly` stage's detector (StreamGuard's
+    /// per-user baseline model) and print one result per line.
+    Anomaly(AnomalyArgs),
     /// Load generators for benchmarking a running node.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -141,6 +144,27 @@ pub struct ComputoArgs {
     /// Indent the result.
     #[arg(long)]
     pub pretty: bool,
+}
+
+/// `colloquium anomaly`.
+#[derive(Debug, Args)]
+pub struct AnomalyArgs {
+    /// Score at or above which an event is an anomaly (clamped to [0, 1]).
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
+    pub threshold: f64,
+    /// Events a user's baseline learns before scoring starts.
+    #[arg(long, default_value_t = 100)]
+    pub min_events: u64,
+    /// The model (only `streamguard` so far).
+    #[arg(long, value_enum, default_value_t = AnomalyModel::Streamguard)]
+    pub model: AnomalyModel,
+}
+
+/// `--model`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AnomalyModel {
+    /// StreamGuard's detector, exactly.
+    Streamguard,
 }
 
 /// `colloquium bench ...`.

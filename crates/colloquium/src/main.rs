@@ -15,6 +15,7 @@
 
 mod accept;
 mod allocator;
+mod anomaly;
 mod bench;
 mod cli;
 mod computo;
@@ -90,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replay::run(&args, config)?;
         }
         Command::Computo(args) => computo::run(&args)?,
+        Command::Anomaly(args) => anomaly::run(&args)?,
         Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
     }
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use colloquium_ingest::{Accept, SourceRegistry};
 use colloquium_pipeline::Registry;
 use colloquium_pipeline::sinks::{dlq, file, http, stdout, store};
 use colloquium_pipeline::stages::{
-    alert, dedup, filter, idempotency, set, transform, window, zscore,
+    alert, anomaly, dedup, filter, idempotency, set, transform, window, zscore,
 };
 
 /// The stage and sink kinds, by `type:` name.
@@ -21,6 +21,7 @@ pub fn registry() -> Registry {
         .stage::<idempotency::IdempotencyConfig>()
         .stage::<window::WindowConfig>()
         .stage::<zscore::ZscoreConfig>()
+        .stage::<anomaly::AnomalyConfig>()
         .sink::<store::StoreConfig>()
         .sink::<dlq::DlqConfig>()
         .sink::<stdout::StdoutConfig>()

@@ -298,6 +298,10 @@ pub struct TestExpect {
     /// The data of every event the pipeline emits, in order (absent: not checked).
     #[serde(default)]
     pub outputs: Option<Vec<Value>>,
+    /// The data of its last outputs only (as many as given), for a test whose first events
+    /// only build state (a baseline, a window).
+    #[serde(default)]
+    pub last_outputs: Option<Vec<Value>>,
     /// The reasons of every dead-letter entry, in order (absent: none expected).
     #[serde(default)]
     pub dlq: Vec<String>,

@@ -112,6 +112,16 @@ fn run_one(
     }
 
     let mut report = String::new();
+    if let Some(last) = &test.expect.last_outputs {
+        let tail = &outputs[outputs.len().saturating_sub(last.len())..];
+        if !same_list(last, tail) {
+            let _ = writeln!(report, "the last outputs differ (- expected, + actual):");
+            report.push_str(&diff(
+                &Value::Array(last.clone()),
+                &Value::Array(tail.to_vec()),
+            ));
+        }
+    }
     let expected = test.expect.outputs.as_ref();
     if let Some(expected) = expected.filter(|e| !same_list(e, &outputs)) {
         let _ = writeln!(report, "outputs differ (- expected, + actual):");

@@ -4,6 +4,7 @@
 //! [`StageConfig`]: crate::StageConfig
 
 pub mod alert;
+pub mod anomaly;
 pub mod dedup;
 pub mod filter;
 pub mod idempotency;

@@ -1,0 +1,187 @@
+//! The StreamGuard anomaly detector through the real binary: `colloquium anomaly` passes the
+//! conformance suite's own checker (`shared/conformance/streamguard/check.py`), which runs it
+//! once per scenario in a time zone with daylight saving.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::harness::{binary, manifest_dir};
+
+#[test]
+fn the_streamguard_suite_passes_through_the_cli_and_its_checker() {
+    let suite = std::env::var("COLLOQUIUM_SHARED_DIR")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| {
+            manifest_dir()
+                .ancestors()
+                .map(|a| a.join("shared"))
+                .find(|p| p.is_dir())
+        })
+        .expect("shared/ (the conformance suites) beside the repository")
+        .join("conformance/streamguard");
+    let output = Command::new("python3")
+        .arg(suite.join("check.py"))
+        .args(["--cmd", &format!("{} anomaly", binary())])
+        .arg(suite.join("anomaly.jsonl"))
+        .output()
+        .expect("python3 runs the suite's checker");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert_eq!(summary, "56 passed, 0 failed");
+}
+
+#[test]
+fn refused_lines_are_reported_and_scoring_goes_on() {
+    let mut child = Command::new(binary())
+        .args(["anomaly", "--min-events", "1", "--threshold", "0.5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = concat!(
+        "{\"event_id\":\"e1\",\"timestamp\":0,\"event_type\":\"auth_attempt\",\"source_ip\":\"1.1.1.1\",\"user\":\"u\",\"threat_score\":0}\n",
+        "not json\n",
+        "{\"event_id\":\"e2\",\"timestamp\":0,\"event_type\":\"login\",\"source_ip\":\"1.1.1.1\",\"user\":\"u\",\"threat_score\":0}\n",
+        "{\"event_id\":\"e3\",\"timestamp\":0,\"event_type\":\"auth_attempt\",\"source_ip\":\"1.1.1.1\",\"user\":\"u\",\"threat_score\":0}\n",
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["scored"], false);
+    assert_eq!(lines[1]["accepted"], false);
+    assert!(lines[2]["error"].as_str().unwrap().contains("login"));
+    assert_eq!(
+        (
+            lines[3]["scored"].as_bool(),
+            lines[3]["baseline_events"].as_u64()
+        ),
+        (Some(true), Some(2))
+    );
+}
+
+/// StreamGuard events `from..to` of `user`: office hours, two IPs, one place; `odd` ones come
+/// from a new IP and country at 3 AM.
+fn events(user: &str, from: u64, to: u64, odd: bool) -> Vec<serde_json::Value> {
+    (from..to)
+        .map(|i| {
+            let (hour, ip, place) = if odd {
+                (3, "203.0.113.9", "RU-MOW")
+            } else {
+                (
+                    9 + i % 6,
+                    ["10.0.0.1", "10.0.0.2"][(i % 2) as usize],
+                    "US-CA",
+                )
+            };
+            serde_json::json!({"event_id": format!("evt_{user}_{i}"),
+                "timestamp": 1_767_225_600_000 + (i / 6) * 86_400_000 + hour * 3_600_000,
+                "event_type": "auth_attempt", "source_ip": ip, "user": user,
+                "status": if i % 7 == 0 { "failed" } else { "success" }, "threat_score": 0.1,
+                "metadata": {"geo_location": place}})
+        })
+        .collect()
+}
+
+fn ndjson(events: &[serde_json::Value]) -> String {
+    events.iter().map(|e| format!("{e}\n")).collect()
+}
+
+/// Each output's anomaly result, by event id.
+async fn results(
+    node: &crate::harness::Node,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    node.outputs("a")
+        .await
+        .into_iter()
+        .map(|o| {
+            let data = &o["data"];
+            (
+                data["event_id"].as_str().unwrap().to_owned(),
+                data["anomaly"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baselines_survive_a_sigkill_and_score_as_without_it() {
+    use crate::harness::{Node, eventually};
+    const CONFIG: &str = "sinks: {db: {type: store}}\npipelines:\n  - name: a\n    stages:\n      - {type: anomaly, min_events: 20, threshold: 0.5}\n    sinks: [db]\n";
+    let deadline = std::time::Duration::from_secs(60);
+    let (learn, more, odd) = (
+        events("u", 0, 30, false),
+        events("u", 30, 40, false),
+        events("u", 40, 43, true),
+    );
+    // The same stream, uninterrupted, through the CLI (the same detector).
+    let all: Vec<serde_json::Value> = learn.iter().chain(&more).chain(&odd).cloned().collect();
+    let mut child = Command::new(binary())
+        .args(["anomaly", "--min-events", "20", "--threshold", "0.5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ndjson(&all).as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let want: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let node = Node::start(CONFIG);
+    let (status, _) = node.post(&ndjson(&learn), "application/x-ndjson").await;
+    assert_eq!(status, 202);
+    eventually(deadline, "the learning events processed", || async {
+        (results(&node).await.len() == learn.len()).then_some(())
+    })
+    .await;
+    let node = node.kill9().restart();
+    let rest: Vec<serde_json::Value> = more.iter().chain(&odd).cloned().collect();
+    let (status, _) = node.post(&ndjson(&rest), "application/x-ndjson").await;
+    assert_eq!(status, 202);
+    let got = eventually(deadline, "every event scored", || async {
+        let got = results(&node).await;
+        (got.len() == all.len()).then_some(got)
+    })
+    .await;
+    for (event, expected) in all.iter().zip(&want) {
+        let id = event["event_id"].as_str().unwrap();
+        let result = &got[id];
+        for field in [
+            "scored",
+            "score",
+            "components",
+            "reason_codes",
+            "is_anomaly",
+            "baseline_updated",
+        ] {
+            assert_eq!(result[field], expected[field], "{id}: {field}");
+        }
+    }
+    assert_eq!(
+        got[odd[0]["event_id"].as_str().unwrap()]["is_anomaly"],
+        true
+    );
+}

@@ -1,0 +1,414 @@
+//! `anomaly`: per-entity anomaly scoring. `model: streamguard` (the default, and so far the
+//! only one) is StreamGuard's detector exactly (`colloquium-analytics`): a per-user baseline of
+//! UTC hours, source IPs, places, event types and failures; after `min_events` each event is
+//! scored, and only events below the threshold join the baseline.
+//!
+//! - The result is attached to the event under `into` (default `anomaly`): `{model, scored,
+//!   score, components, reason_codes, reasons, is_anomaly, baseline_updated}`, so later
+//!   stages and sinks can route on it (`when: {gte: [/anomaly/score, 0.9]}`).
+//! - `fields` names where each value is read (JSON pointers; StreamGuard's shape by default)
+//!   and which event types and statuses are accepted; an event the model cannot read fails
+//!   with `bad_value` (dead-lettered by default) and changes no baseline.
+//! - `max_entities` bounds memory: past it the least recently seen entity's baseline goes
+//!   (counted in `colloquium_pipeline_stage_total{name="evictions"}`).
+//! - Baselines are stage state (one binary row per entity, written when it learned): a restart
+//!   resumes them exactly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use colloquium_analytics::{Baseline, Detector, Fields, Observation, Weights};
+use colloquium_config::ConfigError;
+use colloquium_event::Event;
+use colloquium_storage::StateWrite;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError, StageMetric};
+use crate::state::Codec;
+
+/// `anomaly: streamguard`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// StreamGuard's detector, exactly.
+    #[default]
+    Streamguard,
+}
+
+impl Model {
+    fn as_str(self) -> &'static str {
+        match self {
+            Model::Streamguard => "streamguard",
+        }
+    }
+}
+
+/// `{type: anomaly, model: streamguard, threshold: 0.7, min_events: 100, …}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// The model.
+    #[serde(default)]
+    pub model: Model,
+    /// Score at or above which an event is an anomaly (0 to 1).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Events an entity's baseline learns before its events are scored.
+    #[serde(default = "default_min_events")]
+    pub min_events: u64,
+    /// Dimension weights (summing to 1).
+    #[serde(default)]
+    pub weights: Weights,
+    /// Where values are read.
+    #[serde(default)]
+    pub fields: Fields,
+    /// The top-level key the result is attached under.
+    #[serde(default = "default_into")]
+    pub into: String,
+    /// Most entities with a baseline.
+    #[serde(default = "default_max_entities")]
+    pub max_entities: usize,
+}
+
+fn default_threshold() -> f64 {
+    0.7
+}
+
+fn default_min_events() -> u64 {
+    100
+}
+
+fn default_into() -> String {
+    "anomaly".to_owned()
+}
+
+fn default_max_entities() -> usize {
+    100_000
+}
+
+/// An entity's baseline as stored.
+const BASELINE: Codec<Baseline> = Codec::binary("anomaly baseline", 1);
+
+impl StageConfig for AnomalyConfig {
+    const KIND: &'static str = "anomaly";
+    fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(ConfigError::new(
+                cx.key("threshold"),
+                "must be between 0 and 1",
+            ));
+        }
+        let w = &self.weights;
+        let each = [w.time, w.ip, w.location, w.kind, w.failure];
+        if each.iter().any(|x| !x.is_finite() || *x < 0.0) || (w.sum() - 1.0).abs() > 1e-9 {
+            return Err(ConfigError::new(
+                cx.key("weights"),
+                format!(
+                    "time, ip, location, type and failure must be ≥ 0 and sum to 1 (they sum to {})",
+                    w.sum()
+                ),
+            ));
+        }
+        let f = &self.fields;
+        let pointers = [
+            (&f.entity, "entity"),
+            (&f.id, "id"),
+            (&f.timestamp, "timestamp"),
+            (&f.event_type, "event_type"),
+            (&f.source_ip, "source_ip"),
+            (&f.status, "status"),
+            (&f.place, "place"),
+            (&f.threat_score, "threat_score"),
+        ];
+        for (pointer, name) in pointers {
+            if !pointer.starts_with('/') {
+                return Err(ConfigError::new(
+                    cx.key(&format!("fields.{name}")),
+                    "must be a JSON pointer, such as /user",
+                ));
+            }
+        }
+        if self.into.is_empty() {
+            return Err(ConfigError::new(cx.key("into"), "must name a key"));
+        }
+        Ok(BuiltStage::sync(Anomaly {
+            model: self.model,
+            detector: Detector::new(self.min_events, self.threshold, self.weights),
+            fields: self.fields,
+            into: self.into,
+            entities: Entities {
+                max: self.max_entities.max(1),
+                map: hashbrown::HashMap::new(),
+                recency: BTreeMap::new(),
+                clock: 0,
+                evicted: Vec::new(),
+                evictions: 0,
+            },
+            changed: Vec::new(),
+            counts: Counts::default(),
+        }))
+    }
+}
+
+/// An entity's baseline and when it was last seen (a sequence number).
+struct Entity {
+    name: Arc<str>,
+    baseline: Baseline,
+    seen: u64,
+    changed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    scored: u64,
+    anomalies: u64,
+}
+
+/// The baselines, at most `max`, the least recently seen evicted first.
+struct Entities {
+    max: usize,
+    /// By name; the name shared with `recency` (no copy per event).
+    map: hashbrown::HashMap<Arc<str>, Entity>,
+    /// Entities by last-seen sequence: the first is the least recently seen.
+    recency: BTreeMap<u64, Arc<str>>,
+    clock: u64,
+    /// Entities evicted since the last `state_changes` (their rows go).
+    evicted: Vec<Arc<str>>,
+    evictions: u64,
+}
+
+impl Entities {
+    /// The entity's slot, created (evicting the least recently seen past `max`) and marked
+    /// as seen now.
+    fn touch(&mut self, name: &str) -> &mut Entity {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some(entity) = self.map.get_mut(name) {
+            self.recency.remove(&entity.seen);
+            entity.seen = now;
+            self.recency.insert(now, entity.name.clone());
+        } else {
+            if self.map.len() >= self.max
+                && let Some((_, oldest)) = self.recency.pop_first()
+            {
+                self.map.remove(&oldest);
+                self.evictions += 1;
+                self.evicted.push(oldest);
+            }
+            let name: Arc<str> = Arc::from(name);
+            let entity = Entity {
+                name: name.clone(),
+                baseline: Baseline::default(),
+                seen: now,
+                changed: false,
+            };
+            self.recency.insert(now, name.clone());
+            self.map.insert(name, entity);
+        }
+        match self.map.get_mut(name) {
+            Some(entity) => entity,
+            None => unreachable!("found or inserted above"),
+        }
+    }
+}
+
+struct Anomaly {
+    model: Model,
+    detector: Detector,
+    fields: Fields,
+    into: String,
+    entities: Entities,
+    /// Entities whose baseline learned since the last `state_changes`.
+    changed: Vec<Arc<str>>,
+    counts: Counts,
+}
+
+impl Stage for Anomaly {
+    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+        // The model reads the event's data as one JSON value; taken out and put back.
+        let data = Value::Object(std::mem::take(&mut event.data));
+        let verdict = match Observation::parse(&data, &self.fields) {
+            Ok(obs) => {
+                let entity = self.entities.touch(obs.entity);
+                let verdict = self.detector.observe(&mut entity.baseline, &obs);
+                if verdict.learned && !entity.changed {
+                    entity.changed = true;
+                    self.changed.push(entity.name.clone());
+                }
+                Ok(verdict)
+            }
+            Err(e) => Err(StageError::BadValue(format!("anomaly: {e}"))),
+        };
+        if let Value::Object(map) = data {
+            event.data = map;
+        }
+        let verdict = match verdict {
+            Ok(verdict) => verdict,
+            Err(error) => return Err(Failed::new(error, event)),
+        };
+        self.counts.scored += u64::from(verdict.score.is_some());
+        self.counts.anomalies += u64::from(verdict.anomaly);
+        let mut result = verdict.to_json();
+        result.insert("model".into(), Value::from(self.model.as_str()));
+        event.data.insert(self.into.clone(), Value::Object(result));
+        out.push(event);
+        Ok(())
+    }
+
+    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+        for name in self.entities.evicted.drain(..) {
+            if !self.entities.map.contains_key(&name) {
+                changes.push(StateWrite::Delete(name.as_bytes().to_vec()));
+            }
+        }
+        for name in self.changed.drain(..) {
+            if let Some(entity) = self.entities.map.get_mut(&name) {
+                entity.changed = false;
+                changes.push(StateWrite::Put(
+                    name.as_bytes().to_vec(),
+                    BASELINE.encode(&entity.baseline),
+                ));
+            }
+        }
+    }
+
+    fn restore_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
+        for (key, value) in entries {
+            let name = String::from_utf8(key)
+                .map_err(|_| StageError::State("anomaly entity: not UTF-8".to_owned()))?;
+            let baseline = BASELINE.decode(&value)?;
+            self.entities.touch(&name).baseline = baseline;
+        }
+        // Restored rows are stored already; evictions past the cap (a lowered max_entities)
+        // are real ones, and their rows go at the next hand-over.
+        self.changed.clear();
+        Ok(())
+    }
+
+    fn metrics(&self, out: &mut Vec<StageMetric>) {
+        out.push(StageMetric {
+            name: "entities",
+            value: u64::try_from(self.entities.map.len()).unwrap_or(u64::MAX),
+            counter: false,
+        });
+        for (name, value) in [
+            ("scored", self.counts.scored),
+            ("anomalies", self.counts.anomalies),
+            ("evictions", self.entities.evictions),
+        ] {
+            out.push(StageMetric {
+                name,
+                value,
+                counter: true,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Pipeline;
+    use crate::registry::Registry;
+    use colloquium_event::{Metadata, Reason, Timestamp};
+    use serde_json::json;
+
+    fn pipeline(stage: &str) -> Result<Pipeline, String> {
+        let registry = Registry::default().stage::<AnomalyConfig>();
+        crate::stages::test_pipeline(&registry, "", &format!("[{stage}]"))
+    }
+
+    fn login(user: &str, hour: u64, ip: &str, place: &str) -> Event {
+        let data = json!({"event_id": "evt_1", "timestamp": hour * 3_600_000,
+            "event_type": "auth_attempt", "source_ip": ip, "user": user,
+            "status": "success", "threat_score": 0.1, "metadata": {"geo_location": place}});
+        Event::at(
+            Timestamp::now(),
+            data.as_object().cloned().unwrap(),
+            Metadata::new("http", "default"),
+        )
+    }
+
+    #[test]
+    fn a_scripted_user_learns_then_a_new_ip_from_a_new_country_at_3_am_is_flagged() {
+        let mut p = pipeline("{type: anomaly, min_events: 100}").unwrap();
+        for i in 0..120 {
+            let out = p
+                .process(&login("alice", 9 + i % 8, "10.0.0.1", "US-CA"))
+                .outputs;
+            assert_eq!(out[0].data["anomaly"]["is_anomaly"], false, "event {i}");
+        }
+        let out = p
+            .process(&login("alice", 3, "203.0.113.9", "RU-MOW"))
+            .outputs;
+        let result = &out[0].data["anomaly"];
+        assert_eq!(result["is_anomaly"], true);
+        assert_eq!(result["model"], "streamguard");
+        let codes: Vec<&str> = result["reason_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(codes, ["high", "time", "ip", "location"]);
+        assert_eq!(result["baseline_updated"], false);
+    }
+
+    #[test]
+    fn baselines_survive_a_restart_and_the_least_recently_seen_is_evicted() {
+        let mut p = pipeline("{type: anomaly, min_events: 2, max_entities: 2}").unwrap();
+        for user in ["a", "b", "a", "b"] {
+            p.process(&login(user, 9, "10.0.0.1", "US"));
+        }
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = p
+            .state_changes()
+            .into_iter()
+            .filter_map(|(_, w)| match w {
+                StateWrite::Put(k, v) => Some((k, v)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows.len(), 2);
+        let mut restarted = pipeline("{type: anomaly, min_events: 2, max_entities: 2}").unwrap();
+        restarted
+            .restore_state(|_| Ok::<_, colloquium_storage::StorageError>(rows.clone()))
+            .unwrap();
+        let (before, after) = (
+            p.process(&login("a", 3, "1.2.3.4", "FR")).outputs,
+            restarted.process(&login("a", 3, "1.2.3.4", "FR")).outputs,
+        );
+        assert_eq!(before[0].data["anomaly"], after[0].data["anomaly"]);
+        assert_eq!(after[0].data["anomaly"]["scored"], true);
+        // A third entity evicts b (seen least recently), whose row goes.
+        restarted.process(&login("c", 9, "10.0.0.1", "US"));
+        let writes = restarted.state_changes();
+        assert!(
+            writes
+                .iter()
+                .any(|(_, w)| *w == StateWrite::Delete(b"b".to_vec()))
+        );
+        let bad = restarted.process(&Event::at(
+            Timestamp::now(),
+            json!({"user": "a"}).as_object().cloned().unwrap(),
+            Metadata::new("http", "default"),
+        ));
+        assert_eq!(bad.failures[0].reason, Reason::BadValue);
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let error = |stage: &str| pipeline(stage).err().unwrap_or_default();
+        assert!(error("{type: anomaly, threshold: 2}").contains("stages[0].threshold"));
+        assert!(
+            error(
+                "{type: anomaly, weights: {time: 0.5, ip: 0.5, location: 0.5, type: 0, failure: 0}}"
+            )
+            .contains("stages[0].weights")
+        );
+        assert!(
+            error("{type: anomaly, fields: {entity: user}}").contains("stages[0].fields.entity")
+        );
+        assert!(error("{type: anomaly, model: magic}").contains("model"));
+    }
+}
