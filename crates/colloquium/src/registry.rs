@@ -7,7 +7,7 @@ use colloquium_ingest::{Accept, SourceRegistry};
 use colloquium_pipeline::Registry;
 use colloquium_pipeline::sinks::{dlq, file, http, stdout, store};
 use colloquium_pipeline::stages::{
-    alert, anomaly, dedup, filter, idempotency, set, transform, window, zscore,
+    alert, anomaly, dedup, filter, idempotency, schema, set, transform, window, zscore,
 };
 
 /// The stage and sink kinds, by `type:` name.
@@ -22,6 +22,7 @@ pub fn registry() -> Registry {
         .stage::<window::WindowConfig>()
         .stage::<zscore::ZscoreConfig>()
         .stage::<anomaly::AnomalyConfig>()
+        .stage::<schema::SchemaConfig>()
         .sink::<store::StoreConfig>()
         .sink::<dlq::DlqConfig>()
         .sink::<stdout::StdoutConfig>()

@@ -118,6 +118,7 @@ pub fn check_file(path: &Path) -> Result<Checked, LoadError> {
     let mut checked = check_str(&text, &|name| std::env::var(name).ok())?;
     if let Some(config) = &mut checked.config {
         let base = path.parent().unwrap_or(Path::new("."));
+        config.base_dir = Some(base.to_owned());
         checked.errors.extend(load_script_files(config, base));
     }
     Ok(checked)

@@ -18,6 +18,10 @@ use crate::pipelines::{ComponentConfig, PipelineConfig, ScriptSource, SourceConf
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The directory of the config file (files it names are relative to it; the working
+    /// directory for a config not read from a file).
+    #[serde(skip)]
+    pub base_dir: Option<std::path::PathBuf>,
     /// The HTTP listener shared by ingest and the API.
     #[serde(default)]
     pub server: ServerConfig,
@@ -99,6 +103,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            base_dir: None,
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),

@@ -21,6 +21,8 @@ pub struct ScriptLibrary {
     /// Scripts that did not compile (or whose file was not loaded), with why: a reference to
     /// one fails with the same error, so it is reported once.
     broken: BTreeMap<String, ConfigError>,
+    /// The config file's directory, for files stages name.
+    base_dir: std::path::PathBuf,
 }
 
 impl ScriptLibrary {
@@ -58,7 +60,17 @@ impl ScriptLibrary {
                 }
             }
         }
-        ScriptLibrary { scripts, broken }
+        let base_dir = config.base_dir.clone().unwrap_or_else(|| ".".into());
+        ScriptLibrary {
+            scripts,
+            broken,
+            base_dir,
+        }
+    }
+
+    /// `path` as a file a stage names (a JSON Schema): relative to the config file's directory.
+    pub fn path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        self.base_dir.join(path)
     }
 
     /// Why each broken script is broken, by name.

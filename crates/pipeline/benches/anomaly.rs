@@ -3,13 +3,15 @@
 //! 200,000 events of random users are scored (1 % from a new IP at a new hour, which are flagged
 //! and not learned). JSON events in memory, through `Pipeline::process` as the worker calls it.
 //!
-//! Before the timing it prints the heap bytes per user baseline (a counting allocator).
+//! Before the timing it prints the heap bytes per user baseline (a counting allocator). Then
+//! the `schema` stage on the same events against examples/streamguard/event-schema.json.
 //!
 //! `cargo bench -p colloquium-pipeline --bench anomaly`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use colloquium_event::{Event, Metadata, Timestamp};
 use colloquium_pipeline::stages::anomaly::AnomalyConfig;
+use colloquium_pipeline::stages::schema::SchemaConfig;
 use colloquium_pipeline::{Pipeline, Registry};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -88,6 +90,27 @@ fn bench(c: &mut Criterion) {
                 drop(p.state_changes());
             }
             anomalies
+        });
+    });
+    // The `schema` stage on the same events, against the shipped StreamGuard schema.
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/streamguard/event-schema.json"
+    ))
+    .unwrap();
+    let yaml = format!(
+        "pipelines:\n  - name: s\n    stages:\n      - {{type: schema, schema: {schema}}}\n"
+    );
+    let config = colloquium_config::from_str(&yaml, &|_| None).unwrap();
+    let scripts = colloquium_config::ScriptLibrary::compile_all(&config);
+    let registry = Registry::default().stage::<SchemaConfig>();
+    let mut s = Pipeline::build(&config.pipelines[0], "pipelines[0]", &registry, &scripts).unwrap();
+    group.bench_function("schema_streamguard_event", |b| {
+        b.iter(|| {
+            input
+                .iter()
+                .map(|e| s.process(e).outputs.len())
+                .sum::<usize>()
         });
     });
     group.finish();

@@ -10,7 +10,9 @@
 //!   and which event types and statuses are accepted; an event the model cannot read fails
 //!   with `bad_value` (dead-lettered by default) and changes no baseline.
 //! - `max_entities` bounds memory: past it the least recently seen entity's baseline goes
-//!   (counted in `colloquium_pipeline_stage_total{name="evictions"}`).
+//!   (counted in `colloquium_pipeline_stage_total{name="evictions"}`; also `scored`,
+//!   `anomalies`, and scored events by band: `band_critical` ≥ 0.9, `band_high` ≥ 0.8,
+//!   `band_medium` ≥ 0.7).
 //! - Baselines are stage state (one binary row per entity, written when it learned): a restart
 //!   resumes them exactly.
 
@@ -163,6 +165,9 @@ struct Entity {
 struct Counts {
     scored: u64,
     anomalies: u64,
+    /// Scored events by band: critical ≥ 0.9, high ≥ 0.8, medium ≥ 0.7 (StreamGuard's
+    /// metric bands, whatever the threshold).
+    bands: [u64; 3],
 }
 
 /// The baselines, at most `max`, the least recently seen evicted first.
@@ -228,7 +233,19 @@ impl Stage for Anomaly {
     fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
         // The model reads the event's data as one JSON value; taken out and put back.
         let data = Value::Object(std::mem::take(&mut event.data));
-        let verdict = match Observation::parse(&data, &self.fields) {
+        let parsed = Observation::parse(&data, &self.fields)
+            .map_err(|e| StageError::BadValue(format!("anomaly: {e}")))
+            .and_then(|obs| {
+                if obs.entity.len() > super::MAX_KEY_BYTES {
+                    return Err(StageError::BadValue(format!(
+                        "anomaly: the entity is {} bytes long; at most {}",
+                        obs.entity.len(),
+                        super::MAX_KEY_BYTES
+                    )));
+                }
+                Ok(obs)
+            });
+        let verdict = match parsed {
             Ok(obs) => {
                 let entity = self.entities.touch(obs.entity);
                 let verdict = self.detector.observe(&mut entity.baseline, &obs);
@@ -238,7 +255,7 @@ impl Stage for Anomaly {
                 }
                 Ok(verdict)
             }
-            Err(e) => Err(StageError::BadValue(format!("anomaly: {e}"))),
+            Err(error) => Err(error),
         };
         if let Value::Object(map) = data {
             event.data = map;
@@ -249,6 +266,12 @@ impl Stage for Anomaly {
         };
         self.counts.scored += u64::from(verdict.score.is_some());
         self.counts.anomalies += u64::from(verdict.anomaly);
+        if let Some(score) = &verdict.score {
+            let band = [0.9, 0.8, 0.7].iter().position(|low| score.score >= *low);
+            if let Some(band) = band {
+                self.counts.bands[band] += 1;
+            }
+        }
         let mut result = verdict.to_json();
         result.insert("model".into(), Value::from(self.model.as_str()));
         event.data.insert(self.into.clone(), Value::Object(result));
@@ -296,6 +319,9 @@ impl Stage for Anomaly {
             ("scored", self.counts.scored),
             ("anomalies", self.counts.anomalies),
             ("evictions", self.entities.evictions),
+            ("band_critical", self.counts.bands[0]),
+            ("band_high", self.counts.bands[1]),
+            ("band_medium", self.counts.bands[2]),
         ] {
             out.push(StageMetric {
                 name,
@@ -353,6 +379,21 @@ mod tests {
             .collect();
         assert_eq!(codes, ["high", "time", "ip", "location"]);
         assert_eq!(result["baseline_updated"], false);
+        let metrics: std::collections::BTreeMap<&str, u64> = p
+            .stage_metrics()
+            .into_iter()
+            .map(|(_, m)| (m.name, m.value))
+            .collect();
+        assert_eq!(
+            (
+                metrics["scored"],
+                metrics["anomalies"],
+                metrics["band_medium"]
+            ),
+            (21, 1, 1),
+            "{metrics:?}"
+        );
+        assert_eq!((metrics["band_high"], metrics["band_critical"]), (0, 0));
     }
 
     #[test]

@@ -8,12 +8,13 @@ pub mod anomaly;
 pub mod dedup;
 pub mod filter;
 pub mod idempotency;
+pub mod schema;
 pub mod set;
 pub mod transform;
 pub mod window;
 pub mod zscore;
 
-/// Longest grouping key a keyed stage (`window`, `zscore`) takes: a key is held in memory and in
+/// Longest grouping key a keyed stage (`window`, `zscore`, `anomaly`) takes: a key is held in memory and in
 /// every state row of its own, so one hostile event must not make it megabytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
