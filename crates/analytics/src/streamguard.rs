@@ -233,8 +233,9 @@ fn kind_of(value: &Value) -> &'static str {
 /// One entity's learned profile.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
-    /// Events per UTC hour of day.
-    pub hours: [u64; 24],
+    /// Events per UTC hour of day (u32: half the bytes of a baseline's fixed part; a count
+    /// stops at 4,294,967,295 events in one hour of day).
+    pub hours: [u32; 24],
     /// Events per source IP.
     pub ips: HashMap<String, u64>,
     /// Events per place (events without one add nothing here).
@@ -254,7 +255,7 @@ pub struct Baseline {
 impl Baseline {
     /// Adds `obs` to the counts.
     pub fn learn(&mut self, obs: &Observation<'_>) {
-        self.hours[obs.hour] += 1;
+        self.hours[obs.hour] = self.hours[obs.hour].saturating_add(1);
         bump(&mut self.ips, obs.ip);
         if !obs.place.is_empty() {
             bump(&mut self.places, obs.place);
@@ -505,7 +506,7 @@ impl Detector {
     /// The score of `obs` against `baseline` as it stands.
     pub fn score(&self, baseline: &Baseline, obs: &Observation<'_>) -> Score {
         let count = |counts: &HashMap<String, u64>, key: &str| counts.get(key).copied();
-        let p_hour = baseline.probability(baseline.hours[obs.hour], 0.01);
+        let p_hour = baseline.probability(u64::from(baseline.hours[obs.hour]), 0.01);
         let p_ip = baseline.probability(count(&baseline.ips, obs.ip).unwrap_or(0), 0.01);
         let p_geo = if obs.place.is_empty() {
             0.5

@@ -89,7 +89,8 @@ fn default_max_entities() -> usize {
     100_000
 }
 
-/// An entity's baseline as stored.
+/// An entity's baseline as stored (postcard writes u32 and u64 counts alike, as varints: the
+/// hours' narrowing to u32 left rows readable).
 const BASELINE: Codec<Baseline> = Codec::binary("anomaly baseline", 1);
 
 impl StageConfig for AnomalyConfig {
