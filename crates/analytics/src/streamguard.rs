@@ -130,7 +130,7 @@ impl<'a> Observation<'a> {
                 None => Err(ParseError(format!("{name} ({pointer}) is missing"))),
                 Some(other) => Err(ParseError(format!(
                     "{name} ({pointer}) must be a string, not {}",
-                    kind_of(other)
+                    colloquium_event::json_kind(other)
                 ))),
             }
         };
@@ -152,7 +152,7 @@ impl<'a> Observation<'a> {
                 return Err(ParseError(format!(
                     "timestamp ({}) must be a number, not {}",
                     fields.timestamp,
-                    kind_of(other)
+                    colloquium_event::json_kind(other)
                 )));
             }
         };
@@ -169,7 +169,7 @@ impl<'a> Observation<'a> {
                 return Err(ParseError(format!(
                     "status ({}) must be a string, not {}",
                     fields.status,
-                    kind_of(other)
+                    colloquium_event::json_kind(other)
                 )));
             }
         };
@@ -191,7 +191,7 @@ impl<'a> Observation<'a> {
                 return Err(ParseError(format!(
                     "threat score ({}) must be a number, not {}",
                     fields.threat_score,
-                    kind_of(other)
+                    colloquium_event::json_kind(other)
                 )));
             }
         };
@@ -202,7 +202,7 @@ impl<'a> Observation<'a> {
                 return Err(ParseError(format!(
                     "place ({}) must be a string, not {}",
                     fields.place,
-                    kind_of(other)
+                    colloquium_event::json_kind(other)
                 )));
             }
         };
@@ -216,17 +216,6 @@ impl<'a> Observation<'a> {
             failed: status == fields.failed,
             threat,
         })
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -3,24 +3,13 @@
 //! once per scenario in a time zone with daylight saving.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::harness::{binary, manifest_dir};
+use crate::harness::{binary, shared_dir};
 
 #[test]
 fn the_streamguard_suite_passes_through_the_cli_and_its_checker() {
-    let suite = std::env::var("COLLOQUIUM_SHARED_DIR")
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| {
-            manifest_dir()
-                .ancestors()
-                .map(|a| a.join("shared"))
-                .find(|p| p.is_dir())
-        })
-        .expect("shared/ (the conformance suites) beside the repository")
-        .join("conformance/streamguard");
+    let suite = shared_dir().join("conformance/streamguard");
     let output = Command::new("python3")
         .arg(suite.join("check.py"))
         .args(["--cmd", &format!("{} anomaly", binary())])

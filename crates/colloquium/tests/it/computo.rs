@@ -2,12 +2,11 @@
 //! the conformance suite driven through the CLI by the suite's own runner.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::harness::{binary, manifest_dir, run_cli};
+use crate::harness::{binary, run_cli, shared_dir};
 
 #[test]
 fn prints_the_result_of_a_script_file_on_input_files() {
@@ -113,18 +112,7 @@ fn every_failure_is_one_line_on_stderr_and_a_non_zero_exit() {
 
 #[test]
 fn the_conformance_suite_passes_through_the_cli() {
-    let manifest = manifest_dir();
-    let suite = std::env::var("COLLOQUIUM_SHARED_DIR")
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| {
-            manifest
-                .ancestors()
-                .map(|a| a.join("shared"))
-                .find(|p| p.is_dir())
-        })
-        .expect("shared/ (the conformance suites) beside the repository")
-        .join("conformance/computo");
+    let suite = shared_dir().join("conformance/computo");
     let command = format!("{} computo --script {{script}} {{inputs}}", binary());
     let output = Command::new("python3")
         .arg(suite.join("run-suite.py"))

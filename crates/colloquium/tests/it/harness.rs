@@ -25,6 +25,20 @@ pub fn manifest_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
+/// `shared/` (the conformance suites) beside the repository, or `$COLLOQUIUM_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var("COLLOQUIUM_SHARED_DIR")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| {
+            manifest_dir()
+                .ancestors()
+                .map(|a| a.join("shared"))
+                .find(|p| p.is_dir())
+        })
+        .expect("shared/ (the conformance suites) beside the repository")
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_colloquium")
 }

@@ -337,13 +337,11 @@ impl Stage for Anomaly {
 mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
-    use crate::registry::Registry;
     use colloquium_event::{Metadata, Reason, Timestamp};
     use serde_json::json;
 
     fn pipeline(stage: &str) -> Result<Pipeline, String> {
-        let registry = Registry::default().stage::<AnomalyConfig>();
-        crate::stages::test_pipeline(&registry, "", &format!("[{stage}]"))
+        crate::stages::one_stage::<AnomalyConfig>(stage)
     }
 
     fn login(user: &str, hour: u64, ip: &str, place: &str) -> Event {

@@ -43,3 +43,24 @@ pub(crate) fn test_pipeline(
     crate::Pipeline::build(&config.pipelines[0], "pipelines[0]", registry, &scripts)
         .map_err(|e| e.iter().map(ToString::to_string).collect())
 }
+
+/// A pipeline of the one stage `stage` (YAML) of kind `C`; errors as text.
+#[cfg(test)]
+pub(crate) fn one_stage<C: crate::StageConfig>(stage: &str) -> Result<crate::Pipeline, String> {
+    let registry = crate::Registry::default().stage::<C>();
+    test_pipeline(&registry, "", &format!("[{stage}]"))
+}
+
+/// An event of `data` (a JSON object) from the `http` source, ingested now.
+#[cfg(test)]
+pub(crate) fn test_event(data: serde_json::Value) -> colloquium_event::Event {
+    let data = match data {
+        serde_json::Value::Object(map) => map,
+        other => panic!("test events are JSON objects, not {other}"),
+    };
+    colloquium_event::Event::at(
+        colloquium_event::Timestamp::now(),
+        data,
+        colloquium_event::Metadata::new("http", "default"),
+    )
+}

@@ -158,21 +158,12 @@ impl Stage for Schema {
 mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
-    use crate::registry::Registry;
-    use colloquium_event::{Metadata, Timestamp};
     use serde_json::json;
 
-    fn pipeline(stage: &str) -> Result<Pipeline, String> {
-        let registry = Registry::default().stage::<SchemaConfig>();
-        crate::stages::test_pipeline(&registry, "", &format!("[{stage}]"))
-    }
+    use crate::stages::test_event as event;
 
-    fn event(data: Value) -> Event {
-        Event::at(
-            Timestamp::now(),
-            data.as_object().cloned().unwrap(),
-            Metadata::new("http", "default"),
-        )
+    fn pipeline(stage: &str) -> Result<Pipeline, String> {
+        crate::stages::one_stage::<SchemaConfig>(stage)
     }
 
     /// The shipped StreamGuard event schema.

@@ -877,20 +877,12 @@ impl Stage for WindowStage {
 mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
-    use crate::registry::Registry;
     use serde_json::json;
 
-    fn pipeline(stage: &str) -> Result<Pipeline, String> {
-        let registry = Registry::default().stage::<WindowConfig>();
-        crate::stages::test_pipeline(&registry, "", &format!("[{stage}]"))
-    }
+    use crate::stages::test_event as event;
 
-    fn event(data: Value) -> Event {
-        Event::at(
-            Timestamp::now(),
-            data.as_object().cloned().unwrap(),
-            Metadata::new("http", "default"),
-        )
+    fn pipeline(stage: &str) -> Result<Pipeline, String> {
+        crate::stages::one_stage::<WindowConfig>(stage)
     }
 
     /// The data of what processing `data` emits (windows fire as the watermark passes them).

@@ -228,21 +228,12 @@ impl Stage for Zscore {
 mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
-    use crate::registry::Registry;
-    use colloquium_event::Timestamp;
     use serde_json::json;
 
-    fn pipeline(stage: &str) -> Result<Pipeline, String> {
-        let registry = Registry::default().stage::<ZscoreConfig>();
-        crate::stages::test_pipeline(&registry, "", &format!("[{stage}]"))
-    }
+    use crate::stages::test_event as event;
 
-    fn event(data: Value) -> Event {
-        Event::at(
-            Timestamp::now(),
-            data.as_object().cloned().unwrap(),
-            Metadata::new("http", "default"),
-        )
+    fn pipeline(stage: &str) -> Result<Pipeline, String> {
+        crate::stages::one_stage::<ZscoreConfig>(stage)
     }
 
     #[test]
