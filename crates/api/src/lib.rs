@@ -2,6 +2,7 @@
 //!
 //! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
 //! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
+//! - [`anomalies`]: `GET /api/anomalies`, `/{id}`, `/high-score`, `/count`.
 //! - [`pipelines`]: `GET /api/outputs`, `GET /api/windows`, and the dead-letter queue: list, replay, delete.
 //! - [`control`]: `GET /api/control` and `POST /api/control`, the control plane.
 //! - [`health`]: `GET /health`, component status.
@@ -11,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod anomalies;
 pub mod control;
 pub mod error;
 pub mod health;
@@ -57,6 +59,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events/{id}", get(query::get_one))
         .route("/api/outputs", get(pipelines::outputs))
         .route("/api/windows", get(pipelines::windows))
+        .route("/api/anomalies", get(anomalies::list))
+        .route("/api/anomalies/high-score", get(anomalies::high_score))
+        .route("/api/anomalies/count", get(anomalies::count))
+        .route("/api/anomalies/{id}", get(anomalies::one))
         .route("/api/dlq", get(pipelines::dead_letters))
         .route("/api/dlq/replay", post(pipelines::replay_many))
         .route("/api/dlq/{id}", delete(pipelines::delete))

@@ -239,6 +239,17 @@ impl Pipeline {
         all
     }
 
+    /// Every sync stage's anomalies since the last call.
+    pub fn anomalies(&mut self) -> Vec<(colloquium_event::EventId, Vec<u8>)> {
+        let mut all = Vec::new();
+        for slot in &mut self.stages {
+            if let BuiltStage::Sync(stage) = &mut slot.stage {
+                stage.anomalies(&mut all);
+            }
+        }
+        all
+    }
+
     /// What each sync stage reports about itself, by stage id.
     pub fn stage_metrics(&self) -> Vec<(&str, StageMetric)> {
         let mut all = Vec::new();

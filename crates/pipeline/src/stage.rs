@@ -105,6 +105,11 @@ pub trait Stage: Send {
     /// column family (`GET /api/windows`); committed with the step, like state.
     fn window_results(&mut self, _out: &mut Vec<WindowWrite>) {}
 
+    /// Hands over the anomalies found since the last call, `(scored event's id, record as
+    /// JSON)`, to keep in the `anomalies` column family (`GET /api/anomalies`); committed with
+    /// the step, like state.
+    fn anomalies(&mut self, _out: &mut Vec<(colloquium_event::EventId, Vec<u8>)>) {}
+
     /// What the stage reports about itself (open windows, limits hit), as metrics.
     fn metrics(&self, _out: &mut Vec<StageMetric>) {}
 

@@ -34,17 +34,20 @@ pub enum ColumnFamily {
     State,
     /// Results of window stages, by pipeline, stage, key and window start.
     Windows,
+    /// Anomalies `anomaly` stages found, by input event id (time-ordered), then pipeline.
+    Anomalies,
 }
 
 impl ColumnFamily {
     /// Every column family, created on open when missing.
-    pub const ALL: [ColumnFamily; 6] = [
+    pub const ALL: [ColumnFamily; 7] = [
         ColumnFamily::Events,
         ColumnFamily::Dlq,
         ColumnFamily::Outputs,
         ColumnFamily::Checkpoints,
         ColumnFamily::State,
         ColumnFamily::Windows,
+        ColumnFamily::Anomalies,
     ];
 
     /// Returns the RocksDB name.
@@ -56,6 +59,7 @@ impl ColumnFamily {
             ColumnFamily::Checkpoints => "checkpoints",
             ColumnFamily::State => "state",
             ColumnFamily::Windows => "windows",
+            ColumnFamily::Anomalies => "anomalies",
         }
     }
 }

@@ -9,12 +9,14 @@
 //! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
 //! - [`pipelines`]: pipelines' outputs and checkpoints, committed atomically with their dead
 //!   letters.
+//! - [`anomalies`]: what `anomaly` stages flagged, by event id (time), then pipeline.
 //! - [`windows`]: window stages' results, by pipeline, stage, key and window start.
 //! - [`events`]: the metrics this crate reports.
 //!
 //! [`Store`] ties them together; clone it freely (it is a handle).
 #![warn(missing_docs)]
 
+pub mod anomalies;
 pub mod db;
 pub mod dlq;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod scan;
 mod store;
 pub mod windows;
 
+pub use anomalies::NewAnomaly;
 pub use db::{ColumnFamily, Compression, StoreOptions};
 pub use dlq::DeadLetter;
 pub use error::StorageError;

@@ -118,6 +118,8 @@ pub struct PipelineCommit {
     pub state: Vec<StateChange>,
     /// Window stages' results, applied in order.
     pub windows: Vec<crate::windows::WindowChange>,
+    /// Anomalies found.
+    pub anomalies: Vec<crate::anomalies::NewAnomaly>,
     /// Dead letters replayed in this step: removed, with their replay requests.
     pub replayed: Vec<EventId>,
 }
@@ -258,6 +260,13 @@ impl Store {
                         batch.delete_cf(&windows, row_key(pipeline, stage, key, *start));
                     }
                 }
+            }
+        }
+        if !commit.anomalies.is_empty() {
+            let anomalies = self.cf(ColumnFamily::Anomalies)?;
+            for a in &commit.anomalies {
+                let key = crate::anomalies::anomaly_key(a.id, &a.pipeline);
+                batch.put_cf(&anomalies, key, &a.json);
             }
         }
         for id in &commit.replayed {
@@ -651,6 +660,7 @@ mod tests {
                 replayed: vec![],
                 handoffs: vec![],
                 windows: vec![],
+                anomalies: vec![],
                 durable: true,
             })
             .unwrap();

@@ -225,6 +225,10 @@ impl Retention {
                     delete_outputs_before(&self.db, cutoff),
                 ),
                 (
+                    ColumnFamily::Anomalies,
+                    crate::anomalies::delete_anomalies_before(&self.db, cutoff),
+                ),
+                (
                     ColumnFamily::Windows,
                     crate::windows::delete_windows_older_than(
                         &self.db,

@@ -174,3 +174,101 @@ async fn baselines_survive_a_sigkill_and_score_as_without_it() {
         true
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalies_are_kept_and_every_query_route_answers_and_refuses_bad_parameters() {
+    use crate::harness::{Node, eventually};
+    const CONFIG: &str = "sinks: {db: {type: store}}\npipelines:\n  - name: a\n    stages:\n      - {type: anomaly, min_events: 20, threshold: 0.5}\n    sinks: [db]\n";
+    let node = Node::start(CONFIG);
+    let mut input = events("a", 0, 30, false);
+    input.extend(events("b", 0, 30, false));
+    input.extend(events("a", 30, 32, true));
+    input.extend(events("b", 30, 31, true));
+    let (status, _) = node.post(&ndjson(&input), "application/x-ndjson").await;
+    assert_eq!(status, 202);
+    let deadline = std::time::Duration::from_secs(60);
+    let flagged: Vec<String> = eventually(deadline, "every event scored", || async {
+        let outputs = node.outputs("a").await;
+        (outputs.len() == input.len()).then(|| {
+            outputs
+                .iter()
+                .filter(|o| o["data"]["anomaly"]["is_anomaly"] == true)
+                .map(|o| o["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+    })
+    .await;
+    assert_eq!(flagged.len(), 3);
+    let get = |path: String| {
+        let node = &node;
+        async move { node.get(&path).await }
+    };
+    // Newest first: b's, then a's two.
+    let (status, all) = get("/api/anomalies".into()).await;
+    assert_eq!(status, 200, "{all}");
+    let users: Vec<&str> = all["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["b", "a", "a"]);
+    let record = &all["anomalies"][0];
+    assert_eq!(record["id"], flagged[2].as_str());
+    assert!(record["score"].as_f64().unwrap() >= 0.5);
+    assert_eq!(record["pipeline"], "a");
+    assert_eq!(record["data"]["event_id"], "evt_b_30");
+    let (_, of_a) = get("/api/anomalies?user=a".into()).await;
+    assert_eq!(of_a["anomalies"].as_array().unwrap().len(), 2);
+    let (_, none) = get("/api/anomalies?min_score=0.99".into()).await;
+    assert_eq!(none["anomalies"].as_array().unwrap().len(), 0);
+    // Pages of one, by cursor, end with a null cursor.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = get(format!("/api/anomalies?limit=1{cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["anomalies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3);
+    let (status, one) = get(format!("/api/anomalies/{}", flagged[0])).await;
+    assert_eq!(
+        (status, one["id"].as_str()),
+        (200, Some(flagged[0].as_str()))
+    );
+    let (_, high) = get("/api/anomalies/high-score?threshold=0.5&limit=2".into()).await;
+    assert_eq!(high["anomalies"].as_array().unwrap().len(), 2);
+    let (_, count) = get("/api/anomalies/count".into()).await;
+    assert_eq!(count["count"], 3);
+    let (_, later) = get("/api/anomalies/count?since=2100-01-01T00:00:00Z".into()).await;
+    assert_eq!(later["count"], 0);
+    let (status, _) = get("/api/anomalies/01KDVDNA000000000000000000".into()).await;
+    assert_eq!(status, 404);
+    for (path, parameter) in [
+        ("/api/anomalies/nope", "id"),
+        ("/api/anomalies?min_score=2", "min_score"),
+        ("/api/anomalies?since=abc", "since"),
+        ("/api/anomalies?limit=0", "limit"),
+        ("/api/anomalies?cursor=zz", "cursor"),
+        ("/api/anomalies?colour=red", "colour"),
+        ("/api/anomalies/high-score?threshold=x", "threshold"),
+        ("/api/anomalies/count?since=x", "since"),
+    ] {
+        let (status, body) = get(path.into()).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(parameter),
+            "{path}: {body}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use colloquium_config::Config;
 use colloquium_event::{Event, EventId, IdGenerator, Lane, Reason, Timestamp};
 use colloquium_router::{Balancer, Consumer, Lanes, Shed};
 use colloquium_storage::{
-    NewDeadLetter, PipelineCommit, StateChange, StorageError, Store, WindowChange,
+    NewAnomaly, NewDeadLetter, PipelineCommit, StateChange, StorageError, Store, WindowChange,
 };
 use tokio::sync::watch;
 
@@ -290,6 +290,10 @@ impl Worker {
                     write,
                 });
             }
+            for (id, json) in pipeline.anomalies() {
+                let pipeline = slot.name.to_string();
+                commit.anomalies.push(NewAnomaly { id, pipeline, json });
+            }
             for (stage, write) in pipeline.window_results() {
                 commit.windows.push(WindowChange {
                     pipeline: slot.name.to_string(),
@@ -303,6 +307,7 @@ impl Worker {
             && !produced
             && commit.state.is_empty()
             && commit.windows.is_empty()
+            && commit.anomalies.is_empty()
         {
             return Ok(false);
         }
@@ -512,7 +517,7 @@ impl Worker {
             };
             if pipeline.corrupt() {
                 drop(pipeline.state_changes());
-                drop(pipeline.window_results());
+                drop((pipeline.window_results(), pipeline.anomalies()));
                 continue;
             }
             for ((id, ingested, lane), outcome) in ids.into_iter().zip(outcomes) {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use colloquium_analytics::{Baseline, Detector, Fields, Observation, Weights};
 use colloquium_config::ConfigError;
-use colloquium_event::Event;
+use colloquium_event::{Event, EventId};
 use colloquium_storage::StateWrite;
 use serde::Deserialize;
 use serde_json::Value;
@@ -136,6 +136,9 @@ impl StageConfig for AnomalyConfig {
             return Err(ConfigError::new(cx.key("into"), "must name a key"));
         }
         Ok(BuiltStage::sync(Anomaly {
+            pipeline: cx.pipeline.clone(),
+            stage: cx.id.clone(),
+            found: Vec::new(),
             model: self.model,
             detector: Detector::new(self.min_events, self.threshold, self.weights),
             fields: self.fields,
@@ -220,6 +223,11 @@ impl Entities {
 }
 
 struct Anomaly {
+    /// The pipeline and the stage, named in each kept anomaly.
+    pipeline: Arc<str>,
+    stage: Arc<str>,
+    /// Anomalies for the `anomalies` column family since the last hand-over.
+    found: Vec<(EventId, Vec<u8>)>,
     model: Model,
     detector: Detector,
     fields: Fields,
@@ -228,6 +236,33 @@ struct Anomaly {
     /// Entities whose baseline learned since the last `state_changes`.
     changed: Vec<Arc<str>>,
     counts: Counts,
+}
+
+impl Anomaly {
+    /// Keeps the anomaly of `event` (its result `result`) for the `anomalies` column family:
+    /// `{id, pipeline, stage, user, ingest_time, score, components, reason_codes, reasons,
+    /// model, data}`.
+    fn keep(&mut self, event: &Event, result: &serde_json::Map<String, Value>) {
+        let entity = event.data_pointer(&self.fields.entity).cloned();
+        let mut record = serde_json::Map::new();
+        record.insert("id".into(), Value::from(event.id.to_string()));
+        record.insert("pipeline".into(), Value::from(&*self.pipeline));
+        record.insert("stage".into(), Value::from(&*self.stage));
+        record.insert("user".into(), entity.unwrap_or(Value::Null));
+        record.insert(
+            "ingest_time".into(),
+            Value::from(event.ingest_time.to_string()),
+        );
+        for field in ["score", "components", "reason_codes", "reasons", "model"] {
+            if let Some(value) = result.get(field) {
+                record.insert(field.into(), value.clone());
+            }
+        }
+        record.insert("data".into(), Value::Object(event.data.clone()));
+        if let Ok(json) = serde_json::to_vec(&record) {
+            self.found.push((event.id, json));
+        }
+    }
 }
 
 impl Stage for Anomaly {
@@ -275,9 +310,16 @@ impl Stage for Anomaly {
         }
         let mut result = verdict.to_json();
         result.insert("model".into(), Value::from(self.model.as_str()));
+        if verdict.anomaly {
+            self.keep(&event, &result);
+        }
         event.data.insert(self.into.clone(), Value::Object(result));
         out.push(event);
         Ok(())
+    }
+
+    fn anomalies(&mut self, out: &mut Vec<(EventId, Vec<u8>)>) {
+        out.append(&mut self.found);
     }
 
     fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {

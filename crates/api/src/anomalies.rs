@@ -1,0 +1,193 @@
+//! What `anomaly` stages flagged (the `anomalies` column family), newest first:
+//! `GET /api/anomalies?user=&since=&until=&min_score=&limit=&cursor=`,
+//! `GET /api/anomalies/{id}`, `GET /api/anomalies/high-score?threshold=0.7&limit=100` and
+//! `GET /api/anomalies/count?since=`. Times are the scored events' ingest times (RFC 3339 or
+//! epoch ms); a record is `{id, pipeline, stage, user, ingest_time, score, components,
+//! reason_codes, reasons, model, data}`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use colloquium_event::EventId;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::blocking;
+use crate::query::{json_response, limit_param, query_params, time_param};
+use crate::{ApiError, ApiState};
+
+/// `GET /api/anomalies` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyParams {
+    /// Only this user (entity).
+    pub user: Option<String>,
+    /// Earliest ingest time, inclusive.
+    pub since: Option<String>,
+    /// Latest ingest time, inclusive.
+    pub until: Option<String>,
+    /// Only scores at or above this.
+    pub min_score: Option<String>,
+    /// Page size.
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page (an event id).
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/anomalies/high-score` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HighScoreParams {
+    /// Scores at or above this (default 0.7).
+    pub threshold: Option<String>,
+    /// How many (default 100).
+    pub limit: Option<String>,
+}
+
+/// `GET /api/anomalies/count` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountParams {
+    /// Earliest ingest time, inclusive.
+    pub since: Option<String>,
+}
+
+fn score_param(name: &str, value: Option<&str>) -> Result<Option<f64>, ApiError> {
+    value
+        .map(|text| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("{name}: expected a number from 0 to 1"))
+                })
+        })
+        .transpose()
+}
+
+/// A record's score and user, for filtering.
+fn score_and_user(json: &[u8]) -> (f64, Option<String>) {
+    let record: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+    let score = record["score"].as_f64().unwrap_or(0.0);
+    (score, record["user"].as_str().map(str::to_owned))
+}
+
+/// `{"anomalies": [...], "next_cursor": ...}` of raw JSON records.
+fn page(records: &[(EventId, Vec<u8>)], next: Option<EventId>) -> Vec<u8> {
+    let mut body = b"{\"anomalies\":[".to_vec();
+    for (i, (_, json)) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(json);
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    match next {
+        Some(id) => body.extend_from_slice(format!("\"{id}\"").as_bytes()),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
+    body
+}
+
+/// `GET /api/anomalies`: newest first, filtered, paged by cursor.
+pub async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<AnomalyParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_params(query)?;
+    let since = time_param("since", p.since.as_deref())?;
+    let until = time_param("until", p.until.as_deref())?;
+    let min_score = score_param("min_score", p.min_score.as_deref())?.unwrap_or(0.0);
+    let limit = limit_param(p.limit.as_deref())?;
+    let before = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<EventId>()
+                .map_err(|e| ApiError::BadRequest(format!("cursor: {e}")))
+        })
+        .transpose()?;
+    let store = state.store.clone();
+    let (records, more) = blocking(move || {
+        let mut records = Vec::new();
+        let mut more = false;
+        store.anomalies_newest(since, until, before, |id, json| {
+            let (score, user) = score_and_user(json);
+            let wanted =
+                score >= min_score && p.user.as_ref().is_none_or(|u| user.as_ref() == Some(u));
+            if !wanted {
+                return true;
+            }
+            if records.len() == limit {
+                more = true;
+                return false;
+            }
+            records.push((id, json.to_vec()));
+            true
+        })?;
+        Ok::<_, colloquium_storage::StorageError>((records, more))
+    })
+    .await?;
+    let next = more.then(|| records.last().map(|(id, _)| *id)).flatten();
+    Ok(json_response(page(&records, next)))
+}
+
+/// `GET /api/anomalies/high-score`: the newest `limit` with a score at or above `threshold`.
+pub async fn high_score(
+    State(state): State<ApiState>,
+    query: Result<Query<HighScoreParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_params(query)?;
+    let threshold = score_param("threshold", p.threshold.as_deref())?.unwrap_or(0.7);
+    let limit = limit_param(p.limit.as_deref())?;
+    let store = state.store.clone();
+    let records = blocking(move || {
+        let mut records = Vec::new();
+        store.anomalies_newest(None, None, None, |id, json| {
+            if score_and_user(json).0 >= threshold {
+                records.push((id, json.to_vec()));
+            }
+            records.len() < limit
+        })?;
+        Ok::<_, colloquium_storage::StorageError>(records)
+    })
+    .await?;
+    Ok(json_response(page(&records, None)))
+}
+
+/// `GET /api/anomalies/count`: `{"count": N}` since `since`.
+pub async fn count(
+    State(state): State<ApiState>,
+    query: Result<Query<CountParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_params(query)?;
+    let since = time_param("since", p.since.as_deref())?;
+    let store = state.store.clone();
+    let count = blocking(move || {
+        let mut count = 0u64;
+        store.anomalies_newest(since, None, None, |_, _| {
+            count += 1;
+            true
+        })?;
+        Ok::<_, colloquium_storage::StorageError>(count)
+    })
+    .await?;
+    Ok(json_response(format!("{{\"count\":{count}}}").into_bytes()))
+}
+
+/// `GET /api/anomalies/{id}`: the record (the first pipeline's, when several flagged it).
+pub async fn one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = id
+        .parse::<EventId>()
+        .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
+    let store = state.store.clone();
+    let found = blocking(move || store.anomaly(parsed)).await?;
+    match found.into_iter().next() {
+        Some(json) => Ok(json_response(json)),
+        None => Err(ApiError::NotFound(format!("anomaly of {id}"))),
+    }
+}
