@@ -1,7 +1,8 @@
 //! What `anomaly` stages flagged (the `anomalies` column family), newest first:
 //! `GET /api/anomalies?user=&since=&until=&min_score=&limit=&cursor=`,
 //! `GET /api/anomalies/{id}`, `GET /api/anomalies/high-score?threshold=0.7&limit=100` and
-//! `GET /api/anomalies/count?since=`. Times are the scored events' ingest times (RFC 3339 or
+//! `GET /api/anomalies/count?since=`; and the learned profile an anomaly is judged against:
+//! `GET /api/users/{user}/baseline?pipeline=&stage=anomaly`. Times are the scored events' ingest times (RFC 3339 or
 //! epoch ms); a record is `{id, pipeline, stage, user, ingest_time, score, components,
 //! reason_codes, reasons, model, data}`.
 
@@ -42,6 +43,41 @@ pub struct HighScoreParams {
     pub threshold: Option<String>,
     /// How many (default 100).
     pub limit: Option<String>,
+}
+
+/// `GET /api/users/{user}/baseline` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineParams {
+    /// The pipeline of the `anomaly` stage (required).
+    pub pipeline: Option<String>,
+    /// The stage's id (default `anomaly`).
+    pub stage: Option<String>,
+}
+
+/// `GET /api/users/{user}/baseline`: the user's learned profile, `{hours: [24 counts by UTC
+/// hour], ips: {ip: count}, places: {…}, types: {…}, events, failures, threat_mean, ready}`,
+/// as last committed (404 when the stage has none for that user).
+pub async fn baseline(
+    State(state): State<ApiState>,
+    Path(user): Path<String>,
+    query: Result<Query<BaselineParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_params(query)?;
+    let pipeline = p
+        .pipeline
+        .ok_or_else(|| ApiError::BadRequest("pipeline: required".into()))?;
+    let stage = p.stage.unwrap_or_else(|| "anomaly".to_owned());
+    let store = state.store.clone();
+    let key = user.clone();
+    let row = blocking(move || store.stage_state_entry(&pipeline, &stage, key.as_bytes())).await?;
+    let Some(row) = row else {
+        return Err(ApiError::NoSuch(format!("the baseline of user `{user}`")));
+    };
+    let baseline = colloquium_pipeline::stages::anomaly::stored_baseline(&row)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = serde_json::to_vec(&baseline).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_response(body))
 }
 
 /// `GET /api/anomalies/count` parameters.
@@ -188,6 +224,6 @@ pub async fn one(
     let found = blocking(move || store.anomaly(parsed)).await?;
     match found.into_iter().next() {
         Some(json) => Ok(json_response(json)),
-        None => Err(ApiError::NotFound(format!("anomaly of {id}"))),
+        None => Err(ApiError::NoSuch(format!("an anomaly of event {id}"))),
     }
 }

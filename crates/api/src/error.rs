@@ -14,6 +14,12 @@ pub enum ApiError {
     /// No such event.
     #[error("event {0} not found")]
     NotFound(String),
+    /// No such thing (named in full: "the baseline of user `u`").
+    #[error("{0} not found")]
+    NoSuch(String),
+    /// What is stored cannot be read (corrupt state); the log has the details.
+    #[error("{0}")]
+    Internal(String),
     /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -24,7 +30,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Storage(StorageError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(StorageError::BadCursor) => StatusCode::BAD_REQUEST,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -41,7 +48,8 @@ impl IntoResponse for ApiError {
         // Storage errors carry file paths and RocksDB's words: the log has them, not clients.
         let (message, reason) = match &self {
             ApiError::BadRequest(message) => (message.clone(), "bad_request"),
-            ApiError::NotFound(_) => (self.to_string(), "not_found"),
+            ApiError::NotFound(_) | ApiError::NoSuch(_) => (self.to_string(), "not_found"),
+            ApiError::Internal(_) => ("stored data could not be read".to_owned(), "internal"),
             ApiError::Storage(e @ StorageError::BadCursor) => {
                 (e.public_message().to_owned(), "bad_request")
             }

@@ -63,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/anomalies/high-score", get(anomalies::high_score))
         .route("/api/anomalies/count", get(anomalies::count))
         .route("/api/anomalies/{id}", get(anomalies::one))
+        .route("/api/users/{user}/baseline", get(anomalies::baseline))
         .route("/api/dlq", get(pipelines::dead_letters))
         .route("/api/dlq/replay", post(pipelines::replay_many))
         .route("/api/dlq/{id}", delete(pipelines::delete))

@@ -500,6 +500,18 @@ impl Store {
         self.with_prefix(ColumnFamily::State, &state_prefix(pipeline, stage))
     }
 
+    /// One entry of a stage's state (`key`: the stage's own key), if there is one.
+    pub fn stage_state_entry(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let handle = self.cf(ColumnFamily::State)?;
+        let full = [state_prefix(pipeline, stage).as_slice(), key].concat();
+        Ok(self.db().get_cf(&handle, full)?)
+    }
+
     /// Returns up to `limit` outputs of `pipeline` whose input event was ingested in
     /// `[since, until]`, oldest first, starting after `cursor` (from a previous page).
     pub fn outputs(

@@ -254,6 +254,22 @@ async fn anomalies_are_kept_and_every_query_route_answers_and_refuses_bad_parame
     assert_eq!(later["count"], 0);
     let (status, _) = get("/api/anomalies/01KDVDNA000000000000000000".into()).await;
     assert_eq!(status, 404);
+    // The learned profile: a's 30 events in the baseline (the anomalies were not learned).
+    let (status, baseline) = get("/api/users/a/baseline?pipeline=a".into()).await;
+    assert_eq!(status, 200, "{baseline}");
+    assert_eq!(
+        (baseline["events"].as_u64(), baseline["ready"].as_bool()),
+        (Some(30), Some(true))
+    );
+    assert_eq!(baseline["ips"]["10.0.0.1"], 15);
+    assert_eq!(baseline["hours"].as_array().unwrap().len(), 24);
+    let (status, _) = get("/api/users/nobody/baseline?pipeline=a".into()).await;
+    assert_eq!(status, 404);
+    let (status, body) = get("/api/users/a/baseline".into()).await;
+    assert!(
+        status == 400 && body["error"].as_str().unwrap().contains("pipeline"),
+        "{body}"
+    );
     for (path, parameter) in [
         ("/api/anomalies/nope", "id"),
         ("/api/anomalies?min_score=2", "min_score"),

@@ -93,6 +93,12 @@ fn default_max_entities() -> usize {
 /// hours' narrowing to u32 left rows readable).
 const BASELINE: Codec<Baseline> = Codec::binary("anomaly baseline", 1);
 
+/// An entity's stored baseline row (its key in the stage's state is the entity's name), for
+/// `GET /api/users/{user}/baseline`.
+pub fn stored_baseline(row: &[u8]) -> Result<Baseline, StageError> {
+    BASELINE.decode(row)
+}
+
 impl StageConfig for AnomalyConfig {
     const KIND: &'static str = "anomaly";
     fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
