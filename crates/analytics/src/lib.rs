@@ -10,6 +10,6 @@
 pub mod streamguard;
 
 pub use streamguard::{
-    Baseline, Components, Detector, Fields, Observation, ParseError, ReasonCode, Score, Verdict,
-    Weights,
+    Baseline, Components, DEFAULT_MAX_VALUES, Detector, Fields, Observation, ParseError,
+    ReasonCode, Score, Seen, Verdict, Weights,
 };

@@ -219,6 +219,16 @@ impl<'a> Observation<'a> {
     }
 }
 
+/// How often a value was seen, and when last (the baseline's event count then).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Events with this value (stops at u32::MAX).
+    pub count: u32,
+    /// The baseline's event count when it was last seen: the least recent goes first when
+    /// a cap bites.
+    pub last: u32,
+}
+
 /// One entity's learned profile.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
@@ -226,11 +236,11 @@ pub struct Baseline {
     /// stops at 4,294,967,295 events in one hour of day).
     pub hours: [u32; 24],
     /// Events per source IP.
-    pub ips: HashMap<String, u64>,
+    pub ips: HashMap<String, Seen>,
     /// Events per place (events without one add nothing here).
-    pub places: HashMap<String, u64>,
+    pub places: HashMap<String, Seen>,
     /// Events per event type.
-    pub types: HashMap<String, u64>,
+    pub types: HashMap<String, Seen>,
     /// Events learned.
     pub events: u64,
     /// Those that failed.
@@ -242,19 +252,23 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Adds `obs` to the counts.
-    pub fn learn(&mut self, obs: &Observation<'_>) {
+    /// Adds `obs` to the counts, keeping at most `cap` distinct values per dimension (the
+    /// least recently seen goes; its events stay in the totals). Returns how many values it
+    /// evicted.
+    pub fn learn(&mut self, obs: &Observation<'_>, cap: usize) -> u32 {
         self.hours[obs.hour] = self.hours[obs.hour].saturating_add(1);
-        bump(&mut self.ips, obs.ip);
-        if !obs.place.is_empty() {
-            bump(&mut self.places, obs.place);
-        }
-        bump(&mut self.types, obs.kind);
         self.events += 1;
+        let now = u32::try_from(self.events).unwrap_or(u32::MAX);
+        let mut evicted = bump(&mut self.ips, obs.ip, now, cap);
+        if !obs.place.is_empty() {
+            evicted += bump(&mut self.places, obs.place, now, cap);
+        }
+        evicted += bump(&mut self.types, obs.kind, now, cap);
         if obs.failed {
             self.failures += 1;
         }
         self.threat_mean += (obs.threat - self.threat_mean) / self.events as f64;
+        evicted
     }
 
     /// `count / events`, or `unseen` for a count of 0.
@@ -270,13 +284,35 @@ impl Baseline {
     }
 }
 
-fn bump(counts: &mut HashMap<String, u64>, value: &str) {
-    match counts.get_mut(value) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(value.to_owned(), 1);
+/// Counts `value` at `now`; a new value past `cap` evicts the least recently seen first.
+fn bump(counts: &mut HashMap<String, Seen>, value: &str, now: u32, cap: usize) -> u32 {
+    if let Some(seen) = counts.get_mut(value) {
+        seen.count = seen.count.saturating_add(1);
+        seen.last = now;
+        return 0;
+    }
+    let mut evicted = 0;
+    while counts.len() >= cap.max(1) {
+        let oldest = counts
+            .iter()
+            .min_by_key(|(_, s)| s.last)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(oldest) => {
+                counts.remove(&oldest);
+                evicted += 1;
+            }
+            None => break,
         }
     }
+    counts.insert(
+        value.to_owned(),
+        Seen {
+            count: 1,
+            last: now,
+        },
+    );
+    evicted
 }
 
 /// Each dimension's weight in the score.
@@ -388,6 +424,8 @@ pub struct Verdict {
     pub anomaly: bool,
     /// It joined the baseline.
     pub learned: bool,
+    /// Values the baseline evicted to take it (a cap on distinct values bit).
+    pub evicted: u32,
 }
 
 impl Verdict {
@@ -442,11 +480,16 @@ impl Verdict {
     }
 }
 
+/// Distinct values per dimension a baseline keeps unless told otherwise.
+pub const DEFAULT_MAX_VALUES: usize = 1_000;
+
 /// The detector's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Detector {
     /// Events a baseline learns before scoring starts (0 acts as 1).
     pub min_events: u64,
+    /// Most distinct IPs, places and event types a baseline keeps, each.
+    pub max_values: usize,
     threshold: f64,
     /// Dimension weights.
     pub weights: Weights,
@@ -457,9 +500,16 @@ impl Detector {
     pub fn new(min_events: u64, threshold: f64, weights: Weights) -> Self {
         Detector {
             min_events,
+            max_values: DEFAULT_MAX_VALUES,
             threshold: threshold.clamp(0.0, 1.0),
             weights,
         }
+    }
+
+    /// Keeps at most `n` distinct values per dimension in each baseline (at least 1).
+    pub fn with_max_values(mut self, n: usize) -> Self {
+        self.max_values = n.max(1);
+        self
     }
 
     /// The threshold in use.
@@ -470,7 +520,7 @@ impl Detector {
     /// Scores `obs` against `baseline` (if it is ready) and learns it when it should.
     pub fn observe(&self, baseline: &mut Baseline, obs: &Observation<'_>) -> Verdict {
         if !baseline.ready {
-            baseline.learn(obs);
+            let evicted = baseline.learn(obs, self.max_values);
             if baseline.events >= self.min_events {
                 baseline.ready = true;
             }
@@ -478,23 +528,28 @@ impl Detector {
                 score: None,
                 anomaly: false,
                 learned: true,
+                evicted,
             };
         }
         let score = self.score(baseline, obs);
         let learned = score.score < self.threshold;
-        if learned {
-            baseline.learn(obs);
-        }
+        let evicted = if learned {
+            baseline.learn(obs, self.max_values)
+        } else {
+            0
+        };
         Verdict {
             anomaly: score.score >= self.threshold,
             score: Some(score),
             learned,
+            evicted,
         }
     }
 
     /// The score of `obs` against `baseline` as it stands.
     pub fn score(&self, baseline: &Baseline, obs: &Observation<'_>) -> Score {
-        let count = |counts: &HashMap<String, u64>, key: &str| counts.get(key).copied();
+        let count =
+            |counts: &HashMap<String, Seen>, key: &str| counts.get(key).map(|s| u64::from(s.count));
         let p_hour = baseline.probability(u64::from(baseline.hours[obs.hour]), 0.01);
         let p_ip = baseline.probability(count(&baseline.ips, obs.ip).unwrap_or(0), 0.01);
         let p_geo = if obs.place.is_empty() {
@@ -610,6 +665,28 @@ mod tests {
             ]
         );
         assert_eq!(baseline.events, 100);
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_seen_value_goes() {
+        let fields = Fields::default();
+        let mut baseline = Baseline::default();
+        let mut evicted = 0;
+        for ip in ["1.1.1.1", "2.2.2.2", "1.1.1.1", "3.3.3.3"] {
+            let data = event(9, ip, None, "success");
+            let obs = Observation::parse(&data, &fields).unwrap();
+            evicted += baseline.learn(&obs, 2);
+        }
+        // 2.2.2.2 was the least recently seen when 3.3.3.3 came.
+        assert_eq!(evicted, 1);
+        let mut ips: Vec<(&str, u32)> = baseline
+            .ips
+            .iter()
+            .map(|(k, s)| (k.as_str(), s.count))
+            .collect();
+        ips.sort_unstable();
+        assert_eq!(ips, [("1.1.1.1", 2), ("3.3.3.3", 1)]);
+        assert_eq!(baseline.events, 4, "its events stay in the totals");
     }
 
     #[test]

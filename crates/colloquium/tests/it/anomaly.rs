@@ -261,7 +261,7 @@ async fn anomalies_are_kept_and_every_query_route_answers_and_refuses_bad_parame
         (baseline["events"].as_u64(), baseline["ready"].as_bool()),
         (Some(30), Some(true))
     );
-    assert_eq!(baseline["ips"]["10.0.0.1"], 15);
+    assert_eq!(baseline["ips"]["10.0.0.1"]["count"], 15);
     assert_eq!(baseline["hours"].as_array().unwrap().len(), 24);
     let (status, _) = get("/api/users/nobody/baseline?pipeline=a".into()).await;
     assert_eq!(status, 404);

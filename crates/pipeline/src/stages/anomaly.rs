@@ -9,6 +9,8 @@
 //! - `fields` names where each value is read (JSON pointers; StreamGuard's shape by default)
 //!   and which event types and statuses are accepted; an event the model cannot read fails
 //!   with `bad_value` (dead-lettered by default) and changes no baseline.
+//! - `max_values` (1,000) bounds each baseline's distinct IPs, places and types (the least
+//!   recently seen value goes; `value_evictions`).
 //! - `max_entities` bounds memory: past it the least recently seen entity's baseline goes
 //!   (counted in `colloquium_pipeline_stage_total{name="evictions"}`; also `scored`,
 //!   `anomalies`, and scored events by band: `band_critical` ≥ 0.9, `band_high` ≥ 0.8,
@@ -71,6 +73,14 @@ pub struct AnomalyConfig {
     /// Most entities with a baseline.
     #[serde(default = "default_max_entities")]
     pub max_entities: usize,
+    /// Most distinct IPs, places and event types one baseline keeps, each (past it the least
+    /// recently seen value goes).
+    #[serde(default = "default_max_values")]
+    pub max_values: usize,
+}
+
+fn default_max_values() -> usize {
+    colloquium_analytics::DEFAULT_MAX_VALUES
 }
 
 fn default_threshold() -> f64 {
@@ -89,9 +99,8 @@ fn default_max_entities() -> usize {
     100_000
 }
 
-/// An entity's baseline as stored (postcard writes u32 and u64 counts alike, as varints: the
-/// hours' narrowing to u32 left rows readable).
-const BASELINE: Codec<Baseline> = Codec::binary("anomaly baseline", 1);
+/// An entity's baseline as stored (version 2: each value's count with when it was last seen).
+const BASELINE: Codec<Baseline> = Codec::binary("anomaly baseline", 2);
 
 /// An entity's stored baseline row (its key in the stage's state is the entity's name), for
 /// `GET /api/users/{user}/baseline`.
@@ -146,7 +155,8 @@ impl StageConfig for AnomalyConfig {
             stage: cx.id.clone(),
             found: Vec::new(),
             model: self.model,
-            detector: Detector::new(self.min_events, self.threshold, self.weights),
+            detector: Detector::new(self.min_events, self.threshold, self.weights)
+                .with_max_values(self.max_values),
             fields: self.fields,
             into: self.into,
             entities: Entities {
@@ -178,6 +188,8 @@ struct Counts {
     /// Scored events by band: critical ≥ 0.9, high ≥ 0.8, medium ≥ 0.7 (StreamGuard's
     /// metric bands, whatever the threshold).
     bands: [u64; 3],
+    /// Values baselines evicted under `max_values`.
+    value_evictions: u64,
 }
 
 /// The baselines, at most `max`, the least recently seen evicted first.
@@ -308,6 +320,7 @@ impl Stage for Anomaly {
         };
         self.counts.scored += u64::from(verdict.score.is_some());
         self.counts.anomalies += u64::from(verdict.anomaly);
+        self.counts.value_evictions += u64::from(verdict.evicted);
         if let Some(score) = &verdict.score {
             let band = [0.9, 0.8, 0.7].iter().position(|low| score.score >= *low);
             if let Some(band) = band {
@@ -371,6 +384,7 @@ impl Stage for Anomaly {
             ("band_critical", self.counts.bands[0]),
             ("band_high", self.counts.bands[1]),
             ("band_medium", self.counts.bands[2]),
+            ("value_evictions", self.counts.value_evictions),
         ] {
             out.push(StageMetric {
                 name,
