@@ -75,13 +75,24 @@ async fn replay_streams_a_large_range_in_bounded_memory() {
     let mut stream = response.bytes_stream();
     let (mut bytes, mut lines, mut peak) = (0u64, 0usize, before);
     let mut last_sampled = 0u64;
-    let mut last_line = Vec::new();
+    // The last complete line, and what came after the last newline so far: a line may be
+    // split across chunks (taking the piece before a chunk's last newline alone read half a
+    // line when one was, and failed now and then).
+    let (mut last_line, mut pending) = (Vec::new(), Vec::new());
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.expect("stream chunk");
         bytes += chunk.len() as u64;
         lines += chunk.iter().filter(|b| **b == b'\n').count();
-        if let Some(tail) = chunk.rsplit(|b| *b == b'\n').nth(1) {
-            last_line = tail.to_vec();
+        match chunk.iter().rposition(|b| *b == b'\n') {
+            Some(end) => {
+                let start = chunk[..end].iter().rposition(|b| *b == b'\n');
+                last_line = match start {
+                    Some(start) => chunk[start + 1..end].to_vec(),
+                    None => [pending.as_slice(), &chunk[..end]].concat(),
+                };
+                pending = chunk[end + 1..].to_vec();
+            }
+            None => pending.extend_from_slice(&chunk),
         }
         if bytes - last_sampled > (1 << 20) {
             peak = peak.max(node.rss().0);
