@@ -106,20 +106,11 @@ pub(crate) fn delete_anomalies_before(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StoreOptions;
     use crate::pipelines::PipelineCommit;
 
     #[test]
     fn anomalies_come_newest_first_within_bounds_and_expire_by_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = crate::StorageMetrics::register(
-            &colloquium_telemetry::metrics::MetricsRegistry::default(),
-        );
-        let options = StoreOptions {
-            sync: false,
-            ..StoreOptions::new(dir.path())
-        };
-        let store = Store::open(options, metrics).unwrap();
+        let (_dir, store) = crate::test_store();
         let at = |ms: u64| EventId::min_at(Timestamp::from_millis(ms));
         let mut commit = PipelineCommit::default();
         for ms in [1_000, 2_000, 3_000] {

@@ -43,3 +43,18 @@ pub use retention::{ForcedDeletions, RetentionPolicy};
 pub use scan::{Order, ScanRange};
 pub use store::{Backlog, Store};
 pub use windows::{WindowChange, WindowQuery, WindowWrite};
+
+/// A store in a fresh temporary directory (kept alive by the returned guard), not syncing, for
+/// this crate's tests.
+#[cfg(test)]
+pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    let metrics =
+        StorageMetrics::register(&colloquium_telemetry::metrics::MetricsRegistry::default());
+    let options = StoreOptions {
+        sync: false,
+        ..StoreOptions::new(dir.path())
+    };
+    let store = Store::open(options, metrics).unwrap_or_else(|e| panic!("opening the store: {e}"));
+    (dir, store)
+}

@@ -179,14 +179,18 @@ fn state_prefix(pipeline: &str, stage: &str) -> Vec<u8> {
     key
 }
 
-/// The first key above every key starting with `prefix`: its last byte incremented (prefixes
-/// here end in `/` or 0x00, never 0xFF).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+/// The first key above every key starting with `prefix`: its last byte below 0xFF
+/// incremented, the 0xFF bytes after it dropped.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
-    if let Some(last) = end.last_mut() {
-        *last = last.saturating_add(1);
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
     }
-    end
+    // All 0xFF: nothing of this prefix is below a key one byte longer.
+    vec![u8::MAX; prefix.len() + 1]
 }
 
 fn output_key(pipeline: &str, id: EventId, index: u32) -> Vec<u8> {

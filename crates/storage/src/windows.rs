@@ -9,6 +9,7 @@
 
 use rocksdb::ReadOptions;
 
+use crate::pipelines::prefix_end;
 use crate::{ColumnFamily, StorageError, Store, StoredOutput};
 
 /// One change to the results of a window stage.
@@ -88,23 +89,18 @@ pub(crate) fn row_key(pipeline: &str, stage: &str, key: &str, start: i64) -> Vec
     .concat()
 }
 
-/// A row key split after its stage prefix: (the key prefix up to the start, the start).
-fn split_row(row: &[u8], stage_end: usize) -> Option<(&[u8], i64)> {
+/// A row key split: (its stage prefix's length, the key prefix up to the start, the start).
+fn split_row(row: &[u8]) -> Option<(usize, &[u8], i64)> {
+    // The stage's prefix ends at the second 0x00.
+    let stage_end = row
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == 0)
+        .nth(1)
+        .map(|(i, _)| i + 1)?;
     let len_bytes: [u8; 4] = row.get(stage_end..stage_end + 4)?.try_into().ok()?;
     let end = stage_end + 4 + usize::try_from(u32::from_be_bytes(len_bytes)).ok()?;
-    Some((row.get(..end)?, unflip(row.get(end..)?)?))
-}
-
-/// The first key above every key starting with `prefix`.
-fn after_prefix(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![u8::MAX; prefix.len() + 1]
+    Some((stage_end, row.get(..end)?, unflip(row.get(end..)?)?))
 }
 
 impl Store {
@@ -131,23 +127,13 @@ impl Store {
             None => scope.clone(),
         };
         let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(after_prefix(&scope));
+        read.set_iterate_upper_bound(prefix_end(&scope));
         let mut iter = self.db().raw_iterator_cf_opt(&handle, read);
         iter.seek(&position);
         let mut page = Vec::new();
         while page.len() < limit {
             let Some(row) = iter.key() else { break };
-            // The stage's prefix ends at the second 0x00.
-            let Some(stage_end) = row
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == 0)
-                .nth(1)
-                .map(|(i, _)| i + 1)
-            else {
-                break;
-            };
-            let Some((prefix, start)) = split_row(row, stage_end) else {
+            let Some((stage_end, prefix, start)) = split_row(row) else {
                 break; // not a row of ours: nothing of ours past it
             };
             let key_matches = query
@@ -156,7 +142,7 @@ impl Store {
                 .is_none_or(|k| prefix[stage_end + 4..] == *k.as_bytes());
             if !key_matches {
                 // Another key: the next one.
-                position = after_prefix(prefix);
+                position = prefix_end(prefix);
                 iter.seek(&position);
                 continue;
             }
@@ -170,7 +156,7 @@ impl Store {
                 }
             }
             if query.until.is_some_and(|until| start >= until) {
-                position = after_prefix(prefix);
+                position = prefix_end(prefix);
                 iter.seek(&position);
                 continue;
             }
@@ -203,23 +189,14 @@ pub(crate) fn delete_windows_older_than(
     let mut iter = db.raw_iterator_cf(&handle);
     iter.seek_to_first();
     while let Some(row) = iter.key() {
-        let stage_end = row
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == 0)
-            .nth(1)
-            .map(|(i, _)| i + 1);
-        let Some((prefix, oldest)) = stage_end.and_then(|end| split_row(row, end)) else {
+        let Some((stage_end, prefix, oldest)) = split_row(row) else {
             break;
         };
-        let (prefix, stage_end) = (prefix.to_vec(), stage_end.unwrap_or(0));
-        let after = after_prefix(&prefix);
+        let prefix = prefix.to_vec();
+        let after = prefix_end(&prefix);
         // The key's last row is its newest window.
         iter.seek_for_prev(&after);
-        let latest = iter
-            .key()
-            .and_then(|r| split_row(r, stage_end))
-            .map(|(_, s)| s);
+        let latest = iter.key().and_then(split_row).map(|(_, _, s)| s);
         let stage = newest
             .entry(prefix[..stage_end].to_vec())
             .or_insert(i64::MIN);
@@ -246,7 +223,6 @@ pub(crate) fn delete_windows_older_than(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StoreOptions;
     use crate::pipelines::PipelineCommit;
 
     fn put(stage: &str, key: &str, start: i64) -> WindowChange {
@@ -272,15 +248,7 @@ mod tests {
 
     #[test]
     fn results_are_found_by_key_and_time_page_by_cursor_and_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = crate::StorageMetrics::register(
-            &colloquium_telemetry::metrics::MetricsRegistry::default(),
-        );
-        let options = StoreOptions {
-            sync: false,
-            ..StoreOptions::new(dir.path())
-        };
-        let store = Store::open(options, metrics).unwrap();
+        let (_dir, store) = crate::test_store();
         let mut commit = PipelineCommit::default();
         for key in ["a", "b", "a\u{0}b"] {
             for start in [-1_000, 0, 1_000, 2_000] {

@@ -308,10 +308,7 @@ impl<A: Default + Clone + Merge> Engine<A> {
             }
             return Added::Late;
         }
-        if !entry.changed {
-            entry.changed = true;
-            self.changed.push(key.to_owned());
-        }
+        mark(&mut entry.changed, &mut self.changed, key);
         Added::Joined(joined)
     }
 
@@ -369,9 +366,8 @@ impl<A: Default + Clone + Merge> Engine<A> {
                     });
                 }
             }
-            if fired && !entry.changed {
-                entry.changed = true;
-                self.changed.push(key.clone());
+            if fired {
+                mark(&mut entry.changed, &mut self.changed, key);
             }
             next_due = next_due.min(due(windows, lateness));
         }
@@ -404,9 +400,8 @@ impl<A: Default + Clone + Merge> Engine<A> {
                     early: true,
                 });
             }
-            if fired && !entry.changed {
-                entry.changed = true;
-                self.changed.push(key.clone());
+            if fired {
+                mark(&mut entry.changed, &mut self.changed, key);
             }
         }
         firings[first..].sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
@@ -420,6 +415,14 @@ impl<A: Default + Clone + Merge> Engine<A> {
     /// Keys with an open window.
     pub fn open_keys(&self) -> usize {
         self.keys.len()
+    }
+}
+
+/// Lists `key` in `changed` unless its flag says it is there already.
+fn mark(flag: &mut bool, changed: &mut Vec<String>, key: &str) {
+    if !*flag {
+        *flag = true;
+        changed.push(key.to_owned());
     }
 }
 

@@ -440,11 +440,7 @@ mod tests {
             .collect();
         assert_eq!(codes, ["high", "time", "ip", "location"]);
         assert_eq!(result["baseline_updated"], false);
-        let metrics: std::collections::BTreeMap<&str, u64> = p
-            .stage_metrics()
-            .into_iter()
-            .map(|(_, m)| (m.name, m.value))
-            .collect();
+        let metrics = crate::stages::metrics_of(&p);
         assert_eq!(
             (
                 metrics["scored"],

@@ -64,3 +64,12 @@ pub(crate) fn test_event(data: serde_json::Value) -> colloquium_event::Event {
         colloquium_event::Metadata::new("http", "default"),
     )
 }
+
+/// What a pipeline's stages report about themselves, by metric name.
+#[cfg(test)]
+pub(crate) fn metrics_of(p: &crate::Pipeline) -> std::collections::BTreeMap<&'static str, u64> {
+    p.stage_metrics()
+        .into_iter()
+        .map(|(_, m)| (m.name, m.value))
+        .collect()
+}

@@ -1070,11 +1070,7 @@ mod tests {
             .collect();
         assert_eq!(starts, [(0, true), (0, false)]);
         assert!(p.window_results().is_empty(), "handed over once");
-        let metrics: BTreeMap<&str, u64> = p
-            .stage_metrics()
-            .into_iter()
-            .map(|(_, m)| (m.name, m.value))
-            .collect();
+        let metrics = crate::stages::metrics_of(&p);
         assert_eq!(metrics["open_keys"], 1);
         assert_eq!(metrics["open_windows"], 1);
         assert_eq!(metrics["early_firings"], 1);
