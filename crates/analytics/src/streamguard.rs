@@ -86,6 +86,8 @@ pub struct Observation<'a> {
     pub entity: &'a str,
     /// The event's id.
     pub id: &'a str,
+    /// Event time, epoch ms.
+    pub time_ms: u64,
     /// The UTC hour of day, 0–23.
     pub hour: usize,
     /// The source IP.
@@ -209,6 +211,7 @@ impl<'a> Observation<'a> {
         Ok(Observation {
             entity,
             id,
+            time_ms: timestamp,
             hour: usize::try_from((timestamp / 3_600_000) % 24).unwrap_or(0),
             ip,
             place,
@@ -367,6 +370,20 @@ pub struct Components {
     pub failure: f64,
 }
 
+/// The `robust` model's signals besides the weighted profile components; its score is the
+/// largest of the four.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    /// The weighted sum of the five components.
+    pub profile: f64,
+    /// 0.75 when two of hour, IP and place are new since the baseline, 0.9 for all three.
+    pub new_since_baseline: f64,
+    /// From 0.7 at `burst_failures` recent failures towards 1.
+    pub failure_burst: f64,
+    /// 0.8 for another country within `travel_hours` of the last event.
+    pub travel: f64,
+}
+
 /// Why an event scored as it did, in the reference's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -385,6 +402,12 @@ pub enum ReasonCode {
     Type,
     /// A failure from an entity that rarely fails.
     Failure,
+    /// Two or more of hour, IP and place are new since the baseline (`robust` only).
+    NewSinceBaseline,
+    /// Failures in a burst (`robust` only).
+    FailureBurst,
+    /// Another country too soon after the last event (`robust` only).
+    ImpossibleTravel,
 }
 
 impl ReasonCode {
@@ -398,6 +421,9 @@ impl ReasonCode {
             ReasonCode::Location => "location",
             ReasonCode::Type => "type",
             ReasonCode::Failure => "failure",
+            ReasonCode::NewSinceBaseline => "new_since_baseline",
+            ReasonCode::FailureBurst => "failure_burst",
+            ReasonCode::ImpossibleTravel => "impossible_travel",
         }
     }
 }
@@ -409,6 +435,8 @@ pub struct Score {
     pub score: f64,
     /// Before weighting.
     pub components: Components,
+    /// The `robust` model's other signals (`None` for `streamguard`).
+    pub signals: Option<Signals>,
     /// Reason codes, in order.
     pub codes: Vec<ReasonCode>,
     /// The same as text.
@@ -447,10 +475,16 @@ impl Verdict {
                     ("type", c.kind),
                     ("failure", c.failure),
                 ];
-                let components: serde_json::Map<String, Value> = components
+                let mut components: serde_json::Map<String, Value> = components
                     .into_iter()
                     .map(|(name, x)| (name.to_owned(), number(x)))
                     .collect();
+                if let Some(s) = &score.signals {
+                    components.insert("profile".into(), number(s.profile));
+                    components.insert("new_since_baseline".into(), number(s.new_since_baseline));
+                    components.insert("failure_burst".into(), number(s.failure_burst));
+                    components.insert("travel".into(), number(s.travel));
+                }
                 out.insert("components".into(), Value::Object(components));
                 let codes = score
                     .codes
@@ -616,6 +650,7 @@ impl Detector {
         Score {
             score,
             components,
+            signals: None,
             codes,
             reasons,
         }
