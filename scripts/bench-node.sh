@@ -1,6 +1,7 @@
 # Sourced by the bench-*.sh scripts: starts "$bin" on "$work/config.yaml" with its data in
 # "$work", waits for its ready line, and sets `node` (its pid), `http` (its API address) and,
-# for `start_node SOURCE`, `addr` (that source's address from the ready line).
+# for `start_node SOURCE`, `addr` (that source's address from the ready line). `metric M` sums
+# the samples of the node's metric lines starting with M.
 start_node() {
   "$bin" run -c "$work/config.yaml" --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/node.log" 2>&1 &
   node=$!
@@ -9,4 +10,8 @@ start_node() {
   if [ -n "${1:-}" ]; then
     addr=$(sed -n "s/^colloquium ready .*$1=\([^ ]*\).*/\1/p" "$work/node.log")
   fi
+}
+
+metric() {
+  curl -s "$http/metrics" | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d", s }'
 }

@@ -31,9 +31,6 @@ pipelines:
 YAML
 source "$(dirname "$0")/bench-node.sh"
 start_node
-metric() { # sum of the samples of the metric lines starting with $1
-  curl -s "$http/metrics" | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d", s }'
-}
 start=$(date +%s.%N)
 "$bin" bench http --addr "$http" --connections 1 --batch 2000 --window-keys 10000 \
   --warmup 0s --duration "${DURATION:-15s}" --pid $node
@@ -44,7 +41,7 @@ done
 end=$(date +%s.%N)
 results=$(metric 'colloquium_pipeline_events_total{pipeline="w",stage="window",outcome="out"}')
 late=$(metric 'colloquium_pipeline_stage_total{pipeline="w",stage="window",name="late"}')
-keys=$(metric 'colloquium_pipeline_stage_gauge{pipeline="w",stage="window",name="open_keys"}')
+keys=$(metric 'colloquium_pipeline_stage_value{pipeline="w",stage="window",name="open_keys"}')
 python3 -c "s=$stored; t=$end-$start; print(f'window e2e ($kind): {s} events in {t:.1f} s = {s/t:,.0f} events/s (first request to the stage caught up); {$results} results, {$late} late, {$keys} open keys')"
 curl -s "$http/metrics" | METRIC=colloquium_pipeline_stage_seconds "$(dirname "$0")/latency.py" ""
 grep VmHWM /proc/$node/status | awk '{printf "node peak RSS: %.0f MiB\n", $2/1024}'

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building colloquium needs on a fresh Debian machine with the Rust toolchain:
 # libclang (bindgen loads it to generate RocksDB's C bindings) and a C++ compiler (RocksDB
-# itself). Idempotent: apt-get runs only when something is missing, and the script fails
-# loudly when a prerequisite is still absent afterwards.
+# itself); with --test also what the test suite runs: promtool (Debian's `prometheus`
+# package), which checks the alert rules and /metrics. Idempotent: apt-get runs only when
+# something is missing, and the script fails loudly when a prerequisite is still absent
+# afterwards.
 #
-#   scripts/bootstrap.sh          check, install what is missing, check again
-#   scripts/bootstrap.sh --check  only report; exit 1 when something is missing
+#   scripts/bootstrap.sh [--test]          check, install what is missing, check again
+#   scripts/bootstrap.sh --check [--test]  only report; exit 1 when something is missing
 #
-# BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang; the
-# tests point it at fake library directories.
+# BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang, and
+# BOOTSTRAP_PROMTOOL the promtool run; the tests point them at fakes.
 set -euo pipefail
 
 # The directories clang-sys (bindgen's loader) searches on Debian, besides LIBCLANG_PATH.
@@ -45,6 +47,12 @@ find_libclang() {
   return 1
 }
 
+# promtool as the tests run it: present on PATH and answering --version (a broken install or
+# a leftover name does not count).
+promtool_works() {
+  "${BOOTSTRAP_PROMTOOL:-promtool}" --version >/dev/null 2>&1
+}
+
 # Fills the array `missing` with the Debian packages that provide what is absent.
 check() {
   missing=()
@@ -52,15 +60,28 @@ check() {
   command -v make >/dev/null 2>&1 || missing+=(make)
   find_libclang >/dev/null || missing+=(libclang-dev)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ "$for_tests" = 1 ]; then
+    promtool_works || missing+=(prometheus)
+  fi
 }
 
+only_check=0
+for_tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) only_check=1 ;;
+    --test) for_tests=1 ;;
+    *) echo "bootstrap: unknown option $arg (use --check, --test)" >&2; exit 2 ;;
+  esac
+done
+
 check
-if [ "${1:-}" = "--check" ]; then
+if [ "$only_check" = 1 ]; then
   if [ ${#missing[@]} -gt 0 ]; then
     echo "bootstrap: missing ${missing[*]}"
     exit 1
   fi
-  echo "bootstrap: ok (libclang: $(find_libclang))"
+  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}")"))"
   exit 0
 fi
 
@@ -70,7 +91,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  build=() tools=()
+  for p in "${missing[@]}"; do
+    if [ "$p" = prometheus ]; then tools+=("$p"); else build+=("$p"); fi
+  done
+  if [ ${#build[@]} -gt 0 ]; then
+    $sudo apt-get install -y -qq "${build[@]}" >/dev/null
+  fi
+  # promtool needs none of the server's recommended extras; the package's service is not
+  # started in containers (policy-rc.d) and is not needed.
+  if [ ${#tools[@]} -gt 0 ]; then
+    $sudo apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
+  fi
   check
   if [ ${#missing[@]} -gt 0 ]; then
     echo "bootstrap: still missing after apt-get install: ${missing[*]}" >&2

@@ -4,7 +4,7 @@
 # since RocksDB's C++ build takes minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh --test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 

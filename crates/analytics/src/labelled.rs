@@ -4,9 +4,9 @@
 //! travel, a burst of failures), every event labelled normal or attack; and [`evaluate`],
 //! which runs a model over them and counts, per archetype and per attack, what it flagged.
 //!
-//! Each user learns `min_events` (100) normal events first, then 200 more normal events
-//! (normal users) or 100 normal events, the attack, and 20 normal events after it (attacked
-//! users; the walk-in ends the stream). Events are StreamGuard events (`event_id`,
+//! A normal user has 300 normal events; an attacked user 200 normal events, the attack, and
+//! 20 normal events after it (none after the walk-in, whose victim is gone). With `min_events`
+//! 100, each user's first 100 events only learn. Events are StreamGuard events (`event_id`,
 //! `timestamp`, `event_type`, `source_ip`, `user`, `status`, `threat_score`,
 //! `metadata.geo_location`). The same seed gives the same events.
 

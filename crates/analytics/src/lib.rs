@@ -43,7 +43,49 @@ impl Model {
     }
 }
 
-/// An entity's learned profile under either model.
+/// A model: its profile type and how it scores and learns an observation. The `anomaly` stage
+/// is generic over it, so each model's profiles are held at their own size.
+pub trait Scorer {
+    /// One entity's learned profile.
+    type Profile: Default
+        + Clone
+        + std::fmt::Debug
+        + PartialEq
+        + Send
+        + Serialize
+        + serde::de::DeserializeOwned;
+    /// Which model it is.
+    const MODEL: Model;
+    /// Scores `obs` against `profile` (once ready) and learns it when it should.
+    fn observe(&self, profile: &mut Self::Profile, obs: &Observation<'_>) -> Verdict;
+    /// The profile as the other representation.
+    fn wrap(profile: Self::Profile) -> Profile;
+}
+
+impl Scorer for Detector {
+    type Profile = Baseline;
+    const MODEL: Model = Model::Streamguard;
+    fn observe(&self, profile: &mut Baseline, obs: &Observation<'_>) -> Verdict {
+        Detector::observe(self, profile, obs)
+    }
+    fn wrap(profile: Baseline) -> Profile {
+        Profile::Streamguard(profile)
+    }
+}
+
+impl Scorer for RobustDetector {
+    type Profile = RobustProfile;
+    const MODEL: Model = Model::Robust;
+    fn observe(&self, profile: &mut RobustProfile, obs: &Observation<'_>) -> Verdict {
+        RobustDetector::observe(self, profile, obs)
+    }
+    fn wrap(profile: RobustProfile) -> Profile {
+        Profile::Robust(profile)
+    }
+}
+
+/// An entity's learned profile under either model (for the CLI and the API; the stage holds
+/// its model's own type).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Profile {
     /// For `streamguard`.

@@ -76,7 +76,8 @@ pub async fn baseline(
     };
     let baseline = colloquium_pipeline::stages::anomaly::stored_baseline(&row)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let body = serde_json::to_vec(&baseline).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body =
+        serde_json::to_vec(&baseline.to_json()).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(json_response(body))
 }
 

@@ -1,23 +1,36 @@
 //! `colloquium anomaly`: the `anomaly` stage's detector on NDJSON events from stdin, one result
 //! object per line on stdout in the StreamGuard conformance suite's field names
 //! (`event_id`, `accepted`, `scored`, `score`, `components`, `reason_codes`, `reasons`,
-//! `is_anomaly`, `baseline_updated`, `baseline_events`; `error` for a refused event). One
-//! baseline per user, in memory, for the run.
+//! `is_anomaly`, `baseline_updated`, `baseline_events`; `error` for a refused event; `robust`
+//! adds its signals to `components`). One baseline per user, in memory, for the run.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
 
 use anyhow::Context;
-use colloquium_analytics::{Baseline, Detector, Fields, Observation, Weights};
+use colloquium_analytics::{
+    AnyDetector, DEFAULT_MAX_VALUES, Fields, Model, Observation, Profile, RobustSettings, Weights,
+};
 use serde_json::{Map, Value};
 
-use crate::cli::AnomalyArgs;
+use crate::cli::{AnomalyArgs, AnomalyModel};
 
 /// Runs the subcommand.
 pub fn run(args: &AnomalyArgs) -> anyhow::Result<()> {
-    let detector = Detector::new(args.min_events, args.threshold, Weights::default());
+    let model = match args.model {
+        AnomalyModel::Streamguard => Model::Streamguard,
+        AnomalyModel::Robust => Model::Robust,
+    };
+    let detector = AnyDetector::new(
+        model,
+        args.min_events,
+        args.threshold,
+        Weights::default(),
+        DEFAULT_MAX_VALUES,
+        RobustSettings::default(),
+    );
     let fields = Fields::default();
-    let mut baselines: HashMap<String, Baseline> = HashMap::new();
+    let mut baselines: HashMap<String, Profile> = HashMap::new();
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
@@ -44,11 +57,13 @@ pub fn run(args: &AnomalyArgs) -> anyhow::Result<()> {
                         result.insert("error".into(), e.to_string().into());
                     }
                     Ok(obs) => {
-                        let baseline = baselines.entry(obs.entity.to_owned()).or_default();
+                        let baseline = baselines
+                            .entry(obs.entity.to_owned())
+                            .or_insert_with(|| detector.new_profile());
                         let verdict = detector.observe(baseline, &obs);
                         result.insert("accepted".into(), Value::Bool(true));
                         result.extend(verdict.to_json());
-                        result.insert("baseline_events".into(), baseline.events.into());
+                        result.insert("baseline_events".into(), baseline.events().into());
                     }
                 }
             }

@@ -298,7 +298,14 @@ async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
             batch: args.batch as u64,
             next: AtomicU64::new(0),
         },
-        None => Bodies::Fixed(body),
+        None => match args.streamguard_users {
+            Some(users) => Bodies::Streamguard {
+                users: users.max(1),
+                batch: args.batch as u64,
+                next: AtomicU64::new(0),
+            },
+            None => Bodies::Fixed(body),
+        },
     });
     // Per-connection request interval under --rate.
     let interval = match args.rate {
@@ -404,6 +411,55 @@ enum Bodies {
         batch: u64,
         next: AtomicU64,
     },
+    /// StreamGuard events of `users` users: each request the next `batch` event indices.
+    Streamguard {
+        users: u32,
+        batch: u64,
+        next: AtomicU64,
+    },
+}
+
+/// 2026-01-01T00:00Z, where the StreamGuard workload's event time starts.
+const STREAMGUARD_EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// StreamGuard event `i` of the bench workload (see `--streamguard-users`).
+fn streamguard_event(text: &mut String, i: u64, users: u32, rng: &mut fastrand::Rng) {
+    use std::fmt::Write as _;
+    const PLACES: [&str; 4] = [
+        "US-CA-San Francisco",
+        "US-NY-New York",
+        "GB-LND-London",
+        "DE-BE-Berlin",
+    ];
+    let user = rng.u32(0..users);
+    let day = i / (2 * u64::from(users));
+    let odd = rng.u8(0..100) == 0;
+    let (hour, ip, place) = if odd {
+        (
+            3,
+            format!("203.0.{}.{}", rng.u8(0..255), rng.u8(1..255)),
+            "RU-MOW-Moscow",
+        )
+    } else {
+        let ip = format!(
+            "10.{}.{}.{}",
+            (user >> 16) & 255,
+            (user >> 8) & 255,
+            user & 255
+        );
+        (9 + rng.u64(0..8), ip, PLACES[(user % 4) as usize])
+    };
+    let ms = STREAMGUARD_EPOCH_MS + day * 86_400_000 + hour * 3_600_000 + rng.u64(0..3_600_000);
+    let kind = ["auth_attempt", "file_access", "network_connection"][rng.usize(0..3)];
+    let status = if rng.u8(0..50) == 0 {
+        "failed"
+    } else {
+        "success"
+    };
+    let _ = writeln!(
+        text,
+        r#"{{"event_id":"evt_{i}","timestamp":{ms},"event_type":"{kind}","source_ip":"{ip}","user":"user{user}","status":"{status}","threat_score":0.1,"metadata":{{"geo_location":"{place}"}}}}"#
+    );
 }
 
 impl Bodies {
@@ -418,6 +474,14 @@ impl Bodies {
                     let t = i as i64 - rng.i64(0..=500);
                     let (k, v) = (rng.u32(0..*keys), rng.f64() * 1000.0);
                     let _ = writeln!(text, r#"{{"k":"k{k}","v":{v:.3},"t":{t}}}"#);
+                }
+                Bytes::from(text)
+            }
+            Bodies::Streamguard { users, batch, next } => {
+                let first = next.fetch_add(*batch, Ordering::Relaxed);
+                let mut text = String::with_capacity(*batch as usize * 240);
+                for i in first..first + batch {
+                    streamguard_event(&mut text, i, *users, rng);
                 }
                 Bytes::from(text)
             }

@@ -1,9 +1,10 @@
-//! The `anomaly` stage (`model: streamguard`) alone on one core, with 100,000 users: each user
+//! The `anomaly` stage alone on one core (`model: streamguard`, then `robust`), with 100,000
+//! users: each user
 //! first learns 100 events (its baseline: 2 IPs, 2 places, 4 working hours, 2 event types), then
 //! 200,000 events of random users are scored (1 % from a new IP at a new hour, which are flagged
 //! and not learned). JSON events in memory, through `Pipeline::process` as the worker calls it.
 //!
-//! Before the timing it prints the heap bytes per user baseline (a counting allocator). Then
+//! Before each timing it prints the heap bytes per user baseline (a counting allocator). Then
 //! the `schema` stage on the same events against examples/streamguard/event-schema.json.
 //!
 //! `cargo bench -p colloquium-pipeline --bench anomaly`
@@ -42,9 +43,11 @@ fn event(rng: &mut fastrand::Rng, user: u32, odd: bool) -> Event {
     )
 }
 
-fn pipeline() -> Pipeline {
-    let yaml =
-        "pipelines:\n  - name: a\n    stages:\n      - {type: anomaly, max_entities: 1000000}\n";
+fn pipeline(model: &str) -> Pipeline {
+    let yaml = format!(
+        "pipelines:\n  - name: a\n    stages:\n      - {{type: anomaly, model: {model}, max_entities: 1000000}}\n"
+    );
+    let yaml = yaml.as_str();
     let config = colloquium_config::from_str(yaml, &|_| None).unwrap();
     let scripts = colloquium_config::ScriptLibrary::compile_all(&config);
     let registry = Registry::default().stage::<AnomalyConfig>();
@@ -52,46 +55,49 @@ fn pipeline() -> Pipeline {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut rng = fastrand::Rng::with_seed(16);
-    let before = counting::live();
-    let mut p = pipeline();
-    for round in 0..100 {
-        for user in 0..USERS {
-            drop(p.process(&event(&mut rng, user, false)));
-        }
-        if round % 10 == 9 {
-            drop(p.state_changes());
-        }
-    }
-    drop(p.state_changes());
-    let live = counting::live() - before;
-    println!(
-        "anomaly: {USERS} user baselines of 100 events, {live} bytes live: {} bytes per baseline",
-        live / USERS as isize
-    );
-    let input: Vec<Event> = (0..SCORED)
-        .map(|_| {
-            let (user, odd) = (rng.u32(0..USERS), rng.u8(0..100) == 0);
-            event(&mut rng, user, odd)
-        })
-        .collect();
     let mut group = c.benchmark_group("anomaly");
     group.sample_size(10);
     group.throughput(Throughput::Elements(SCORED));
-    group.bench_function("streamguard_100k_users", |b| {
-        b.iter(|| {
-            let mut anomalies = 0;
-            for chunk in input.chunks(1_000) {
-                for event in chunk {
-                    let out = p.process(event).outputs;
-                    anomalies += usize::from(out[0].data["anomaly"]["is_anomaly"] == true);
-                }
-                // What the worker takes after each step.
+    let mut input = Vec::new();
+    for model in ["streamguard", "robust"] {
+        let mut rng = fastrand::Rng::with_seed(16);
+        let before = counting::live();
+        let mut p = pipeline(model);
+        for round in 0..100 {
+            for user in 0..USERS {
+                drop(p.process(&event(&mut rng, user, false)));
+            }
+            if round % 10 == 9 {
                 drop(p.state_changes());
             }
-            anomalies
+        }
+        drop(p.state_changes());
+        let live = counting::live() - before;
+        println!(
+            "anomaly ({model}): {USERS} user baselines of 100 events, {live} bytes live: {} bytes per baseline",
+            live / USERS as isize
+        );
+        input = (0..SCORED)
+            .map(|_| {
+                let (user, odd) = (rng.u32(0..USERS), rng.u8(0..100) == 0);
+                event(&mut rng, user, odd)
+            })
+            .collect();
+        group.bench_function(format!("{model}_100k_users"), |b| {
+            b.iter(|| {
+                let mut anomalies = 0;
+                for chunk in input.chunks(1_000) {
+                    for event in chunk {
+                        let out = p.process(event).outputs;
+                        anomalies += usize::from(out[0].data["anomaly"]["is_anomaly"] == true);
+                    }
+                    // What the worker takes after each step.
+                    drop((p.state_changes(), p.stage_scores()));
+                }
+                anomalies
+            });
         });
-    });
+    }
     // The `schema` stage on the same events, against the shipped StreamGuard schema.
     let schema = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -95,6 +95,7 @@ pub struct PipelineMetrics {
     pub(crate) stage_gauge: Family<StageMetricLabels, Gauge>,
     pub(crate) stage_total: Family<StageMetricLabels, Counter>,
     pub(crate) stage_seconds: HistogramFamily<StageMetricLabels>,
+    pub(crate) stage_score: HistogramFamily<StageMetricLabels>,
     pub(crate) latency: HistogramFamily<LatencyLabels>,
     pub(crate) step: Histogram,
     read: Family<ReadLabels, Counter>,
@@ -105,6 +106,11 @@ pub struct PipelineMetrics {
     pub(crate) no_route: Counter,
     pub(crate) sink_events: Family<SinkLabels, Counter>,
     pub(crate) sink_batch: Family<SinkLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Tenths from 0.1 to 1, for scores in [0, 1].
+fn score_histogram() -> Histogram {
+    Histogram::new([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 }
 
 fn batch_histogram() -> Histogram {
@@ -126,6 +132,7 @@ impl PipelineMetrics {
             stage_gauge: Family::default(),
             stage_total: Family::default(),
             stage_seconds: HistogramFamily::new_with_constructor(latency_histogram),
+            stage_score: HistogramFamily::new_with_constructor(score_histogram),
             latency: HistogramFamily::new_with_constructor(latency_histogram),
             step: latency_histogram(),
             read: Family::default(),
@@ -144,7 +151,7 @@ impl PipelineMetrics {
                 m.stage_events.clone(),
             );
             r.register(
-                "stage_gauge",
+                "stage_value",
                 "What a stage reports about itself now (a window stage: open_keys, open_windows, watermark_ms)",
                 m.stage_gauge.clone(),
             );
@@ -157,6 +164,11 @@ impl PipelineMetrics {
                 "stage_seconds",
                 "Durations a stage measures (a window stage: emission_delay, from the watermark passing a window's end to its result)",
                 m.stage_seconds.clone(),
+            );
+            r.register(
+                "stage_score",
+                "Scores a stage gives (an anomaly stage: anomaly_score, every scored event's score)",
+                m.stage_score.clone(),
             );
             r.register(
                 "latency_seconds",

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 
 use crate::registry::Registry;
 use crate::stage::{
-    BuildContext, BuiltStage, CallResult, Failed, SideOutput, StageError, StageMetric,
+    BuildContext, BuiltStage, CallResult, Failed, SideOutput, Stage, StageError, StageMetric,
 };
 
 /// How a pipeline waits out a retry backoff (tests and `colloquium test` do not wait).
@@ -265,12 +265,25 @@ impl Pipeline {
 
     /// Every sync stage's timings since the last call, by stage id.
     pub fn stage_timings(&mut self) -> Vec<(&str, &'static str, Duration)> {
+        self.measured(|stage, out| stage.timings(out))
+    }
+
+    /// Every sync stage's scores since the last call, by stage id.
+    pub fn stage_scores(&mut self) -> Vec<(&str, &'static str, f64)> {
+        self.measured(|stage, out| stage.scores(out))
+    }
+
+    /// What `take` hands over from each sync stage, named, by stage id.
+    fn measured<T>(
+        &mut self,
+        mut take: impl FnMut(&mut dyn Stage, &mut Vec<(&'static str, T)>),
+    ) -> Vec<(&str, &'static str, T)> {
         let mut all = Vec::new();
-        let mut timings = Vec::new();
+        let mut taken = Vec::new();
         for slot in &mut self.stages {
             if let BuiltStage::Sync(stage) = &mut slot.stage {
-                stage.timings(&mut timings);
-                all.extend(timings.drain(..).map(|(name, d)| (&*slot.id, name, d)));
+                take(stage.as_mut(), &mut taken);
+                all.extend(taken.drain(..).map(|(name, x)| (&*slot.id, name, x)));
             }
         }
         all

@@ -116,9 +116,13 @@ pub trait Stage: Send {
     /// Durations the stage measured since the last call (a window's emission delay), for
     /// `colloquium_pipeline_stage_seconds{pipeline, stage, name}`.
     fn timings(&mut self, _out: &mut Vec<(&'static str, std::time::Duration)>) {}
+
+    /// Scores in [0, 1] the stage gave since the last call (an anomaly stage: every scored
+    /// event's), for `colloquium_pipeline_stage_score{pipeline, stage, name}`.
+    fn scores(&mut self, _out: &mut Vec<(&'static str, f64)>) {}
 }
 
-/// One figure a stage reports: `colloquium_pipeline_stage_gauge{pipeline, stage, name}`, or
+/// One figure a stage reports: `colloquium_pipeline_stage_value{pipeline, stage, name}`, or
 /// `colloquium_pipeline_stage_total{…}` for a count that only grows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StageMetric {

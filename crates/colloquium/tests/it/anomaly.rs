@@ -28,30 +28,13 @@ fn the_streamguard_suite_passes_through_the_cli_and_its_checker() {
 
 #[test]
 fn refused_lines_are_reported_and_scoring_goes_on() {
-    let mut child = Command::new(binary())
-        .args(["anomaly", "--min-events", "1", "--threshold", "0.5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input = concat!(
         "{\"event_id\":\"e1\",\"timestamp\":0,\"event_type\":\"auth_attempt\",\"source_ip\":\"1.1.1.1\",\"user\":\"u\",\"threat_score\":0}\n",
         "not json\n",
         "{\"event_id\":\"e2\",\"timestamp\":0,\"event_type\":\"login\",\"source_ip\":\"1.1.1.1\",\"user\":\"u\",\"threat_score\":0}\n",
         "{\"event_id\":\"e3\",\"timestamp\":0,\"event_type\":\"auth_attempt\",\"source_ip\":\"1.1.1.1\",\"user\":\"u\",\"threat_score\":0}\n",
     );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = cli(&["--min-events", "1", "--threshold", "0.5"], input);
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["scored"], false);
     assert_eq!(lines[1]["accepted"], false);
@@ -65,9 +48,29 @@ fn refused_lines_are_reported_and_scoring_goes_on() {
     );
 }
 
+#[test]
+fn the_robust_model_scores_from_the_cli_with_its_signals() {
+    let input: Vec<serde_json::Value> = events("u", 0, 3, false)
+        .into_iter()
+        .chain(events("u", 3, 4, true))
+        .collect();
+    let lines = cli(&["--model", "robust", "--min-events", "2"], &ndjson(&input));
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[2]["scored"], true);
+    assert_eq!(lines[2]["is_anomaly"], false, "{}", lines[2]);
+    // A new IP from a new country at 3 AM: every signal of a takeover.
+    assert_eq!(lines[3]["is_anomaly"], true, "{}", lines[3]);
+    assert_eq!(lines[3]["components"]["new_since_baseline"], 0.9);
+    let codes = lines[3]["reason_codes"].to_string();
+    assert!(
+        codes.contains("new_since_baseline") && codes.contains("critical"),
+        "{codes}"
+    );
+}
+
 /// StreamGuard events `from..to` of `user`: office hours, two IPs, one place; `odd` ones come
 /// from a new IP and country at 3 AM.
-fn events(user: &str, from: u64, to: u64, odd: bool) -> Vec<serde_json::Value> {
+pub(crate) fn events(user: &str, from: u64, to: u64, odd: bool) -> Vec<serde_json::Value> {
     (from..to)
         .map(|i| {
             let (hour, ip, place) = if odd {
@@ -88,7 +91,30 @@ fn events(user: &str, from: u64, to: u64, odd: bool) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn ndjson(events: &[serde_json::Value]) -> String {
+/// `colloquium anomaly ARGS` on `input`: its result lines.
+fn cli(args: &[&str], input: &str) -> Vec<serde_json::Value> {
+    let mut child = Command::new(binary())
+        .arg("anomaly")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub(crate) fn ndjson(events: &[serde_json::Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
 }
 
@@ -110,9 +136,22 @@ async fn results(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baselines_survive_a_sigkill_and_score_as_without_it() {
+async fn streamguard_baselines_survive_a_sigkill_and_score_as_without_it() {
+    sigkill_scores_as_without_it("streamguard").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robust_profiles_survive_a_sigkill_and_score_as_without_it() {
+    sigkill_scores_as_without_it("robust").await;
+}
+
+/// Learning events, SIGKILL, restart, more events and anomalies: every result equals the CLI's
+/// on the same stream uninterrupted (the same detector, `model`).
+async fn sigkill_scores_as_without_it(model: &str) {
     use crate::harness::{Node, eventually};
-    const CONFIG: &str = "sinks: {db: {type: store}}\npipelines:\n  - name: a\n    stages:\n      - {type: anomaly, min_events: 20, threshold: 0.5}\n    sinks: [db]\n";
+    let config = format!(
+        "sinks: {{db: {{type: store}}}}\npipelines:\n  - name: a\n    stages:\n      - {{type: anomaly, model: {model}, min_events: 20, threshold: 0.5}}\n    sinks: [db]\n"
+    );
     let deadline = std::time::Duration::from_secs(60);
     let (learn, more, odd) = (
         events("u", 0, 30, false),
@@ -121,25 +160,12 @@ async fn baselines_survive_a_sigkill_and_score_as_without_it() {
     );
     // The same stream, uninterrupted, through the CLI (the same detector).
     let all: Vec<serde_json::Value> = learn.iter().chain(&more).chain(&odd).cloned().collect();
-    let mut child = Command::new(binary())
-        .args(["anomaly", "--min-events", "20", "--threshold", "0.5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ndjson(&all).as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let want: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let want = cli(
+        &["--model", model, "--min-events", "20", "--threshold", "0.5"],
+        &ndjson(&all),
+    );
 
-    let node = Node::start(CONFIG);
+    let node = Node::start(&config);
     let (status, _) = node.post(&ndjson(&learn), "application/x-ndjson").await;
     assert_eq!(status, 202);
     eventually(deadline, "the learning events processed", || async {
@@ -166,7 +192,7 @@ async fn baselines_survive_a_sigkill_and_score_as_without_it() {
             "is_anomaly",
             "baseline_updated",
         ] {
-            assert_eq!(result[field], expected[field], "{id}: {field}");
+            assert_eq!(result[field], expected[field], "{model} {id}: {field}");
         }
     }
     assert_eq!(

@@ -467,6 +467,51 @@ fn item11_bootstrap_detects_libclang_not_libclang_cpp() {
     }
 }
 
+/// The test bootstrap (`--test`) wants a promtool that runs, not just its name on PATH; the
+/// build bootstrap does not want one at all.
+#[test]
+fn the_test_bootstrap_detects_a_promtool_that_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let fake = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let works = fake("promtool-ok", "echo 'promtool, version 2.42.0'");
+    let broken = fake(
+        "promtool-broken",
+        "echo 'error while loading shared libraries' >&2; exit 127",
+    );
+    let missing = dir.path().join("promtool-missing");
+    let check = |promtool: &std::path::Path, args: &[&str]| {
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env("BOOTSTRAP_PROMTOOL", promtool)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = check(&works, &["--check", "--test"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("promtool-ok"), "{out}");
+    for bad in [&broken, &missing] {
+        let (code, out) = check(bad, &["--check", "--test"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("missing prometheus"), "{out}");
+        let (code, out) = check(bad, &["--check"]);
+        assert_eq!(code, Some(0), "the build needs no promtool: {out}");
+    }
+    let (code, _) = check(&works, &["--frobnicate"]);
+    assert_eq!(code, Some(2));
+}
+
 /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop; `None` where
 /// the test cannot mount (not root, no CAP_SYS_ADMIN).
 struct Tmpfs {

@@ -38,20 +38,14 @@ impl Worker {
         }
         let pipelines = self.topology.pipelines_mut().iter_mut();
         for (slot, pipeline) in self.slots.iter_mut().zip(pipelines).filter(|(l, _)| l.own) {
-            // One label set per stage and name, however many durations.
-            let mut timings = pipeline.stage_timings();
-            timings.sort_by_key(|(stage, name, _)| (*stage, *name));
-            for group in timings.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-                let labels = StageMetricLabels {
-                    pipeline: slot.name.to_string(),
-                    stage: group[0].0.to_owned(),
-                    name: group[0].1,
-                };
-                let histogram = self.metrics.stage_seconds.get_or_create(&labels);
-                for (_, _, duration) in group {
-                    histogram.observe(duration.as_secs_f64());
-                }
-            }
+            let timings = pipeline.stage_timings().into_iter();
+            let timings = timings.map(|(stage, name, d)| (stage, name, d.as_secs_f64()));
+            observe(&self.metrics.stage_seconds, &slot.name, timings.collect());
+            observe(
+                &self.metrics.stage_score,
+                &slot.name,
+                pipeline.stage_scores(),
+            );
             let previous = &mut slot.reported;
             for (j, (stage, counts)) in pipeline.stage_counts().enumerate() {
                 if previous.len() <= j {
@@ -99,6 +93,27 @@ impl Worker {
                 }
                 *before = metric.value;
             }
+        }
+    }
+}
+
+/// Observes each value into `family` under its pipeline, stage and name: one label set per
+/// stage and name, however many values.
+fn observe(
+    family: &colloquium_telemetry::HistogramFamily<StageMetricLabels>,
+    pipeline: &str,
+    mut values: Vec<(&str, &'static str, f64)>,
+) {
+    values.sort_by_key(|(stage, name, _)| (*stage, *name));
+    for group in values.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let labels = StageMetricLabels {
+            pipeline: pipeline.to_owned(),
+            stage: group[0].0.to_owned(),
+            name: group[0].1,
+        };
+        let histogram = family.get_or_create(&labels);
+        for (_, _, value) in group {
+            histogram.observe(*value);
         }
     }
 }

@@ -1,7 +1,8 @@
-//! `anomaly`: per-entity anomaly scoring. `model: streamguard` (the default, and so far the
-//! only one) is StreamGuard's detector exactly (`colloquium-analytics`): a per-user baseline of
-//! UTC hours, source IPs, places, event types and failures; after `min_events` each event is
-//! scored, and only events below the threshold join the baseline.
+//! `anomaly`: per-entity anomaly scoring (`colloquium-analytics`). `model: streamguard` (the
+//! default) is StreamGuard's detector exactly: a per-user baseline of UTC hours, source IPs,
+//! places, event types and failures; after `min_events` each event is scored, and only events
+//! below the threshold join the baseline. `model: robust` is ours, with the reference's flaws
+//! fixed (`docs/anomaly-models.md`); its own settings go under `robust:`.
 //!
 //! - The result is attached to the event under `into` (default `anomaly`): `{model, scored,
 //!   score, components, reason_codes, reasons, is_anomaly, baseline_updated}`, so later
@@ -21,7 +22,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use colloquium_analytics::{Baseline, Detector, Fields, Observation, Weights};
+use colloquium_analytics::{
+    Baseline, Detector, Fields, Model, Observation, Profile, RobustDetector, RobustProfile,
+    RobustSettings, Scorer, Weights,
+};
 use colloquium_config::ConfigError;
 use colloquium_event::{Event, EventId};
 use colloquium_storage::StateWrite;
@@ -30,23 +34,6 @@ use serde_json::Value;
 
 use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError, StageMetric};
 use crate::state::Codec;
-
-/// `anomaly: streamguard`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Model {
-    /// StreamGuard's detector, exactly.
-    #[default]
-    Streamguard,
-}
-
-impl Model {
-    fn as_str(self) -> &'static str {
-        match self {
-            Model::Streamguard => "streamguard",
-        }
-    }
-}
 
 /// `{type: anomaly, model: streamguard, threshold: 0.7, min_events: 100, …}`
 #[derive(Debug, Deserialize)]
@@ -77,6 +64,9 @@ pub struct AnomalyConfig {
     /// recently seen value goes).
     #[serde(default = "default_max_values")]
     pub max_values: usize,
+    /// The `robust` model's own settings.
+    #[serde(default)]
+    pub robust: RobustSettings,
 }
 
 fn default_max_values() -> usize {
@@ -99,13 +89,36 @@ fn default_max_entities() -> usize {
     100_000
 }
 
-/// An entity's baseline as stored (version 2: each value's count with when it was last seen).
-const BASELINE: Codec<Baseline> = Codec::binary("anomaly baseline", 2);
+/// Scores kept for the histogram between two reports.
+const MAX_GIVEN: usize = 65_536;
 
-/// An entity's stored baseline row (its key in the stage's state is the entity's name), for
-/// `GET /api/users/{user}/baseline`.
-pub fn stored_baseline(row: &[u8]) -> Result<Baseline, StageError> {
-    BASELINE.decode(row)
+/// How each model's profiles are stored: one binary row per entity, told apart by format
+/// version (2: a `streamguard` baseline, each value's count with when it was last seen; 3: a
+/// `robust` profile).
+trait Stored: Scorer {
+    const CODEC: Codec<Self::Profile>;
+}
+
+impl Stored for Detector {
+    const CODEC: Codec<Baseline> = Codec::binary("anomaly baseline", 2);
+}
+
+impl Stored for RobustDetector {
+    const CODEC: Codec<RobustProfile> = Codec::binary("anomaly robust profile", 3);
+}
+
+/// An entity's stored profile row, of either model (its key in the stage's state is the
+/// entity's name), also for `GET /api/users/{user}/baseline`.
+pub fn stored_baseline(row: &[u8]) -> Result<Profile, StageError> {
+    Detector::CODEC
+        .decode(row)
+        .map(Detector::wrap)
+        .or_else(|e| {
+            RobustDetector::CODEC
+                .decode(row)
+                .map(RobustDetector::wrap)
+                .map_err(|_| e)
+        })
 }
 
 impl StageConfig for AnomalyConfig {
@@ -147,36 +160,33 @@ impl StageConfig for AnomalyConfig {
                 ));
             }
         }
+        if let Some((key, problem)) = self.robust.invalid() {
+            return Err(ConfigError::new(cx.key(&format!("robust.{key}")), problem));
+        }
         if self.into.is_empty() {
             return Err(ConfigError::new(cx.key("into"), "must name a key"));
         }
-        Ok(BuiltStage::sync(Anomaly {
-            pipeline: cx.pipeline.clone(),
-            stage: cx.id.clone(),
-            found: Vec::new(),
-            model: self.model,
-            detector: Detector::new(self.min_events, self.threshold, self.weights)
-                .with_max_values(self.max_values),
-            fields: self.fields,
-            into: self.into,
-            entities: Entities {
-                max: self.max_entities.max(1),
-                map: hashbrown::HashMap::new(),
-                recency: BTreeMap::new(),
-                clock: 0,
-                evicted: Vec::new(),
-                evictions: 0,
-            },
-            changed: Vec::new(),
-            counts: Counts::default(),
-        }))
+        let (min_events, threshold, weights) = (self.min_events, self.threshold, self.weights);
+        Ok(match self.model {
+            Model::Streamguard => {
+                let detector =
+                    Detector::new(min_events, threshold, weights).with_max_values(self.max_values);
+                BuiltStage::sync(Anomaly::new(self, detector, cx))
+            }
+            Model::Robust => {
+                let detector = RobustDetector::new(min_events, threshold, weights)
+                    .with_max_values(self.max_values)
+                    .with_settings(self.robust);
+                BuiltStage::sync(Anomaly::new(self, detector, cx))
+            }
+        })
     }
 }
 
 /// An entity's baseline and when it was last seen (a sequence number).
-struct Entity {
+struct Entity<P> {
     name: Arc<str>,
-    baseline: Baseline,
+    baseline: P,
     seen: u64,
     changed: bool,
 }
@@ -193,10 +203,10 @@ struct Counts {
 }
 
 /// The baselines, at most `max`, the least recently seen evicted first.
-struct Entities {
+struct Entities<P> {
     max: usize,
     /// By name; the name shared with `recency` (no copy per event).
-    map: hashbrown::HashMap<Arc<str>, Entity>,
+    map: hashbrown::HashMap<Arc<str>, Entity<P>>,
     /// Entities by last-seen sequence: the first is the least recently seen.
     recency: BTreeMap<u64, Arc<str>>,
     clock: u64,
@@ -205,10 +215,10 @@ struct Entities {
     evictions: u64,
 }
 
-impl Entities {
+impl<P: Default> Entities<P> {
     /// The entity's slot, created (evicting the least recently seen past `max`) and marked
     /// as seen now.
-    fn touch(&mut self, name: &str) -> &mut Entity {
+    fn touch(&mut self, name: &str) -> &mut Entity<P> {
         self.clock += 1;
         let now = self.clock;
         if let Some(entity) = self.map.get_mut(name) {
@@ -226,7 +236,7 @@ impl Entities {
             let name: Arc<str> = Arc::from(name);
             let entity = Entity {
                 name: name.clone(),
-                baseline: Baseline::default(),
+                baseline: P::default(),
                 seen: now,
                 changed: false,
             };
@@ -240,23 +250,47 @@ impl Entities {
     }
 }
 
-struct Anomaly {
+/// The stage, generic over its model so that each model's profiles are held at their size.
+struct Anomaly<D: Scorer> {
     /// The pipeline and the stage, named in each kept anomaly.
     pipeline: Arc<str>,
     stage: Arc<str>,
     /// Anomalies for the `anomalies` column family since the last hand-over.
     found: Vec<(EventId, Vec<u8>)>,
-    model: Model,
-    detector: Detector,
+    detector: D,
     fields: Fields,
     into: String,
-    entities: Entities,
+    entities: Entities<D::Profile>,
     /// Entities whose baseline learned since the last `state_changes`.
     changed: Vec<Arc<str>>,
+    /// Scores given since the last `scores`, for the score histogram.
+    given: Vec<f64>,
     counts: Counts,
 }
 
-impl Anomaly {
+impl<D: Scorer> Anomaly<D> {
+    fn new(config: AnomalyConfig, detector: D, cx: &BuildContext<'_>) -> Self {
+        Anomaly {
+            pipeline: cx.pipeline.clone(),
+            stage: cx.id.clone(),
+            found: Vec::new(),
+            detector,
+            fields: config.fields,
+            into: config.into,
+            entities: Entities {
+                max: config.max_entities.max(1),
+                map: hashbrown::HashMap::new(),
+                recency: BTreeMap::new(),
+                clock: 0,
+                evicted: Vec::new(),
+                evictions: 0,
+            },
+            changed: Vec::new(),
+            given: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
     /// Keeps the anomaly of `event` (its result `result`) for the `anomalies` column family:
     /// `{id, pipeline, stage, user, ingest_time, score, components, reason_codes, reasons,
     /// model, data}`.
@@ -283,7 +317,7 @@ impl Anomaly {
     }
 }
 
-impl Stage for Anomaly {
+impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
     fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
         // The model reads the event's data as one JSON value; taken out and put back.
         let data = Value::Object(std::mem::take(&mut event.data));
@@ -322,19 +356,27 @@ impl Stage for Anomaly {
         self.counts.anomalies += u64::from(verdict.anomaly);
         self.counts.value_evictions += u64::from(verdict.evicted);
         if let Some(score) = &verdict.score {
+            // Bounded: a stage nobody reports (nested, or in a test run) keeps only so many.
+            if self.given.len() < MAX_GIVEN {
+                self.given.push(score.score);
+            }
             let band = [0.9, 0.8, 0.7].iter().position(|low| score.score >= *low);
             if let Some(band) = band {
                 self.counts.bands[band] += 1;
             }
         }
         let mut result = verdict.to_json();
-        result.insert("model".into(), Value::from(self.model.as_str()));
+        result.insert("model".into(), Value::from(D::MODEL.as_str()));
         if verdict.anomaly {
             self.keep(&event, &result);
         }
         event.data.insert(self.into.clone(), Value::Object(result));
         out.push(event);
         Ok(())
+    }
+
+    fn scores(&mut self, out: &mut Vec<(&'static str, f64)>) {
+        out.extend(self.given.drain(..).map(|x| ("anomaly_score", x)));
     }
 
     fn anomalies(&mut self, out: &mut Vec<(EventId, Vec<u8>)>) {
@@ -352,7 +394,7 @@ impl Stage for Anomaly {
                 entity.changed = false;
                 changes.push(StateWrite::Put(
                     name.as_bytes().to_vec(),
-                    BASELINE.encode(&entity.baseline),
+                    D::CODEC.encode(&entity.baseline),
                 ));
             }
         }
@@ -362,7 +404,16 @@ impl Stage for Anomaly {
         for (key, value) in entries {
             let name = String::from_utf8(key)
                 .map_err(|_| StageError::State("anomaly entity: not UTF-8".to_owned()))?;
-            let baseline = BASELINE.decode(&value)?;
+            let baseline = match D::CODEC.decode(&value) {
+                Ok(baseline) => baseline,
+                // The other model's profile: the stage's model was changed, so this entity
+                // starts afresh (its row is replaced when it next learns, or deleted).
+                Err(_) if stored_baseline(&value).is_ok() => {
+                    self.entities.evicted.push(Arc::from(name.as_str()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             self.entities.touch(&name).baseline = baseline;
         }
         // Restored rows are stored already; evictions past the cap (a lowered max_entities)
@@ -459,14 +510,7 @@ mod tests {
         for user in ["a", "b", "a", "b"] {
             p.process(&login(user, 9, "10.0.0.1", "US"));
         }
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = p
-            .state_changes()
-            .into_iter()
-            .filter_map(|(_, w)| match w {
-                StateWrite::Put(k, v) => Some((k, v)),
-                _ => None,
-            })
-            .collect();
+        let rows = crate::stages::put_rows(&mut p);
         assert_eq!(rows.len(), 2);
         let mut restarted = pipeline("{type: anomaly, min_events: 2, max_entities: 2}").unwrap();
         restarted
@@ -495,6 +539,69 @@ mod tests {
     }
 
     #[test]
+    fn the_robust_model_scores_restores_and_reports_its_scores() {
+        let stage = "{type: anomaly, model: robust, min_events: 20, robust: {settle_days: 10}}";
+        let mut p = pipeline(stage).unwrap();
+        for i in 0..40 {
+            let out = p
+                .process(&login("a", 9 + i % 8, "10.0.0.1", "US-CA"))
+                .outputs;
+            assert_eq!(out[0].data["anomaly"]["is_anomaly"], false, "event {i}");
+        }
+        let rows = crate::stages::put_rows(&mut p);
+        let profile = stored_baseline(&rows[0].1).unwrap();
+        assert_eq!((profile.model(), profile.events()), (Model::Robust, 40));
+        let mut restarted = pipeline(stage).unwrap();
+        restarted
+            .restore_state(|_| Ok::<_, colloquium_storage::StorageError>(rows.clone()))
+            .unwrap();
+        let odd = login("a", 3, "203.0.113.9", "RU-MOW");
+        let (before, after) = (p.process(&odd).outputs, restarted.process(&odd).outputs);
+        assert_eq!(before[0].data["anomaly"], after[0].data["anomaly"]);
+        let result = &after[0].data["anomaly"];
+        assert_eq!(
+            (&result["model"], &result["is_anomaly"]),
+            (&json!("robust"), &json!(true))
+        );
+        assert_eq!(result["components"]["new_since_baseline"], 0.9);
+        let mut scores = Vec::new();
+        restarted
+            .stage_scores()
+            .into_iter()
+            .for_each(|(_, name, x)| {
+                assert_eq!(name, "anomaly_score");
+                scores.push(x);
+            });
+        assert_eq!(scores, [result["score"].as_f64().unwrap()]);
+        // A stage whose model changed starts those entities afresh and deletes their rows.
+        let mut switched = pipeline("{type: anomaly, min_events: 20}").unwrap();
+        switched
+            .restore_state(|_| Ok::<_, colloquium_storage::StorageError>(rows.clone()))
+            .unwrap();
+        let out = switched.process(&odd).outputs;
+        assert_eq!(out[0].data["anomaly"]["scored"], false, "learning afresh");
+        let writes: Vec<StateWrite> = switched
+            .state_changes()
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        assert_eq!(stored_baseline(&rows[0].1).unwrap().model(), Model::Robust);
+        assert!(
+            matches!(&writes[..], [StateWrite::Put(k, v)] if k == b"a"
+                && stored_baseline(v).unwrap().model() == Model::Streamguard),
+            "{writes:?}"
+        );
+        // A row of neither model is corrupt state.
+        let mut corrupt = pipeline("{type: anomaly}").unwrap();
+        let bad = vec![(b"a".to_vec(), b"garbage".to_vec())];
+        assert!(
+            corrupt
+                .restore_state(|_| Ok::<_, colloquium_storage::StorageError>(bad.clone()))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn bad_settings_name_their_key() {
         let error = |stage: &str| pipeline(stage).err().unwrap_or_default();
         assert!(error("{type: anomaly, threshold: 2}").contains("stages[0].threshold"));
@@ -508,5 +615,10 @@ mod tests {
             error("{type: anomaly, fields: {entity: user}}").contains("stages[0].fields.entity")
         );
         assert!(error("{type: anomaly, model: magic}").contains("model"));
+        assert!(
+            error("{type: anomaly, model: robust, robust: {half_life_days: -1}}")
+                .contains("stages[0].robust.half_life_days")
+        );
+        assert!(error("{type: anomaly, robust: {decay: 1}}").contains("decay"));
     }
 }

@@ -65,6 +65,18 @@ pub(crate) fn test_event(data: serde_json::Value) -> colloquium_event::Event {
     )
 }
 
+/// The rows a pipeline's stages put since the last hand-over, as `restore_state` takes them.
+#[cfg(test)]
+pub(crate) fn put_rows(p: &mut crate::Pipeline) -> Vec<(Vec<u8>, Vec<u8>)> {
+    p.state_changes()
+        .into_iter()
+        .filter_map(|(_, w)| match w {
+            colloquium_storage::StateWrite::Put(k, v) => Some((k, v)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What a pipeline's stages report about themselves, by metric name.
 #[cfg(test)]
 pub(crate) fn metrics_of(p: &crate::Pipeline) -> std::collections::BTreeMap<&'static str, u64> {

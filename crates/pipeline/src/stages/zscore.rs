@@ -283,14 +283,7 @@ mod tests {
         for v in [1.0, 2.0, 3.0] {
             assert!(p.process(&event(json!({"v": v}))).outputs.is_empty());
         }
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = p
-            .state_changes()
-            .into_iter()
-            .filter_map(|(_, w)| match w {
-                StateWrite::Put(k, v) => Some((k, v)),
-                _ => None,
-            })
-            .collect();
+        let entries = crate::stages::put_rows(&mut p);
         let mut restarted =
             pipeline("{type: zscore, value: /v, pass: false, min_samples: 3}").unwrap();
         restarted
