@@ -13,6 +13,7 @@
 pub mod labelled;
 pub mod robust;
 pub mod streamguard;
+pub mod values;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,7 @@ pub use streamguard::{
     Baseline, Components, DEFAULT_MAX_VALUES, Detector, Fields, Observation, ParseError,
     ReasonCode, Score, Seen, Signals, Verdict, Weights,
 };
+pub use values::Values;
 
 /// Which model scores events.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]

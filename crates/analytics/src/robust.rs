@@ -32,10 +32,10 @@
 //! reference, the first `min_events` events of an entity are learned without scoring, and an
 //! event scoring at or above the threshold is not learned.
 
-use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::streamguard::{Components, Observation, ReasonCode, Score, Signals, Verdict, Weights};
+use crate::values::Values;
 
 /// The `robust` model's own settings (`anomaly: {model: robust, robust: {…}}`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ pub struct Tally {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dimension {
     /// By value.
-    pub values: HashMap<String, Tally>,
+    pub values: Values<Tally>,
     /// Σ weight.
     pub total: f64,
     /// Σ weight².
@@ -115,49 +115,38 @@ pub struct Dimension {
 
 impl Dimension {
     fn add(&mut self, value: &str, weight: f32, now: u32, since: u16, cap: usize) -> u32 {
-        let evicted = if self.values.contains_key(value) {
-            0
-        } else {
-            self.make_room(cap)
-        };
-        let tally = self.values.entry_ref(value).or_insert(Tally {
-            weight: 0.0,
-            last: now,
-            since,
-        });
-        let before = f64::from(tally.weight);
-        tally.weight += weight;
-        tally.last = now;
-        let after = f64::from(tally.weight);
-        self.total += after - before;
-        self.squares += after * after - before * before;
-        evicted
-    }
-
-    /// Evicts least recently seen values until there is room for one more under `cap`.
-    fn make_room(&mut self, cap: usize) -> u32 {
         let mut evicted = 0;
-        while self.values.len() >= cap.max(1) {
-            let Some(oldest) = self
-                .values
-                .iter()
-                .min_by_key(|(_, t)| t.last)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some(t) = self.values.remove(&oldest) {
+        if self.values.get(value).is_none() {
+            // Least recently seen first, until there is room for one more under `cap`.
+            while self.values.len() >= cap.max(1) {
+                let Some(t) = self.values.remove_min_by_key(|t| t.last) else {
+                    break;
+                };
                 let w = f64::from(t.weight);
                 self.total -= w;
                 self.squares -= w * w;
+                evicted += 1;
             }
-            evicted += 1;
+            let fresh = Tally {
+                weight: 0.0,
+                last: now,
+                since,
+            };
+            self.values.insert(value, fresh);
+        }
+        if let Some(tally) = self.values.get_mut(value) {
+            let before = f64::from(tally.weight);
+            tally.weight += weight;
+            tally.last = now;
+            let after = f64::from(tally.weight);
+            self.total += after - before;
+            self.squares += after * after - before * before;
         }
         evicted
     }
 
     fn scale(&mut self, factor: f64) {
-        for tally in self.values.values_mut() {
+        for tally in self.values.kept_mut() {
             tally.weight = (f64::from(tally.weight) * factor) as f32;
         }
         self.total *= factor;
@@ -769,10 +758,9 @@ mod tests {
                 observe(&d, &mut p, &event(T0 + i as u64 * DAY, ip, "US", "success")).evicted;
         }
         assert_eq!(evicted, 1);
-        let mut ips: Vec<&str> = p.ips.values.keys().map(String::as_str).collect();
-        ips.sort_unstable();
+        let ips: Vec<&str> = p.ips.values.iter().map(|(k, _)| k).collect();
         assert_eq!(ips, ["1.1.1.1", "3.3.3.3"]);
-        let sum: f64 = p.ips.values.values().map(|t| f64::from(t.weight)).sum();
+        let sum: f64 = p.ips.values.iter().map(|(_, t)| f64::from(t.weight)).sum();
         assert!(
             (p.ips.total - sum).abs() < 1e-6,
             "the total follows evictions"
