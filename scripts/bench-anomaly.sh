@@ -37,10 +37,7 @@ stage_id=$([ "$kind" = schema ] && echo schema || echo anomaly)
 start=$(date +%s.%N)
 "$bin" bench http --addr "$http" --connections "${CONNECTIONS:-2}" --batch 1000 \
   --streamguard-users "${USERS:-10000}" --warmup 0s --duration "${DURATION:-15s}" --pid $node
-stored=$(metric "colloquium_storage_events_stored_total")
-until [ "$(metric "colloquium_pipeline_events_total{pipeline=\"a\",stage=\"$stage_id\",outcome=\"in\"}")" -ge "$stored" ]; do
-  kill -0 $node || exit 1; sleep 0.05
-done
+caught_up a "$stage_id"
 end=$(date +%s.%N)
 scored=$(metric 'colloquium_pipeline_stage_total{pipeline="a",stage="anomaly",name="scored"}')
 anomalies=$(metric 'colloquium_pipeline_stage_total{pipeline="a",stage="anomaly",name="anomalies"}')

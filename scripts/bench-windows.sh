@@ -34,10 +34,7 @@ start_node
 start=$(date +%s.%N)
 "$bin" bench http --addr "$http" --connections 1 --batch 2000 --window-keys 10000 \
   --warmup 0s --duration "${DURATION:-15s}" --pid $node
-stored=$(metric "colloquium_storage_events_stored_total")
-until [ "$(metric 'colloquium_pipeline_events_total{pipeline="w",stage="window",outcome="in"}')" -ge "$stored" ]; do
-  kill -0 $node || exit 1; sleep 0.05
-done
+caught_up w "window"
 end=$(date +%s.%N)
 results=$(metric 'colloquium_pipeline_events_total{pipeline="w",stage="window",outcome="out"}')
 late=$(metric 'colloquium_pipeline_stage_total{pipeline="w",stage="window",name="late"}')

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::{AnyDetector, Fields, Model, Observation, RobustSettings, Weights};
+use crate::{Detector, Fields, Model, Observation, RobustDetector, Scorer, Weights};
 
 /// How a normal user behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -702,63 +702,64 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Runs both models (defaults, `threshold`, `min_events` 100) over `users`.
+/// Runs both models (defaults, `threshold`, `min_events` 100) over seeded users.
 pub fn evaluate(seed: u64, per_kind: usize, threshold: f64) -> Report {
     let users = generate(seed, per_kind);
-    let fields = Fields::default();
     let mut report = Report {
         seed,
         per_kind,
         threshold,
         ..Report::default()
     };
-    for model in [Model::Streamguard, Model::Robust] {
-        let detector = AnyDetector::new(
-            model,
-            100,
-            threshold,
-            Weights::default(),
-            crate::DEFAULT_MAX_VALUES,
-            RobustSettings::default(),
-        );
-        for user in &users {
-            let mut profile = detector.new_profile();
-            let mut tally = Tally::default();
-            for (event, attack) in &user.events {
-                let Ok(obs) = Observation::parse(event, &fields) else {
-                    continue;
-                };
-                let verdict = detector.observe(&mut profile, &obs);
-                if verdict.score.is_none() {
-                    continue;
-                }
-                if *attack {
-                    tally.attacks += 1;
-                    tally.caught += u64::from(verdict.anomaly);
-                } else {
-                    tally.normal += 1;
-                    tally.false_positives += u64::from(verdict.anomaly);
-                }
+    let weights = Weights::default();
+    tally_users(&Detector::new(100, threshold, weights), &users, &mut report);
+    tally_users(
+        &RobustDetector::new(100, threshold, weights),
+        &users,
+        &mut report,
+    );
+    report
+}
+
+/// Each user through `detector` with a profile of its own, counted into `report`.
+fn tally_users<D: Scorer>(detector: &D, users: &[User], report: &mut Report) {
+    let fields = Fields::default();
+    for user in users {
+        let mut profile = D::Profile::default();
+        let mut tally = Tally::default();
+        for (event, attack) in &user.events {
+            let Ok(obs) = Observation::parse(event, &fields) else {
+                continue;
+            };
+            let verdict = detector.observe(&mut profile, &obs);
+            if verdict.score.is_none() {
+                continue;
             }
-            match user.attack {
-                None => report
-                    .normal
-                    .entry((model, user.archetype))
+            if *attack {
+                tally.attacks += 1;
+                tally.caught += u64::from(verdict.anomaly);
+            } else {
+                tally.normal += 1;
+                tally.false_positives += u64::from(verdict.anomaly);
+            }
+        }
+        match user.attack {
+            None => report
+                .normal
+                .entry((D::MODEL, user.archetype))
+                .or_default()
+                .add(&tally),
+            Some(attack) => {
+                tally.users = 1;
+                tally.users_caught = u64::from(tally.caught > 0);
+                report
+                    .attacked
+                    .entry((D::MODEL, attack))
                     .or_default()
-                    .add(&tally),
-                Some(attack) => {
-                    tally.users = 1;
-                    tally.users_caught = u64::from(tally.caught > 0);
-                    report
-                        .attacked
-                        .entry((model, attack))
-                        .or_default()
-                        .add(&tally);
-                }
+                    .add(&tally);
             }
         }
     }
-    report
 }
 
 #[cfg(test)]

@@ -60,7 +60,9 @@ pub trait Scorer {
     const MODEL: Model;
     /// Scores `obs` against `profile` (once ready) and learns it when it should.
     fn observe(&self, profile: &mut Self::Profile, obs: &Observation<'_>) -> Verdict;
-    /// The profile as the other representation.
+    /// Events `profile` learned.
+    fn events(profile: &Self::Profile) -> u64;
+    /// The profile as either model's.
     fn wrap(profile: Self::Profile) -> Profile;
 }
 
@@ -69,6 +71,9 @@ impl Scorer for Detector {
     const MODEL: Model = Model::Streamguard;
     fn observe(&self, profile: &mut Baseline, obs: &Observation<'_>) -> Verdict {
         Detector::observe(self, profile, obs)
+    }
+    fn events(profile: &Baseline) -> u64 {
+        profile.events
     }
     fn wrap(profile: Baseline) -> Profile {
         Profile::Streamguard(profile)
@@ -80,6 +85,9 @@ impl Scorer for RobustDetector {
     const MODEL: Model = Model::Robust;
     fn observe(&self, profile: &mut RobustProfile, obs: &Observation<'_>) -> Verdict {
         RobustDetector::observe(self, profile, obs)
+    }
+    fn events(profile: &RobustProfile) -> u64 {
+        profile.events
     }
     fn wrap(profile: RobustProfile) -> Profile {
         Profile::Robust(profile)
@@ -123,67 +131,6 @@ impl Profile {
         match self {
             Profile::Streamguard(_) => Model::Streamguard,
             Profile::Robust(_) => Model::Robust,
-        }
-    }
-}
-
-/// A detector of either model.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum AnyDetector {
-    /// StreamGuard's.
-    Streamguard(Detector),
-    /// Ours.
-    Robust(RobustDetector),
-}
-
-impl AnyDetector {
-    /// `model` with the shared settings (and the robust model's own).
-    pub fn new(
-        model: Model,
-        min_events: u64,
-        threshold: f64,
-        weights: Weights,
-        max_values: usize,
-        robust: RobustSettings,
-    ) -> Self {
-        match model {
-            Model::Streamguard => AnyDetector::Streamguard(
-                Detector::new(min_events, threshold, weights).with_max_values(max_values),
-            ),
-            Model::Robust => AnyDetector::Robust(
-                RobustDetector::new(min_events, threshold, weights)
-                    .with_max_values(max_values)
-                    .with_settings(robust),
-            ),
-        }
-    }
-
-    /// Its model.
-    pub fn model(&self) -> Model {
-        match self {
-            AnyDetector::Streamguard(_) => Model::Streamguard,
-            AnyDetector::Robust(_) => Model::Robust,
-        }
-    }
-
-    /// An empty profile for this model.
-    pub fn new_profile(&self) -> Profile {
-        match self {
-            AnyDetector::Streamguard(_) => Profile::Streamguard(Baseline::default()),
-            AnyDetector::Robust(_) => Profile::Robust(RobustProfile::default()),
-        }
-    }
-
-    /// Scores `obs` against `profile` and learns it when it should. A profile of the other
-    /// model (the stage's model was changed) is started afresh.
-    pub fn observe(&self, profile: &mut Profile, obs: &Observation<'_>) -> Verdict {
-        if profile.model() != self.model() {
-            *profile = self.new_profile();
-        }
-        match (self, profile) {
-            (AnyDetector::Streamguard(d), Profile::Streamguard(b)) => d.observe(b, obs),
-            (AnyDetector::Robust(d), Profile::Robust(p)) => d.observe(p, obs),
-            _ => unreachable!("the profile was made for this model above"),
         }
     }
 }

@@ -34,7 +34,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::streamguard::{Components, Observation, ReasonCode, Score, Signals, Verdict, Weights};
+use crate::streamguard::{
+    Components, Observation, ReasonCode, Score, Signals, Verdict, Weights, severity,
+};
 use crate::values::Values;
 
 /// The `robust` model's own settings (`anomaly: {model: robust, robust: {…}}`).
@@ -443,14 +445,7 @@ impl RobustDetector {
             .max(new_since_baseline)
             .max(failure_burst)
             .max(travel);
-        let (mut codes, mut reasons) = (Vec::new(), Vec::new());
-        if score >= 0.9 {
-            codes.push(ReasonCode::Critical);
-            reasons.push(format!("critical anomaly score {score:.3}"));
-        } else if score >= 0.7 {
-            codes.push(ReasonCode::High);
-            reasons.push(format!("high anomaly score {score:.3}"));
-        }
+        let (mut codes, mut reasons) = severity(score);
         let rare = [
             (
                 time,

@@ -505,6 +505,23 @@ impl Verdict {
     }
 }
 
+/// The reasons' severity line, first: critical at 0.9, high at 0.7 (whatever the threshold).
+pub(crate) fn severity(score: f64) -> (Vec<ReasonCode>, Vec<String>) {
+    if score >= 0.9 {
+        (
+            vec![ReasonCode::Critical],
+            vec![format!("critical anomaly score {score:.3}")],
+        )
+    } else if score >= 0.7 {
+        (
+            vec![ReasonCode::High],
+            vec![format!("high anomaly score {score:.3}")],
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    }
+}
+
 /// Distinct values per dimension a baseline keeps unless told otherwise.
 pub const DEFAULT_MAX_VALUES: usize = 1_000;
 
@@ -606,14 +623,7 @@ impl Detector {
             + components.kind * w.kind
             + components.failure * w.failure;
         let score = sum.clamp(0.0, 1.0);
-        let (mut codes, mut reasons) = (Vec::new(), Vec::new());
-        if score >= 0.9 {
-            codes.push(ReasonCode::Critical);
-            reasons.push(format!("critical anomaly score {score:.3}"));
-        } else if score >= 0.7 {
-            codes.push(ReasonCode::High);
-            reasons.push(format!("high anomaly score {score:.3}"));
-        }
+        let (mut codes, mut reasons) = severity(score);
         if p_hour < 0.05 {
             codes.push(ReasonCode::Time);
             reasons.push(format!("unusual time: {:02}:00 UTC", obs.hour));

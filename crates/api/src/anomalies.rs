@@ -55,9 +55,9 @@ pub struct BaselineParams {
     pub stage: Option<String>,
 }
 
-/// `GET /api/users/{user}/baseline`: the user's learned profile, `{hours: [24 counts by UTC
-/// hour], ips: {ip: count}, places: {…}, types: {…}, events, failures, threat_mean, ready}`,
-/// as last committed (404 when the stage has none for that user).
+/// `GET /api/users/{user}/baseline`: the user's learned profile as last committed, in its
+/// model's fields with `model` naming it (`Profile::to_json`; the README has both shapes). 404
+/// when the stage has none for that user.
 pub async fn baseline(
     State(state): State<ApiState>,
     Path(user): Path<String>,

@@ -8,29 +8,24 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
 
 use anyhow::Context;
-use colloquium_analytics::{
-    AnyDetector, DEFAULT_MAX_VALUES, Fields, Model, Observation, Profile, RobustSettings, Weights,
-};
+use colloquium_analytics::{Detector, Fields, Observation, RobustDetector, Scorer, Weights};
 use serde_json::{Map, Value};
 
 use crate::cli::{AnomalyArgs, AnomalyModel};
 
 /// Runs the subcommand.
 pub fn run(args: &AnomalyArgs) -> anyhow::Result<()> {
-    let model = match args.model {
-        AnomalyModel::Streamguard => Model::Streamguard,
-        AnomalyModel::Robust => Model::Robust,
-    };
-    let detector = AnyDetector::new(
-        model,
-        args.min_events,
-        args.threshold,
-        Weights::default(),
-        DEFAULT_MAX_VALUES,
-        RobustSettings::default(),
-    );
+    let (min, threshold, weights) = (args.min_events, args.threshold, Weights::default());
+    match args.model {
+        AnomalyModel::Streamguard => score_stdin(&Detector::new(min, threshold, weights)),
+        AnomalyModel::Robust => score_stdin(&RobustDetector::new(min, threshold, weights)),
+    }
+}
+
+/// Scores stdin's events with `detector`, one profile per user.
+fn score_stdin<D: Scorer>(detector: &D) -> anyhow::Result<()> {
     let fields = Fields::default();
-    let mut baselines: HashMap<String, Profile> = HashMap::new();
+    let mut baselines: HashMap<String, D::Profile> = HashMap::new();
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
@@ -57,13 +52,11 @@ pub fn run(args: &AnomalyArgs) -> anyhow::Result<()> {
                         result.insert("error".into(), e.to_string().into());
                     }
                     Ok(obs) => {
-                        let baseline = baselines
-                            .entry(obs.entity.to_owned())
-                            .or_insert_with(|| detector.new_profile());
+                        let baseline = baselines.entry(obs.entity.to_owned()).or_default();
                         let verdict = detector.observe(baseline, &obs);
                         result.insert("accepted".into(), Value::Bool(true));
                         result.extend(verdict.to_json());
-                        result.insert("baseline_events".into(), baseline.events().into());
+                        result.insert("baseline_events".into(), D::events(baseline).into());
                     }
                 }
             }
