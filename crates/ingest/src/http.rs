@@ -30,6 +30,11 @@ use crate::stamp::{Envelope, Stamper};
 use crate::{Accept, AcceptError, IngestMetrics};
 use colloquium_config::ConfigError;
 
+/// What a refused request's body may still send, read and thrown away before the answer.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// How long that reading may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Paths the node's own routes use; a source may not take them.
 const RESERVED: [&str; 4] = ["/api", "/health", "/metrics", "/admin"];
 
@@ -166,6 +171,8 @@ struct Rejection {
     message: String,
     line: Option<usize>,
     events: usize,
+    /// Refused before any of the body was read.
+    unread: bool,
 }
 
 #[derive(Serialize)]
@@ -184,7 +191,13 @@ impl Rejection {
             message: message.into(),
             line: None,
             events: 0,
+            unread: false,
         }
+    }
+
+    fn before_body(mut self) -> Self {
+        self.unread = true;
+        self
     }
 
     fn into_response(self) -> Response {
@@ -212,10 +225,10 @@ async fn post_events<A: Accept>(
     State(shared): State<Arc<Shared<A>>>,
     params: Result<Query<PostParams>, QueryRejection>,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Response {
     let started = Instant::now();
-    match ingest(&shared, params, &headers, body).await {
+    match ingest(&shared, params, &headers, &mut body).await {
         Ok(accepted) => {
             let count = accepted.accepted;
             shared
@@ -227,16 +240,62 @@ async fn post_events<A: Accept>(
             shared
                 .metrics
                 .rejected(shared.source, rejection.reason, rejection.events);
-            rejection.into_response()
+            // A client waiting for `100 Continue` sends no body unless we start reading it.
+            let waits = rejection.unread && expects_continue(&headers);
+            let drained = waits || drain(&mut body, &headers).await;
+            let mut response = rejection.into_response();
+            if !drained {
+                // The rest of the body is still coming: this connection cannot carry another
+                // request, and the client should know before it sends more.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     }
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Reads what is left of a refused request's body and throws it away, so that a client that
+/// sends its whole body before it reads the answer (curl, Python's `urllib` and `requests`,
+/// Go's `net/http`) gets the answer rather than a connection reset under its upload. Bounded:
+/// [`DRAIN_MAX_BYTES`] more bytes (a declared `Content-Length` above it is not waited for) and
+/// [`DRAIN_TIME`]. Returns whether the body was read to its end.
+async fn drain(body: &mut Body, headers: &HeaderMap) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_MAX_BYTES) {
+        return false;
+    }
+    let read = async {
+        let mut left = DRAIN_MAX_BYTES;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            let size = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match left.checked_sub(size) {
+                Some(rest) => left = rest,
+                None => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read)
+        .await
+        .unwrap_or(false)
 }
 
 async fn ingest<A: Accept>(
     shared: &Shared<A>,
     params: Result<Query<PostParams>, QueryRejection>,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Body,
 ) -> Result<Accepted, Rejection> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -250,8 +309,9 @@ async fn ingest<A: Accept>(
                 content_type.unwrap_or_default()
             ),
         )
+        .before_body()
     })?;
-    let envelope = envelope(params)?;
+    let envelope = envelope(params).map_err(Rejection::before_body)?;
     // Held until the batch is durable or rejected: the body, what is parsed from it and its
     // encoded records all live until then.
     let (bytes, _bytes_permit) = read_body(body, shared).await?;
@@ -345,9 +405,10 @@ fn envelope(params: Result<Query<PostParams>, QueryRejection>) -> Result<Envelop
 }
 
 /// Reads the body, taking a permit of `server.max_pending_bytes` for each chunk as it arrives:
-/// past the bound the request is answered 503 at once, before more of it is held.
+/// past the bound the request is refused (503) before more of it is held (the rest is read and
+/// thrown away, see [`drain`]).
 async fn read_body<'a, A>(
-    body: Body,
+    body: &mut Body,
     shared: &'a Shared<A>,
 ) -> Result<(bytes::Bytes, Option<SemaphorePermit<'a>>), Rejection> {
     let limit = shared.limits.max_body_size;
@@ -358,6 +419,11 @@ async fn read_body<'a, A>(
             format!("request body exceeds server.max_body_size ({limit} bytes)"),
         )
     };
+    // A declared length over the limit is refused before any of it is read (a client that
+    // waits for `100 Continue` then sends none of it).
+    if axum::body::HttpBody::size_hint(body).lower() > limit as u64 {
+        return Err(too_large().before_body());
+    }
     let mut body = Limited::new(body, limit);
     let mut permit: Option<SemaphorePermit<'a>> = None;
     let mut chunks: Vec<bytes::Bytes> = Vec::new();

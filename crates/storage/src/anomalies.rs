@@ -26,12 +26,11 @@ pub(crate) fn anomaly_key(id: EventId, pipeline: &str) -> Vec<u8> {
 impl Store {
     /// The anomaly records of event `id` (one per pipeline that flagged it).
     pub fn anomaly(&self, id: EventId) -> Result<Vec<Vec<u8>>, StorageError> {
-        let handle = self.cf(ColumnFamily::Anomalies)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Anomalies)?;
         let prefix = id.to_bytes();
         let mut found = Vec::new();
-        let iter = self
-            .db()
-            .iterator_cf(&handle, IteratorMode::From(&prefix, Direction::Forward));
+        let iter = db.iterator_cf(&handle, IteratorMode::From(&prefix, Direction::Forward));
         for item in iter {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {
@@ -51,7 +50,8 @@ impl Store {
         before: Option<EventId>,
         mut visit: impl FnMut(EventId, &[u8]) -> bool,
     ) -> Result<(), StorageError> {
-        let handle = self.cf(ColumnFamily::Anomalies)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Anomalies)?;
         let mut read = ReadOptions::default();
         if let Some(since) = since {
             read.set_iterate_lower_bound(EventId::min_at(since).to_bytes().to_vec());
@@ -65,7 +65,7 @@ impl Store {
             }
             (None, None) => None,
         };
-        let mut iter = self.db().raw_iterator_cf_opt(&handle, read);
+        let mut iter = db.raw_iterator_cf_opt(&handle, read);
         match &upper {
             Some(upper) => iter.seek_for_prev(upper),
             None => iter.seek_to_last(),
@@ -147,7 +147,9 @@ mod tests {
             ["2000q", "2000p", "1000q", "1000p"]
         );
         assert_eq!(store.anomaly(at(1_000)).unwrap().len(), 2);
-        assert!(delete_anomalies_before(store.db(), Timestamp::from_millis(2_500)).unwrap());
+        assert!(
+            delete_anomalies_before(&store.db().unwrap(), Timestamp::from_millis(2_500)).unwrap()
+        );
         assert_eq!(walk(None, None, None), ["3000q", "3000p"]);
     }
 }

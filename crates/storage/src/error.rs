@@ -37,6 +37,9 @@ pub enum StorageError {
     /// The store is shutting down and takes no more writes.
     #[error("store is closed")]
     Closed,
+    /// The database is being reopened to clear a write error (a moment); retry shortly.
+    #[error("the store is reopening to clear a write error")]
+    Reopening,
     /// A paging cursor that this store did not hand out.
     #[error("invalid cursor")]
     BadCursor,
@@ -49,6 +52,7 @@ impl StorageError {
         match self {
             StorageError::Closed => "the store is closed: the node is shutting down",
             StorageError::BadCursor => "invalid cursor",
+            StorageError::Reopening => "the store is recovering from a write error; retry shortly",
             StorageError::Db(message) if is_no_space(message) => {
                 "the store cannot write: the disk is full"
             }

@@ -33,6 +33,23 @@ pub struct ForcedLabels {
     pub reason: String,
 }
 
+/// Labels for the store's recoveries from a write error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecoveryLabels {
+    /// `resumed` (RocksDB cleared the error itself) or `reopened` (the store reopened it).
+    pub how: &'static str,
+}
+
+/// Labels for failed writes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteErrorLabels {
+    /// The file kind the failed write reached: `wal` (a write's log append), `table` (a flush
+    /// or compaction), `manifest`, or `other`.
+    pub file: &'static str,
+    /// `no_space`, or `io` for any other error.
+    pub error: &'static str,
+}
+
 /// Storage metrics (`colloquium_storage_*`, `colloquium_dlq_*`).
 #[derive(Clone)]
 pub struct StorageMetrics {
@@ -47,6 +64,8 @@ pub struct StorageMetrics {
     pub(crate) forced_events: Family<ForcedLabels, Counter>,
     pub(crate) forced_dead_letters: Family<ForcedLabels, Counter>,
     pub(crate) volatile_dropped: Counter,
+    recoveries: Family<RecoveryLabels, Counter>,
+    write_errors: Family<WriteErrorLabels, Counter>,
 }
 
 impl StorageMetrics {
@@ -65,7 +84,19 @@ impl StorageMetrics {
                 forced_events: Family::default(),
                 forced_dead_letters: Family::default(),
                 volatile_dropped: Counter::default(),
+                recoveries: Family::default(),
+                write_errors: Family::default(),
             };
+            r.register(
+                "write_errors",
+                "Store writes that failed, by the file they reached (wal, table, manifest) and error",
+                m.write_errors.clone(),
+            );
+            r.register(
+                "recoveries",
+                "Times the store took writes again after a write error, by how",
+                m.recoveries.clone(),
+            );
             r.register(
                 "volatile_dropped",
                 "Events of `persist: false` sources dropped before a pipeline took them (not in the log)",
@@ -130,5 +161,33 @@ impl StorageMetrics {
 
     pub(crate) fn commit_failed(&self, events: u64) {
         self.failed.inc_by(events);
+    }
+
+    pub(crate) fn write_failed(&self, error: &crate::StorageError) {
+        let message = error.to_string();
+        // RocksDB names the file: `While appending to file: …/000012.log`.
+        let file = if message.contains(".log") {
+            "wal"
+        } else if message.contains(".sst") {
+            "table"
+        } else if message.contains("MANIFEST") {
+            "manifest"
+        } else {
+            "other"
+        };
+        let error = if error.is_no_space() {
+            "no_space"
+        } else {
+            "io"
+        };
+        self.write_errors
+            .get_or_create(&WriteErrorLabels { file, error })
+            .inc();
+    }
+
+    pub(crate) fn recovered(&self, how: crate::recovery::Recovered) {
+        self.recoveries
+            .get_or_create(&RecoveryLabels { how: how.as_str() })
+            .inc();
     }
 }

@@ -4,6 +4,8 @@
 //! - [`log`]: the event log: key layout and the group-commit writer that makes batches durable.
 //! - [`feed`]: newly durable batches handed to readers that keep up, in memory.
 //! - [`scan`]: time-range scans over the log, forward or backward, with cursors.
+//! - `recovery`: the database handle, and taking writes again after a write error (a full
+//!   disk) without a restart: RocksDB's own resume, or a reopen in-process.
 //! - [`retention`]: the background pass that deletes old events once every pipeline has
 //!   processed them, and enforces the optional disk ceiling.
 //! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
@@ -24,6 +26,7 @@ pub mod events;
 pub mod feed;
 pub mod log;
 pub mod pipelines;
+mod recovery;
 pub mod retention;
 pub mod scan;
 mod store;

@@ -9,16 +9,16 @@
 //! `sync` is on), then answers all of them: concurrent requests share one fsync (group commit).
 //! A batch is written atomically: all of its events or none.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use colloquium_event::{Event, Reservation};
-use rocksdb::{DB, WriteBatch, WriteOptions};
+use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::feed::Feed;
+use crate::recovery::DbSlot;
 use crate::{ColumnFamily, StorageError, StorageMetrics};
 
 /// Most bytes merged into one group commit, so one huge group cannot stall the rest.
@@ -61,29 +61,25 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    failed: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Starts the writer thread for `cf` of `db`.
+    /// Starts the writer thread for `cf` of the database in `slot`.
     pub(crate) fn start(
-        db: Arc<DB>,
+        slot: Arc<DbSlot>,
         feed: Arc<Feed>,
         cf: ColumnFamily,
         sync: bool,
         metrics: StorageMetrics,
     ) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let failed = Arc::new(AtomicBool::new(false));
-        let thread_failed = failed.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{}-writer", cf.name()))
-            .spawn(move || write_loop(&db, &feed, cf, sync, rx, &metrics, &thread_failed))
+            .spawn(move || write_loop(&slot, &feed, cf, sync, rx, &metrics))
             .map_err(|e| StorageError::Db(format!("starting writer thread: {e}")))?;
         Ok(Self {
             queue: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-            failed,
         })
     }
 
@@ -122,11 +118,6 @@ impl Writer {
         result.await.map_err(|_| StorageError::Closed)?
     }
 
-    /// Returns `false` once a write has failed since the last successful one.
-    pub(crate) fn healthy(&self) -> bool {
-        !self.failed.load(Ordering::Relaxed)
-    }
-
     /// Stops taking writes, finishes the queued ones and joins the thread.
     pub(crate) fn close(&self) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -148,18 +139,13 @@ impl Drop for Writer {
 }
 
 fn write_loop(
-    db: &DB,
+    slot: &DbSlot,
     feed: &Feed,
     cf: ColumnFamily,
     sync: bool,
     mut rx: mpsc::Receiver<Request>,
     metrics: &StorageMetrics,
-    failed: &AtomicBool,
 ) {
-    let Some(handle) = db.cf_handle(cf.name()) else {
-        tracing::error!(cf = cf.name(), "column family missing; writer not started");
-        return;
-    };
     let mut options = WriteOptions::default();
     options.set_sync(sync);
     let mut group: Vec<Request> = Vec::new();
@@ -176,25 +162,21 @@ fn write_loop(
             }
         }
         let started = Instant::now();
-        let mut batch = WriteBatch::default();
-        let mut events = 0u64;
-        for request in &group {
-            for (key, value) in &request.records {
-                batch.put_cf(&handle, key, value);
+        let events: u64 = group.iter().map(|r| r.records.len() as u64).sum();
+        let result = slot.get().and_then(|db| {
+            let handle = db.cf(cf)?;
+            let mut batch = WriteBatch::default();
+            for request in &group {
+                for (key, value) in &request.records {
+                    batch.put_cf(handle, key, value);
+                }
             }
-            events += request.records.len() as u64;
-        }
-        let result = db.write_opt(batch, &options).map_err(StorageError::from);
+            // A failure is logged there, once until the store recovers.
+            db.write(batch, &options)
+        });
         match &result {
-            Ok(()) => {
-                failed.store(false, Ordering::Relaxed);
-                metrics.commit(events, bytes as u64, started.elapsed());
-            }
-            Err(error) => {
-                failed.store(true, Ordering::Relaxed);
-                metrics.commit_failed(events);
-                tracing::error!(%error, events, "group commit failed; requests answered with an error");
-            }
+            Ok(()) => metrics.commit(events, bytes as u64, started.elapsed()),
+            Err(_) => metrics.commit_failed(events),
         }
         for request in group.drain(..) {
             // Publish before settling: once the watermark passes a batch, its subscribers have it.

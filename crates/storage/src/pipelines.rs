@@ -208,10 +208,10 @@ impl Store {
         &self,
         commit: PipelineCommit,
     ) -> Result<Vec<DeadLetter>, StorageError> {
-        let db = self.db();
-        let outputs = self.cf(ColumnFamily::Outputs)?;
-        let dlq = self.cf(ColumnFamily::Dlq)?;
-        let checkpoints = self.cf(ColumnFamily::Checkpoints)?;
+        let db = self.db()?;
+        let outputs = db.cf(ColumnFamily::Outputs)?;
+        let dlq = db.cf(ColumnFamily::Dlq)?;
+        let checkpoints = db.cf(ColumnFamily::Checkpoints)?;
         let mut batch = WriteBatch::default();
         for o in &commit.outputs {
             batch.put_cf(
@@ -242,7 +242,7 @@ impl Store {
             batch.put_cf(&dlq, id.to_bytes(), json(&letter)?);
             letters.push(letter);
         }
-        let state = self.cf(ColumnFamily::State)?;
+        let state = db.cf(ColumnFamily::State)?;
         for change in &commit.state {
             let prefix = state_prefix(&change.pipeline, &change.stage);
             let key = |own: &[u8]| [prefix.as_slice(), own].concat();
@@ -253,7 +253,7 @@ impl Store {
             }
         }
         if !commit.windows.is_empty() {
-            let windows = self.cf(ColumnFamily::Windows)?;
+            let windows = db.cf(ColumnFamily::Windows)?;
             for change in &commit.windows {
                 let (pipeline, stage) = (&change.pipeline, &change.stage);
                 match &change.write {
@@ -267,7 +267,7 @@ impl Store {
             }
         }
         if !commit.anomalies.is_empty() {
-            let anomalies = self.cf(ColumnFamily::Anomalies)?;
+            let anomalies = db.cf(ColumnFamily::Anomalies)?;
             for a in &commit.anomalies {
                 let key = crate::anomalies::anomaly_key(a.id, &a.pipeline);
                 batch.put_cf(&anomalies, key, &a.json);
@@ -282,7 +282,7 @@ impl Store {
         }
         let mut options = WriteOptions::default();
         options.set_sync(commit.durable && self.syncs());
-        db.write_opt(batch, &options)?;
+        db.write(batch, &options)?;
         let letters = letters.split_off(handoffs);
         for letter in &letters {
             self.count_dead_letter(letter.reason.as_str());
@@ -300,26 +300,28 @@ impl Store {
         if self.dead_letter(id)?.is_none() {
             return Ok(false);
         }
+        let db = self.db()?;
         let mut batch = WriteBatch::default();
-        batch.delete_cf(&self.cf(ColumnFamily::Dlq)?, id.to_bytes());
-        batch.delete_cf(&self.cf(ColumnFamily::Checkpoints)?, replay_key(id));
+        batch.delete_cf(&db.cf(ColumnFamily::Dlq)?, id.to_bytes());
+        batch.delete_cf(&db.cf(ColumnFamily::Checkpoints)?, replay_key(id));
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
-        self.db().write_opt(batch, &options)?;
+        db.write(batch, &options)?;
         Ok(true)
     }
 
     /// Deletes a pipeline's checkpoint and every stage's state (its `store` outputs stay), so a
     /// pipeline added again under this name starts afresh from its `start_from`.
     pub fn forget_pipeline(&self, pipeline: &str) -> Result<(), StorageError> {
+        let db = self.db()?;
         let mut batch = WriteBatch::default();
-        batch.delete_cf(&self.cf(ColumnFamily::Checkpoints)?, pipeline.as_bytes());
+        batch.delete_cf(&db.cf(ColumnFamily::Checkpoints)?, pipeline.as_bytes());
         // State keys are `pipeline 0x00 stage 0x00 key`.
         let from = [pipeline.as_bytes(), &[0]].concat();
-        batch.delete_range_cf(&self.cf(ColumnFamily::State)?, &from, &prefix_end(&from));
+        batch.delete_range_cf(&db.cf(ColumnFamily::State)?, &from, &prefix_end(&from));
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
-        self.db().write_opt(batch, &options)?;
+        db.write(batch, &options)?;
         Ok(())
     }
 
@@ -329,24 +331,27 @@ impl Store {
         let Some(letter) = self.dead_letter(id)? else {
             return Ok(None);
         };
+        let db = self.db()?;
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
-        let handle = self.cf(ColumnFamily::Checkpoints)?;
-        self.db()
-            .put_cf_opt(&handle, replay_key(id), b"", &options)?;
+        let handle = db.cf(ColumnFamily::Checkpoints)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(handle, replay_key(id), b"");
+        db.write(batch, &options)?;
         Ok(Some(letter))
     }
 
     /// Asks the pipelines to replay every dead letter in `ids`, in one write.
     pub fn request_replays(&self, ids: &[EventId]) -> Result<(), StorageError> {
-        let handle = self.cf(ColumnFamily::Checkpoints)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Checkpoints)?;
         let mut batch = WriteBatch::default();
         for id in ids {
             batch.put_cf(&handle, replay_key(*id), b"");
         }
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
-        self.db().write_opt(batch, &options)?;
+        db.write(batch, &options)?;
         Ok(())
     }
 
@@ -366,10 +371,11 @@ impl Store {
         cf: ColumnFamily,
         prefix: &[u8],
     ) -> Result<Vec<StateEntry>, StorageError> {
-        let handle = self.cf(cf)?;
+        let db = self.db()?;
+        let handle = db.cf(cf)?;
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(prefix_end(prefix));
-        let iter = self.db().iterator_cf_opt(
+        let iter = db.iterator_cf_opt(
             &handle,
             read,
             IteratorMode::From(prefix, Direction::Forward),
@@ -386,7 +392,8 @@ impl Store {
 
     /// The names of every pipeline (and `@router`) with a checkpoint, in key order.
     pub fn checkpointed(&self) -> Result<Vec<String>, StorageError> {
-        Ok(all_checkpoints(self.db())?
+        let db = self.db()?;
+        Ok(all_checkpoints(&db)?
             .into_iter()
             .map(|(name, _)| name)
             .collect())
@@ -406,8 +413,9 @@ impl Store {
         key: &[u8],
         shown: impl FnOnce() -> String,
     ) -> Result<Option<T>, StorageError> {
-        let handle = self.cf(cf)?;
-        let Some(value) = self.db().get_pinned_cf(&handle, key)? else {
+        let db = self.db()?;
+        let handle = db.cf(cf)?;
+        let Some(value) = db.get_pinned_cf(&handle, key)? else {
             return Ok(None);
         };
         serde_json::from_slice(&value)
@@ -422,9 +430,10 @@ impl Store {
     /// Every `(pipeline, stage)` that has state rows, in key order. Skips from one stage's rows
     /// to the next with a seek, so it costs a read per stage, not per row.
     pub fn state_owners(&self) -> Result<Vec<(String, String)>, StorageError> {
-        let handle = self.cf(ColumnFamily::State)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::State)?;
         let mut owners = Vec::new();
-        let mut iter = self.db().raw_iterator_cf(&handle);
+        let mut iter = db.raw_iterator_cf(&handle);
         iter.seek_to_first();
         while let Some(key) = iter.key() {
             let mut parts = key.splitn(3, |b| *b == 0);
@@ -452,19 +461,21 @@ impl Store {
 
     /// Deletes every state row of one stage of a pipeline.
     pub fn forget_stage(&self, pipeline: &str, stage: &str) -> Result<(), StorageError> {
+        let db = self.db()?;
         let from = state_prefix(pipeline, stage);
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(&self.cf(ColumnFamily::State)?, &from, &prefix_end(&from));
+        batch.delete_range_cf(&db.cf(ColumnFamily::State)?, &from, &prefix_end(&from));
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
-        self.db().write_opt(batch, &options)?;
+        db.write(batch, &options)?;
         Ok(())
     }
 
     /// Moves a stage's state rows from stage id `from` to `to` in one atomic, synced write
     /// (rows already under `to` are overwritten where keys meet).
     pub fn rename_stage(&self, pipeline: &str, from: &str, to: &str) -> Result<(), StorageError> {
-        let handle = self.cf(ColumnFamily::State)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::State)?;
         let old = state_prefix(pipeline, from);
         let new = state_prefix(pipeline, to);
         let mut batch = WriteBatch::default();
@@ -474,24 +485,27 @@ impl Store {
         batch.delete_range_cf(&handle, &old, &prefix_end(&old));
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
-        self.db().write_opt(batch, &options)?;
+        db.write(batch, &options)?;
         Ok(())
     }
 
     /// Whether the store's flag `name` is set (markers of one-time migrations, kept in the
     /// `state` column family under `\0` + name, which no pipeline's rows can start with).
     pub fn flag(&self, name: &str) -> Result<bool, StorageError> {
-        let handle = self.cf(ColumnFamily::State)?;
-        Ok(self.db().get_pinned_cf(&handle, flag_key(name))?.is_some())
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::State)?;
+        Ok(db.get_pinned_cf(&handle, flag_key(name))?.is_some())
     }
 
     /// Sets the store's flag `name` (synced).
     pub fn set_flag(&self, name: &str) -> Result<(), StorageError> {
-        let handle = self.cf(ColumnFamily::State)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::State)?;
         let mut options = WriteOptions::default();
         options.set_sync(self.syncs());
-        self.db()
-            .put_cf_opt(&handle, flag_key(name), b"", &options)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(handle, flag_key(name), b"");
+        db.write(batch, &options)?;
         Ok(())
     }
 
@@ -511,9 +525,10 @@ impl Store {
         stage: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        let handle = self.cf(ColumnFamily::State)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::State)?;
         let full = [state_prefix(pipeline, stage).as_slice(), key].concat();
-        Ok(self.db().get_cf(&handle, full)?)
+        Ok(db.get_cf(&handle, full)?)
     }
 
     /// Returns up to `limit` outputs of `pipeline` whose input event was ingested in
@@ -526,7 +541,8 @@ impl Store {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredOutput>, StorageError> {
-        let handle = self.cf(ColumnFamily::Outputs)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Outputs)?;
         let prefix_len = pipeline.len() + 1;
         let start = match cursor.map(unhex) {
             Some(Some(mut key)) if key.starts_with(pipeline.as_bytes()) => {
@@ -543,7 +559,7 @@ impl Store {
             end
         });
         let mut page = Vec::new();
-        let iter = self.db().iterator_cf_opt(
+        let iter = db.iterator_cf_opt(
             &handle,
             read,
             IteratorMode::From(&start, Direction::Forward),

@@ -30,6 +30,7 @@ use rocksdb::DB;
 use crate::dlq::DeadLetter;
 use crate::events::{ForcedLabels, StorageMetrics};
 use crate::pipelines::{REPLAY_PREFIX, all_checkpoints};
+use crate::recovery::DbSlot;
 use crate::{ColumnFamily, StorageError};
 
 /// What retention keeps.
@@ -207,7 +208,7 @@ fn walk_first(
 
 /// The background retention pass and what it reports.
 struct Retention {
-    db: Arc<DB>,
+    slot: Arc<DbSlot>,
     policy: RetentionPolicy,
     metrics: StorageMetrics,
     forced: Arc<Mutex<ForcedDeletions>>,
@@ -215,23 +216,22 @@ struct Retention {
 
 impl Retention {
     fn pass(&self) {
+        // While the store is being reopened there is nothing to do; the next pass does it.
+        let Ok(db) = self.slot.get() else { return };
         if let Some(max_age) = self.policy.max_age {
             let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
             let cutoff = Timestamp::now().saturating_sub_millis(max_age_ms);
             for (cf, pass) in [
-                (ColumnFamily::Events, delete_before(&self.db, cutoff)),
-                (
-                    ColumnFamily::Outputs,
-                    delete_outputs_before(&self.db, cutoff),
-                ),
+                (ColumnFamily::Events, delete_before(&db, cutoff)),
+                (ColumnFamily::Outputs, delete_outputs_before(&db, cutoff)),
                 (
                     ColumnFamily::Anomalies,
-                    crate::anomalies::delete_anomalies_before(&self.db, cutoff),
+                    crate::anomalies::delete_anomalies_before(&db, cutoff),
                 ),
                 (
                     ColumnFamily::Windows,
                     crate::windows::delete_windows_older_than(
-                        &self.db,
+                        &db,
                         i64::try_from(max_age_ms).unwrap_or(i64::MAX),
                     ),
                 ),
@@ -247,7 +247,7 @@ impl Retention {
             }
         }
         if let Some(max) = self.policy.max_disk_bytes
-            && let Err(error) = self.enforce_ceiling(max)
+            && let Err(error) = self.enforce_ceiling(&db, max)
         {
             tracing::warn!(%error, "enforcing storage.max_disk_usage failed");
         }
@@ -255,8 +255,7 @@ impl Retention {
 
     /// Deletes the oldest events, then the oldest dead letters, until the store holds at
     /// most 90% of `max` bytes (estimated from key counts; the next pass corrects).
-    fn enforce_ceiling(&self, max: u64) -> Result<(), StorageError> {
-        let db = &self.db;
+    fn enforce_ceiling(&self, db: &DB, max: u64) -> Result<(), StorageError> {
         let usage: u64 = ColumnFamily::ALL.iter().map(|cf| cf_bytes(db, *cf)).sum();
         if usage <= max {
             return Ok(());
@@ -271,8 +270,8 @@ impl Retention {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let count = ((estimated_keys(db, cf) as f64 * share).ceil() as u64).max(1);
             match cf {
-                ColumnFamily::Events => self.force_events(count)?,
-                _ => self.force_dead_letters(count)?,
+                ColumnFamily::Events => self.force_events(db, count)?,
+                _ => self.force_dead_letters(db, count)?,
             }
             excess = excess.saturating_sub(bytes);
         }
@@ -280,22 +279,22 @@ impl Retention {
     }
 
     /// Deletes the oldest `count` events, counting per reader those it had not processed.
-    fn force_events(&self, count: u64) -> Result<(), StorageError> {
-        let readers = readers(&self.db)?;
+    fn force_events(&self, db: &DB, count: u64) -> Result<(), StorageError> {
+        let readers = readers(db)?;
         let after: Vec<Vec<u8>> = readers
             .iter()
             .map(|r| r.position.map_or_else(Vec::new, key_after))
             .collect();
         let mut behind = vec![0u64; readers.len()];
         let mut deleted = 0u64;
-        let end = walk_first(&self.db, ColumnFamily::Events, count, |key, _| {
+        let end = walk_first(db, ColumnFamily::Events, count, |key, _| {
             deleted += 1;
             for (n, after) in behind.iter_mut().zip(&after) {
                 *n += u64::from(key >= after.as_slice());
             }
         })?;
         let Some(end) = end else { return Ok(()) };
-        delete_events_below(&self.db, &end)?;
+        delete_events_below(db, &end)?;
         tracing::info!(
             events = deleted,
             "storage.max_disk_usage reached: deleted the oldest events"
@@ -321,8 +320,7 @@ impl Retention {
 
     /// Deletes the oldest `count` dead letters (and their replay requests), counting them per
     /// pipeline and reason.
-    fn force_dead_letters(&self, count: u64) -> Result<(), StorageError> {
-        let db = &self.db;
+    fn force_dead_letters(&self, db: &DB, count: u64) -> Result<(), StorageError> {
         let (Some(dlq), Some(checkpoints)) = (
             db.cf_handle(ColumnFamily::Dlq.name()),
             db.cf_handle(ColumnFamily::Checkpoints.name()),
@@ -385,14 +383,14 @@ pub(crate) struct RetentionTask {
 impl RetentionTask {
     /// Starts a thread that runs a pass every `policy.interval`.
     pub(crate) fn start(
-        db: Arc<DB>,
+        slot: Arc<DbSlot>,
         policy: RetentionPolicy,
         metrics: StorageMetrics,
         forced: Arc<Mutex<ForcedDeletions>>,
     ) -> Result<Self, StorageError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let retention = Retention {
-            db,
+            slot,
             policy,
             metrics,
             forced,

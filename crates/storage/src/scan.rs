@@ -4,6 +4,8 @@
 //! `since` is inclusive, `until` is inclusive to the millisecond, and a cursor (the last id the
 //! caller saw) is exclusive. RocksDB enforces the bounds, so a scan never reads past them.
 
+use std::sync::Arc;
+
 use colloquium_event::{EventId, Timestamp};
 use rocksdb::{DB, DBRawIterator, ReadOptions};
 
@@ -55,30 +57,53 @@ impl ScanRange {
     }
 }
 
+self_cell::self_cell!(
+    /// A RocksDB iterator with the database it reads, held for as long as the scan is (a
+    /// reopen of the store waits for it).
+    struct Cursor {
+        owner: Arc<DB>,
+        #[covariant]
+        dependent: MaybeIter,
+    }
+);
+
+type MaybeIter<'a> = Option<DBRawIterator<'a>>;
+
 /// An iterator over `(id, stored bytes)` in a range.
-pub struct Scan<'a> {
-    iter: Option<DBRawIterator<'a>>,
+pub struct Scan {
+    cursor: Result<Cursor, Option<StorageError>>,
     order: Order,
     cf: ColumnFamily,
     started: bool,
     failed: bool,
 }
 
-impl<'a> Scan<'a> {
-    pub(crate) fn new(db: &'a DB, cf: ColumnFamily, range: ScanRange, fill_cache: bool) -> Self {
-        let iter = range.bounds().and_then(|(lower, upper)| {
-            let handle = db.cf_handle(cf.name())?;
-            let mut options = ReadOptions::default();
-            // Long scans (replay) would evict the hot set from the block cache.
-            options.fill_cache(fill_cache);
-            options.set_iterate_lower_bound(lower.to_be_bytes().to_vec());
-            if let Some(upper) = upper {
-                options.set_iterate_upper_bound(upper.to_be_bytes().to_vec());
-            }
-            Some(db.raw_iterator_cf_opt(&handle, options))
+impl Scan {
+    /// A scan of `range` in `cf`; `db` is the store's database, or why it could not be had
+    /// (the scan then yields that error once).
+    pub(crate) fn new(
+        db: Result<Arc<DB>, StorageError>,
+        cf: ColumnFamily,
+        range: ScanRange,
+        fill_cache: bool,
+    ) -> Self {
+        let cursor = db.map_err(Some).map(|db| {
+            Cursor::new(db, |db| {
+                range.bounds().and_then(|(lower, upper)| {
+                    let handle = db.cf_handle(cf.name())?;
+                    let mut options = ReadOptions::default();
+                    // Long scans (replay) would evict the hot set from the block cache.
+                    options.fill_cache(fill_cache);
+                    options.set_iterate_lower_bound(lower.to_be_bytes().to_vec());
+                    if let Some(upper) = upper {
+                        options.set_iterate_upper_bound(upper.to_be_bytes().to_vec());
+                    }
+                    Some(db.raw_iterator_cf_opt(&handle, options))
+                })
+            })
         });
         Self {
-            iter,
+            cursor,
             order: range.order,
             cf,
             started: false,
@@ -87,41 +112,58 @@ impl<'a> Scan<'a> {
     }
 }
 
-impl Iterator for Scan<'_> {
-    type Item = Result<(EventId, Box<[u8]>), StorageError>;
+/// One scanned record: its id and stored bytes.
+type Item = Result<(EventId, Box<[u8]>), StorageError>;
+
+impl Iterator for Scan {
+    type Item = Item;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
         }
-        let iter = self.iter.as_mut()?;
-        match (self.started, self.order) {
-            (false, Order::Asc) => iter.seek_to_first(),
-            (false, Order::Desc) => iter.seek_to_last(),
-            (true, Order::Asc) => iter.next(),
-            (true, Order::Desc) => iter.prev(),
-        }
-        self.started = true;
-        if !iter.valid() {
-            return match iter.status() {
-                Ok(()) => None,
-                Err(e) => {
-                    self.failed = true;
-                    Some(Err(e.into()))
-                }
-            };
-        }
-        let (key, value) = (iter.key()?, iter.value()?);
-        let Some(id) = EventId::from_slice(key) else {
-            self.failed = true;
-            return Some(Err(StorageError::Corrupt {
-                cf: self.cf.name(),
-                key: crate::log::hex(key),
-                message: "key is not a 16-byte id".into(),
-            }));
+        let (order, started, cf) = (self.order, self.started, self.cf);
+        let cursor = match &mut self.cursor {
+            Ok(cursor) => cursor,
+            Err(error) => return error.take().map(Err),
         };
-        Some(Ok((id, value.into())))
+        let item = cursor.with_dependent_mut(|_, iter| {
+            let iter = iter.as_mut()?;
+            step(iter, order, started, cf)
+        });
+        self.started = true;
+        if matches!(item, Some(Err(_))) {
+            self.failed = true;
+        }
+        item
     }
+}
+
+/// Moves `iter` one step in `order` and reads where it lands.
+fn step(
+    iter: &mut DBRawIterator<'_>,
+    order: Order,
+    started: bool,
+    cf: ColumnFamily,
+) -> Option<Item> {
+    match (started, order) {
+        (false, Order::Asc) => iter.seek_to_first(),
+        (false, Order::Desc) => iter.seek_to_last(),
+        (true, Order::Asc) => iter.next(),
+        (true, Order::Desc) => iter.prev(),
+    }
+    if !iter.valid() {
+        return iter.status().err().map(|e| Err(e.into()));
+    }
+    let (key, value) = (iter.key()?, iter.value()?);
+    let Some(id) = EventId::from_slice(key) else {
+        return Some(Err(StorageError::Corrupt {
+            cf: cf.name(),
+            key: crate::log::hex(key),
+            message: "key is not a 16-byte id".into(),
+        }));
+    };
+    Some(Ok((id, value.into())))
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use colloquium_event::{Event, EventId, IdGenerator, Reason, Reservation, Timestamp};
-use rocksdb::{DB, WriteOptions};
+use rocksdb::WriteOptions;
 
 use crate::dlq::DeadLetter;
 use crate::events::CfLabels;
 use crate::feed::Feed;
 use crate::log::{self, Writer};
+use crate::recovery::{Db, DbSlot, Recovery};
 use crate::retention::{self, ForcedDeletions, RetentionPolicy, RetentionTask};
 use crate::scan::Scan;
 use crate::{ColumnFamily, ScanRange, StorageError, StorageMetrics, StoreOptions};
@@ -21,8 +22,9 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<DB>,
+    slot: Arc<DbSlot>,
     writer: Writer,
+    recovery: Mutex<Option<Recovery>>,
     feed: Arc<Feed>,
     retention: Mutex<Option<RetentionTask>>,
     forced: Arc<Mutex<ForcedDeletions>>,
@@ -34,20 +36,22 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the store in `options.data_dir` and starts its writer.
     pub fn open(options: StoreOptions, metrics: StorageMetrics) -> Result<Self, StorageError> {
-        let db = Arc::new(crate::db::open(&options)?);
+        let slot = Arc::new(DbSlot::open(options.clone(), metrics.clone())?);
         let feed = Arc::new(Feed::counting(metrics.volatile_dropped.clone()));
         let writer = Writer::start(
-            db.clone(),
+            slot.clone(),
             feed.clone(),
             ColumnFamily::Events,
             options.sync,
             metrics.clone(),
         )?;
+        let recovery = Recovery::start(slot.clone())?;
         tracing::info!(dir = %options.data_dir.display(), sync = options.sync, "store opened");
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                slot,
                 writer,
+                recovery: Mutex::new(Some(recovery)),
                 feed,
                 retention: Mutex::new(None),
                 forced: Arc::default(),
@@ -63,7 +67,7 @@ impl Store {
     /// processed, and enforces `policy.max_disk_bytes`.
     pub fn start_retention(&self, policy: RetentionPolicy) -> Result<(), StorageError> {
         let task = RetentionTask::start(
-            self.inner.db.clone(),
+            self.inner.slot.clone(),
             policy,
             self.inner.metrics.clone(),
             self.inner.forced.clone(),
@@ -111,12 +115,9 @@ impl Store {
 
     /// Returns the stored JSON of event `id`.
     pub fn get_raw(&self, id: EventId) -> Result<Option<Vec<u8>>, StorageError> {
-        let handle = self.cf(ColumnFamily::Events)?;
-        Ok(self
-            .inner
-            .db
-            .get_pinned_cf(&handle, id.to_bytes())?
-            .map(|v| v.to_vec()))
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Events)?;
+        Ok(db.get_pinned_cf(handle, id.to_bytes())?.map(|v| v.to_vec()))
     }
 
     /// Returns event `id`.
@@ -127,17 +128,18 @@ impl Store {
 
     /// Returns the events in `range` as `(id, stored JSON)`, in its order. `fill_cache: false`
     /// for long scans such as replay, so they do not evict the hot set.
-    pub fn scan(&self, range: ScanRange, fill_cache: bool) -> Scan<'_> {
-        Scan::new(&self.inner.db, ColumnFamily::Events, range, fill_cache)
+    pub fn scan(&self, range: ScanRange, fill_cache: bool) -> Scan {
+        Scan::new(self.shared_db(), ColumnFamily::Events, range, fill_cache)
     }
 
     /// The events after `after` (all of them for `None`): the oldest one's id, and how many
     /// there are, counted up to `limit` keys (so a far-behind reader costs a bounded read).
     pub fn backlog(&self, after: Option<EventId>, limit: usize) -> Result<Backlog, StorageError> {
-        let handle = self.cf(ColumnFamily::Events)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Events)?;
         let mut options = rocksdb::ReadOptions::default();
         options.fill_cache(false);
-        let mut iter = self.inner.db.raw_iterator_cf_opt(&handle, options);
+        let mut iter = db.raw_iterator_cf_opt(handle, options);
         match after {
             Some(id) => iter.seek(retention::key_after(id)),
             None => iter.seek_to_first(),
@@ -159,7 +161,7 @@ impl Store {
     /// Deletes every event ingested before `cutoff` that every pipeline has processed (by
     /// the checkpoints); returns whether any existed.
     pub fn delete_before(&self, cutoff: Timestamp) -> Result<bool, StorageError> {
-        retention::delete_before(&self.inner.db, cutoff)
+        retention::delete_before(&*self.db()?, cutoff)
     }
 
     /// What `storage.max_disk_usage` deleted before anyone was done with it, since open.
@@ -174,7 +176,7 @@ impl Store {
     /// Deletes every pipeline output whose input event was ingested before `cutoff`; returns
     /// whether any existed.
     pub fn delete_outputs_before(&self, cutoff: Timestamp) -> Result<bool, StorageError> {
-        retention::delete_outputs_before(&self.inner.db, cutoff)
+        retention::delete_outputs_before(&*self.db()?, cutoff)
     }
 
     /// Stores each `(event, reason, error)` in the dead-letter queue, in one atomic write
@@ -185,7 +187,8 @@ impl Store {
     ) -> Result<Vec<DeadLetter>, StorageError> {
         let now = Timestamp::now();
         let ids = self.inner.dlq_ids.next_ids(now, letters.len());
-        let handle = self.cf(ColumnFamily::Dlq)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Dlq)?;
         let mut batch = rocksdb::WriteBatch::default();
         let mut stored = Vec::with_capacity(letters.len());
         for ((event, reason, error), id) in letters.into_iter().zip(ids) {
@@ -200,7 +203,7 @@ impl Store {
                 event,
             };
             let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
-            batch.put_cf(&handle, id.to_bytes(), value);
+            batch.put_cf(handle, id.to_bytes(), value);
             stored.push(letter);
         }
         let mut options = WriteOptions::default();
@@ -208,7 +211,7 @@ impl Store {
         // Under overload these are most of what is written: when compaction falls behind,
         // they are the writes RocksDB slows down, not the log's.
         options.set_low_pri(true);
-        self.inner.db.write_opt(batch, &options)?;
+        db.write(batch, &options)?;
         for letter in &stored {
             self.count_dead_letter(letter.reason.as_str());
         }
@@ -220,7 +223,7 @@ impl Store {
         &self,
         range: ScanRange,
     ) -> impl Iterator<Item = Result<DeadLetter, StorageError>> + '_ {
-        Scan::new(&self.inner.db, ColumnFamily::Dlq, range, true).map(|item| {
+        Scan::new(self.shared_db(), ColumnFamily::Dlq, range, true).map(|item| {
             let (id, value) = item?;
             serde_json::from_slice(&value).map_err(|e| StorageError::Corrupt {
                 cf: ColumnFamily::Dlq.name(),
@@ -230,9 +233,10 @@ impl Store {
         })
     }
 
-    /// Returns `false` when the last write failed (disk full, I/O error) or the store closed.
+    /// Returns `false` from a failed write (disk full, I/O error) until the store takes writes
+    /// again (see [`crate::recovery`]), and once it is closed.
     pub fn writable(&self) -> bool {
-        self.inner.writer.healthy()
+        self.inner.slot.writable()
     }
 
     /// Returns the data directory.
@@ -242,9 +246,15 @@ impl Store {
 
     /// Returns the bytes held per column family (SST files plus memtables).
     pub fn sizes(&self) -> Vec<(&'static str, u64)> {
+        let db = self.db().ok();
         ColumnFamily::ALL
             .iter()
-            .map(|cf| (cf.name(), retention::cf_bytes(&self.inner.db, *cf)))
+            .map(|cf| {
+                (
+                    cf.name(),
+                    db.as_ref().map_or(0, |db| retention::cf_bytes(db, *cf)),
+                )
+            })
             .collect()
     }
 
@@ -260,7 +270,9 @@ impl Store {
     }
 
     /// Stops retention, finishes queued writes, and flushes the WAL and memtables to disk.
-    /// Later appends fail with [`StorageError::Closed`].
+    /// Later appends fail with [`StorageError::Closed`]. A store that cannot write (a full
+    /// disk) closes without the flush: what it acknowledged is in the WAL, replayed on the
+    /// next open.
     pub fn close(&self) -> Result<(), StorageError> {
         if let Some(mut task) = self
             .inner
@@ -272,17 +284,42 @@ impl Store {
             task.stop();
         }
         self.inner.writer.close();
-        let db = &self.inner.db;
-        db.flush_wal(true)?;
-        for cf in ColumnFamily::ALL {
-            db.flush_cf(&self.cf(cf)?)?;
+        if let Some(mut recovery) = self
+            .inner
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            recovery.stop();
+        }
+        let flushed = self.db().and_then(|db| {
+            db.flush_wal(true)?;
+            for cf in ColumnFamily::ALL {
+                db.flush_cf(db.cf(cf)?)?;
+            }
+            Ok(())
+        });
+        match flushed {
+            Ok(()) => {}
+            Err(error) if !self.inner.slot.writable() => tracing::warn!(
+                %error,
+                "closing a store that cannot write: not flushed; acknowledged events are in its WAL and are replayed on the next start"
+            ),
+            Err(error) => return Err(error),
         }
         tracing::info!(dir = %self.inner.options.data_dir.display(), "store closed");
         Ok(())
     }
 
-    pub(crate) fn db(&self) -> &DB {
-        &self.inner.db
+    /// The database, for one operation.
+    pub(crate) fn db(&self) -> Result<Db<'_>, StorageError> {
+        self.inner.slot.get()
+    }
+
+    /// The database, for a scan that keeps it.
+    fn shared_db(&self) -> Result<Arc<rocksdb::DB>, StorageError> {
+        self.db().map(Db::into_shared)
     }
 
     pub(crate) fn syncs(&self) -> bool {
@@ -298,13 +335,6 @@ impl Store {
             reason: reason.to_owned(),
         };
         self.inner.metrics.dead_letters.get_or_create(&labels).inc();
-    }
-
-    pub(crate) fn cf(&self, cf: ColumnFamily) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.inner
-            .db
-            .cf_handle(cf.name())
-            .ok_or_else(|| StorageError::Db(format!("column family `{}` missing", cf.name())))
     }
 }
 

@@ -111,7 +111,8 @@ impl Store {
         query: &WindowQuery,
         limit: usize,
     ) -> Result<Vec<StoredOutput>, StorageError> {
-        let handle = self.cf(ColumnFamily::Windows)?;
+        let db = self.db()?;
+        let handle = db.cf(ColumnFamily::Windows)?;
         let pipeline_prefix = [query.pipeline.as_bytes(), &[0]].concat();
         let scope = match (&query.stage, &query.key) {
             (Some(stage), Some(key)) => key_prefix(&stage_prefix(&query.pipeline, stage), key),
@@ -128,7 +129,7 @@ impl Store {
         };
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(prefix_end(&scope));
-        let mut iter = self.db().raw_iterator_cf_opt(&handle, read);
+        let mut iter = db.raw_iterator_cf_opt(&handle, read);
         iter.seek(&position);
         let mut page = Vec::new();
         while page.len() < limit {
@@ -305,7 +306,7 @@ mod tests {
             Err(StorageError::BadCursor)
         ));
         // Newest start 2000: with 1000 ms kept, what starts before 1000 goes.
-        assert!(delete_windows_older_than(store.db(), 1_000).unwrap());
+        assert!(delete_windows_older_than(&store.db().unwrap(), 1_000).unwrap());
         let of_w = WindowQuery {
             pipeline: "p".into(),
             stage: Some("w".into()),

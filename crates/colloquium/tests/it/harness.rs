@@ -532,3 +532,47 @@ impl Drop for Receiver {
         self.task.abort();
     }
 }
+
+/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop; `None` where
+/// the test cannot mount (not root, no CAP_SYS_ADMIN).
+pub struct Tmpfs {
+    pub dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs {
+            dir: std::sync::Arc::new(dir),
+        })
+    }
+
+    /// Appends zeros to `name` until the file system is full (again: RocksDB frees space as it
+    /// deletes obsolete files, so a test keeps topping it up).
+    pub fn fill(&self, name: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+        while file.write_all(&chunk[..4096]).is_ok() {}
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -7,6 +7,7 @@ mod anomaly;
 mod cli;
 mod computo;
 mod crash;
+mod faults;
 mod foundations;
 mod harness;
 mod ingest;
