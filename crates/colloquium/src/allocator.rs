@@ -1,4 +1,5 @@
-//! Allocator settings for a node, so memory taken by a burst goes back to the OS after it.
+//! Allocator settings and idle trimming for a node, so memory taken by a burst goes back to the
+//! OS after it.
 //!
 //! glibc malloc (RocksDB's C++: write batches, memtables) raises its mmap threshold as large
 //! blocks are freed, up to 32 MiB, so the multi-megabyte write batches of a burst of large
@@ -8,7 +9,8 @@
 //! 1 MB events, RSS after the burst ~220 MiB without it and 179-194 MiB with it; at 128 KiB it
 //! fell to ~136 MiB and at 1 MiB to ~132 MiB, but NDJSON ingest lost 13-19% to mmap calls;
 //! mimalloc's `MIMALLOC_PURGE_DELAY=0` (~85 MiB with both) cost single-event ingest 5-10%.
-//! Those are not kept.
+//! Those are not kept. What does return the memory, at no cost under load, is trimming both
+//! allocators once the node is idle: [`idle`] (issue 22: ~235 → 64 MiB after that burst).
 //!
 //! glibc reads it only when the process starts, so the node executes itself once more with it
 //! set (same process id, same arguments). A value already in the environment is kept.
@@ -39,4 +41,77 @@ pub fn return_memory_after_bursts() {
     eprintln!(
         "warning: could not apply the allocator settings ({error}); memory taken by a burst may stay with the process"
     );
+}
+
+/// Giving a burst's memory back once the node is idle again.
+///
+/// Freed memory stays with the allocators until something returns it: glibc keeps RocksDB's
+/// freed blocks in its arenas until `malloc_trim`, and mimalloc purges a thread's freed pages
+/// only when that thread allocates or collects again, which an idle tokio worker never does. So
+/// when the store has written nothing for a second after writing something, [`trim_when_idle`]
+/// trims glibc's arenas and asks every worker to collect its mimalloc heap the next time it
+/// parks ([`on_thread_park`]). Nothing runs while the node is busy.
+pub mod idle {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// Bumped once per trim; each worker collects once per value.
+    static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        static COLLECTED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// For `tokio::runtime::Builder::on_thread_park`: collects this worker's heap once after
+    /// each trim (an atomic load otherwise).
+    pub fn on_thread_park() {
+        let epoch = EPOCH.load(Ordering::Relaxed);
+        if COLLECTED.with(|c| c.replace(epoch)) != epoch {
+            collect_this_thread();
+        }
+    }
+
+    /// Every second: when `written()` (bytes the store wrote) stood still after it moved,
+    /// trims. Runs until the task is dropped.
+    pub async fn trim_when_idle(written: impl Fn() -> u64, workers: usize) {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        let mut last = written();
+        let mut busy = false;
+        loop {
+            ticks.tick().await;
+            let now = written();
+            if now != last {
+                (last, busy) = (now, true);
+                continue;
+            }
+            if !busy {
+                continue;
+            }
+            busy = false;
+            EPOCH.fetch_add(1, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(trim_glibc).await;
+            collect_this_thread();
+            // Idle workers are parked: hand each some (empty) work, so it parks again and
+            // collects.
+            for _ in 0..workers * 2 {
+                tokio::spawn(async {});
+            }
+            tracing::debug!("idle after a burst: returned freed memory to the OS");
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn collect_this_thread() {
+        // SAFETY: `mi_collect` takes no pointers; it frees and purges the calling thread's own
+        // heap, which is mimalloc's (the global allocator) and safe to call at any time.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+
+    #[allow(unsafe_code)]
+    fn trim_glibc() {
+        // SAFETY: `malloc_trim` takes a size and no pointers; it releases free memory at the
+        // top of and inside glibc's arenas, under their locks, and may be called at any time.
+        unsafe { libc::malloc_trim(0) };
+    }
 }

@@ -200,5 +200,6 @@ fn load_config(args: &ConfigArgs) -> anyhow::Result<Option<Config>> {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(allocator::idle::on_thread_park)
         .build()?)
 }

@@ -36,7 +36,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Before the ready line: a signal that arrives once we are "ready" must drain, not kill.
     let signals = Signals::install().context("installing signal handlers")?;
     let registry = MetricsRegistry::default();
-    let store = open_store(&config, StorageMetrics::register(&registry), true)?;
+    let storage_metrics = StorageMetrics::register(&registry);
+    let store = open_store(&config, storage_metrics.clone(), true)?;
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let trim = tokio::spawn(crate::allocator::idle::trim_when_idle(
+        move || storage_metrics.written_bytes(),
+        workers,
+    ));
 
     let ids = Arc::new(IdGenerator::default());
     let board = HealthBoard::default();
@@ -205,6 +211,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     }
 
     control.abort();
+    trim.abort();
     // Pipelines stop after ingest (nothing new arrives) and before the store closes; what
     // they have not processed yet resumes from their checkpoints at the next start.
     reloads.shutdown();

@@ -159,6 +159,11 @@ impl StorageMetrics {
         tracing::trace!(events, bytes, ?took, "group commit");
     }
 
+    /// Record bytes written since open.
+    pub fn written_bytes(&self) -> u64 {
+        self.bytes_written.get()
+    }
+
     pub(crate) fn commit_failed(&self, events: u64) {
         self.failed.inc_by(events);
     }

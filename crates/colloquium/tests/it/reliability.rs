@@ -176,7 +176,8 @@ pub(crate) fn metric(text: &str, name: &str) -> f64 {
 
 /// Item 4: eight clients posting batches of eight 1 MB events stay well under 512 MiB peak RSS
 /// with the default memory settings (the node before the bytes bound peaked at 508 MB), and
-/// memory goes down after the burst.
+/// memory goes back to the OS after the burst: at least two thirds of what the burst added
+/// (issue 22: it stayed at ~90 % of the peak until the node trimmed its allocators when idle).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item4_memory_is_bounded_in_bytes_and_returned_after_a_burst() {
     let node = Node::start("server:\n  max_pending_events: 100\n");
@@ -217,15 +218,14 @@ async fn item4_memory_is_bounded_in_bytes_and_returned_after_a_burst() {
         peak >> 20,
         baseline >> 20
     );
-    // Some memory comes back: the accepted events are on disk, not held by the node. (How
-    // much is the allocators' business: see crates/colloquium/src/allocator.rs.)
-    // Against the high-water mark as it is then: under load the node may still be writing
-    // (and growing) after the clients are answered.
-    // Two minutes: on a loaded machine the allocator's trimming comes late.
+    // The accepted events are on disk, not held by the node: once it is idle it trims its
+    // allocators (crates/colloquium/src/allocator.rs). Against the high-water mark as it is
+    // then: under load the node may still be writing (and growing) after the clients are
+    // answered. Two minutes: a loaded machine is slow to go idle.
     let deadline = std::time::Instant::now() + 2 * MINUTE;
     let settled = loop {
         let (rss, high) = node.rss();
-        if rss + (16 << 20) < high {
+        if rss < baseline + (high - baseline) / 3 {
             break rss;
         }
         assert!(
