@@ -10,23 +10,15 @@ use crate::harness::{Node, Tmpfs, eventually};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// Which files the failed writes reached (`wal`, `table`, …), from the node's metrics.
-async fn failed_writes(node: &Node) -> Vec<String> {
+/// The values of `label` in the samples of counter `metric` (e.g. which files failed writes
+/// reached: `wal`, `table`; how the store recovered: `resumed`, `reopened`).
+async fn label_values(node: &Node, metric: &str, label: &str) -> Vec<String> {
     let (_, metrics) = node.get_text("/metrics").await;
+    let (series, label) = (format!("{metric}{{"), format!("{label}=\""));
     metrics
         .lines()
-        .filter(|l| l.starts_with("colloquium_storage_write_errors_total{"))
-        .filter_map(|l| Some(l.split("file=\"").nth(1)?.split('"').next()?.to_owned()))
-        .collect()
-}
-
-/// How the store recovered, from the node's metrics (`resumed`, `reopened`).
-async fn recoveries(node: &Node) -> Vec<String> {
-    let (_, metrics) = node.get_text("/metrics").await;
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("colloquium_storage_recoveries_total{"))
-        .filter_map(|l| Some(l.split("how=\"").nth(1)?.split('"').next()?.to_owned()))
+        .filter(|l| l.starts_with(&series))
+        .filter_map(|l| Some(l.split(&label).nth(1)?.split('"').next()?.to_owned()))
         .collect()
 }
 
@@ -63,7 +55,7 @@ async fn recovers(node: &Node, free: impl FnOnce()) -> String {
         (status == 200 && health["components"]["storage"]["status"] == "healthy").then_some(())
     })
     .await;
-    let how = recoveries(node).await;
+    let how = label_values(node, "colloquium_storage_recoveries_total", "how").await;
     eprintln!("recovered: {how:?}");
     assert!(!how.is_empty(), "no recovery counted");
     let (status, ids, body) = post_ids(node, r#"{"after":1}"#, "application/json").await;
@@ -188,7 +180,7 @@ async fn full_disk_is_recovered_from(fill: Fill) {
     )
     .await;
     acked.extend(more);
-    let failed = failed_writes(&node).await;
+    let failed = label_values(&node, "colloquium_storage_write_errors_total", "file").await;
     assert!(
         failed.iter().any(|f| f == fill.hits),
         "the fill hit {failed:?}, not {}",
