@@ -91,9 +91,8 @@ pub mod idle {
             busy = false;
             EPOCH.fetch_add(1, Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(trim_glibc).await;
-            collect_this_thread();
             // Idle workers are parked: hand each some (empty) work, so it parks again and
-            // collects.
+            // collects (this one does when it parks after this tick).
             for _ in 0..workers * 2 {
                 tokio::spawn(async {});
             }

@@ -168,11 +168,8 @@ impl DbSlot {
         let memtables: u64 = match self.get() {
             Ok(db) => ColumnFamily::ALL
                 .iter()
-                .filter_map(|cf| db.cf_handle(cf.name()))
-                .filter_map(|h| {
-                    db.property_int_value_cf(&h, "rocksdb.cur-size-all-mem-tables")
-                        .ok()
-                        .flatten()
+                .map(|cf| {
+                    crate::retention::cf_property(&db, *cf, "rocksdb.cur-size-all-mem-tables")
                 })
                 .sum(),
             // A reopen that failed left nothing open: whatever the WAL holds gets flushed.

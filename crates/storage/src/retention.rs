@@ -153,28 +153,21 @@ pub(crate) fn delete_outputs_before(db: &DB, cutoff: Timestamp) -> Result<bool, 
     Ok(deleted)
 }
 
+/// Integer property `name` of `cf` (0 when RocksDB reports none).
+pub(crate) fn cf_property(db: &DB, cf: ColumnFamily, name: &str) -> u64 {
+    db.cf_handle(cf.name())
+        .and_then(|h| db.property_int_value_cf(&h, name).ok().flatten())
+        .unwrap_or(0)
+}
+
 /// Bytes held by `cf`: SST files plus memtables.
 pub(crate) fn cf_bytes(db: &DB, cf: ColumnFamily) -> u64 {
-    let Some(handle) = db.cf_handle(cf.name()) else {
-        return 0;
-    };
-    let property = |name: &str| {
-        db.property_int_value_cf(&handle, name)
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    };
-    property("rocksdb.live-sst-files-size") + property("rocksdb.cur-size-all-mem-tables")
+    cf_property(db, cf, "rocksdb.live-sst-files-size")
+        + cf_property(db, cf, "rocksdb.cur-size-all-mem-tables")
 }
 
 fn estimated_keys(db: &DB, cf: ColumnFamily) -> u64 {
-    db.cf_handle(cf.name())
-        .and_then(|h| {
-            db.property_int_value_cf(&h, "rocksdb.estimate-num-keys")
-                .ok()
-        })
-        .flatten()
-        .unwrap_or(0)
+    cf_property(db, cf, "rocksdb.estimate-num-keys")
 }
 
 /// Walks the first `count` keys of `cf` in order, calling `visit` with each key and value;
