@@ -13,12 +13,19 @@ use colloquium_analytics::{
 };
 use serde_json::Value;
 
+/// This crate's directory, read when the test runs: a test binary reused from a build cache
+/// filled by a checkout elsewhere would carry that checkout's path in `env!`.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The suite file: under `$COLLOQUIUM_SHARED_DIR`, or `shared/` beside the repository (as the
 /// EventStream frame suite is found).
 fn suite() -> PathBuf {
     let dir = match std::env::var("COLLOQUIUM_SHARED_DIR") {
         Ok(dir) => PathBuf::from(dir).join("conformance/streamguard"),
-        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        Err(_) => manifest_dir()
             .ancestors()
             .map(|a| a.join("shared/conformance/streamguard"))
             .find(|c| c.is_dir())
