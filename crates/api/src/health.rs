@@ -41,6 +41,9 @@ struct Components {
     /// Each pipeline, when the node runs any.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pipelines: std::collections::BTreeMap<String, colloquium_telemetry::health::ComponentHealth>,
+    /// Each source that reports its health (Kafka sources).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    sources: std::collections::BTreeMap<String, colloquium_telemetry::health::ComponentHealth>,
 }
 
 /// How long `/health` reports a forced deletion (`storage.max_disk_usage`) as `degraded`.
@@ -164,12 +167,19 @@ pub async fn health(State(state): State<ApiState>) -> Response {
         .map(|p| p.status)
         .max()
         .unwrap_or(Status::Healthy);
+    let sources = state.sources.snapshot();
+    let worst_source = sources
+        .values()
+        .map(|p| p.status)
+        .max()
+        .unwrap_or(Status::Healthy);
     let status = node
         .status
         .max(storage.status)
         .max(disk.status)
         .max(control.status)
-        .max(worst_pipeline);
+        .max(worst_pipeline)
+        .max(worst_source);
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -183,6 +193,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             disk,
             control,
             pipelines,
+            sources,
         },
     };
     (code, axum::Json(report)).into_response()

@@ -47,6 +47,8 @@ pub struct ApiState {
     pub draining: Arc<AtomicBool>,
     /// Components that report their own health (each pipeline).
     pub board: colloquium_telemetry::health::HealthBoard,
+    /// Health the sources report (a Kafka source: its assignment and lag).
+    pub sources: colloquium_telemetry::health::HealthBoard,
     /// The priority lanes and the control plane.
     pub lanes: colloquium_router::Lanes,
 }

@@ -2,7 +2,7 @@
 //! the priority lanes (what a full lane or the control plane sheds goes to the dead-letter
 //! queue instead of the log).
 
-use colloquium_event::{Event, Lane, Priority, Reason, Reservation};
+use colloquium_event::{Event, Lane, Position, PositionedBatch, Priority, Reason, Reservation};
 use colloquium_ingest::{Accept, AcceptError};
 use colloquium_pipeline::RuntimeHandle;
 use colloquium_router::{Admission, Lanes, Shed};
@@ -88,6 +88,44 @@ impl Accept for StoreAccept {
     ) -> Result<(), AcceptError> {
         self.put_dead_letters(vec![(event, reason, error)]).await
     }
+
+    /// What the lanes shed joins the batch's own dead letters, in the same write as its
+    /// events and positions: a crash cannot keep the position and lose the shed events.
+    async fn accept_positioned(
+        &self,
+        source: &'static str,
+        batch: PositionedBatch,
+        ids: Reservation,
+    ) -> Result<(), AcceptError> {
+        let PositionedBatch {
+            events,
+            mut dead_letters,
+            positions,
+        } = batch;
+        let Admitted {
+            take,
+            shed,
+            admitted,
+        } = self.admit(events);
+        let counts = self.shed_letters(shed, &mut dead_letters);
+        let batch = PositionedBatch {
+            events: take,
+            dead_letters,
+            positions,
+        };
+        let stored = self.store.append_positioned(source, batch, ids).await;
+        stored.map_err(refused)?;
+        for lane in Lane::ALL {
+            self.lanes.admitted(lane, admitted[lane.index()]);
+        }
+        self.count_shed(counts);
+        self.pipelines.notify();
+        Ok(())
+    }
+
+    fn positions(&self, source: &str) -> Result<Vec<Position>, AcceptError> {
+        self.store.positions(source).map_err(refused)
+    }
 }
 
 /// A batch through the lanes' gate.
@@ -121,20 +159,33 @@ impl StoreAccept {
 
     /// Dead-letters what admission shed, then counts it.
     async fn shed(&self, shed: Vec<(Lane, Shed, Event)>) -> Result<(), AcceptError> {
-        let mut counts = Vec::with_capacity(shed.len());
-        let letters = shed
-            .into_iter()
-            .map(|(lane, cause, event)| {
-                counts.push((lane, cause));
-                let error = cause.error(lane, self.lanes.spec(lane).capacity);
-                (event, Reason::Overflow, error)
-            })
-            .collect();
+        let mut letters = Vec::with_capacity(shed.len());
+        let counts = self.shed_letters(shed, &mut letters);
         self.put_dead_letters(letters).await?;
+        self.count_shed(counts);
+        Ok(())
+    }
+
+    /// Turns what admission shed into `overflow` dead letters (pushed to `letters`); returns
+    /// what to count once they are stored.
+    fn shed_letters(
+        &self,
+        shed: Vec<(Lane, Shed, Event)>,
+        letters: &mut Vec<(Event, Reason, String)>,
+    ) -> Vec<(Lane, Shed)> {
+        let mut counts = Vec::with_capacity(shed.len());
+        for (lane, cause, event) in shed {
+            counts.push((lane, cause));
+            let error = cause.error(lane, self.lanes.spec(lane).capacity);
+            letters.push((event, Reason::Overflow, error));
+        }
+        counts
+    }
+
+    fn count_shed(&self, counts: Vec<(Lane, Shed)>) {
         for (lane, cause) in counts {
             self.lanes.shed(lane, cause, 1);
         }
-        Ok(())
     }
 
     async fn put_dead_letters(

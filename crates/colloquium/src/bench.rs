@@ -29,6 +29,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => http(args).await,
         BenchCommand::Tcp(args) => tcp(args).await,
         BenchCommand::Udp(args) => udp(args).await,
+        BenchCommand::Kafka(args) => crate::bench_kafka::run(args).await,
     }
 }
 
@@ -108,7 +109,7 @@ async fn udp(args: BenchUdpArgs) -> anyhow::Result<()> {
 }
 
 /// Prints the node's peak and current resident memory.
-fn print_rss(pid: u32) {
+pub(crate) fn print_rss(pid: u32) {
     match peak_rss(pid) {
         Some((peak, now)) => println!(
             "node rss:   peak {} MiB, now {} MiB",
@@ -120,7 +121,14 @@ fn print_rss(pid: u32) {
 }
 
 /// The node's `colloquium_storage_events_stored_total`.
-async fn stored_events(http: SocketAddr) -> anyhow::Result<u64> {
+pub(crate) async fn stored_events(http: SocketAddr) -> anyhow::Result<u64> {
+    let text = metrics_text(http).await?;
+    metric_sum(&text, "colloquium_storage_events_stored_total")
+        .context("the node's /metrics has no colloquium_storage_events_stored_total")
+}
+
+/// The node's `/metrics` text.
+pub(crate) async fn metrics_text(http: SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(http)
         .await
@@ -129,12 +137,20 @@ async fn stored_events(http: SocketAddr) -> anyhow::Result<u64> {
     stream.write_all(request.as_bytes()).await?;
     let mut text = String::new();
     stream.read_to_string(&mut text).await?;
-    text.lines()
-        .find(|l| l.starts_with("colloquium_storage_events_stored_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .context("the node's /metrics has no colloquium_storage_events_stored_total")
+    Ok(text)
+}
+
+/// The sum of a metric's series whose line starts with `prefix` in Prometheus text.
+pub(crate) fn metric_sum(text: &str, prefix: &str) -> Option<u64> {
+    let mut found = None;
+    for value in text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    {
+        *found.get_or_insert(0) += value as u64;
+    }
+    found
 }
 
 /// Streams frames over `--connections` connections for the warm-up and the measured time;

@@ -181,6 +181,36 @@ pub enum BenchCommand {
     /// Send EventStream frames as UDP datagrams as fast as possible; report sent, stored
     /// (from the node's metrics) and lost.
     Udp(BenchUdpArgs),
+    /// Kafka: fill a topic, read it with a plain consumer loop (the baseline), or follow a
+    /// node's Kafka source or sink through its metrics.
+    Kafka(BenchKafkaArgs),
+}
+
+/// `colloquium bench kafka`.
+#[derive(Debug, Args)]
+pub struct BenchKafkaArgs {
+    /// `produce` (fill the topic), `consume` (a plain rdkafka loop that reads and drops),
+    /// `source` (follow a node's kafka source until it stored `--count`), `sink` (follow a
+    /// node's kafka sink until it delivered `--count`).
+    pub mode: String,
+    /// Bootstrap brokers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The topic.
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+    /// Messages to produce, read or wait for.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub count: u64,
+    /// Payload bytes per produced message (a JSON object padded to this size).
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// The node's HTTP address (`source`, `sink`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Pid of the node, to report its peak resident memory.
+    #[arg(long)]
+    pub pid: Option<u32>,
 }
 
 /// `colloquium bench udp`.

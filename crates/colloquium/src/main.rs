@@ -17,6 +17,7 @@ mod accept;
 mod allocator;
 mod anomaly;
 mod bench;
+mod bench_kafka;
 mod cli;
 mod computo;
 mod control;

@@ -51,7 +51,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Always started: with no pipelines it idles until a reload adds some.
     let runtime = Runtime::start(
         &config,
-        &registry::registry(),
+        &registry::registry().with_metrics(registry.clone()),
         store.clone(),
         ids.clone(),
         PipelineMetrics::register(&registry),
@@ -94,6 +94,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let settings = ingest_settings(&config);
     let ingest_metrics = IngestMetrics::register(&registry);
     let mut routes = HttpRoutes::default();
+    let source_health = HealthBoard::default();
     let mut sources = Vec::new();
     let mut problems = Vec::new();
     let kinds = registry::sources();
@@ -107,6 +108,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             settings: &settings,
             http: &mut routes,
             persist: section.persist,
+            registry: registry.clone(),
+            health: source_health.clone(),
         };
         match kinds.build(section, &mut cx) {
             Ok(source) => sources.push((name.clone(), source)),
@@ -140,6 +143,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         min_free_disk: config.storage.min_free_disk.as_u64(),
         draining: draining.clone(),
         board,
+        sources: source_health,
         lanes,
     });
     let http_metrics = HttpMetrics::register(&registry);

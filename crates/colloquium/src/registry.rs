@@ -28,6 +28,7 @@ pub fn registry() -> Registry {
         .sink::<stdout::StdoutConfig>()
         .sink::<file::FileConfig>()
         .sink::<http::HttpConfig>()
+        .sink::<colloquium_kafka::KafkaSinkConfig>()
 }
 
 /// The source kinds, by `type:` name.
@@ -36,4 +37,5 @@ pub fn sources<A: Accept>() -> SourceRegistry<A> {
         .source::<colloquium_ingest::HttpConfig>()
         .source::<colloquium_ingest::TcpConfig>()
         .source::<colloquium_ingest::UdpConfig>()
+        .source::<colloquium_kafka::KafkaSourceConfig>()
 }

@@ -99,6 +99,34 @@ pub struct Metadata {
     /// A topic the producer gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// Where a Kafka source read it (boxed: most events have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<Box<KafkaOrigin>>,
+}
+
+/// Where a Kafka source read an event: `metadata.kafka`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOrigin {
+    /// The message's topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Its key, when it has one (base64 when not UTF-8: see `binary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The message's timestamp in Unix milliseconds, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    /// Its headers, by name (values base64 when not UTF-8: see `binary`; a header without a
+    /// value is an empty string; of repeated names the last wins).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Which of `key` and the headers (by name) hold base64 because the bytes were not UTF-8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binary: Vec<String>,
 }
 
 impl Metadata {
@@ -112,6 +140,7 @@ impl Metadata {
             retry_count: 0,
             priority: Priority::default(),
             topic: None,
+            kafka: None,
         }
     }
 }

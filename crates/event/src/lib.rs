@@ -4,18 +4,22 @@
 //! - [`event`]: [`Event`], [`Metadata`] and [`Priority`].
 //! - [`lane`]: [`Lane`], the three priority lanes, and [`LaneMap`] from priority to lane.
 //! - [`time`]: [`Timestamp`] in milliseconds and the accepted textual forms.
+//! - [`position`]: [`Position`]s of sources that read a replayable log (Kafka offsets), and
+//!   the [`PositionedBatch`] that carries them with its events.
 //! - [`reason`]: [`Reason`], why an event was dead-lettered, and its [`Fault`].
 #![warn(missing_docs)]
 
 pub mod event;
 pub mod id;
 pub mod lane;
+pub mod position;
 pub mod reason;
 pub mod time;
 
-pub use event::{Event, Metadata, Priority, PriorityParseError};
+pub use event::{Event, KafkaOrigin, Metadata, Priority, PriorityParseError};
 pub use id::{EventId, IdGenerator, IdParseError, Reservation};
 pub use lane::{Lane, LaneMap};
+pub use position::{Position, PositionedBatch};
 pub use reason::{Fault, Reason, UnknownReason};
 pub use time::{Timestamp, TimestampParseError};
 

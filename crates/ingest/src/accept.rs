@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use colloquium_event::{Event, Lane, Priority, Reason, Reservation};
+use colloquium_event::{Event, Lane, Position, PositionedBatch, Priority, Reason, Reservation};
 
 /// Takes batches from sources. `accept` resolves `Ok` only once the whole batch is durable;
 /// on `Err` none of it was stored.
@@ -54,6 +54,26 @@ pub trait Accept: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AcceptError>> + Send {
         let _ = (event, reason, error);
         async { Err(AcceptError::Unavailable("no dead-letter queue".to_owned())) }
+    }
+
+    /// Makes `batch` durable in one atomic write: its events (through the lanes, as
+    /// [`Accept::accept`]), its dead letters, and `source`'s positions, so that a source that
+    /// resumes from [`Accept::positions`] never stores a record twice or skips one. The default
+    /// refuses, for hand-offs that keep no positions.
+    fn accept_positioned(
+        &self,
+        source: &'static str,
+        batch: PositionedBatch,
+        ids: Reservation,
+    ) -> impl Future<Output = Result<(), AcceptError>> + Send {
+        let _ = (source, batch, ids);
+        async { Err(AcceptError::Unavailable("no source positions".to_owned())) }
+    }
+
+    /// `source`'s positions as last made durable by [`Accept::accept_positioned`].
+    fn positions(&self, source: &str) -> Result<Vec<Position>, AcceptError> {
+        let _ = source;
+        Ok(Vec::new())
     }
 }
 

@@ -517,6 +517,8 @@ mod tests {
             settings,
             http: &mut routes,
             persist: true,
+            registry: MetricsRegistry::default(),
+            health: Default::default(),
         };
         HttpConfig {
             path: "/events".into(),

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use colloquium_config::{ConfigError, SourceConfig as SourceSection};
 use colloquium_event::IdGenerator;
+use colloquium_telemetry::MetricsRegistry;
+use colloquium_telemetry::health::HealthBoard;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -100,6 +102,11 @@ pub struct SourceBuildContext<'a, A> {
     /// Whether its events are written to the log (`persist:`), or only handed to the
     /// pipelines in memory ([`Accept::publish`]).
     pub persist: bool,
+    /// The node's metrics, for a source kind's own (register them with
+    /// [`MetricsRegistry::once`]).
+    pub registry: MetricsRegistry,
+    /// Where sources report their health (`/health`'s `sources`).
+    pub health: HealthBoard,
 }
 
 impl<A> SourceBuildContext<'_, A> {
@@ -245,6 +252,8 @@ pub fn check_sources(
             settings,
             http: &mut routes,
             persist: section.persist,
+            registry: MetricsRegistry::default(),
+            health: HealthBoard::default(),
         };
         if let Err(e) = registry.build(section, &mut cx) {
             errors.extend(e);

@@ -19,6 +19,7 @@ pub struct Registry {
     sinks: BTreeMap<&'static str, (BuildSinkFn, Placement)>,
     clock: Clock,
     sleep: Sleeper,
+    metrics: colloquium_telemetry::MetricsRegistry,
 }
 
 impl Default for Registry {
@@ -28,11 +29,23 @@ impl Default for Registry {
             sinks: BTreeMap::new(),
             clock: colloquium_event::Timestamp::now,
             sleep: crate::pipeline::tokio_sleep,
+            metrics: colloquium_telemetry::MetricsRegistry::default(),
         }
     }
 }
 
 impl Registry {
+    /// Components built from now on register their own metrics (a sink kind's) in `metrics`.
+    pub fn with_metrics(mut self, metrics: colloquium_telemetry::MetricsRegistry) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where components register their own metrics.
+    pub fn metrics(&self) -> &colloquium_telemetry::MetricsRegistry {
+        &self.metrics
+    }
+
     /// Stages built from now on read `clock` for processing time (`colloquium test` uses its
     /// inputs' time, so results do not depend on when the tests run).
     pub fn with_clock(mut self, clock: Clock) -> Self {

@@ -34,6 +34,9 @@ pub struct SinkBuildContext {
     pub name: Arc<str>,
     /// Its key path, e.g. `sinks.archive`.
     pub at: String,
+    /// The node's metrics, for a sink kind's own (register them with
+    /// `MetricsRegistry::once`).
+    pub metrics: colloquium_telemetry::MetricsRegistry,
 }
 
 impl SinkBuildContext {
@@ -91,12 +94,7 @@ pub struct SinkError {
 }
 
 /// Records results the outside world refused as dead letters of `reason`.
-pub(crate) fn dead_letter(
-    commit: &mut PipelineCommit,
-    routed: &Routed,
-    reason: Reason,
-    error: String,
-) {
+pub fn dead_letter(commit: &mut PipelineCommit, routed: &Routed, reason: Reason, error: String) {
     commit.dead_letters.push(NewDeadLetter {
         reason,
         error,

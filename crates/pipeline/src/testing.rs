@@ -155,6 +155,16 @@ fn test_event(config: &Config, input: &TestEvent, index: usize) -> Result<Event,
     let source = input.source.clone().unwrap_or_else(|| "http".to_owned());
     let mut metadata = Metadata::new(source, config.ingest.pipeline.clone());
     for (key, value) in &input.metadata {
+        // `kafka`: the event as a Kafka source would have consumed it (`{topic, partition,
+        // offset, key, headers}`), so stages that read `/metadata/kafka/...` can be tested.
+        if key == "kafka" {
+            let origin: colloquium_event::KafkaOrigin = serde_json::from_value(value.clone())
+                .map_err(|e| format!("metadata.kafka: {e}"))?;
+            metadata.topic = Some(origin.topic.clone());
+            metadata.routing_key.clone_from(&origin.key);
+            metadata.kafka = Some(Box::new(origin));
+            continue;
+        }
         let text = value
             .as_str()
             .ok_or_else(|| format!("metadata.{key} must be a string"))?;
@@ -166,7 +176,7 @@ fn test_event(config: &Config, input: &TestEvent, index: usize) -> Result<Event,
             "routing_key" => metadata.routing_key = Some(text.to_owned()),
             other => {
                 return Err(format!(
-                    "unknown metadata field `{other}` (priority, topic, routing_key)"
+                    "unknown metadata field `{other}` (priority, topic, routing_key, kafka)"
                 ));
             }
         }

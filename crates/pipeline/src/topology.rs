@@ -70,6 +70,7 @@ impl Topology {
             let cx = SinkBuildContext {
                 name: Arc::from(name.as_str()),
                 at: format!("sinks.{name}"),
+                metrics: registry.metrics().clone(),
             };
             match registry.build_sink(sink, &cx) {
                 Ok(built) => {

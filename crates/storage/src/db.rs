@@ -9,6 +9,9 @@
 //! - `checkpoints`: key = pipeline name; value = [`Checkpoint`](crate::Checkpoint) JSON.
 //! - `state`: key = pipeline name, `0x00`, stage label, `0x00`, the stage's own key; value =
 //!   the stage's bytes (e.g. dedup: a seen key → when it was seen).
+//! - `positions`: key = source name, `0x00`, the source's own key (Kafka: topic, `0x00`,
+//!   4-byte big-endian partition); value = the next position to read, 8-byte big-endian.
+//!   Written in the same batch as the events it covers (see [`crate::positions`]).
 //!
 //! Adding a column family is one entry in [`ColumnFamily`]. RocksDB's `LOCK` file keeps a
 //! second process out of the directory; we turn its error into [`StorageError::Locked`].
@@ -36,11 +39,13 @@ pub enum ColumnFamily {
     Windows,
     /// Anomalies `anomaly` stages found, by input event id (time-ordered), then pipeline.
     Anomalies,
+    /// Where each source with positions (Kafka partitions) reads next.
+    Positions,
 }
 
 impl ColumnFamily {
     /// Every column family, created on open when missing.
-    pub const ALL: [ColumnFamily; 7] = [
+    pub const ALL: [ColumnFamily; 8] = [
         ColumnFamily::Events,
         ColumnFamily::Dlq,
         ColumnFamily::Outputs,
@@ -48,6 +53,7 @@ impl ColumnFamily {
         ColumnFamily::State,
         ColumnFamily::Windows,
         ColumnFamily::Anomalies,
+        ColumnFamily::Positions,
     ];
 
     /// Returns the RocksDB name.
@@ -60,6 +66,7 @@ impl ColumnFamily {
             ColumnFamily::State => "state",
             ColumnFamily::Windows => "windows",
             ColumnFamily::Anomalies => "anomalies",
+            ColumnFamily::Positions => "positions",
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
 //! - [`pipelines`]: pipelines' outputs and checkpoints, committed atomically with their dead
 //!   letters.
+//! - [`positions`]: sources' read positions (Kafka offsets), written with the events they cover.
 //! - [`anomalies`]: what `anomaly` stages flagged, by event id (time), then pipeline.
 //! - [`windows`]: window stages' results, by pipeline, stage, key and window start.
 //! - [`events`]: the metrics this crate reports.
@@ -26,6 +27,7 @@ pub mod events;
 pub mod feed;
 pub mod log;
 pub mod pipelines;
+pub mod positions;
 mod recovery;
 pub mod retention;
 pub mod scan;

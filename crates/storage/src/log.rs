@@ -29,6 +29,9 @@ const QUEUE_DEPTH: usize = 4096;
 /// A batch already encoded to `(key, value)` pairs, with the channel its result goes to.
 struct Request {
     records: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Records of other column families written in the same batch (a source's positions and
+    /// dead letters: see [`crate::positions`]).
+    extra: Vec<Extra>,
     bytes: usize,
     done: oneshot::Sender<Result<(), StorageError>>,
     /// Dropped by the writer thread once the batch is written (or failed), not before: the ids
@@ -37,6 +40,9 @@ struct Request {
     /// Published to the feed once durable, before `settle` is dropped.
     publish: Option<Arc<[Event]>>,
 }
+
+/// A record of another column family that must land atomically with a batch of events.
+pub(crate) type Extra = (ColumnFamily, Vec<u8>, Vec<u8>);
 
 /// Encodes an event as its log record.
 pub fn encode(event: &Event) -> Result<(Vec<u8>, Vec<u8>), StorageError> {
@@ -89,9 +95,10 @@ impl Writer {
         events: &[Event],
         settle: Option<Reservation>,
         publish: Option<Arc<[Event]>>,
+        extra: Vec<Extra>,
     ) -> Result<(), StorageError> {
         let mut records = Vec::with_capacity(events.len());
-        let mut bytes = 0;
+        let mut bytes: usize = extra.iter().map(|(_, k, v)| k.len() + v.len()).sum();
         for event in events {
             let record = encode(event)?;
             bytes += record.0.len() + record.1.len();
@@ -106,6 +113,7 @@ impl Writer {
         let (done, result) = oneshot::channel();
         let request = Request {
             records,
+            extra,
             bytes,
             done,
             settle,
@@ -170,6 +178,9 @@ fn write_loop(
                 for (key, value) in &request.records {
                     batch.put_cf(handle, key, value);
                 }
+                for (cf, key, value) in &request.extra {
+                    batch.put_cf(db.cf(*cf)?, key, value);
+                }
             }
             // A failure is logged there, once until the store recovers.
             db.write(batch, &options)
@@ -180,7 +191,9 @@ fn write_loop(
         }
         for request in group.drain(..) {
             // Publish before settling: once the watermark passes a batch, its subscribers have it.
-            if let (Ok(()), Some(batch)) = (&result, &request.publish) {
+            if let (Ok(()), Some(batch)) = (&result, &request.publish)
+                && !batch.is_empty()
+            {
                 feed.publish(batch);
             }
             // Settle the ids before answering: whoever is woken by the answer (the pipeline

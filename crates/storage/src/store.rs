@@ -83,7 +83,10 @@ impl Store {
     /// Appends `events` atomically; returns once they are durable. Concurrent calls share one
     /// WAL write and fsync.
     pub async fn append(&self, events: &[Event]) -> Result<(), StorageError> {
-        self.inner.writer.append(events, None, None).await
+        self.inner
+            .writer
+            .append(events, None, None, Vec::new())
+            .await
     }
 
     /// Like [`Store::append`], and drops `ids` once the batch is written or can no longer be
@@ -96,7 +99,7 @@ impl Store {
     ) -> Result<(), StorageError> {
         self.inner
             .writer
-            .append(&events, Some(ids), Some(events.clone()))
+            .append(&events, Some(ids), Some(events.clone()), Vec::new())
             .await
     }
 
@@ -185,12 +188,34 @@ impl Store {
         &self,
         letters: Vec<(Event, Reason, String)>,
     ) -> Result<Vec<DeadLetter>, StorageError> {
-        let now = Timestamp::now();
-        let ids = self.inner.dlq_ids.next_ids(now, letters.len());
+        let (stored, records) = self.dead_letter_records(letters)?;
         let db = self.db()?;
         let handle = db.cf(ColumnFamily::Dlq)?;
         let mut batch = rocksdb::WriteBatch::default();
+        for (_, key, value) in &records {
+            batch.put_cf(handle, key, value);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(self.inner.options.sync);
+        // Under overload these are most of what is written: when compaction falls behind,
+        // they are the writes RocksDB slows down, not the log's.
+        options.set_low_pri(true);
+        db.write(batch, &options)?;
+        for letter in &stored {
+            self.count_dead_letter(letter.reason.as_str());
+        }
+        Ok(stored)
+    }
+
+    /// The dead letters for `letters`, failed now, and their `dlq` records.
+    pub(crate) fn dead_letter_records(
+        &self,
+        letters: Vec<(Event, Reason, String)>,
+    ) -> Result<(Vec<DeadLetter>, Vec<log::Extra>), StorageError> {
+        let now = Timestamp::now();
+        let ids = self.inner.dlq_ids.next_ids(now, letters.len());
         let mut stored = Vec::with_capacity(letters.len());
+        let mut records = Vec::with_capacity(letters.len());
         for ((event, reason, error), id) in letters.into_iter().zip(ids) {
             let letter = DeadLetter {
                 id,
@@ -203,19 +228,10 @@ impl Store {
                 event,
             };
             let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
-            batch.put_cf(handle, id.to_bytes(), value);
+            records.push((ColumnFamily::Dlq, id.to_bytes().to_vec(), value));
             stored.push(letter);
         }
-        let mut options = WriteOptions::default();
-        options.set_sync(self.inner.options.sync);
-        // Under overload these are most of what is written: when compaction falls behind,
-        // they are the writes RocksDB slows down, not the log's.
-        options.set_low_pri(true);
-        db.write(batch, &options)?;
-        for letter in &stored {
-            self.count_dead_letter(letter.reason.as_str());
-        }
-        Ok(stored)
+        Ok((stored, records))
     }
 
     /// Returns the dead letters in `range` (by failure time).
@@ -310,6 +326,10 @@ impl Store {
         }
         tracing::info!(dir = %self.inner.options.data_dir.display(), "store closed");
         Ok(())
+    }
+
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.inner.writer
     }
 
     /// The database, for one operation.

@@ -1,6 +1,8 @@
 //! The metric registry. Crates register their metrics once at startup (each crate's `events.rs`
 //! owns its names); `/metrics` encodes the registry in Prometheus text format.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
@@ -12,12 +14,15 @@ use prometheus_client::registry::Registry;
 #[derive(Clone)]
 pub struct MetricsRegistry {
     inner: Arc<Mutex<Registry>>,
+    /// Metric sets registered once per registry by type ([`MetricsRegistry::once`]).
+    sets: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>,
 }
 
 impl Default for MetricsRegistry {
     fn default() -> Self {
         Self {
             inner: Arc::new(Mutex::new(Registry::with_prefix("colloquium"))),
+            sets: Arc::default(),
         }
     }
 }
@@ -28,6 +33,21 @@ impl MetricsRegistry {
     pub fn register<T>(&self, subsystem: &str, f: impl FnOnce(&mut Registry) -> T) -> T {
         let mut registry = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         f(registry.sub_registry_with_prefix(subsystem))
+    }
+
+    /// The metric set `T`, registered by `register` the first time it is asked for: for
+    /// components built more than once per registry (two sources of one kind).
+    pub fn once<T: Clone + Send + 'static>(&self, register: impl FnOnce(&Self) -> T) -> T {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = sets
+            .get(&TypeId::of::<T>())
+            .and_then(|s| s.downcast_ref::<T>())
+        {
+            return set.clone();
+        }
+        let set = register(self);
+        sets.insert(TypeId::of::<T>(), Box::new(set.clone()));
+        set
     }
 
     /// Returns every metric in OpenMetrics text format (what Prometheus asks for).

@@ -11,6 +11,7 @@ mod faults;
 mod foundations;
 mod harness;
 mod ingest;
+mod kafka;
 mod lanes;
 mod pipelines;
 mod processors;

@@ -118,7 +118,7 @@ fn validate_names_every_problem() {
     let stderr = invalid(
         r#"
 sinks:
-  out: {type: kafka}
+  out: {type: pigeon}
 pipelines:
   - name: p
     when: {regex: [/email, "("]}
@@ -132,7 +132,7 @@ pipelines:
         "pipelines[0].when.regex: bad regex",
         "pipelines[0].stages[0].script: no script named `missing`",
         "pipelines[0].stages[1].type: unknown stage type `explode`",
-        "sinks.out.type: unknown sink type `kafka`",
+        "sinks.out.type: unknown sink type `pigeon`",
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
@@ -159,7 +159,7 @@ pipelines:
         "sources.b.path: `/events/a` is already the path of sources.a",
         "sources.c.path: `/api/mine` is one of the node's own routes",
         "sources.d.path: `events` is not a plain path",
-        "sources.e.type: unknown source type `carrier-pigeon` (known: http, tcp, udp)",
+        "sources.e.type: unknown source type `carrier-pigeon` (known: http, kafka, tcp, udp)",
         "sources.f.colour: unknown field `colour`",
         "pipelines[0].stages[1].id: stage id `dedup` is used twice in this pipeline",
         "pipelines[0].stages[2].id: invalid stage id `no spaces`",

@@ -231,6 +231,7 @@ mod tests {
                 .build(&SinkBuildContext {
                     name: Arc::from("f"),
                     at: "sinks.f".into(),
+                    metrics: Default::default(),
                 })
                 .unwrap()
         };

@@ -421,6 +421,7 @@ mod tests {
             .build(&SinkBuildContext {
                 name: Arc::from("hook"),
                 at: "sinks.hook".into(),
+                metrics: Default::default(),
             })
             .unwrap()
     }
@@ -512,6 +513,7 @@ mod tests {
                 .build(&SinkBuildContext {
                     name: Arc::from("hook"),
                     at: "sinks.hook".into(),
+                    metrics: Default::default(),
                 })
                 .err()
                 .unwrap()

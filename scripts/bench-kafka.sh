@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Kafka, side by side in one run on one broker (tansu, memory storage, on 127.0.0.1):
+#   1. fill a 4-partition topic with COUNT messages of 200 bytes;
+#   2. a plain rdkafka consumer loop reads the whole topic and drops it (the limit here);
+#   3. a node with a kafka source (fresh group) stores the same topic, durable: events/s and
+#      the lag each second, and its peak RSS;
+#   4. a node whose pipeline sends every event to a kafka sink: events/s acknowledged.
+#   [BIN=path/to/colloquium] [COUNT=1000000] scripts/bench-kafka.sh
+set -euo pipefail
+bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}
+tansu=${COLLOQUIUM_TANSU:-$HOME/.cache/colloquium-tools/bin/tansu}
+count=${COUNT:-1000000}
+work=$(mktemp -d /tmp/colloquium-bench.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+brokers=127.0.0.1:$port
+"$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
+  --storage-engine memory://tansu/ > "$work/tansu.log" 2>&1 &
+broker=$!
+trap 'kill $node $broker 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+node=""
+until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+"$tansu" topic create bench --partitions 4 --broker "tcp://$brokers" > /dev/null
+"$tansu" topic create out --partitions 4 --broker "tcp://$brokers" > /dev/null
+source "$(dirname "$0")/bench-node.sh"
+
+echo "== fill"
+"$bin" bench kafka produce --brokers "$brokers" --topic bench --count "$count" --size 200
+echo "== plain rdkafka consumer loop"
+"$bin" bench kafka consume --brokers "$brokers" --topic bench --count "$count"
+
+echo "== node: kafka source -> store (durable)"
+cat > "$work/config.yaml" <<EOF
+sources:
+  k:
+    type: kafka
+    brokers: $brokers
+    topics: [bench]
+    group_id: bench-node
+EOF
+start_node
+"$bin" bench kafka source --http "$http" --count "$count" --pid "$node"
+kill $node; wait $node 2>/dev/null || true
+rm -rf "$work/data"
+
+echo "== node: pipeline -> kafka sink (200-byte events)"
+cat > "$work/config.yaml" <<EOF
+sinks:
+  out:
+    type: kafka
+    brokers: $brokers
+    topic: out
+pipelines:
+  - name: forward
+    stages: []
+    sinks: [out]
+EOF
+start_node
+"$bin" bench http --addr "$http" --connections 8 --batch 1000 --duration 15s > "$work/http.log" &
+load=$!
+"$bin" bench kafka sink --http "$http" --count "${SINK_COUNT:-1000000}" --pid "$node" || true
+wait $load || true
+tail -5 "$work/http.log"
