@@ -162,17 +162,18 @@ pub async fn health(State(state): State<ApiState>) -> Response {
 
     let control = control_component(&state.lanes);
     let pipelines = state.board.snapshot();
-    let worst_pipeline = pipelines
-        .values()
-        .map(|p| p.status)
-        .max()
-        .unwrap_or(Status::Healthy);
     let sources = state.sources.snapshot();
-    let worst_source = sources
-        .values()
-        .map(|p| p.status)
-        .max()
-        .unwrap_or(Status::Healthy);
+    let worst = |reports: &std::collections::BTreeMap<
+        String,
+        colloquium_telemetry::health::ComponentHealth,
+    >| {
+        reports
+            .values()
+            .map(|r| r.status)
+            .max()
+            .unwrap_or(Status::Healthy)
+    };
+    let (worst_pipeline, worst_source) = (worst(&pipelines), worst(&sources));
     let status = node
         .status
         .max(storage.status)

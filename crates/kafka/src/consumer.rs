@@ -79,13 +79,24 @@ fn parse_position_key(key: &[u8]) -> Option<(String, i32)> {
     })
 }
 
+/// What a batch took from one partition.
+#[derive(Clone, Copy)]
+struct Range {
+    /// The first offset taken.
+    first: i64,
+    /// The offset after the last one taken.
+    next: i64,
+    /// Messages taken (events and dead letters), for the stored counter.
+    messages: u64,
+}
+
 /// Messages fetched and not yet handed to the store.
 #[derive(Default)]
 struct Pending {
     payloads: Vec<(Map<String, Value>, Priority, Box<KafkaOrigin>)>,
     dead_letters: Vec<(Event, Reason, String)>,
-    /// Per partition: the first offset taken and the next offset after the last.
-    offsets: HashMap<Tp, (i64, i64)>,
+    /// What was taken per partition.
+    offsets: HashMap<Tp, Range>,
     /// Which priorities the payloads have (a lane check looks at each once).
     priorities: [bool; Priority::ALL.len()],
     bytes: usize,
@@ -107,10 +118,8 @@ impl Pending {
 /// A batch being written.
 struct Inflight {
     task: JoinHandle<Result<(), AcceptError>>,
-    /// Per partition: first offset and next offset.
-    offsets: HashMap<Tp, (i64, i64)>,
-    /// Messages per partition, for the stored counter.
-    counts: HashMap<Tp, u64>,
+    /// What it took per partition.
+    offsets: HashMap<Tp, Range>,
 }
 
 /// An assigned partition.
@@ -337,11 +346,14 @@ impl<A: Accept> Ctx<A> {
             .unwrap_or(shared.priority);
         priority = shared.priorities.raise(&tp.0, priority);
         let pending = &mut state.pending;
-        let entry = pending
-            .offsets
-            .entry(tp.clone())
-            .or_insert((offset, offset + 1));
-        entry.1 = offset + 1;
+        // Every path below keeps the message: an event or a dead letter.
+        let range = pending.offsets.entry(tp.clone()).or_insert(Range {
+            first: offset,
+            next: offset,
+            messages: 0,
+        });
+        range.next = offset + 1;
+        range.messages += 1;
         pending.bytes += payload.len() + 64;
         if payload.len() > shared.max_body {
             shared.ingest.rejected(shared.name, "too_large", 1);
@@ -401,7 +413,6 @@ impl<A: Accept> Ctx<A> {
     /// Hands the pending messages to the store as one batch with their partitions' positions.
     fn submit(&self, state: &mut State) {
         let pending = std::mem::take(&mut state.pending);
-        let mut counts: HashMap<Tp, u64> = HashMap::new();
         let (data, origins): (Vec<_>, Vec<_>) = pending
             .payloads
             .into_iter()
@@ -418,28 +429,14 @@ impl<A: Accept> Ctx<A> {
             event.metadata.priority = priority;
             event.metadata.topic = Some(origin.topic.clone());
             event.metadata.routing_key = origin.key.clone();
-            if let Some(count) =
-                counts.get_mut(&(Arc::from(origin.topic.as_str()), origin.partition))
-            {
-                *count += 1;
-            } else {
-                counts.insert((Arc::from(origin.topic.as_str()), origin.partition), 1);
-            }
             event.metadata.kafka = Some(origin);
-        }
-        for (event, _, _) in &pending.dead_letters {
-            if let Some(origin) = &event.metadata.kafka {
-                *counts
-                    .entry((Arc::from(origin.topic.as_str()), origin.partition))
-                    .or_default() += 1;
-            }
         }
         let positions = pending
             .offsets
             .iter()
-            .map(|((topic, partition), (_, next))| Position {
+            .map(|((topic, partition), range)| Position {
                 key: position_key(topic, *partition),
-                next: u64::try_from(*next).unwrap_or_default(),
+                next: u64::try_from(range.next).unwrap_or_default(),
             })
             .collect();
         let batch = PositionedBatch {
@@ -455,7 +452,6 @@ impl<A: Accept> Ctx<A> {
         state.inflight = Some(Inflight {
             task,
             offsets: pending.offsets,
-            counts,
         });
     }
 
@@ -475,28 +471,33 @@ impl<A: Accept> Ctx<A> {
         });
         match result {
             Ok(()) => {
-                for (tp, (_, next)) in &inflight.offsets {
+                // Only partitions still assigned: another member may own the rest now.
+                let mut tpl = TopicPartitionList::new();
+                for (tp, range) in &inflight.offsets {
                     let Some(part) = state.parts.get_mut(tp) else {
                         continue;
                     };
-                    part.durable = Some(*next);
+                    part.durable = Some(range.next);
                     // `store_offsets` takes the next offset to read (`store_offset` adds one
                     // to what it is given: the last message's offset).
-                    let mut tpl = TopicPartitionList::new();
-                    let stored = tpl
-                        .add_partition_offset(&tp.0, tp.1, Offset::Offset(*next))
-                        .and_then(|()| consumer.store_offsets(&tpl));
-                    if let Err(e) = stored {
-                        tracing::debug!(source = self.shared.name, topic = %tp.0, partition = tp.1, error = %e, "storing an offset failed");
-                    } else {
-                        state.uncommitted = true;
+                    if let Err(e) =
+                        tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(range.next))
+                    {
+                        tracing::debug!(source = self.shared.name, topic = %tp.0, partition = tp.1, error = %e, "listing an offset failed");
                     }
-                    let count = inflight.counts.get(tp).copied().unwrap_or_default();
                     self.shared
                         .metrics
                         .stored
                         .get_or_create(&self.labels(tp))
-                        .inc_by(count);
+                        .inc_by(range.messages);
+                }
+                if tpl.count() > 0 {
+                    match consumer.store_offsets(&tpl) {
+                        Ok(()) => state.uncommitted = true,
+                        Err(e) => {
+                            tracing::debug!(source = self.shared.name, error = %e, "storing offsets failed")
+                        }
+                    }
                 }
             }
             Err(error) => {
@@ -505,9 +506,9 @@ impl<A: Accept> Ctx<A> {
                 // What is pending follows the failed batch: read both again.
                 let pending = std::mem::take(&mut state.pending);
                 let mut from: HashMap<&Tp, i64> = HashMap::new();
-                for (tp, (first, _)) in inflight.offsets.iter().chain(pending.offsets.iter()) {
-                    let at = from.entry(tp).or_insert(*first);
-                    *at = (*at).min(*first);
+                for (tp, range) in inflight.offsets.iter().chain(pending.offsets.iter()) {
+                    let at = from.entry(tp).or_insert(range.first);
+                    *at = (*at).min(range.first);
                 }
                 for (tp, first) in from {
                     let Some(part) = state.parts.get(tp) else {

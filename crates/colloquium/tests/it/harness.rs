@@ -430,6 +430,16 @@ pub fn run_cli(args: &[&str], cwd: Option<&Path>) -> (i32, String, String) {
     )
 }
 
+/// Writes an executable shell script `name` in `dir` running `body`: a fake of a tool a script
+/// checks for.
+pub fn fake_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write the fake");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
 /// Polls `check` until it returns `Some`, failing after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where

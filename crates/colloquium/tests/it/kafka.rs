@@ -661,15 +661,9 @@ pipelines:
 /// for the tests a tansu that runs.
 #[test]
 fn the_bootstrap_detects_openssl_via_pkg_config_and_a_tansu_that_runs() {
-    use std::os::unix::fs::PermissionsExt;
     let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
     let dir = tempfile::tempdir().unwrap();
-    let fake = |name: &str, body: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    };
+    let fake = |name: &str, body: &str| crate::harness::fake_script(dir.path(), name, body);
     let has_openssl = fake("pkg-config-ok", r#"[ "$1 $2" = "--exists openssl" ]"#);
     let no_openssl = fake("pkg-config-no", "exit 1");
     let tansu_ok = fake("tansu-ok", "echo 'tansu 0.6.0'");

@@ -470,15 +470,9 @@ fn item11_bootstrap_detects_libclang_not_libclang_cpp() {
 /// build bootstrap does not want one at all.
 #[test]
 fn the_test_bootstrap_detects_a_promtool_that_runs() {
-    use std::os::unix::fs::PermissionsExt;
     let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
     let dir = tempfile::tempdir().unwrap();
-    let fake = |name: &str, body: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    };
+    let fake = |name: &str, body: &str| crate::harness::fake_script(dir.path(), name, body);
     let works = fake("promtool-ok", "echo 'promtool, version 2.42.0'");
     let broken = fake(
         "promtool-broken",
