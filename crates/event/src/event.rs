@@ -62,10 +62,11 @@ impl Event {
     /// The stream metadata a Computo script reads as input 1 (`["get", ["$inputs"],
     /// "/1/event_id"]`), as seen by `pipeline`: `event_id`, `timestamp` and `ingest_time` (epoch
     /// ms), `source`, `pipeline`, `priority`, `retry_count`, and `routing_key` and `topic`
-    /// (`null` when unset).
+    /// (`null` when unset); for an event consumed from Kafka also `kafka` (`{topic, partition,
+    /// offset, key, timestamp, headers}`: `"/1/kafka/partition"`).
     pub fn script_metadata(&self, pipeline: &str) -> Value {
         let m = &self.metadata;
-        serde_json::json!({
+        let mut meta = serde_json::json!({
             "event_id": self.id.to_string(),
             "timestamp": self.timestamp.as_millis(),
             "ingest_time": self.ingest_time.as_millis(),
@@ -75,7 +76,14 @@ impl Event {
             "retry_count": m.retry_count,
             "routing_key": m.routing_key,
             "topic": m.topic,
-        })
+        });
+        if let (Some(kafka), Value::Object(map)) = (&m.kafka, &mut meta) {
+            map.insert(
+                "kafka".into(),
+                serde_json::to_value(kafka).unwrap_or(Value::Null),
+            );
+        }
+        meta
     }
 }
 

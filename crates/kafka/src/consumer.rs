@@ -128,6 +128,11 @@ struct Part {
     durable: Option<i64>,
     /// The partition's high watermark, from the last statistics.
     high: Option<i64>,
+    /// Until something is durable here, where reading started: the low watermark (a fresh
+    /// `earliest` start), or the high watermark when first seen (`latest`). Lag counts from it.
+    base: Option<i64>,
+    /// The partition started at its end (`latest`, nothing stored or committed).
+    from_end: bool,
     /// When a message was last fetched (or the partition assigned).
     fetched: Instant,
     /// Whether it was stalled at the last report.
@@ -631,6 +636,8 @@ impl<A: Accept> Ctx<A> {
                 Part {
                     durable,
                     high: None,
+                    base: None,
+                    from_end: matches!(start, Offset::End),
                     fetched: Instant::now(),
                     stalled: false,
                 },
@@ -688,8 +695,8 @@ impl<A: Accept> Ctx<A> {
         let mut reasons = Vec::new();
         let mut lag_total: i64 = 0;
         for (tp, part) in &state.parts {
-            let lag = match (part.high, part.durable) {
-                (Some(high), Some(durable)) => Some((high - durable).max(0)),
+            let lag = match (part.high, part.position()) {
+                (Some(high), Some(position)) => Some((high - position).max(0)),
                 _ => None,
             };
             if let Some(lag) = lag {
@@ -756,30 +763,58 @@ impl<A: Accept> Ctx<A> {
         let paused = state.paused;
         let stall_after = self.shared.stall_after;
         for (tp, part) in state.parts.iter_mut() {
-            let high = stats
+            let stats = stats
                 .topics
                 .get(&*tp.0)
-                .and_then(|t| t.partitions.get(&tp.1))
-                .map(|p| p.hi_offset)
-                .filter(|h| *h >= 0);
-            if high.is_some() {
-                part.high = high;
-            }
-            let lagging = match (part.high, part.durable) {
-                (Some(high), Some(durable)) => high > durable,
-                (Some(high), None) => high > 0,
-                _ => false,
-            };
-            let was = part.stalled;
-            part.stalled = lagging && !paused && part.fetched.elapsed() >= stall_after;
-            if part.stalled && !was {
+                .and_then(|t| t.partitions.get(&tp.1));
+            let watermarks = stats.map(|p| (p.lo_offset, p.hi_offset));
+            if part.observe(watermarks, paused, stall_after, Instant::now()) {
                 tracing::warn!(source = self.shared.name, topic = %tp.0, partition = tp.1, "kafka partition stalled: lag and nothing fetched");
             }
-            if !lagging {
-                // Nothing to fetch is not a stall: restart the clock.
-                part.fetched = Instant::now();
+        }
+    }
+}
+
+impl Part {
+    /// Where this node is in the partition: what is durable here, else where reading started.
+    fn position(&self) -> Option<i64> {
+        self.durable.or(self.base)
+    }
+
+    /// Takes the partition's (low, high) watermarks from the statistics (−1: unknown) and
+    /// decides whether it is stalled: assigned, not paused, behind, and nothing fetched for
+    /// `stall_after`. Returns whether it has just become stalled.
+    fn observe(
+        &mut self,
+        watermarks: Option<(i64, i64)>,
+        paused: bool,
+        stall_after: Duration,
+        now: Instant,
+    ) -> bool {
+        if let Some((low, high)) = watermarks {
+            if high >= 0 {
+                self.high = Some(high);
+                if self.from_end {
+                    self.base.get_or_insert(high);
+                }
+            }
+            if !self.from_end && low >= 0 {
+                self.base = Some(low);
             }
         }
+        let lagging = match (self.high, self.position()) {
+            (Some(high), Some(position)) => high > position,
+            (Some(high), None) => high > 0,
+            _ => false,
+        };
+        if !lagging {
+            // Nothing to fetch is not a stall: restart the clock.
+            self.fetched = now;
+        }
+        let was = self.stalled;
+        self.stalled =
+            lagging && !paused && now.saturating_duration_since(self.fetched) >= stall_after;
+        self.stalled && !was
     }
 }
 
@@ -895,5 +930,67 @@ mod tests {
             );
         }
         assert_eq!(parse_position_key(b"abc"), None);
+    }
+
+    fn part(durable: Option<i64>, from_end: bool, at: Instant) -> Part {
+        Part {
+            durable,
+            high: None,
+            base: None,
+            from_end,
+            fetched: at,
+            stalled: false,
+        }
+    }
+
+    #[test]
+    fn a_partition_behind_that_fetches_nothing_is_stalled_once_and_recovers() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(30);
+        let mut p = part(Some(100), false, t0);
+        assert!(!p.observe(Some((0, 150)), false, after, t0 + Duration::from_secs(29)));
+        assert!(!p.stalled, "not yet");
+        assert!(p.observe(Some((0, 150)), false, after, t0 + after));
+        assert!(p.stalled);
+        assert!(
+            !p.observe(Some((0, 160)), false, after, t0 + after * 2),
+            "reported once"
+        );
+        assert!(p.stalled);
+        // Paused on purpose (backpressure) is not a stall.
+        p.observe(Some((0, 160)), true, after, t0 + after * 3);
+        assert!(!p.stalled);
+        // Caught up: no lag, the clock restarts.
+        p.durable = Some(160);
+        p.observe(Some((0, 160)), false, after, t0 + after * 4);
+        assert!(!p.stalled);
+        assert!(!p.observe(
+            Some((0, 170)),
+            false,
+            after,
+            t0 + after * 4 + Duration::from_secs(1)
+        ));
+    }
+
+    #[test]
+    fn lag_counts_from_where_reading_started_until_something_is_durable() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(30);
+        // `earliest`: from the low watermark (retention may have moved it past 0).
+        let mut p = part(None, false, t0);
+        assert_eq!(p.position(), None);
+        p.observe(Some((40, 100)), false, after, t0);
+        assert_eq!(p.position(), Some(40));
+        // `latest`: from the high watermark first seen; what arrives after is lag.
+        let mut p = part(None, true, t0);
+        p.observe(Some((0, 100)), false, after, t0);
+        p.observe(Some((0, 130)), false, after, t0);
+        assert_eq!((p.position(), p.high), (Some(100), Some(130)));
+        // Once something is durable, that is the position.
+        p.durable = Some(120);
+        assert_eq!(p.position(), Some(120));
+        // Unknown watermarks (−1) change nothing.
+        p.observe(Some((-1, -1)), false, after, t0);
+        assert_eq!(p.high, Some(130));
     }
 }

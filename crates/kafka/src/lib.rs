@@ -17,3 +17,24 @@ pub mod source;
 
 pub use sink::KafkaSinkConfig;
 pub use source::KafkaSourceConfig;
+
+/// Checks every librdkafka setting of `client` without creating a client (which would
+/// connect: `validate` and `test` build sources and sinks). A bad one is a config error at
+/// `{at}.options` naming the setting.
+fn check_settings(
+    client: &rdkafka::ClientConfig,
+    at: &str,
+) -> Result<(), colloquium_config::ConfigError> {
+    use rdkafka::error::KafkaError;
+    client
+        .create_native_config()
+        .map(drop)
+        .map_err(|e| match e {
+            KafkaError::ClientConfig(_, description, key, _) => {
+                colloquium_config::ConfigError::new(format!("{at}.options.{key}"), description)
+            }
+            other => {
+                colloquium_config::ConfigError::new(format!("{at}.options"), other.to_string())
+            }
+        })
+}

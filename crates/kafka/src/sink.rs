@@ -149,11 +149,8 @@ impl SinkConfig for KafkaSinkConfig {
             }
         }
         let client = self.client_config();
-        // Checked here so a bad librdkafka option is a config error, not a failure at start.
-        let checked: FutureProducer = client
-            .create()
-            .map_err(|e| ConfigError::new(cx.key("options"), e.to_string()))?;
-        drop(checked);
+        // A bad librdkafka option is a config error, not a failure at start.
+        crate::check_settings(&client, &cx.at)?;
         Ok(Box::new(KafkaSink {
             name: cx.name.clone(),
             client,

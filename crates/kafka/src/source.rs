@@ -178,10 +178,8 @@ impl SourceConfig for KafkaSourceConfig {
         let priorities =
             TopicTable::compile(&self.priorities, &cx.at).map_err(|mut e| e.remove(0))?;
         let client = self.client_config(cx.settings.max_pending_bytes);
-        // Checked here so a bad librdkafka option is a config error, not a failure at start.
-        client
-            .create::<rdkafka::consumer::BaseConsumer>()
-            .map_err(|e| ConfigError::new(cx.key("options"), e.to_string()))?;
+        // A bad librdkafka option is a config error, not a failure at start.
+        crate::check_settings(&client, &cx.at)?;
         let max_pending = cx.settings.max_pending_bytes;
         Ok(Box::new(KafkaSource {
             shared: Arc::new(Shared {

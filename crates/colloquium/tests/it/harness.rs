@@ -531,7 +531,7 @@ impl Receiver {
             .store(status, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The events received so far (each result's `data`).
+    /// The results received so far, whole.
     pub fn received(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }

@@ -207,8 +207,14 @@ pub struct Read {
 /// Sends `{"n": i}` for `i` in `range` to `topic`, keyed by `n` (so spread over partitions),
 /// and waits for every acknowledgement.
 fn produce_numbered(producer: &BaseProducer, topic: &str, range: std::ops::Range<u64>) {
+    produce_padded(producer, topic, range, 100);
+}
+
+/// [`produce_numbered`] with `pad` bytes of padding in each message.
+fn produce_padded(producer: &BaseProducer, topic: &str, range: std::ops::Range<u64>, pad: usize) {
+    let pad = "x".repeat(pad);
     for n in range {
-        let payload = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(100));
+        let payload = format!("{{\"n\":{n},\"pad\":\"{pad}\"}}");
         let key = n.to_string();
         let mut record = BaseRecord::to(topic).payload(&payload).key(&key);
         loop {
@@ -594,6 +600,98 @@ async fn kafka_graceful_leave_duplicates_nothing_across_nodes() {
     );
 }
 
+/// Backpressure: a lane of 1,000 events that blocks, and a sink held open, so the pipeline
+/// stands still while far more than the node may buffer waits in the topic. The source pauses
+/// its partitions, the node's memory stays bounded, and after release every message is
+/// stored once and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_backpressure_pauses_partitions_keeps_memory_bounded_and_loses_nothing() {
+    const TOTAL: u64 = 120_000;
+    const PAD: usize = 4_000; // 120,000 × ~4 KB: 480 MB waiting in the topic
+    let broker = Broker::start();
+    broker.create_topic("backlog", 4);
+    produce_padded(&broker.producer(), "backlog", 0..TOTAL, PAD);
+
+    let receiver = crate::harness::Receiver::start().await;
+    receiver.hold();
+    let config = format!(
+        r#"lanes: {{transactional: {{capacity: 1000, overflow: block}}}}
+sources:{}
+sinks:
+  hook: {{type: http, url: '{}', timeout: 300s, batch_size: 1000}}
+pipelines:
+  - name: held
+    stages:
+      - {{type: transform, script: [obj, [n, [get, [$input], /n]]]}}
+    sinks: [hook]
+"#,
+        source(&broker, "backlog", "pressed", ""),
+        receiver.url
+    );
+    let node = Node::start(&config);
+    // The lane fills, the source pauses with most of the topic still waiting.
+    let lag = eventually(Duration::from_secs(60), "the partitions paused", || async {
+        let (_, health) = node.get("/health").await;
+        let k = &health["components"]["sources"]["k"];
+        let paused = k["assignment"]
+            .as_array()
+            .is_some_and(|a| a.len() == 4 && a.iter().all(|p| p["paused"] == true));
+        let lag = k["lag"].as_u64().unwrap_or(0);
+        (paused && lag > TOTAL / 2).then_some(lag)
+    })
+    .await;
+    // It stays paused: sample the node's memory for a while.
+    let mut peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        peak = peak.max(node.rss().1);
+    }
+    let (_, health) = node.get("/health").await;
+    let still = health["components"]["sources"]["k"]["lag"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        still >= lag,
+        "nothing is taken while paused: {still} < {lag}"
+    );
+    let waiting = still * (PAD as u64 + 20);
+    eprintln!(
+        "kafka backpressure: peak RSS {} MiB while {} MiB wait in the topic",
+        peak >> 20,
+        waiting >> 20
+    );
+    assert!(
+        peak < waiting / 2,
+        "memory grows with the backlog: {} MiB peak RSS, {} MiB waiting",
+        peak >> 20,
+        waiting >> 20
+    );
+
+    receiver.release();
+    let received = eventually(
+        Duration::from_secs(300),
+        "every message delivered",
+        || async {
+            let received = receiver.received();
+            (received.len() as u64 >= TOTAL).then_some(received)
+        },
+    )
+    .await;
+    let numbers: BTreeSet<u64> = received
+        .iter()
+        .filter_map(|r| r["data"]["n"].as_u64())
+        .collect();
+    assert_eq!(numbers.len() as u64, TOTAL, "each message once");
+    assert_eq!(numbers, (0..TOTAL).collect(), "nothing lost");
+    let (_, metrics) = node.get_text("/metrics").await;
+    let stored: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("colloquium_kafka_stored_messages_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(stored, TOTAL, "stored once each");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_delivers_keys_and_headers_and_survives_a_broker_restart() {
     let mut broker = Broker::start();
@@ -655,6 +753,68 @@ pipelines:
         node.dead_letters("").await.is_empty(),
         "nothing was dead-lettered"
     );
+}
+
+/// A result the broker will never take (too large; a topic that does not exist, with
+/// auto-create off) is a `sink_rejected` dead letter with the error; the rest are delivered
+/// and the pipeline moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_dead_letters_what_the_broker_refuses_for_good() {
+    let broker = Broker::start();
+    broker.create_topic("good", 1);
+    let config = format!(
+        r#"
+sinks:
+  out:
+    type: kafka
+    brokers: {}
+    topic: /data/dest
+    options:
+      topic.metadata.propagation.max.ms: "2000"
+      allow.auto.create.topics: "false"
+pipelines:
+  - name: forward
+    stages: []
+    sinks: [out]
+"#,
+        broker.addr()
+    );
+    let node = Node::start(&config);
+    let big = "x".repeat(1_500_000);
+    let body = format!(
+        "{{\"dest\":\"good\",\"n\":1}}\n{{\"dest\":\"good\",\"n\":2,\"pad\":\"{big}\"}}\n{{\"dest\":\"nowhere\",\"n\":3}}\n{{\"dest\":\"good\",\"n\":4}}\n"
+    );
+    let (status, answer) = node.post(&body, "application/x-ndjson").await;
+    assert_eq!(status, 202, "{answer}");
+    let letters = eventually(Duration::from_secs(60), "two dead letters", || async {
+        let letters = node.dead_letters("reason=sink_rejected").await;
+        (letters.len() >= 2).then_some(letters)
+    })
+    .await;
+    let mut refused: Vec<(u64, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["event"]["data"]["n"].as_u64().unwrap_or(0),
+                l["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].0, 2);
+    assert!(refused[0].1.contains("too large"), "{refused:?}");
+    assert_eq!(refused[1].0, 3);
+    assert!(
+        refused[1].1.contains("Unknown topic or partition"),
+        "{refused:?}"
+    );
+    let read = broker.read_all("good", 1, 2, Duration::from_secs(30));
+    let numbers: Vec<u64> = read
+        .iter()
+        .filter_map(|r| r.value["data"]["n"].as_u64())
+        .collect();
+    assert_eq!(numbers, [1, 4], "the others are delivered");
 }
 
 /// The bootstrap finds OpenSSL the way librdkafka's build does (pkg-config's `openssl`), and

@@ -168,6 +168,36 @@ pipelines:
     }
 }
 
+#[test]
+fn validate_names_every_kafka_problem_without_connecting() {
+    // Nothing listens on port 1: `validate` checks librdkafka's settings without connecting.
+    let stderr = invalid(
+        r#"
+sources:
+  a: {type: kafka, brokers: "127.0.0.1:1", topics: [t], group_id: g, options: {no.such.setting: "1"}}
+  b: {type: kafka, brokers: "127.0.0.1:1", topics: [t], group_id: g, options: {enable.auto.commit: "true"}}
+  c: {type: kafka, brokers: "127.0.0.1:1", topics: [t], group_id: g, persist: false}
+  d: {type: kafka, brokers: "127.0.0.1:1", topics: [t]}
+sinks:
+  e: {type: kafka, brokers: "127.0.0.1:1", topic: t, options: {compression.codec: pigeon}}
+  f: {type: kafka, brokers: "127.0.0.1:1", topic: t, key: user}
+  g: {type: kafka, brokers: "127.0.0.1:1", topic: t, options: {acks: "1"}}
+"#,
+    );
+    for expected in [
+        "sources.a.options.no.such.setting: No such configuration property: \"no.such.setting\"",
+        "sources.b.options.enable.auto.commit: set by the source",
+        "sources.c.persist: a kafka source stores each message with its offset",
+        "sources.d: missing field `group_id`",
+        "sinks.e.options.compression.codec: Invalid value \"pigeon\" for configuration property \"compression.codec\"",
+        "sinks.f.key: must be a JSON pointer",
+        "sinks.g.options.acks: set by the sink",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    assert!(!stderr.contains("Connect to"), "it connected: {stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_and_balanced_sinks_deliver_every_result() {
     let dir = tempfile::tempdir().unwrap();
