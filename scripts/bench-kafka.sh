@@ -4,8 +4,10 @@
 #   2. a plain rdkafka consumer loop reads the whole topic and drops it (the limit here);
 #   3. a node with a kafka source (fresh group) stores the same topic, durable: events/s and
 #      the lag each second, and its peak RSS;
-#   4. a node whose pipeline sends every event to a kafka sink: events/s acknowledged.
-#   [BIN=path/to/colloquium] [COUNT=1000000] scripts/bench-kafka.sh
+#   4. a node whose pipeline sends every event to a kafka sink: events/s acknowledged;
+#   5. WAIT_COUNT messages of 1,000 bytes (1 GB by default) waiting behind a held sink and a
+#      blocking lane: the node's peak RSS once its source paused.
+#   [BIN=path/to/colloquium] [COUNT=1000000] [WAIT_COUNT=1000000] scripts/bench-kafka.sh
 set -euo pipefail
 bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}
 tansu=${COLLOQUIUM_TANSU:-$HOME/.cache/colloquium-tools/bin/tansu}
@@ -60,3 +62,39 @@ load=$!
 "$bin" bench kafka sink --http "$http" --count "${SINK_COUNT:-1000000}" --pid "$node" || true
 wait $load || true
 tail -5 "$work/http.log"
+kill $node; wait $node 2>/dev/null || true
+rm -rf "$work/data"
+
+echo "== node: ${WAIT_COUNT:=1000000} messages of 1,000 bytes waiting behind a held sink: peak RSS"
+# A sink that never answers and a lane of 1,000 that blocks: the source pauses its partitions.
+"$tansu" topic create backlog --partitions 4 --broker "tcp://$brokers" > /dev/null
+"$bin" bench kafka produce --brokers "$brokers" --topic backlog --count "$WAIT_COUNT" --size 1000
+hole=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64)
+held = []
+while True:
+    held.append(s.accept()[0])
+' "$hole" &
+hole_pid=$!
+trap 'kill $node $broker $hole_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+cat > "$work/config.yaml" <<EOF2
+lanes: {transactional: {capacity: 1000, overflow: block}}
+sources:
+  k:
+    type: kafka
+    brokers: $brokers
+    topics: [backlog]
+    group_id: bench-held
+sinks:
+  hole: {type: http, url: "http://127.0.0.1:$hole/", timeout: 600s}
+pipelines:
+  - {name: held, sinks: [hole]}
+EOF2
+start_node
+until curl -s "$http/health" | grep -q '"paused":true'; do kill -0 $node || exit 1; sleep 0.5; done
+sleep 10
+lag=$(metric colloquium_kafka_consumer_lag)
+echo "paused with $lag messages ($((lag * 1000 / 1048576)) MiB) waiting in the topic"
+grep -E 'VmHWM|VmRSS' "/proc/$node/status"

@@ -77,14 +77,20 @@ fn produce(args: &BenchKafkaArgs) -> anyhow::Result<()> {
 
 fn consume(args: &BenchKafkaArgs) -> anyhow::Result<()> {
     let group = format!("bench-plain-{}", std::process::id());
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &args.brokers)
         .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .context("creating the consumer")?;
+        .set("session.timeout.ms", "6000");
+    for setting in &args.settings {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--set {setting}: expected KEY=VALUE"))?;
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer = client.create().context("creating the consumer")?;
     consumer.subscribe(&[&args.topic])?;
     let mut read = 0_u64;
     let mut bytes = 0_u64;

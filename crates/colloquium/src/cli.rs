@@ -211,6 +211,10 @@ pub struct BenchKafkaArgs {
     /// Pid of the node, to report its peak resident memory.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// A librdkafka setting for `consume`, `KEY=VALUE` (repeatable): the plain loop with the
+    /// source's own settings.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
 }
 
 /// `colloquium bench udp`.

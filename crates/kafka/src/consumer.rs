@@ -120,6 +120,8 @@ struct Inflight {
     task: JoinHandle<Result<(), AcceptError>>,
     /// What it took per partition.
     offsets: HashMap<Tp, Range>,
+    /// When it was handed to the store.
+    started: Instant,
 }
 
 /// An assigned partition.
@@ -456,6 +458,7 @@ impl<A: Accept> Ctx<A> {
             .spawn(async move { accept.accept_positioned(name, batch, ids).await });
         state.inflight = Some(Inflight {
             task,
+            started: Instant::now(),
             offsets: pending.offsets,
         });
     }
@@ -476,6 +479,12 @@ impl<A: Accept> Ctx<A> {
         });
         match result {
             Ok(()) => {
+                tracing::debug!(
+                    source = self.shared.name,
+                    messages = inflight.offsets.values().map(|r| r.messages).sum::<u64>(),
+                    elapsed = ?inflight.started.elapsed(),
+                    "kafka batch durable"
+                );
                 // Only partitions still assigned: another member may own the rest now.
                 let mut tpl = TopicPartitionList::new();
                 for (tp, range) in &inflight.offsets {
