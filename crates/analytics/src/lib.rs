@@ -6,22 +6,25 @@
 //!   `shared/conformance/streamguard` checks it to 1e-9, and its exact-threshold cases to the
 //!   bit): per-user counts of hours, source IPs, places and event types, and failures.
 //! - [`robust`]: our model in the same spirit, with the reference's measured flaws fixed.
-//! - [`labelled`]: a seeded generator of labelled users (normal archetypes and attacks) and
-//!   the precision/recall of both models on it.
+//! - What both share: [`observation`] (what a model reads of an event) and [`score`] (the
+//!   components, reasons and verdict it returns).
+//!
+//! The seeded generator of labelled users that compares the two lives with the one test it
+//! serves (`tests/labelled/`).
 #![warn(missing_docs)]
 
-pub mod labelled;
+pub mod observation;
 pub mod robust;
+pub mod score;
 pub mod streamguard;
 pub mod values;
 
 use serde::{Deserialize, Serialize};
 
+pub use observation::{Fields, Observation, ParseError};
 pub use robust::{RobustDetector, RobustProfile, RobustSettings};
-pub use streamguard::{
-    Baseline, Components, DEFAULT_MAX_VALUES, Detector, Fields, Observation, ParseError,
-    ReasonCode, Score, Seen, Signals, Verdict, Weights,
-};
+pub use score::{Components, ReasonCode, Score, Signals, Verdict, Weights};
+pub use streamguard::{Baseline, DEFAULT_MAX_VALUES, Detector, Seen};
 pub use values::Values;
 
 /// Which model scores events.

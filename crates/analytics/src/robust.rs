@@ -34,9 +34,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::streamguard::{
-    Components, Observation, ReasonCode, Score, Signals, Verdict, Weights, severity,
-};
+use crate::observation::Observation;
+use crate::score::{Components, ReasonCode, Score, Signals, Verdict, Weights, severity};
 use crate::values::Values;
 
 /// The `robust` model's own settings (`anomaly: {model: robust, robust: {…}}`).

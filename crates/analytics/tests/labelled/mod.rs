@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::{Detector, Fields, Model, Observation, RobustDetector, Scorer, Weights};
+use colloquium_analytics::{Detector, Fields, Model, Observation, RobustDetector, Scorer, Weights};
 
 /// How a normal user behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
