@@ -8,7 +8,8 @@
 //!   disk) without a restart: RocksDB's own resume, or a reopen in-process.
 //! - [`retention`]: the background pass that deletes old events once every pipeline has
 //!   processed them, and enforces the optional disk ceiling.
-//! - [`dlq`]: the dead-letter queue: events that failed, with reason and time.
+//! - [`dlq`]: the dead-letter queue: events that failed, with reason and time; storing,
+//!   reading and deleting them, and the replay requests the pipelines pick up.
 //! - [`pipelines`]: pipelines' outputs and checkpoints, committed atomically with their dead
 //!   letters.
 //! - [`positions`]: sources' read positions (Kafka offsets), written with the events they cover.

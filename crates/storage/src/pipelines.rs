@@ -22,7 +22,7 @@ use colloquium_event::{Event, EventId, Reason, Timestamp};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::dlq::DeadLetter;
+use crate::dlq::{DeadLetter, REPLAY_PREFIX, replay_key};
 use crate::windows::{WindowWrite, row_key};
 use crate::{ColumnFamily, StorageError, Store};
 
@@ -124,13 +124,6 @@ pub struct PipelineCommit {
     pub replayed: Vec<EventId>,
 }
 
-/// Checkpoints-CF key of a replay request (`@` cannot start a pipeline name).
-fn replay_key(id: EventId) -> Vec<u8> {
-    let mut key = REPLAY_PREFIX.to_vec();
-    key.extend_from_slice(&id.to_bytes());
-    key
-}
-
 /// Every checkpoint (each pipeline's and `@router`'s) by name, in key order; replay requests,
 /// which share the column family, are skipped.
 pub(crate) fn all_checkpoints(db: &rocksdb::DB) -> Result<Vec<(String, Checkpoint)>, StorageError> {
@@ -153,9 +146,6 @@ pub(crate) fn all_checkpoints(db: &rocksdb::DB) -> Result<Vec<(String, Checkpoin
     }
     Ok(checkpoints)
 }
-
-/// Checkpoints-CF prefix of replay requests.
-pub(crate) const REPLAY_PREFIX: &[u8] = b"@replay/";
 
 /// One stored output: its cursor (for paging) and its JSON.
 #[derive(Clone, Debug)]
@@ -290,26 +280,6 @@ impl Store {
         Ok(letters)
     }
 
-    /// Returns dead letter `id`.
-    pub fn dead_letter(&self, id: EventId) -> Result<Option<DeadLetter>, StorageError> {
-        self.get_json(ColumnFamily::Dlq, &id.to_bytes(), || id.to_string())
-    }
-
-    /// Deletes dead letter `id` (and any pending replay of it); returns whether it existed.
-    pub fn delete_dead_letter(&self, id: EventId) -> Result<bool, StorageError> {
-        if self.dead_letter(id)?.is_none() {
-            return Ok(false);
-        }
-        let db = self.db()?;
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(&db.cf(ColumnFamily::Dlq)?, id.to_bytes());
-        batch.delete_cf(&db.cf(ColumnFamily::Checkpoints)?, replay_key(id));
-        let mut options = WriteOptions::default();
-        options.set_sync(self.syncs());
-        db.write(batch, &options)?;
-        Ok(true)
-    }
-
     /// Deletes a pipeline's checkpoint and every stage's state (its `store` outputs stay), so a
     /// pipeline added again under this name starts afresh from its `start_from`.
     pub fn forget_pipeline(&self, pipeline: &str) -> Result<(), StorageError> {
@@ -325,48 +295,9 @@ impl Store {
         Ok(())
     }
 
-    /// Asks the pipelines to replay dead letter `id`; returns it, or `None` when there is no
-    /// such dead letter (already replayed or deleted). Asking twice replays once.
-    pub fn request_replay(&self, id: EventId) -> Result<Option<DeadLetter>, StorageError> {
-        let Some(letter) = self.dead_letter(id)? else {
-            return Ok(None);
-        };
-        let db = self.db()?;
-        let mut options = WriteOptions::default();
-        options.set_sync(self.syncs());
-        let handle = db.cf(ColumnFamily::Checkpoints)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(handle, replay_key(id), b"");
-        db.write(batch, &options)?;
-        Ok(Some(letter))
-    }
-
-    /// Asks the pipelines to replay every dead letter in `ids`, in one write.
-    pub fn request_replays(&self, ids: &[EventId]) -> Result<(), StorageError> {
-        let db = self.db()?;
-        let handle = db.cf(ColumnFamily::Checkpoints)?;
-        let mut batch = WriteBatch::default();
-        for id in ids {
-            batch.put_cf(&handle, replay_key(*id), b"");
-        }
-        let mut options = WriteOptions::default();
-        options.set_sync(self.syncs());
-        db.write(batch, &options)?;
-        Ok(())
-    }
-
-    /// Dead letters waiting to be replayed, oldest first.
-    pub fn pending_replays(&self) -> Result<Vec<EventId>, StorageError> {
-        let keys = self.with_prefix(ColumnFamily::Checkpoints, REPLAY_PREFIX)?;
-        Ok(keys
-            .into_iter()
-            .filter_map(|(own, _)| EventId::from_slice(&own))
-            .collect())
-    }
-
     /// Every `(key without the prefix, value)` of `cf` whose key starts with `prefix`, in key
     /// order.
-    fn with_prefix(
+    pub(crate) fn with_prefix(
         &self,
         cf: ColumnFamily,
         prefix: &[u8],
@@ -407,7 +338,7 @@ impl Store {
     }
 
     /// Reads and decodes one JSON record; `shown` names the key in a corruption error.
-    fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         cf: ColumnFamily,
         key: &[u8],

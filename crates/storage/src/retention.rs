@@ -28,8 +28,9 @@ use colloquium_event::{EventId, Timestamp};
 use rocksdb::DB;
 
 use crate::dlq::DeadLetter;
+use crate::dlq::REPLAY_PREFIX;
 use crate::events::{ForcedLabels, StorageMetrics};
-use crate::pipelines::{REPLAY_PREFIX, all_checkpoints};
+use crate::pipelines::all_checkpoints;
 use crate::recovery::DbSlot;
 use crate::{ColumnFamily, StorageError};
 

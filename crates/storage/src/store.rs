@@ -3,10 +3,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use colloquium_event::{Event, EventId, IdGenerator, Reason, Reservation, Timestamp};
-use rocksdb::WriteOptions;
+use colloquium_event::{Event, EventId, IdGenerator, Reservation, Timestamp};
 
-use crate::dlq::DeadLetter;
 use crate::events::CfLabels;
 use crate::feed::Feed;
 use crate::log::{self, Writer};
@@ -182,73 +180,6 @@ impl Store {
         retention::delete_outputs_before(&*self.db()?, cutoff)
     }
 
-    /// Stores each `(event, reason, error)` in the dead-letter queue, in one atomic write
-    /// (fsynced when `sync` is on). `reason`s must come from a small fixed set (metric labels).
-    pub fn put_dead_letters(
-        &self,
-        letters: Vec<(Event, Reason, String)>,
-    ) -> Result<Vec<DeadLetter>, StorageError> {
-        let (stored, records) = self.dead_letter_records(letters)?;
-        let db = self.db()?;
-        let handle = db.cf(ColumnFamily::Dlq)?;
-        let mut batch = rocksdb::WriteBatch::default();
-        for (_, key, value) in &records {
-            batch.put_cf(handle, key, value);
-        }
-        let mut options = WriteOptions::default();
-        options.set_sync(self.inner.options.sync);
-        // Under overload these are most of what is written: when compaction falls behind,
-        // they are the writes RocksDB slows down, not the log's.
-        options.set_low_pri(true);
-        db.write(batch, &options)?;
-        for letter in &stored {
-            self.count_dead_letter(letter.reason.as_str());
-        }
-        Ok(stored)
-    }
-
-    /// The dead letters for `letters`, failed now, and their `dlq` records.
-    pub(crate) fn dead_letter_records(
-        &self,
-        letters: Vec<(Event, Reason, String)>,
-    ) -> Result<(Vec<DeadLetter>, Vec<log::Extra>), StorageError> {
-        let now = Timestamp::now();
-        let ids = self.inner.dlq_ids.next_ids(now, letters.len());
-        let mut stored = Vec::with_capacity(letters.len());
-        let mut records = Vec::with_capacity(letters.len());
-        for ((event, reason, error), id) in letters.into_iter().zip(ids) {
-            let letter = DeadLetter {
-                id,
-                reason,
-                error,
-                failed_at: now,
-                pipeline: None,
-                stage: None,
-                attempts: 1,
-                event,
-            };
-            let value = serde_json::to_vec(&letter).map_err(|e| StorageError::Db(e.to_string()))?;
-            records.push((ColumnFamily::Dlq, id.to_bytes().to_vec(), value));
-            stored.push(letter);
-        }
-        Ok((stored, records))
-    }
-
-    /// Returns the dead letters in `range` (by failure time).
-    pub fn dead_letters(
-        &self,
-        range: ScanRange,
-    ) -> impl Iterator<Item = Result<DeadLetter, StorageError>> + '_ {
-        Scan::new(self.shared_db(), ColumnFamily::Dlq, range, true).map(|item| {
-            let (id, value) = item?;
-            serde_json::from_slice(&value).map_err(|e| StorageError::Corrupt {
-                cf: ColumnFamily::Dlq.name(),
-                key: id.to_string(),
-                message: e.to_string(),
-            })
-        })
-    }
-
     /// Returns `false` from a failed write (disk full, I/O error) until the store takes writes
     /// again (see [`crate::recovery`]), and once it is closed.
     pub fn writable(&self) -> bool {
@@ -338,7 +269,7 @@ impl Store {
     }
 
     /// The database, for a scan that keeps it.
-    fn shared_db(&self) -> Result<Arc<rocksdb::DB>, StorageError> {
+    pub(crate) fn shared_db(&self) -> Result<Arc<rocksdb::DB>, StorageError> {
         self.db().map(Db::into_shared)
     }
 
@@ -380,8 +311,9 @@ impl std::fmt::Debug for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Order;
+    use crate::{DeadLetter, Order};
     use colloquium_event::Metadata;
+    use colloquium_event::Reason;
     use colloquium_telemetry::MetricsRegistry;
     use proptest::prelude::*;
     use serde_json::json;
