@@ -4,7 +4,8 @@
 #   2. a plain rdkafka consumer loop reads the whole topic and drops it (the limit here);
 #   3. a node with a kafka source (fresh group) stores the same topic, durable: events/s and
 #      the lag each second, and its peak RSS;
-#   4. a node whose pipeline sends every event to a kafka sink: events/s acknowledged;
+#   4. a node whose pipeline sends every event to a kafka sink: events/s acknowledged, with the
+#      HTTP load beside it, then draining a log already stored (the sink alone);
 #   5. WAIT_COUNT messages of 1,000 bytes (1 GB by default) waiting behind a held sink and a
 #      blocking lane: the node's peak RSS once its source paused.
 #   [BIN=path/to/colloquium] [COUNT=1000000] [WAIT_COUNT=1000000] scripts/bench-kafka.sh
@@ -62,6 +63,30 @@ load=$!
 "$bin" bench kafka sink --http "$http" --count "${SINK_COUNT:-1000000}" --pid "$node" || true
 wait $load || true
 tail -5 "$work/http.log"
+kill $node; wait $node 2>/dev/null || true
+rm -rf "$work/data"
+
+echo "== node: a stored log drained through a kafka sink (no ingest beside it)"
+# The same pipeline, started on a log already written, so the sink has the cores to itself.
+printf 'sinks: {}\n' > "$work/config.yaml"
+start_node
+"$bin" bench http --addr "$http" --connections 4 --batch 1000 --duration 4s > /dev/null
+stored=$(metric colloquium_storage_events_stored_total)
+kill $node; wait $node 2>/dev/null || true
+cat > "$work/config.yaml" <<EOF
+sinks:
+  out:
+    type: kafka
+    brokers: $brokers
+    topic: out
+pipelines:
+  - name: drain
+    start_from: earliest
+    stages: []
+    sinks: [out]
+EOF
+start_node
+"$bin" bench kafka sink --http "$http" --count "$stored" --pid "$node" || true
 kill $node; wait $node 2>/dev/null || true
 rm -rf "$work/data"
 
