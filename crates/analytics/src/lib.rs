@@ -22,7 +22,7 @@ pub mod values;
 use serde::{Deserialize, Serialize};
 
 pub use observation::{Fields, Observation, ParseError};
-pub use robust::{RobustDetector, RobustProfile, RobustSettings};
+pub use robust::{LegacyTally, RobustDetector, RobustProfile, RobustSettings};
 pub use score::{Components, ReasonCode, Score, Signals, Verdict, Weights};
 pub use streamguard::{Baseline, DEFAULT_MAX_VALUES, Detector, Seen};
 pub use values::Values;

@@ -21,6 +21,11 @@
 //!   0.75, all three 0.9: a takeover walked in one change at a time (IP, then place, then hour) is
 //!   caught at its second step, where the reference learns every step. A genuine change that
 //!   lasts is flagged until it settles, then learned.
+//! - **Relocation.** A new place that behaves like the entity (usual hour and type, no failure,
+//!   no impossible travel) for `relocate_events` (5) events over `relocate_days` (1) is learned
+//!   at once, with the new IPs that came with it: a user who moves is flagged for a day, not
+//!   a month. An attacker who imitates the user that well from a new place is caught on its
+//!   first events and then learned: the trade-off `docs/anomaly-models.md` describes.
 //! - **Failure bursts, not lone failures.** Failures are counted with a short half-life
 //!   (`burst_minutes`, 10); `burst_failures` (5) of them score 0.7, more approach 1. A lone
 //!   failure weighs by how rarely the entity fails.
@@ -52,6 +57,12 @@ pub struct RobustSettings {
     pub burst_minutes: f64,
     /// Hours within which a change of country is impossible travel.
     pub travel_hours: f64,
+    /// A new place is learned (with the new IPs that came with it) once it has brought
+    /// `relocate_events` events that look like the entity (usual hour and type, no failure, no
+    /// impossible travel) over at least this many days; a departing event at it starts again.
+    pub relocate_days: f64,
+    /// See `relocate_days`.
+    pub relocate_events: u16,
 }
 
 impl Default for RobustSettings {
@@ -62,6 +73,8 @@ impl Default for RobustSettings {
             burst_failures: 5.0,
             burst_minutes: 10.0,
             travel_hours: 1.0,
+            relocate_days: 1.0,
+            relocate_events: 5,
         }
     }
 }
@@ -85,6 +98,12 @@ impl RobustSettings {
         if !(self.travel_hours.is_finite() && self.travel_hours >= 0.0) {
             return Some(("travel_hours", "must be a number of hours from 0"));
         }
+        if !(self.relocate_days.is_finite() && self.relocate_days >= 0.0) {
+            return Some(("relocate_days", "must be a number of days from 0"));
+        }
+        if self.relocate_events == 0 {
+            return Some(("relocate_events", "must be at least 1"));
+        }
         None
     }
 }
@@ -100,14 +119,40 @@ pub struct Tally {
     pub last: u32,
     /// Day number (epoch days) it first appeared after the baseline was ready; 0 if before.
     pub since: u16,
+    /// While new: events that looked like the entity and brought it (see `relocate_days`).
+    /// It fits in what was padding: a tally is still 12 bytes.
+    pub calm: u16,
+}
+
+/// A tally as profiles stored it before relocation learning (format 3 of the `anomaly`
+/// stage's rows), read into a [`Tally`] with no calm events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyTally {
+    /// As [`Tally::weight`].
+    pub weight: f32,
+    /// As [`Tally::last`].
+    pub last: u32,
+    /// As [`Tally::since`].
+    pub since: u16,
+}
+
+impl From<LegacyTally> for Tally {
+    fn from(t: LegacyTally) -> Self {
+        Tally {
+            weight: t.weight,
+            last: t.last,
+            since: t.since,
+            calm: 0,
+        }
+    }
 }
 
 /// The values of one dimension, with their total and sum of squares (for the typical
 /// probability, kept as they change rather than summed per event).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Dimension {
+pub struct Dimension<T = Tally> {
     /// By value.
-    pub values: Values<Tally>,
+    pub values: Values<T>,
     /// Σ weight.
     pub total: f64,
     /// Σ weight².
@@ -132,6 +177,7 @@ impl Dimension {
                 weight: 0.0,
                 last: now,
                 since,
+                calm: 0,
             };
             self.values.insert(value, fresh);
         }
@@ -155,6 +201,22 @@ impl Dimension {
     }
 
     /// Rarity of `value` (see [`rarity`]) with smoothing `alpha`, and its share of the total.
+    /// Makes every value `which` picks part of the baseline, weighing the calm events it
+    /// brought at `weight` each.
+    fn adopt(&mut self, which: impl Fn(&Tally) -> bool, weight: f32) {
+        for tally in self.values.kept_mut() {
+            if which(tally) {
+                let before = f64::from(tally.weight);
+                tally.weight += f32::from(tally.calm) * weight;
+                tally.since = 0;
+                tally.calm = 0;
+                let after = f64::from(tally.weight);
+                self.total += after - before;
+                self.squares += after * after - before * before;
+            }
+        }
+    }
+
     fn judge(&self, value: &str, alpha: f64) -> (f64, f64, Option<u16>) {
         let tally = self.values.get(value);
         let count = tally.map_or(0.0, |t| f64::from(t.weight));
@@ -185,15 +247,15 @@ const MS_PER_DAY: f64 = 86_400_000.0;
 
 /// One entity's learned profile for the `robust` model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RobustProfile {
+pub struct RobustProfile<T = Tally> {
     /// Decayed event weight per UTC hour of day.
     pub hours: [f32; 24],
     /// Source IPs.
-    pub ips: Dimension,
+    pub ips: Dimension<T>,
     /// Places (of events that have one).
-    pub places: Dimension,
+    pub places: Dimension<T>,
     /// Event types.
-    pub types: Dimension,
+    pub types: Dimension<T>,
     /// Decayed weight of failed events.
     pub failures: f64,
     /// Events learned.
@@ -210,6 +272,35 @@ pub struct RobustProfile {
     pub last_country: String,
     /// When.
     pub last_place_ms: u64,
+}
+
+impl From<Dimension<LegacyTally>> for Dimension {
+    fn from(d: Dimension<LegacyTally>) -> Self {
+        Dimension {
+            values: d.values.map(Tally::from),
+            total: d.total,
+            squares: d.squares,
+        }
+    }
+}
+
+impl From<RobustProfile<LegacyTally>> for RobustProfile {
+    fn from(p: RobustProfile<LegacyTally>) -> Self {
+        RobustProfile {
+            hours: p.hours,
+            ips: p.ips.into(),
+            places: p.places.into(),
+            types: p.types.into(),
+            failures: p.failures,
+            events: p.events,
+            ready: p.ready,
+            anchor_ms: p.anchor_ms,
+            recent_failures: p.recent_failures,
+            burst_ms: p.burst_ms,
+            last_country: p.last_country,
+            last_place_ms: p.last_place_ms,
+        }
+    }
 }
 
 fn day_of(ms: u64) -> u16 {
@@ -354,7 +445,9 @@ impl RobustDetector {
             evicted
         } else {
             // Start the clocks of its new values, so a lasting change settles.
-            profile.add(obs, 0.0, self.max_values)
+            let evicted = profile.add(obs, 0.0, self.max_values);
+            self.settle(profile, obs, &score, weight);
+            evicted
         };
         profile.track(obs, &self.settings);
         Verdict {
@@ -363,6 +456,45 @@ impl RobustDetector {
             learned,
             evicted,
         }
+    }
+
+    /// A flagged event at a place new since the baseline: counts towards learning the place
+    /// as a relocation when it looks like the entity (usual hour and type, no failure, no
+    /// impossible travel), and starts the count again when it does not. Once the place has
+    /// `relocate_events` such events over `relocate_days`, it and the new IPs that came with
+    /// it join the baseline, each with the weight of the events it brought.
+    fn settle(&self, profile: &mut RobustProfile, obs: &Observation<'_>, score: &Score, w: f64) {
+        let s = &self.settings;
+        let Some(place) = (!obs.place.is_empty())
+            .then(|| profile.places.values.get_mut(obs.place))
+            .flatten()
+            .filter(|t| t.since > 0)
+        else {
+            return;
+        };
+        let c = &score.components;
+        let travel = score.signals.as_ref().is_some_and(|x| x.travel > 0.0);
+        if c.time >= 0.5 || c.kind >= 0.5 || obs.failed || travel {
+            place.calm = 0;
+            return;
+        }
+        place.calm = place.calm.saturating_add(1);
+        let arrived = place.since;
+        let days = f64::from(day_of(obs.time_ms).saturating_sub(arrived));
+        let ready = place.calm >= s.relocate_events && days >= s.relocate_days;
+        if let Some(ip) = profile.ips.values.get_mut(obs.ip)
+            && ip.since > 0
+        {
+            ip.calm = ip.calm.saturating_add(1);
+        }
+        if !ready {
+            return;
+        }
+        let w = w as f32;
+        profile
+            .places
+            .adopt(|t| t.since >= arrived && t.calm > 0, w);
+        profile.ips.adopt(|t| t.since >= arrived && t.calm > 0, w);
     }
 
     /// The score of `obs` against `profile` as it stands (the profile is not changed).
@@ -589,48 +721,56 @@ mod tests {
 
     #[test]
     fn a_walk_in_one_change_at_a_time_is_flagged_at_its_second_step_and_a_lasting_change_settles() {
-        let d = RobustDetector::new(100, 0.5, Weights::default());
-        let mut p = RobustProfile::default();
-        steady(&d, &mut p, T0, 100, "10.0.0.1");
-        // Step 1: a new IP alone is learned.
-        let step1 = T0 + 100 * DAY;
-        for i in 0..10 {
-            let v = observe(
-                &d,
-                &mut p,
-                &event(
+        // The walk-in's second step (a new place with the new IP, at the usual hour) from day
+        // `i` on, one event a day; returns the day it is learned, if it is.
+        let walk_in = |d: &RobustDetector, odd_hour_on: Option<u64>| {
+            let mut p = RobustProfile::default();
+            steady(d, &mut p, T0, 100, "10.0.0.1");
+            // Step 1: a new IP alone is learned.
+            let step1 = T0 + 100 * DAY;
+            for i in 0..10 {
+                let e = event(
                     step1 + i * DAY + 36_000_000,
                     "45.1.1.1",
                     "US-CA-SF",
                     "success",
-                ),
-            );
-            assert!(!v.anomaly, "{v:?}");
-        }
-        // Step 2, ten days later: a new place with that IP, still new.
-        let step2 = step1 + 10 * DAY + 36_000_000;
-        let v = observe(
-            &d,
-            &mut p,
-            &event(step2, "45.1.1.1", "RU-MOW-Moscow", "success"),
-        );
-        let s = v.score.unwrap();
-        assert!(v.anomaly && !v.learned, "{s:?}");
-        assert!(s.codes.contains(&ReasonCode::NewSinceBaseline), "{s:?}");
-        assert_eq!(s.signals.unwrap().new_since_baseline, 0.75);
-        // Kept up past settle_days, the change is learned.
-        let mut learned_at = None;
-        for i in 1..60 {
-            let v = observe(
-                &d,
-                &mut p,
-                &event(step2 + i * DAY, "45.1.1.1", "RU-MOW-Moscow", "success"),
-            );
-            if v.learned && learned_at.is_none() {
-                learned_at = Some(i);
+                );
+                let v = observe(d, &mut p, &e);
+                assert!(!v.anomaly, "{v:?}");
             }
-        }
-        let learned_at = learned_at.expect("learned once settled");
+            // Step 2, ten days later: a new place with that IP, new.
+            let step2 = step1 + 10 * DAY + 36_000_000;
+            let v = observe(
+                d,
+                &mut p,
+                &event(step2, "45.1.1.1", "RU-MOW-Moscow", "success"),
+            );
+            let s = v.score.unwrap();
+            assert!(v.anomaly && !v.learned, "{s:?}");
+            assert!(s.codes.contains(&ReasonCode::NewSinceBaseline), "{s:?}");
+            assert_eq!(s.signals.unwrap().new_since_baseline, 0.75);
+            (1..60).find(|i| {
+                // 03:00 instead of 10:00 on that day: not how the user behaves.
+                let at = if odd_hour_on == Some(*i) {
+                    step2 - 7 * 3_600_000
+                } else {
+                    step2
+                };
+                let e = event(at + i * DAY, "45.1.1.1", "RU-MOW-Moscow", "success");
+                observe(d, &mut p, &e).learned
+            })
+        };
+        let d = RobustDetector::new(100, 0.5, Weights::default());
+        // Behaving like the user for `relocate_events` (5) events over a day or more (days 0 to
+        // 4): learned as a relocation from the next one on.
+        assert_eq!(walk_in(&d, None), Some(5));
+        // An event at an odd hour from the new place (day 3) starts the count again: five more
+        // (days 4 to 8) before it is learned.
+        assert_eq!(walk_in(&d, Some(3)), Some(9));
+        // Without relocation learning, a lasting change is learned once it settles.
+        let mut off = d;
+        off.settings.relocate_events = u16::MAX;
+        let learned_at = walk_in(&off, None).expect("learned once settled");
         assert!(
             (15..=35).contains(&learned_at),
             "learned on day {learned_at}"
@@ -772,5 +912,53 @@ mod tests {
             ..RobustSettings::default()
         };
         assert_eq!(s.invalid().map(|(k, _)| k), Some("burst_failures"));
+        s = RobustSettings {
+            relocate_days: f64::NAN,
+            ..RobustSettings::default()
+        };
+        assert_eq!(s.invalid().map(|(k, _)| k), Some("relocate_days"));
+        s = RobustSettings {
+            relocate_events: 0,
+            ..RobustSettings::default()
+        };
+        assert_eq!(s.invalid().map(|(k, _)| k), Some("relocate_events"));
+    }
+
+    #[test]
+    fn a_tally_stays_12_bytes_and_a_profile_stored_before_relocation_reads_the_same() {
+        assert_eq!(std::mem::size_of::<Tally>(), 12);
+        let d = RobustDetector::new(10, 0.7, Weights::default());
+        let mut p = RobustProfile::default();
+        steady(&d, &mut p, T0, 30, "10.0.0.1");
+        // The same profile as the format before `calm` wrote it.
+        let legacy = RobustProfile::<LegacyTally> {
+            hours: p.hours,
+            ips: legacy(&p.ips),
+            places: legacy(&p.places),
+            types: legacy(&p.types),
+            failures: p.failures,
+            events: p.events,
+            ready: p.ready,
+            anchor_ms: p.anchor_ms,
+            recent_failures: p.recent_failures,
+            burst_ms: p.burst_ms,
+            last_country: p.last_country.clone(),
+            last_place_ms: p.last_place_ms,
+        };
+        let old = postcard::to_allocvec(&legacy).unwrap();
+        let read: RobustProfile<LegacyTally> = postcard::from_bytes(&old).unwrap();
+        assert_eq!(RobustProfile::from(read), p);
+    }
+
+    fn legacy(d: &Dimension) -> Dimension<LegacyTally> {
+        Dimension {
+            values: d.values.clone().map(|t| LegacyTally {
+                weight: t.weight,
+                last: t.last,
+                since: t.since,
+            }),
+            total: d.total,
+            squares: d.squares,
+        }
     }
 }

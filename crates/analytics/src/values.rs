@@ -34,6 +34,11 @@ impl<T> Values<T> {
         self.find(value).ok().map(|i| &mut self.0[i].1)
     }
 
+    /// The same values, each with `f` of what was kept.
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> Values<U> {
+        Values(self.0.into_iter().map(|(k, t)| (k, f(t))).collect())
+    }
+
     /// Adds `value` (not present) with `kept`.
     pub fn insert(&mut self, value: &str, kept: T) -> &mut T {
         let i = self.find(value).unwrap_or_else(|i| i);

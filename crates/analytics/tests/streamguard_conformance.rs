@@ -170,15 +170,15 @@ fn the_robust_model_fixes_the_flaws_the_suite_shows() {
     assert!(diverse.iter().all(|(s, a)| !a && *s < 0.1), "{diverse:?}");
     // The walk-in (IP, then place, then 02:00): the reference learns every step. Here the
     // second step is flagged from its first event (impossible travel, then the IP and the
-    // place new since the baseline) until the change has lasted `settle_days` (30), when it
-    // is learned as a lasting change: alerts for a month, not none.
+    // place new since the baseline), and keeps being flagged until the new place has behaved
+    // like the user (`relocate_events`, 5, over `relocate_days`, 1): then it is learned as a
+    // relocation. That is the trade-off `docs/anomaly-models.md` describes: a takeover that
+    // imitates the user from a new place for a day is caught on its first events, not after.
     let walk = robust_on("poison/gradual-takeover");
     assert!(walk[0].1, "the full pattern at once is flagged: {walk:?}");
     let first_moscow = 26;
-    let flagged: Vec<usize> = (0..walk.len()).filter(|i| walk[*i].1).collect();
-    assert!(flagged.contains(&first_moscow), "{walk:?}");
     assert!(
-        flagged.len() > 30 && (first_moscow..first_moscow + 30).all(|i| walk[i].1),
+        (first_moscow..first_moscow + 5).all(|i| walk[i].1),
         "{walk:?}"
     );
     // Seen once is not worse than never seen: the second event from a new IP scores lower.

@@ -30,6 +30,9 @@ pub enum Archetype {
     Travelling,
     /// Day, evening and night shifts, a week each.
     ShiftWorker,
+    /// A steady user who moves every two to four weeks: a new city and new IPs together, with
+    /// the same hours, event types and failures.
+    Relocating,
 }
 
 /// An attack on a user.
@@ -50,12 +53,13 @@ pub enum Attack {
 }
 
 /// Every archetype, in report order.
-pub const ARCHETYPES: [Archetype; 5] = [
+pub const ARCHETYPES: [Archetype; 6] = [
     Archetype::Steady,
     Archetype::EvenlyActive,
     Archetype::Bursty,
     Archetype::Travelling,
     Archetype::ShiftWorker,
+    Archetype::Relocating,
 ];
 
 /// Every attack, in report order.
@@ -76,6 +80,7 @@ impl Archetype {
             Archetype::Bursty => "bursty",
             Archetype::Travelling => "travelling",
             Archetype::ShiftWorker => "shift worker",
+            Archetype::Relocating => "relocating",
         }
     }
 }
@@ -149,12 +154,24 @@ fn ip(rng: &mut fastrand::Rng, first: u8) -> String {
     )
 }
 
+/// Cities a relocating user moves between (one time zone, so its UTC hours stay the same).
+const CITIES: [&str; 6] = [
+    "US-MA-Boston",
+    "US-PA-Philadelphia",
+    "US-DC-Washington",
+    "US-GA-Atlanta",
+    "US-FL-Miami",
+    "US-NC-Charlotte",
+];
+
 /// A normal user's behaviour, one day at a time.
 struct Persona {
     archetype: Archetype,
     ips: Vec<String>,
     /// Travelling: the current trip's hotel IP and the trip it is for.
     hotel: (u64, String),
+    /// Relocating: from which day it lives where, with its office and VPN IPs there.
+    moves: Vec<(u64, &'static str, [String; 2])>,
 }
 
 /// Local time offsets of the places (hours east of UTC).
@@ -165,6 +182,7 @@ fn offset(place: &str) -> i64 {
         "GB-LND-London" => 0,
         "DE-BE-Berlin" => 1,
         "DE-HH-Hamburg" => 1,
+        city if CITIES.contains(&city) => -5,
         _ => 0,
     }
 }
@@ -172,10 +190,20 @@ fn offset(place: &str) -> i64 {
 impl Persona {
     fn new(archetype: Archetype, rng: &mut fastrand::Rng) -> Self {
         let ips = (0..3).map(|_| ip(rng, 10)).collect();
+        let mut moves = Vec::new();
+        if archetype == Archetype::Relocating {
+            let (mut day, mut city) = (0, rng.usize(0..CITIES.len()));
+            while day < 400 {
+                moves.push((day, CITIES[city], [ip(rng, 20), ip(rng, 20)]));
+                day += rng.u64(14..=28);
+                city = (city + rng.usize(1..CITIES.len())) % CITIES.len();
+            }
+        }
         Persona {
             archetype,
             ips,
             hotel: (u64::MAX, String::new()),
+            moves,
         }
     }
 
@@ -183,6 +211,7 @@ impl Persona {
     fn place(&self, d: u64) -> &'static str {
         match self.archetype {
             Archetype::Steady => "US-NY-New York",
+            Archetype::Relocating => self.home(d).1,
             Archetype::EvenlyActive => "US-NJ-Newark",
             Archetype::Bursty => "GB-LND-London",
             Archetype::ShiftWorker => "DE-HH-Hamburg",
@@ -192,6 +221,12 @@ impl Persona {
                 _ => "GB-LND-London",
             },
         }
+    }
+
+    /// Relocating: where it lives on day `d`.
+    fn home(&self, d: u64) -> &(u64, &'static str, [String; 2]) {
+        let at = self.moves.partition_point(|(from, _, _)| *from <= d);
+        &self.moves[at.saturating_sub(1)]
     }
 
     /// The events of day `d` (days from [`START`]), in time order.
@@ -204,7 +239,7 @@ impl Persona {
         };
         let mut day = Vec::new();
         match self.archetype {
-            Archetype::Steady => {
+            Archetype::Steady | Archetype::Relocating => {
                 if d % 7 < 5 {
                     for _ in 0..rng.usize(6..=10) {
                         let h = pick(
@@ -230,7 +265,11 @@ impl Persona {
                                 ("dns_query", 1),
                             ],
                         );
-                        let ip = self.ips[usize::from(rng.u8(0..10) >= 8)].clone();
+                        let ips = match self.archetype {
+                            Archetype::Relocating => &self.home(d).2[..],
+                            _ => &self.ips[..2],
+                        };
+                        let ip = ips[usize::from(rng.u8(0..10) >= 8)].clone();
                         let failed = kind == "auth_attempt" && rng.u8(0..100) < 2;
                         day.push(Ev {
                             ms: at(h, rng.u64(0..HOUR)),
@@ -769,7 +808,7 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_users_in_time_order_with_their_labels() {
         let (a, b) = (generate(7, 2), generate(7, 2));
-        assert_eq!(a.len(), 20);
+        assert_eq!(a.len(), (ARCHETYPES.len() + ATTACKS.len()) * 2);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.events, y.events);
             let times: Vec<u64> = x

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use colloquium_analytics::{
-    Baseline, Detector, Fields, Model, Observation, Profile, RobustDetector, RobustProfile,
-    RobustSettings, Scorer, Weights,
+    Baseline, Detector, Fields, LegacyTally, Model, Observation, Profile, RobustDetector,
+    RobustProfile, RobustSettings, Scorer, Weights,
 };
 use colloquium_config::ConfigError;
 use colloquium_event::{Event, EventId};
@@ -93,29 +93,44 @@ fn default_max_entities() -> usize {
 const MAX_GIVEN: usize = 65_536;
 
 /// How each model's profiles are stored: one binary row per entity, told apart by format
-/// version (2: a `streamguard` baseline, each value's count with when it was last seen; 3: a
-/// `robust` profile).
+/// version (2: a `streamguard` baseline, each value's count with when it was last seen; 4: a
+/// `robust` profile; 3: a `robust` profile from before relocation learning, still read).
 trait Stored: Scorer {
     const CODEC: Codec<Self::Profile>;
+
+    /// Reads a row of this model, in its current format or an earlier one.
+    fn decode(row: &[u8]) -> Result<Self::Profile, StageError> {
+        Self::CODEC.decode(row)
+    }
 }
 
 impl Stored for Detector {
     const CODEC: Codec<Baseline> = Codec::binary("anomaly baseline", 2);
 }
 
+/// `robust` profiles as stored before each value's tally counted calm events.
+const ROBUST_V3: Codec<RobustProfile<LegacyTally>> = Codec::binary("anomaly robust profile", 3);
+
 impl Stored for RobustDetector {
-    const CODEC: Codec<RobustProfile> = Codec::binary("anomaly robust profile", 3);
+    const CODEC: Codec<RobustProfile> = Codec::binary("anomaly robust profile", 4);
+
+    fn decode(row: &[u8]) -> Result<RobustProfile, StageError> {
+        Self::CODEC.decode(row).or_else(|e| {
+            ROBUST_V3
+                .decode(row)
+                .map(RobustProfile::from)
+                .map_err(|_| e)
+        })
+    }
 }
 
 /// An entity's stored profile row, of either model (its key in the stage's state is the
 /// entity's name), also for `GET /api/users/{user}/baseline`.
 pub fn stored_baseline(row: &[u8]) -> Result<Profile, StageError> {
-    Detector::CODEC
-        .decode(row)
+    <Detector as Stored>::decode(row)
         .map(Detector::wrap)
         .or_else(|e| {
-            RobustDetector::CODEC
-                .decode(row)
+            <RobustDetector as Stored>::decode(row)
                 .map(RobustDetector::wrap)
                 .map_err(|_| e)
         })
@@ -404,7 +419,7 @@ impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
         for (key, value) in entries {
             let name = String::from_utf8(key)
                 .map_err(|_| StageError::State("anomaly entity: not UTF-8".to_owned()))?;
-            let baseline = match D::CODEC.decode(&value) {
+            let baseline = match D::decode(&value) {
                 Ok(baseline) => baseline,
                 // The other model's profile: the stage's model was changed, so this entity
                 // starts afresh (its row is replaced when it next learns, or deleted).
@@ -590,6 +605,24 @@ mod tests {
             matches!(&writes[..], [StateWrite::Put(k, v)] if k == b"a"
                 && stored_baseline(v).unwrap().model() == Model::Streamguard),
             "{writes:?}"
+        );
+        // A `robust` row written before relocation learning (format 3) still reads.
+        let old = RobustProfile::<LegacyTally> {
+            events: 40,
+            ready: true,
+            ..Default::default()
+        };
+        let old_rows = vec![(b"a".to_vec(), ROBUST_V3.encode(&old))];
+        let profile = stored_baseline(&old_rows[0].1).unwrap();
+        assert_eq!((profile.model(), profile.events()), (Model::Robust, 40));
+        let mut upgraded = pipeline(stage).unwrap();
+        upgraded
+            .restore_state(|_| Ok::<_, colloquium_storage::StorageError>(old_rows.clone()))
+            .unwrap();
+        let out = upgraded.process(&odd).outputs;
+        assert_eq!(
+            out[0].data["anomaly"]["scored"], true,
+            "a ready profile scores"
         );
         // A row of neither model is corrupt state.
         let mut corrupt = pipeline("{type: anomaly}").unwrap();
