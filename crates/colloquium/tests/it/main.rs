@@ -5,6 +5,7 @@
 mod alerts;
 mod anomaly;
 mod cli;
+mod compat;
 mod computo;
 mod crash;
 mod faults;
