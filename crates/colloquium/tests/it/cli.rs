@@ -324,3 +324,48 @@ fn log_format_json_writes_one_json_object_per_line() {
     }
     assert!(lines.iter().any(|l| l.contains("shutting down")));
 }
+
+/// ARCHITECTURE.md's crate list is in dependency order: every crate's `colloquium-*`
+/// dependencies (not dev-dependencies) are listed above it, and every crate is listed.
+#[test]
+fn the_architecture_lists_every_crate_below_its_dependencies() {
+    let root = crate::harness::manifest_dir().join("../..");
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let listed: Vec<String> = doc
+        .lines()
+        .skip_while(|l| *l != "crates/")
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .filter_map(|l| l.strip_prefix("  ")?.split('/').next().map(str::to_owned))
+        .filter(|name| !name.is_empty() && !name.starts_with(' '))
+        .collect();
+    let mut crates: Vec<String> = std::fs::read_dir(root.join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    crates.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, crates, "ARCHITECTURE.md lists every crate once");
+    for (at, name) in listed.iter().enumerate() {
+        let manifest =
+            std::fs::read_to_string(root.join(format!("crates/{name}/Cargo.toml"))).unwrap();
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .unwrap_or_default();
+        for dep in deps.lines().filter_map(|l| {
+            l.trim()
+                .strip_prefix("colloquium-")?
+                .split(['.', ' ', '='])
+                .next()
+        }) {
+            let above = listed[..at].iter().any(|l| l == dep);
+            assert!(
+                above,
+                "{name} depends on {dep}, listed below it in ARCHITECTURE.md"
+            );
+        }
+    }
+}
