@@ -29,8 +29,9 @@ use colloquium_ingest::stamp::Envelope;
 use colloquium_ingest::tcp::BadPayload;
 use colloquium_ingest::{Accept, AcceptError};
 use colloquium_telemetry::health::{ComponentHealth, Status};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -42,6 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{PartitionLabels, RebalanceLabels, SourceLabels};
+use crate::quiet::Quiet;
 use crate::source::{Shared, StartFrom};
 
 /// A topic and partition.
@@ -153,6 +155,8 @@ struct State {
     uncommitted: bool,
     rebalances: u64,
     last_error: Option<String>,
+    /// librdkafka said no broker is reachable, and nothing arrived since.
+    brokers_down: bool,
 }
 
 /// The consumer's context: the loop's state, reachable from librdkafka's callbacks (which run
@@ -161,6 +165,8 @@ pub(crate) struct Ctx<A> {
     shared: Arc<Shared<A>>,
     runtime: Handle,
     state: Mutex<State>,
+    /// librdkafka's reports, rate-limited.
+    quiet: Quiet,
 }
 
 impl<A> Ctx<A> {
@@ -190,6 +196,7 @@ pub(crate) fn consume<A: Accept>(
         shared: shared.clone(),
         runtime,
         state: Mutex::default(),
+        quiet: Quiet::default(),
     };
     let consumer: BaseConsumer<Ctx<A>> = client
         .create_with_context(ctx)
@@ -230,14 +237,14 @@ pub(crate) fn consume<A: Accept>(
             match polled {
                 Ok(message) => {
                     let mut state = ctx.state();
+                    state.brokers_down = false;
                     ctx.take(&mut state, &message);
                     if state.pending.bytes >= shared.max_batch_bytes {
                         break;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(source = shared.name, error = %e, "kafka consumer error");
-                    ctx.state().last_error = Some(e.to_string());
+                    ctx.trouble(&e, "consuming");
                     break;
                 }
             }
@@ -652,6 +659,7 @@ impl<A: Accept> Ctx<A> {
                 },
             );
         }
+        state.brokers_down = false;
         state.rebalances += 1;
         // New partitions start fetching: pausing applies again from the next turn.
         state.paused = false;
@@ -750,7 +758,16 @@ impl<A: Accept> Ctx<A> {
         if let Some(error) = &state.last_error {
             details.insert("last_error".into(), error.clone().into());
         }
-        let status = if stalled > 0 {
+        if state.brokers_down {
+            reasons.push(format!(
+                "no broker is reachable: {}",
+                state
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("librdkafka says all are down")
+            ));
+        }
+        let status = if stalled > 0 || state.brokers_down {
             Status::Degraded
         } else {
             Status::Healthy
@@ -865,6 +882,28 @@ fn origin(message: &BorrowedMessage<'_>) -> KafkaOrigin {
 impl<A: Accept> ClientContext for Ctx<A> {
     fn stats(&self, statistics: Statistics) {
         self.statistics(&statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.quiet.log(self.shared.name, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble(&error, reason);
+    }
+}
+
+impl<A> Ctx<A> {
+    /// An error from librdkafka (its callback, or a failed poll): logged at most once per
+    /// kind every 30 s, kept for `/health`, and "no broker reachable" makes it degraded until
+    /// a message arrives or partitions are assigned.
+    fn trouble(&self, error: &KafkaError, reason: &str) {
+        self.quiet.error(self.shared.name, error, reason);
+        let mut state = self.state();
+        state.last_error = Some(format!("{error}: {reason}"));
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            state.brokers_down = true;
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod consumer;
 pub mod metrics;
+mod quiet;
 pub mod sink;
 pub mod source;
 

@@ -33,14 +33,16 @@ use colloquium_pipeline::sink::{
     Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError, dead_letter,
 };
 use colloquium_storage::PipelineCommit;
-use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::metrics::{KafkaMetrics, SinkLabels};
+use crate::quiet::Quiet;
 
 /// Message compression.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -227,7 +229,7 @@ struct KafkaSink {
     name: Arc<str>,
     client: ClientConfig,
     /// Created on first use (and again after a fatal producer error).
-    producer: Option<FutureProducer>,
+    producer: Option<FutureProducer<Reports>>,
     topic: Target,
     key: Option<Target>,
     headers: bool,
@@ -252,18 +254,39 @@ impl KafkaSink {
         self.metrics.produced.get_or_create(&labels).inc_by(n);
     }
 
-    fn producer(&mut self) -> Result<FutureProducer, SinkError> {
+    fn producer(&mut self) -> Result<FutureProducer<Reports>, SinkError> {
         if let Some(producer) = &self.producer
             && producer.client().fatal_error().is_none()
         {
             return Ok(producer.clone());
         }
-        let producer: FutureProducer = self
+        let reports = Reports {
+            sink: self.name.clone(),
+            quiet: Quiet::default(),
+        };
+        let producer: FutureProducer<Reports> = self
             .client
-            .create()
+            .create_with_context(reports)
             .map_err(|e| self.error(format!("creating the producer: {e}")))?;
         self.producer = Some(producer.clone());
         Ok(producer)
+    }
+}
+
+/// The producer's context: librdkafka's reports, rate-limited (a broker that is down is
+/// reported on every reconnect attempt; the step's retries already say the sink waits).
+struct Reports {
+    sink: Arc<str>,
+    quiet: Quiet,
+}
+
+impl ClientContext for Reports {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.quiet.log(&self.sink, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.quiet.error(&self.sink, &error, reason);
     }
 }
 

@@ -817,6 +817,41 @@ pipelines:
     assert_eq!(numbers, [1, 4], "the others are delivered");
 }
 
+/// No broker reachable: the node starts, its source says so in `/health` (degraded, with the
+/// reason), and once a broker comes up on that address it consumes and is healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_without_a_broker_is_degraded_until_one_answers() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut broker = Broker { child: None, port };
+    let node = Node::start(&format!(
+        "sources:{}",
+        source(&broker, "late", "waiting", "")
+    ));
+    let reason = eventually(Duration::from_secs(30), "a degraded source", || async {
+        let (_, health) = node.get("/health").await;
+        let k = &health["components"]["sources"]["k"];
+        (k["status"] == "degraded").then(|| k["reasons"][0].as_str().unwrap_or_default().to_owned())
+    })
+    .await;
+    assert!(reason.contains("no broker is reachable"), "{reason}");
+    let (_, health) = node.get("/health").await;
+    assert_eq!(health["status"], "degraded", "{health}");
+
+    broker.restart();
+    broker.create_topic("late", 1);
+    produce_numbered(&broker.producer(), "late", 0..10);
+    let seen = wait_for_count(&node, 10, Duration::from_secs(60)).await;
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    eventually(Duration::from_secs(30), "a healthy source", || async {
+        let (_, health) = node.get("/health").await;
+        (health["components"]["sources"]["k"]["status"] == "healthy").then_some(())
+    })
+    .await;
+}
+
 /// The bootstrap finds OpenSSL the way librdkafka's build does (pkg-config's `openssl`), and
 /// for the tests a tansu that runs.
 #[test]
