@@ -45,8 +45,9 @@ start_node
 kill $node; wait $node 2>/dev/null || true
 rm -rf "$work/data"
 
-echo "== node: pipeline -> kafka sink (200-byte events)"
-cat > "$work/config.yaml" <<EOF
+# A pipeline that sends every event it reads (from the start of the log) to a kafka sink.
+sink_config() {
+  cat > "$work/config.yaml" <<EOF
 sinks:
   out:
     type: kafka
@@ -54,9 +55,14 @@ sinks:
     topic: out
 pipelines:
   - name: forward
+    start_from: earliest
     stages: []
     sinks: [out]
 EOF
+}
+
+echo "== node: pipeline -> kafka sink (200-byte events)"
+sink_config
 start_node
 "$bin" bench http --addr "$http" --connections 8 --batch 1000 --duration 15s > "$work/http.log" &
 load=$!
@@ -73,18 +79,7 @@ start_node
 "$bin" bench http --addr "$http" --connections 4 --batch 1000 --duration 4s > /dev/null
 stored=$(metric colloquium_storage_events_stored_total)
 kill $node; wait $node 2>/dev/null || true
-cat > "$work/config.yaml" <<EOF
-sinks:
-  out:
-    type: kafka
-    brokers: $brokers
-    topic: out
-pipelines:
-  - name: drain
-    start_from: earliest
-    stages: []
-    sinks: [out]
-EOF
+sink_config
 start_node
 "$bin" bench kafka sink --http "$http" --count "$stored" --pid "$node" || true
 kill $node; wait $node 2>/dev/null || true

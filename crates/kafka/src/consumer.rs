@@ -350,8 +350,6 @@ impl<A: Accept> Ctx<A> {
                 return;
             }
         }
-        let labels = self.labels(&tp);
-        self.shared.metrics.consumed.get_or_create(&labels).inc();
         let shared = &self.shared;
         let payload = message.payload().unwrap_or_default();
         let origin = Box::new(origin(message));
@@ -434,6 +432,15 @@ impl<A: Accept> Ctx<A> {
             .unzip();
         if !data.is_empty() {
             self.shared.ingest.received(self.shared.name, data.len());
+        }
+        // Counted per partition here, not per message as they are taken (a label set and a
+        // lookup each).
+        for (tp, range) in &pending.offsets {
+            self.shared
+                .metrics
+                .consumed
+                .get_or_create(&self.labels(tp))
+                .inc_by(range.messages);
         }
         let (mut events, ids) =
             self.shared

@@ -81,7 +81,7 @@ impl KafkaMetrics {
                 };
                 r.register(
                     "consumed_messages",
-                    "Messages fetched from a partition",
+                    "Messages taken from a partition (counted as each batch goes to the store)",
                     m.consumed.clone(),
                 );
                 r.register(
