@@ -1,4 +1,4 @@
-//! What `anomaly` stages flagged (the `anomalies` column family), newest first:
+//! What `anomaly` stages flagged (each one's `anomalies` results table), newest first:
 //! `GET /api/anomalies?user=&since=&until=&min_score=&limit=&cursor=`,
 //! `GET /api/anomalies/{id}`, `GET /api/anomalies/high-score?threshold=0.7&limit=100` and
 //! `GET /api/anomalies/count?since=`; and the learned profile an anomaly is judged against:
@@ -14,6 +14,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::blocking;
+
+/// The results table `anomaly` stages keep their anomalies in (one key, by ingest time).
+const ANOMALIES: &str = "anomalies";
 use crate::query::{json_response, limit_param, query_params, time_param};
 use crate::{ApiError, ApiState};
 
@@ -149,7 +152,7 @@ pub async fn list(
     let (records, more) = blocking(move || {
         let mut records = Vec::new();
         let mut more = false;
-        store.anomalies_newest(since, until, before, |id, json| {
+        store.results_newest(ANOMALIES, since, until, before, |entry, json| {
             let (score, user) = score_and_user(json);
             let wanted =
                 score >= min_score && p.user.as_ref().is_none_or(|u| user.as_ref() == Some(u));
@@ -160,7 +163,9 @@ pub async fn list(
                 more = true;
                 return false;
             }
-            records.push((id, json.to_vec()));
+            if let Some(id) = entry.id {
+                records.push((id, json.to_vec()));
+            }
             true
         })?;
         Ok::<_, colloquium_storage::StorageError>((records, more))
@@ -181,8 +186,8 @@ pub async fn high_score(
     let store = state.store.clone();
     let records = blocking(move || {
         let mut records = Vec::new();
-        store.anomalies_newest(None, None, None, |id, json| {
-            if score_and_user(json).0 >= threshold {
+        store.results_newest(ANOMALIES, None, None, None, |entry, json| {
+            if let Some(id) = entry.id.filter(|_| score_and_user(json).0 >= threshold) {
                 records.push((id, json.to_vec()));
             }
             records.len() < limit
@@ -203,7 +208,7 @@ pub async fn count(
     let store = state.store.clone();
     let count = blocking(move || {
         let mut count = 0u64;
-        store.anomalies_newest(since, None, None, |_, _| {
+        store.results_newest(ANOMALIES, since, None, None, |_, _| {
             count += 1;
             true
         })?;
@@ -222,9 +227,9 @@ pub async fn one(
         .parse::<EventId>()
         .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
     let store = state.store.clone();
-    let found = blocking(move || store.anomaly(parsed)).await?;
+    let found = blocking(move || store.result_of_event(ANOMALIES, parsed)).await?;
     match found.into_iter().next() {
-        Some(json) => Ok(json_response(json)),
+        Some((_, json)) => Ok(json_response(json)),
         None => Err(ApiError::NoSuch(format!("an anomaly of event {id}"))),
     }
 }

@@ -3,7 +3,9 @@
 //! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
 //! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
 //! - [`anomalies`]: `GET /api/anomalies`, `/{id}`, `/high-score`, `/count`.
-//! - [`pipelines`]: `GET /api/outputs`, `GET /api/windows`, and the dead-letter queue: list, replay, delete.
+//! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
+//! - [`results`]: what stages keep: `GET /api/results/{pipeline}/{stage}/{table}`, and
+//!   `GET /api/windows` on top of it.
 //! - [`control`]: `GET /api/control` and `POST /api/control`, the control plane.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
@@ -19,6 +21,7 @@ pub mod health;
 pub mod metrics;
 pub mod pipelines;
 pub mod query;
+pub mod results;
 pub mod stream;
 
 use std::sync::Arc;
@@ -60,7 +63,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events/stream", get(stream::replay))
         .route("/api/events/{id}", get(query::get_one))
         .route("/api/outputs", get(pipelines::outputs))
-        .route("/api/windows", get(pipelines::windows))
+        .route("/api/windows", get(results::windows))
+        .route(
+            "/api/results/{pipeline}/{stage}/{table}",
+            get(results::results),
+        )
         .route("/api/anomalies", get(anomalies::list))
         .route("/api/anomalies/high-score", get(anomalies::high_score))
         .route("/api/anomalies/count", get(anomalies::count))

@@ -1,5 +1,4 @@
-//! What pipelines produced: `GET /api/outputs` (a pipeline's `store` sink), `GET /api/windows`
-//! (window stages' results), and `GET /api/dlq`
+//! What pipelines produced: `GET /api/outputs` (a pipeline's `store` sink) and `GET /api/dlq`
 //! (dead letters, filtered by reason and pipeline; both page with `limit` and `cursor`), and
 //! `POST /api/dlq/{id}/replay`, `POST /api/dlq/replay` (every match of a filter) and
 //! `DELETE /api/dlq/{id}`.
@@ -9,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use colloquium_event::{EventId, Reason};
-use colloquium_storage::{ScanRange, StorageError, StoredOutput, WindowQuery};
+use colloquium_storage::{ScanRange, StorageError, StoredOutput};
 use serde::Deserialize;
 
 use crate::error::blocking;
@@ -70,64 +69,9 @@ pub async fn outputs(
     Ok(json_response(page_body("outputs", &page, limit)))
 }
 
-/// `GET /api/windows` parameters.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WindowParams {
-    /// The pipeline (required).
-    pub pipeline: Option<String>,
-    /// Only this window stage (its id).
-    pub stage: Option<String>,
-    /// Only this grouping key.
-    pub key: Option<String>,
-    /// Windows starting at or after this (epoch ms, or RFC 3339).
-    pub since: Option<String>,
-    /// Windows starting before this.
-    pub until: Option<String>,
-    /// Page size.
-    pub limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// A window bound: epoch ms (negative before 1970) or RFC 3339.
-fn window_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let Some(text) = value else { return Ok(None) };
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(Some(ms));
-    }
-    let time = time_param(name, Some(text))?;
-    Ok(time.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)))
-}
-
-/// `GET /api/windows`: window results as the window stages last fired them (an update or
-/// the final firing replaces earlier ones), by stage, key and window start:
-/// `{"windows": [...], "next_cursor": "<cursor>" | null}`.
-pub async fn windows(
-    State(state): State<ApiState>,
-    query: Result<Query<WindowParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let p = query_params(query)?;
-    let query = WindowQuery {
-        pipeline: p
-            .pipeline
-            .clone()
-            .ok_or_else(|| ApiError::BadRequest("pipeline: required".into()))?,
-        stage: p.stage.clone(),
-        key: p.key.clone(),
-        since: window_time("since", p.since.as_deref())?,
-        until: window_time("until", p.until.as_deref())?,
-        cursor: p.cursor.clone(),
-    };
-    let limit = limit_param(p.limit.as_deref())?;
-    let store = state.store.clone();
-    let page = blocking(move || store.window_results(&query, limit + 1)).await?;
-    Ok(json_response(page_body("windows", &page, limit)))
-}
-
 /// `{"<name>": [<json>, …], "next_cursor": …}` of the first `limit` of `page` (one more
 /// than `limit` means there is a next page).
-fn page_body(name: &str, page: &[StoredOutput], limit: usize) -> Vec<u8> {
+pub(crate) fn page_body(name: &str, page: &[StoredOutput], limit: usize) -> Vec<u8> {
     let more = page.len() > limit;
     let mut body = format!("{{\"{name}\":[").into_bytes();
     for (i, output) in page.iter().take(limit).enumerate() {

@@ -32,7 +32,7 @@ fn memory_per_key(name: &str, window: &str, aggregates: &str, input: &[Event]) {
             drop(p.process(event));
         }
         drop(futures::executor::block_on(p.tick(Timestamp::now())));
-        drop((p.state_changes(), p.window_results(), p.stage_timings()));
+        drop((p.state_changes(), p.results(), p.stage_timings()));
     }
     let live = counting::live() - before;
     let metrics: std::collections::BTreeMap<&str, u64> = p
@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
                         let ticked = futures::executor::block_on(p.tick(Timestamp::now()));
                         results += ticked.iter().map(|o| o.outputs.len()).sum::<usize>();
                         // What the worker takes after each step: state rows and kept results.
-                        results += p.state_changes().len() + p.window_results().len();
+                        results += p.state_changes().len() + p.results().len();
                         results += p.stage_timings().len();
                     }
                     results

@@ -2,6 +2,8 @@
 //!
 //! - [`stage`]: the [`Stage`] and [`StageConfig`] traits, the [`AsyncStage`] twin for stages
 //!   that wait on I/O, and stage errors.
+//! - [`context`]: the [`StageContext`] a stage does everything through but handing events on
+//!   (state, kept results, side outputs, metrics).
 //! - [`state`]: the typed, versioned codec stages keep their state with.
 //! - [`stages`]: the built-in stages, one file each (`transform`, `filter`, `set`, `dedup`).
 //! - [`sink`]: the async [`Sink`] and [`SinkConfig`] traits, their delivery contract and
@@ -16,6 +18,7 @@
 //! - [`events`]: the metrics pipelines, the router and sinks report.
 #![warn(missing_docs)]
 
+pub mod context;
 pub mod events;
 pub mod pipeline;
 pub mod registry;
@@ -28,14 +31,14 @@ pub mod state;
 pub mod testing;
 pub mod topology;
 
+pub use context::{Effects, Kept, ResultRow, StageContext, StageMetric, StateWrite};
 pub use events::PipelineMetrics;
 pub use pipeline::{Failure, Outcome, Pipeline, StageCounts};
 pub use registry::Registry;
 pub use runtime::{Runtime, RuntimeError, RuntimeHandle};
 pub use sink::{Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError};
 pub use stage::{
-    AsyncStage, BuildContext, BuiltStage, CallResult, Failed, Stage, StageConfig, StageError,
-    StageMetric,
+    AsyncStage, BuildContext, Built, BuiltStage, CallResult, Failed, Stage, StageConfig, StageError,
 };
 pub use testing::{TestResult, run_tests};
 pub use topology::{Delivery, Take, Topology};

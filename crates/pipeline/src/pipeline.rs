@@ -21,14 +21,12 @@ use std::time::Duration;
 
 use colloquium_config::{ConfigError, OnError, PipelineConfig, ScriptLibrary};
 use colloquium_event::{Event, Fault, Reason, Timestamp};
-use colloquium_storage::{StateWrite, WindowWrite};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
+use crate::context::{Effects, Kept, StageContext, StageMetric, StateWrite};
 use crate::registry::Registry;
-use crate::stage::{
-    BuildContext, BuiltStage, CallResult, Failed, SideOutput, Stage, StageError, StageMetric,
-};
+use crate::stage::{BuildContext, BuiltStage, CallResult, Failed, SideOutput, StageError};
 
 /// How a pipeline waits out a retry backoff (tests and `colloquium test` do not wait).
 pub type Sleeper = fn(Duration) -> BoxFuture<'static, ()>;
@@ -54,9 +52,13 @@ struct Slot {
     /// The stage's identity (`id`, or the default), for state, failures and metrics.
     id: Arc<str>,
     stage: BuiltStage,
+    /// The sinks it sends to past the pipeline.
+    side_sinks: Vec<String>,
     on_error: OnError,
     /// Events in and out, for metrics and tests.
     counts: StageCounts,
+    /// What it did besides emitting, since the pipeline last took it.
+    effects: Effects,
 }
 
 /// Per-stage counters.
@@ -140,11 +142,13 @@ impl Pipeline {
                 registry,
             };
             match registry.build_stage(component, &cx) {
-                Ok(stage) => stages.push(Slot {
+                Ok(built) => stages.push(Slot {
                     id,
-                    stage,
+                    stage: built.stage,
+                    side_sinks: built.side_sinks,
                     on_error: component.on_error.unwrap_or(config.on_error),
                     counts: StageCounts::default(),
+                    effects: Effects::default(),
                 }),
                 Err(e) => errors.push(e),
             }
@@ -172,12 +176,8 @@ impl Pipeline {
         self.stages
             .iter()
             .enumerate()
-            .filter_map(|(i, slot)| match &slot.stage {
-                BuiltStage::Sync(stage) if !stage.side_sinks().is_empty() => {
-                    Some((i, stage.side_sinks()))
-                }
-                _ => None,
-            })
+            .filter(|(_, slot)| !slot.side_sinks.is_empty())
+            .map(|(i, slot)| (i, slot.side_sinks.as_slice()))
     }
 
     /// Replaces how retries wait (tests and `colloquium test` don't wait).
@@ -226,65 +226,40 @@ impl Pipeline {
         self.stages.iter().map(|s| (&*s.id, s.counts))
     }
 
-    /// Every sync stage's window results since the last call, as `(stage id, write)`.
-    pub fn window_results(&mut self) -> Vec<(Arc<str>, WindowWrite)> {
+    /// Every stage's kept results since the last call, in order (after
+    /// [`Pipeline::state_changes`], which may keep some).
+    pub fn results(&mut self) -> Vec<Kept> {
         let mut all = Vec::new();
-        let mut results = Vec::new();
         for slot in &mut self.stages {
-            if let BuiltStage::Sync(stage) = &mut slot.stage {
-                stage.window_results(&mut results);
-                all.extend(results.drain(..).map(|w| (slot.id.clone(), w)));
-            }
+            all.append(&mut slot.effects.results);
         }
         all
     }
 
-    /// Every sync stage's anomalies since the last call.
-    pub fn anomalies(&mut self) -> Vec<(colloquium_event::EventId, Vec<u8>)> {
-        let mut all = Vec::new();
-        for slot in &mut self.stages {
-            if let BuiltStage::Sync(stage) = &mut slot.stage {
-                stage.anomalies(&mut all);
-            }
-        }
-        all
-    }
-
-    /// What each sync stage reports about itself, by stage id.
+    /// What each stage last reported about itself, by stage id.
     pub fn stage_metrics(&self) -> Vec<(&str, StageMetric)> {
+        let slots = self.stages.iter();
+        slots
+            .flat_map(|slot| slot.effects.metrics.iter().map(|m| (&*slot.id, *m)))
+            .collect()
+    }
+
+    /// Every stage's timings since the last call, by stage id.
+    pub fn stage_timings(&mut self) -> Vec<(&str, &'static str, Duration)> {
         let mut all = Vec::new();
-        let mut metrics = Vec::new();
-        for slot in &self.stages {
-            if let BuiltStage::Sync(stage) = &slot.stage {
-                stage.metrics(&mut metrics);
-                all.extend(metrics.drain(..).map(|m| (&*slot.id, m)));
-            }
+        for slot in &mut self.stages {
+            let taken = slot.effects.timings.drain(..);
+            all.extend(taken.map(|(name, d)| (&*slot.id, name, d)));
         }
         all
     }
 
-    /// Every sync stage's timings since the last call, by stage id.
-    pub fn stage_timings(&mut self) -> Vec<(&str, &'static str, Duration)> {
-        self.measured(|stage, out| stage.timings(out))
-    }
-
-    /// Every sync stage's scores since the last call, by stage id.
+    /// Every stage's scores since the last call, by stage id.
     pub fn stage_scores(&mut self) -> Vec<(&str, &'static str, f64)> {
-        self.measured(|stage, out| stage.scores(out))
-    }
-
-    /// What `take` hands over from each sync stage, named, by stage id.
-    fn measured<T>(
-        &mut self,
-        mut take: impl FnMut(&mut dyn Stage, &mut Vec<(&'static str, T)>),
-    ) -> Vec<(&str, &'static str, T)> {
         let mut all = Vec::new();
-        let mut taken = Vec::new();
         for slot in &mut self.stages {
-            if let BuiltStage::Sync(stage) = &mut slot.stage {
-                take(stage.as_mut(), &mut taken);
-                all.extend(taken.drain(..).map(|(name, x)| (&*slot.id, name, x)));
-            }
+            let taken = slot.effects.scores.drain(..);
+            all.extend(taken.map(|(name, x)| (&*slot.id, name, x)));
         }
         all
     }
@@ -311,16 +286,20 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Every stage's state writes since the last call, as `(stage id, write)`.
+    /// Checkpoints every stage ([`crate::Stage::checkpoint`]) and returns their state
+    /// writes since the last call, as `(stage id, write)`.
     pub fn state_changes(&mut self) -> Vec<(Arc<str>, StateWrite)> {
         let mut all = Vec::new();
-        let mut changes = Vec::new();
+        let mut ignored = Vec::new();
         for slot in &mut self.stages {
+            let mut cx = StageContext::new(&mut ignored, &mut slot.effects, &slot.id);
             match &mut slot.stage {
-                BuiltStage::Sync(stage) => stage.state_changes(&mut changes),
-                BuiltStage::Async(stage) => stage.state_changes(&mut changes),
+                BuiltStage::Sync(stage) => stage.checkpoint(&mut cx),
+                BuiltStage::Async(stage) => stage.checkpoint(&mut cx),
             }
-            all.extend(changes.drain(..).map(|w| (slot.id.clone(), w)));
+            ignored.clear();
+            let writes = slot.effects.state.drain(..);
+            all.extend(writes.map(|w| (slot.id.clone(), w)));
         }
         all
     }
@@ -348,11 +327,7 @@ impl Pipeline {
                 let before = next.len();
                 let result = run_sync(slot, event, &mut next);
                 let slot = &mut self.stages[index];
-                if result.is_ok()
-                    && let BuiltStage::Sync(stage) = &mut slot.stage
-                {
-                    stage.side_outputs(&mut outcome.side);
-                }
+                outcome.side.append(&mut slot.effects.side);
                 slot.counts.events_out += u64::try_from(next.len() - before).unwrap_or(0);
                 if let Err((failed, attempts)) = result {
                     slot.counts.failed += 1;
@@ -422,10 +397,19 @@ impl Pipeline {
         for index in 0..self.stages.len() {
             let mut emitted = Vec::new();
             let slot = &mut self.stages[index];
+            let mut cx = StageContext::new(&mut emitted, &mut slot.effects, &slot.id);
             let ticked = match &mut slot.stage {
-                BuiltStage::Sync(stage) => stage.on_tick(now, &mut emitted),
-                BuiltStage::Async(stage) => stage.on_tick(now, &mut emitted),
+                BuiltStage::Sync(stage) => stage.on_tick(now, &mut cx),
+                BuiltStage::Async(stage) => stage.on_tick(now, &mut cx),
             };
+            // A tick's side outputs are their own outcome (no input to follow).
+            let side = std::mem::take(&mut slot.effects.side);
+            if !side.is_empty() {
+                outcomes.push(Outcome {
+                    side,
+                    ..Outcome::default()
+                });
+            }
             slot.counts.events_out += u64::try_from(emitted.len()).unwrap_or(0);
             if let Err(error) = ticked {
                 let id = slot.id.clone();
@@ -470,9 +454,7 @@ impl Pipeline {
                         let mut out = Vec::new();
                         match run_waiting(slot, event, &mut out, sleep).await {
                             Ok(()) => {
-                                if let BuiltStage::Sync(stage) = &mut slot.stage {
-                                    stage.side_outputs(&mut outcomes[k].side);
-                                }
+                                outcomes[k].side.append(&mut slot.effects.side);
                                 next.extend(out.into_iter().map(|e| (k, e)));
                             }
                             Err((f, attempts)) => failed.push((k, f.error, attempts)),
@@ -522,15 +504,22 @@ fn run_sync(slot: &mut Slot, mut event: Event, out: &mut Vec<Event>) -> Result<(
     loop {
         attempts += 1;
         let before = out.len();
-        match stage.process(event, out) {
+        let result = stage.process(
+            event,
+            &mut StageContext::new(out, &mut slot.effects, &slot.id),
+        );
+        match result {
             Ok(()) => return Ok(()),
             Err(failed) if attempts < max_attempts && failed.error.fault() != Fault::Internal => {
+                // What a failed attempt emitted is not the event's: its state stays.
                 out.truncate(before);
+                slot.effects.side.clear();
                 event = failed.event;
                 event.metadata.retry_count += 1;
             }
             Err(failed) => {
                 out.truncate(before);
+                slot.effects.side.clear();
                 return Err((failed, attempts));
             }
         }
@@ -551,10 +540,15 @@ async fn run_waiting(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match stage.process(event, out) {
+        let result = stage.process(
+            event,
+            &mut StageContext::new(out, &mut slot.effects, &slot.id),
+        );
+        match result {
             Ok(()) => return Ok(()),
             Err(failed) if attempts < max_attempts && failed.error.fault() != Fault::Internal => {
                 out.clear();
+                slot.effects.side.clear();
                 sleep(backoff).await;
                 backoff = backoff.saturating_mul(2);
                 event = failed.event;
@@ -562,6 +556,7 @@ async fn run_waiting(
             }
             Err(failed) => {
                 out.clear();
+                slot.effects.side.clear();
                 return Err((failed, attempts));
             }
         }
@@ -761,6 +756,9 @@ pub(crate) mod tests {
                     StateWrite::Put(k, v) => drop(stored.insert(k, v)),
                     StateWrite::Delete(k) => drop(stored.remove(&k)),
                     StateWrite::DeleteBelow(k) => *stored = stored.split_off(&k),
+                    StateWrite::DeleteRange(from, to) => {
+                        stored.retain(|k, _| *k < from || *k >= to)
+                    }
                 }
             }
             assert!(t.pipelines_mut()[0].state_changes().is_empty(), "once");

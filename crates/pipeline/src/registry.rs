@@ -7,9 +7,9 @@ use colloquium_config::{ComponentConfig, ConfigError};
 
 use crate::pipeline::Sleeper;
 use crate::sink::{Placement, Sink, SinkBuildContext, SinkConfig};
-use crate::stage::{BuildContext, BuiltStage, Clock, StageConfig};
+use crate::stage::{BuildContext, Built, Clock, StageConfig};
 
-type BuildFn = fn(&ComponentConfig, &BuildContext<'_>) -> Result<BuiltStage, ConfigError>;
+type BuildFn = fn(&ComponentConfig, &BuildContext<'_>) -> Result<Built, ConfigError>;
 type BuildSinkFn = fn(&ComponentConfig, &SinkBuildContext) -> Result<Box<dyn Sink>, ConfigError>;
 
 /// Stage and sink kinds by `type:` name, and the clock the stages they build read.
@@ -122,7 +122,7 @@ impl Registry {
         &self,
         component: &ComponentConfig,
         cx: &BuildContext<'_>,
-    ) -> Result<BuiltStage, ConfigError> {
+    ) -> Result<Built, ConfigError> {
         let Some(build) = self.stages.get(component.kind.as_str()) else {
             let known: Vec<&str> = self.stages.keys().copied().collect();
             let message = format!(
@@ -139,8 +139,13 @@ impl Registry {
 fn build<C: StageConfig>(
     component: &ComponentConfig,
     cx: &BuildContext<'_>,
-) -> Result<BuiltStage, ConfigError> {
-    options::<C>(component, &cx.at)?.build(cx)
+) -> Result<Built, ConfigError> {
+    let config = options::<C>(component, &cx.at)?;
+    let side_sinks = config.side_sinks();
+    Ok(Built {
+        stage: config.build(cx)?,
+        side_sinks,
+    })
 }
 
 fn build_sink<C: SinkConfig>(

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use colloquium_config::{ConfigError, ScriptLibrary};
 use colloquium_event::{Event, Fault, Reason, Timestamp};
-use colloquium_storage::{StateWrite, WindowWrite};
 use futures::future::BoxFuture;
+
+pub use crate::context::{StageContext, StageMetric};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -21,6 +22,12 @@ pub trait StageConfig: DeserializeOwned + 'static {
     const KIND: &'static str;
     /// Builds the stage; errors name their key path (`cx.at`).
     fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError>;
+
+    /// The sinks the stage sends events to past the rest of the pipeline
+    /// ([`StageContext::side`]): checked against `sinks:` and placed with the pipeline's own.
+    fn side_sinks(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What a [`StageConfig`] builds: a stage that runs in place, or one that waits on I/O.
@@ -29,6 +36,14 @@ pub enum BuiltStage {
     Sync(Box<dyn Stage>),
     /// Waits on I/O; its pipeline runs on its own task, so the wait holds no other pipeline.
     Async(Box<dyn AsyncStage>),
+}
+
+/// A built stage and the sinks it sends to past the pipeline ([`StageConfig::side_sinks`]).
+pub struct Built {
+    /// The stage.
+    pub stage: BuiltStage,
+    /// Its own sinks.
+    pub side_sinks: Vec<String>,
 }
 
 impl BuiltStage {
@@ -66,72 +81,32 @@ impl BuildContext<'_> {
     }
 }
 
-/// One step of a pipeline. Only `process` is required.
+/// One step of a pipeline. Only `process` is required; everything a stage does besides
+/// handing events on goes through its [`StageContext`].
 pub trait Stage: Send {
-    /// Processes one event, pushing what it emits to `out`. On failure the event comes back in
-    /// the error, unchanged, for `on_error`.
-    fn process(&mut self, event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>>;
+    /// Processes one event, emitting what comes of it through `cx`. On failure the event
+    /// comes back in the error, unchanged, for `on_error`.
+    fn process(&mut self, event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>>;
 
     /// Called at the pipeline's `tick_interval` even when no event arrives, and once per step
-    /// after its events: a stage that acts on time (a window closing) emits here. What it pushes
-    /// goes through the following stages and is committed with the step.
-    fn on_tick(&mut self, _now: Timestamp, _out: &mut Vec<Event>) -> Result<(), StageError> {
+    /// after its events: a stage that acts on time (a window closing) emits here. What it
+    /// emits goes through the following stages and is committed with the step.
+    fn on_tick(&mut self, _now: Timestamp, _cx: &mut StageContext<'_>) -> Result<(), StageError> {
         Ok(())
     }
 
-    /// Hands over the writes to the stage's state since the last call, in order. They are
-    /// committed with the pipeline's checkpoint, so a restart resumes with exactly the state of
-    /// that position. [`crate::state::Codec`] encodes typed values for them.
-    fn state_changes(&mut self, _changes: &mut Vec<StateWrite>) {}
+    /// Called once per step before the pipeline's checkpoint is committed: a stage that keeps
+    /// state in memory writes what changed since the last one (`cx.put_state`), and reports
+    /// its figures (`cx.gauge`, `cx.total`). Serializing a changed entity here rather than
+    /// per event costs one write per step however often it changed. Emitting here is an
+    /// error (nothing would run it through the following stages): it is ignored.
+    fn checkpoint(&mut self, _cx: &mut StageContext<'_>) {}
 
     /// Loads the stage's state from its stored entries (in key order), at start. An error here
     /// is ours ([`StageError::State`]): it stops the pipeline, it never blames an event.
     fn restore_state(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
         Ok(())
     }
-
-    /// Hands over what the last `process` sent aside, straight to sinks of the stage's own
-    /// (an `alert`'s alert events): they skip the following stages and the pipeline's sinks,
-    /// and are committed with the step. Called after every successful `process`.
-    fn side_outputs(&mut self, _out: &mut Vec<SideOutput>) {}
-
-    /// The sinks [`Stage::side_outputs`] may name (checked against `sinks:`, and placed with
-    /// the pipeline's own).
-    fn side_sinks(&self) -> &[String] {
-        &[]
-    }
-
-    /// Hands over the window results fired since the last call, to keep in the `windows`
-    /// column family (`GET /api/windows`); committed with the step, like state.
-    fn window_results(&mut self, _out: &mut Vec<WindowWrite>) {}
-
-    /// Hands over the anomalies found since the last call, `(scored event's id, record as
-    /// JSON)`, to keep in the `anomalies` column family (`GET /api/anomalies`); committed with
-    /// the step, like state.
-    fn anomalies(&mut self, _out: &mut Vec<(colloquium_event::EventId, Vec<u8>)>) {}
-
-    /// What the stage reports about itself (open windows, limits hit), as metrics.
-    fn metrics(&self, _out: &mut Vec<StageMetric>) {}
-
-    /// Durations the stage measured since the last call (a window's emission delay), for
-    /// `colloquium_pipeline_stage_seconds{pipeline, stage, name}`.
-    fn timings(&mut self, _out: &mut Vec<(&'static str, std::time::Duration)>) {}
-
-    /// Scores in [0, 1] the stage gave since the last call (an anomaly stage: every scored
-    /// event's), for `colloquium_pipeline_stage_score{pipeline, stage, name}`.
-    fn scores(&mut self, _out: &mut Vec<(&'static str, f64)>) {}
-}
-
-/// One figure a stage reports: `colloquium_pipeline_stage_value{pipeline, stage, name}`, or
-/// `colloquium_pipeline_stage_total{…}` for a count that only grows.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StageMetric {
-    /// What it counts, e.g. `open_keys`.
-    pub name: &'static str,
-    /// Its value now (a counter's total since the stage was built).
-    pub value: u64,
-    /// Whether it only grows.
-    pub counter: bool,
 }
 
 /// An event a stage sends to sinks of its own, past the rest of the pipeline.
@@ -155,16 +130,16 @@ pub trait AsyncStage: Send {
     fn concurrency(&self) -> usize;
 
     /// Starts the work for one event. The future owns what it needs (clone handles out of
-    /// `self`): calls overlap.
+    /// `self`): calls overlap. What else a call does is handed over at `checkpoint`.
     fn call(&mut self, event: Event) -> BoxFuture<'static, CallResult>;
 
     /// As [`Stage::on_tick`].
-    fn on_tick(&mut self, _now: Timestamp, _out: &mut Vec<Event>) -> Result<(), StageError> {
+    fn on_tick(&mut self, _now: Timestamp, _cx: &mut StageContext<'_>) -> Result<(), StageError> {
         Ok(())
     }
 
-    /// As [`Stage::state_changes`].
-    fn state_changes(&mut self, _changes: &mut Vec<StateWrite>) {}
+    /// As [`Stage::checkpoint`].
+    fn checkpoint(&mut self, _cx: &mut StageContext<'_>) {}
 
     /// As [`Stage::restore_state`].
     fn restore_state(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {

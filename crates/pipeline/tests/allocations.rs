@@ -67,7 +67,7 @@ fn event(data: Value) -> Event {
 fn cost(p: &mut Pipeline, e: &Event) -> u64 {
     let before = allocations();
     let outcome = p.process(e);
-    let handed = (p.state_changes(), p.window_results(), p.anomalies());
+    let handed = (p.state_changes(), p.results());
     let spent = allocations() - before;
     drop((outcome, handed));
     spent

@@ -12,6 +12,10 @@
 //! - `positions`: key = source name, `0x00`, the source's own key (Kafka: topic, `0x00`,
 //!   4-byte big-endian partition); value = the next position to read, 8-byte big-endian.
 //!   Written in the same batch as the events it covers (see [`crate::positions`]).
+//! - `results`: key = pipeline, `0x00`, stage, `0x00`, table, `0x00`, key length (u32 BE),
+//!   key, time (i64 BE, sign bit flipped), optionally an event id; value = the stage's bytes
+//!   (see [`crate::results`]). `windows` and `anomalies` are earlier layouts, emptied into it
+//!   on open.
 //!
 //! Adding a column family is one entry in [`ColumnFamily`]. RocksDB's `LOCK` file keeps a
 //! second process out of the directory; we turn its error into [`StorageError::Locked`].
@@ -35,17 +39,19 @@ pub enum ColumnFamily {
     Checkpoints,
     /// Stages' state, one row per entry, changed together with the checkpoints.
     State,
-    /// Results of window stages, by pipeline, stage, key and window start.
+    /// Earlier layout of window results: moved to `results` on open, then empty.
     Windows,
-    /// Anomalies `anomaly` stages found, by input event id (time-ordered), then pipeline.
+    /// Earlier layout of anomalies: moved to `results` on open, then empty.
     Anomalies,
     /// Where each source with positions (Kafka partitions) reads next.
     Positions,
+    /// Stages' kept results, by pipeline, stage, table, key and time ([`crate::results`]).
+    Results,
 }
 
 impl ColumnFamily {
     /// Every column family, created on open when missing.
-    pub const ALL: [ColumnFamily; 8] = [
+    pub const ALL: [ColumnFamily; 9] = [
         ColumnFamily::Events,
         ColumnFamily::Dlq,
         ColumnFamily::Outputs,
@@ -54,6 +60,7 @@ impl ColumnFamily {
         ColumnFamily::Windows,
         ColumnFamily::Anomalies,
         ColumnFamily::Positions,
+        ColumnFamily::Results,
     ];
 
     /// Returns the RocksDB name.
@@ -67,6 +74,7 @@ impl ColumnFamily {
             ColumnFamily::Windows => "windows",
             ColumnFamily::Anomalies => "anomalies",
             ColumnFamily::Positions => "positions",
+            ColumnFamily::Results => "results",
         }
     }
 }
@@ -185,14 +193,17 @@ pub(crate) fn open(options: &StoreOptions) -> Result<DB, StorageError> {
         let write_heavy = [
             ColumnFamily::Outputs,
             ColumnFamily::State,
-            ColumnFamily::Windows,
+            ColumnFamily::Results,
         ]
         .iter()
         .any(|cf| cf.name() == name);
         let options = if write_heavy { &derived } else { &cf_options };
         ColumnFamilyDescriptor::new(name, options.clone())
     });
-    DB::open_cf_descriptors(&db_options, dir, descriptors).map_err(|e| open_error(dir, e))
+    let db =
+        DB::open_cf_descriptors(&db_options, dir, descriptors).map_err(|e| open_error(dir, e))?;
+    crate::results::migrate(&db)?;
+    Ok(db)
 }
 
 fn open_error(dir: &Path, e: rocksdb::Error) -> StorageError {

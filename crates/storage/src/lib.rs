@@ -13,14 +13,13 @@
 //! - [`pipelines`]: pipelines' outputs and checkpoints, committed atomically with their dead
 //!   letters.
 //! - [`positions`]: sources' read positions (Kafka offsets), written with the events they cover.
-//! - [`anomalies`]: what `anomaly` stages flagged, by event id (time), then pipeline.
-//! - [`windows`]: window stages' results, by pipeline, stage, key and window start.
+//! - [`results`]: what stages keep to be queried (window firings, anomalies, any table a stage
+//!   names), by pipeline, stage, table, key and time.
 //! - [`events`]: the metrics this crate reports.
 //!
 //! [`Store`] ties them together; clone it freely (it is a handle).
 #![warn(missing_docs)]
 
-pub mod anomalies;
 pub mod db;
 pub mod dlq;
 pub mod error;
@@ -30,12 +29,11 @@ pub mod log;
 pub mod pipelines;
 pub mod positions;
 mod recovery;
+pub mod results;
 pub mod retention;
 pub mod scan;
 mod store;
-pub mod windows;
 
-pub use anomalies::NewAnomaly;
 pub use db::{ColumnFamily, Compression, StoreOptions};
 pub use dlq::DeadLetter;
 pub use error::StorageError;
@@ -45,10 +43,10 @@ pub use pipelines::{
     Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StateWrite,
     StoredOutput,
 };
+pub use results::{ResultChange, ResultEntry, ResultQuery};
 pub use retention::{ForcedDeletions, RetentionPolicy};
 pub use scan::{Order, ScanRange};
 pub use store::{Backlog, Store};
-pub use windows::{WindowChange, WindowQuery, WindowWrite};
 
 /// A store in a fresh temporary directory (kept alive by the returned guard), not syncing, for
 /// this crate's tests.

@@ -23,7 +23,6 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::dlq::{DeadLetter, REPLAY_PREFIX, replay_key};
-use crate::windows::{WindowWrite, row_key};
 use crate::{ColumnFamily, StorageError, Store};
 
 /// Where a pipeline is in the log. Its stages' state at that position is in the `state`
@@ -56,6 +55,9 @@ pub enum StateWrite {
     /// Delete every key of the stage below this one: one range tombstone, however many keys
     /// it covers (a stage that keys its state by sequence drops its oldest rows this way).
     DeleteBelow(Vec<u8>),
+    /// Delete the stage's keys from the first (inclusive) to the second (exclusive): a
+    /// wrapped stage's `DeleteBelow`, within its wrapper's rows.
+    DeleteRange(Vec<u8>, Vec<u8>),
 }
 
 /// One change to a stage's state.
@@ -116,10 +118,8 @@ pub struct PipelineCommit {
     pub checkpoints: Vec<(String, Checkpoint)>,
     /// Stage state changes, applied in order.
     pub state: Vec<StateChange>,
-    /// Window stages' results, applied in order.
-    pub windows: Vec<crate::windows::WindowChange>,
-    /// Anomalies found.
-    pub anomalies: Vec<crate::anomalies::NewAnomaly>,
+    /// Stages' kept results (windows, anomalies, …), applied in order.
+    pub results: Vec<crate::results::ResultChange>,
     /// Dead letters replayed in this step: removed, with their replay requests.
     pub replayed: Vec<EventId>,
 }
@@ -240,27 +240,15 @@ impl Store {
                 StateWrite::Put(own, value) => batch.put_cf(&state, key(own), value),
                 StateWrite::Delete(own) => batch.delete_cf(&state, key(own)),
                 StateWrite::DeleteBelow(own) => batch.delete_range_cf(&state, &prefix, &key(own)),
-            }
-        }
-        if !commit.windows.is_empty() {
-            let windows = db.cf(ColumnFamily::Windows)?;
-            for change in &commit.windows {
-                let (pipeline, stage) = (&change.pipeline, &change.stage);
-                match &change.write {
-                    WindowWrite::Put { key, start, json } => {
-                        batch.put_cf(&windows, row_key(pipeline, stage, key, *start), json);
-                    }
-                    WindowWrite::Delete { key, start } => {
-                        batch.delete_cf(&windows, row_key(pipeline, stage, key, *start));
-                    }
+                StateWrite::DeleteRange(from, to) => {
+                    batch.delete_range_cf(&state, &key(from), &key(to));
                 }
             }
         }
-        if !commit.anomalies.is_empty() {
-            let anomalies = db.cf(ColumnFamily::Anomalies)?;
-            for a in &commit.anomalies {
-                let key = crate::anomalies::anomaly_key(a.id, &a.pipeline);
-                batch.put_cf(&anomalies, key, &a.json);
+        if !commit.results.is_empty() {
+            let results = db.cf(ColumnFamily::Results)?;
+            for change in &commit.results {
+                crate::results::write(&mut batch, &results, change);
             }
         }
         for id in &commit.replayed {
@@ -622,8 +610,7 @@ mod tests {
                 ],
                 replayed: vec![],
                 handoffs: vec![],
-                windows: vec![],
-                anomalies: vec![],
+                results: vec![],
                 durable: true,
             })
             .unwrap();

@@ -219,12 +219,8 @@ impl Retention {
                 (ColumnFamily::Events, delete_before(&db, cutoff)),
                 (ColumnFamily::Outputs, delete_outputs_before(&db, cutoff)),
                 (
-                    ColumnFamily::Anomalies,
-                    crate::anomalies::delete_anomalies_before(&db, cutoff),
-                ),
-                (
-                    ColumnFamily::Windows,
-                    crate::windows::delete_windows_older_than(
+                    ColumnFamily::Results,
+                    crate::results::delete_results_older_than(
                         &db,
                         i64::try_from(max_age_ms).unwrap_or(i64::MAX),
                     ),

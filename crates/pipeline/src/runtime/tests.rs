@@ -5,7 +5,8 @@ use super::*;
 use crate::sink::{Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError};
 use crate::sinks::store::StoreConfig;
 use crate::stage::{
-    AsyncStage, BuildContext, BuiltStage, CallResult, Failed, Stage, StageConfig, StageError,
+    AsyncStage, BuildContext, BuiltStage, CallResult, Failed, Stage, StageConfig, StageContext,
+    StageError,
 };
 use crate::stages::transform::TransformConfig;
 use colloquium_event::Event;
@@ -314,15 +315,15 @@ struct Ticker {
 }
 
 impl Stage for Ticker {
-    fn process(&mut self, event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
-        out.push(event);
+    fn process(&mut self, event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
+        cx.emit(event);
         Ok(())
     }
 
-    fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Event>) -> Result<(), StageError> {
+    fn on_tick(&mut self, now: Timestamp, cx: &mut StageContext<'_>) -> Result<(), StageError> {
         let data = serde_json::json!({"tick": self.ticks});
         let metadata = Metadata::new("ticker", &self.pipeline);
-        out.push(Event::at(
+        cx.emit(Event::at(
             now,
             data.as_object().cloned().unwrap_or_default(),
             metadata,

@@ -9,7 +9,7 @@ use colloquium_config::Config;
 use colloquium_event::{Event, EventId, IdGenerator, Lane, Reason, Timestamp};
 use colloquium_router::{Balancer, Consumer, Lanes, Shed};
 use colloquium_storage::{
-    NewAnomaly, NewDeadLetter, PipelineCommit, StateChange, StorageError, Store, WindowChange,
+    NewDeadLetter, PipelineCommit, ResultChange, StateChange, StorageError, Store,
 };
 use tokio::sync::watch;
 
@@ -19,6 +19,7 @@ use super::{
     IDLE_POLL, MIN_STEP_EVENTS, REALTIME_RECENT, ROUTER, RuntimeError, STEP_EVENTS, STEP_TIME,
     STEP_TIME_IDLE_REALTIME, Shared,
 };
+use crate::context::{Kept, StateWrite};
 use crate::events::{PipelineMetrics, RouteLabels};
 use crate::pipeline::{Failure, StageCounts};
 use crate::registry::Registry;
@@ -287,27 +288,19 @@ impl Worker {
                 commit.state.push(StateChange {
                     pipeline: slot.name.to_string(),
                     stage: stage.to_string(),
-                    write,
+                    write: stored_write(write),
                 });
             }
-            for (id, json) in pipeline.anomalies() {
-                let pipeline = slot.name.to_string();
-                commit.anomalies.push(NewAnomaly { id, pipeline, json });
-            }
-            for (stage, write) in pipeline.window_results() {
-                commit.windows.push(WindowChange {
-                    pipeline: slot.name.to_string(),
-                    stage: stage.to_string(),
-                    write,
-                });
-            }
+            let results = pipeline.results().into_iter();
+            commit
+                .results
+                .extend(results.map(|kept| stored_result(&slot.name, kept)));
         }
         if last.is_none()
             && commit.replayed.is_empty()
             && !produced
             && commit.state.is_empty()
-            && commit.windows.is_empty()
-            && commit.anomalies.is_empty()
+            && commit.results.is_empty()
         {
             return Ok(false);
         }
@@ -517,7 +510,7 @@ impl Worker {
             };
             if pipeline.corrupt() {
                 drop(pipeline.state_changes());
-                drop((pipeline.window_results(), pipeline.anomalies()));
+                drop(pipeline.results());
                 continue;
             }
             for ((id, ingested, lane), outcome) in ids.into_iter().zip(outcomes) {
@@ -566,6 +559,30 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// A stage's state write as the store takes it.
+fn stored_write(write: StateWrite) -> colloquium_storage::StateWrite {
+    use colloquium_storage::StateWrite as Stored;
+    match write {
+        StateWrite::Put(key, value) => Stored::Put(key, value),
+        StateWrite::Delete(key) => Stored::Delete(key),
+        StateWrite::DeleteBelow(key) => Stored::DeleteBelow(key),
+        StateWrite::DeleteRange(from, to) => Stored::DeleteRange(from, to),
+    }
+}
+
+/// A kept result of pipeline `pipeline` as the store takes it.
+fn stored_result(pipeline: &str, kept: Kept) -> ResultChange {
+    ResultChange {
+        pipeline: pipeline.to_owned(),
+        stage: kept.stage.to_string(),
+        table: kept.table.to_owned(),
+        key: kept.row.key,
+        at: kept.row.at,
+        id: kept.row.id,
+        value: kept.value,
     }
 }
 

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::stage::{
-    BuildContext, BuiltStage, Clock, Failed, SideOutput, Stage, StageConfig, StageError, with_data,
+    BuildContext, BuiltStage, Clock, Failed, Stage, StageConfig, StageContext, StageError,
+    with_data,
 };
 
 /// `{type: alert, when: PREDICATE, sinks: [NAME…], name: NAME, max_latency: 100ms}`
@@ -43,6 +44,10 @@ pub struct AlertConfig {
 
 impl StageConfig for AlertConfig {
     const KIND: &'static str = "alert";
+    fn side_sinks(&self) -> Vec<String> {
+        self.sinks.clone()
+    }
+
     fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
         if self.when.is_none() && self.max_latency.is_none() {
             return Err(ConfigError::new(
@@ -73,10 +78,8 @@ impl StageConfig for AlertConfig {
             pipeline: cx.pipeline.clone(),
             stage: cx.id.clone(),
             predicate,
-            sinks: self.sinks.clone().into(),
-            declared: self.sinks,
+            sinks: self.sinks.into(),
             max_latency: self.max_latency,
-            raised: Vec::new(),
             clock: cx.clock,
         }))
     }
@@ -88,10 +91,7 @@ struct Alert {
     stage: Arc<str>,
     predicate: Option<Predicate>,
     sinks: Arc<[String]>,
-    declared: Vec<String>,
     max_latency: Option<Duration>,
-    /// Alerts raised by the last `process`, until handed over.
-    raised: Vec<SideOutput>,
     clock: Clock,
 }
 
@@ -115,7 +115,7 @@ impl Alert {
 }
 
 impl Stage for Alert {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         let now = (self.clock)();
         if let Some(max) = self.max_latency {
             let age = now
@@ -142,25 +142,14 @@ impl Stage for Alert {
             match raise {
                 Ok(true) => {
                     let alert = self.alert(&event, now);
-                    self.raised.push(SideOutput {
-                        sinks: self.sinks.clone(),
-                        event: alert,
-                    });
+                    cx.side(self.sinks.clone(), alert);
                 }
                 Ok(false) => {}
                 Err(e) => return Err(Failed::new(e, event)),
             }
         }
-        out.push(event);
+        cx.emit(event);
         Ok(())
-    }
-
-    fn side_outputs(&mut self, out: &mut Vec<SideOutput>) {
-        out.append(&mut self.raised);
-    }
-
-    fn side_sinks(&self) -> &[String] {
-        &self.declared
     }
 }
 

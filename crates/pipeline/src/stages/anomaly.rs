@@ -27,12 +27,14 @@ use colloquium_analytics::{
     RobustProfile, RobustSettings, Scorer, Weights,
 };
 use colloquium_config::ConfigError;
-use colloquium_event::{Event, EventId};
-use colloquium_storage::StateWrite;
+use colloquium_event::Event;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError, StageMetric};
+use crate::context::{ResultRow, count};
+use crate::stage::{
+    BuildContext, BuiltStage, Failed, Stage, StageConfig, StageContext, StageError,
+};
 use crate::state::Codec;
 
 /// `{type: anomaly, model: streamguard, threshold: 0.7, min_events: 100, …}`
@@ -89,8 +91,8 @@ fn default_max_entities() -> usize {
     100_000
 }
 
-/// Scores kept for the histogram between two reports.
-const MAX_GIVEN: usize = 65_536;
+/// The results table anomalies are kept in (`GET /api/anomalies` reads it).
+pub const ANOMALIES: &str = "anomalies";
 
 /// How each model's profiles are stored: one binary row per entity, told apart by format
 /// version (2: a `streamguard` baseline, each value's count with when it was last seen; 4: a
@@ -225,7 +227,7 @@ struct Entities<P> {
     /// Entities by last-seen sequence: the first is the least recently seen.
     recency: BTreeMap<u64, Arc<str>>,
     clock: u64,
-    /// Entities evicted since the last `state_changes` (their rows go).
+    /// Entities evicted since the last `checkpoint` (their rows go).
     evicted: Vec<Arc<str>>,
     evictions: u64,
 }
@@ -270,16 +272,12 @@ struct Anomaly<D: Scorer> {
     /// The pipeline and the stage, named in each kept anomaly.
     pipeline: Arc<str>,
     stage: Arc<str>,
-    /// Anomalies for the `anomalies` column family since the last hand-over.
-    found: Vec<(EventId, Vec<u8>)>,
     detector: D,
     fields: Fields,
     into: String,
     entities: Entities<D::Profile>,
-    /// Entities whose baseline learned since the last `state_changes`.
+    /// Entities whose baseline learned since the last `checkpoint`.
     changed: Vec<Arc<str>>,
-    /// Scores given since the last `scores`, for the score histogram.
-    given: Vec<f64>,
     counts: Counts,
 }
 
@@ -288,7 +286,6 @@ impl<D: Scorer> Anomaly<D> {
         Anomaly {
             pipeline: cx.pipeline.clone(),
             stage: cx.id.clone(),
-            found: Vec::new(),
             detector,
             fields: config.fields,
             into: config.into,
@@ -301,15 +298,19 @@ impl<D: Scorer> Anomaly<D> {
                 evictions: 0,
             },
             changed: Vec::new(),
-            given: Vec::new(),
             counts: Counts::default(),
         }
     }
 
-    /// Keeps the anomaly of `event` (its result `result`) for the `anomalies` column family:
-    /// `{id, pipeline, stage, user, ingest_time, score, components, reason_codes, reasons,
-    /// model, data}`.
-    fn keep(&mut self, event: &Event, result: &serde_json::Map<String, Value>) {
+    /// Keeps the anomaly of `event` (its result `result`) in the stage's `anomalies` table
+    /// (by ingest time and event id): `{id, pipeline, stage, user, ingest_time, score,
+    /// components, reason_codes, reasons, model, data}`.
+    fn keep(
+        &self,
+        event: &Event,
+        result: &serde_json::Map<String, Value>,
+        cx: &mut StageContext<'_>,
+    ) {
         let entity = event.data_pointer(&self.fields.entity).cloned();
         let mut record = serde_json::Map::new();
         record.insert("id".into(), Value::from(event.id.to_string()));
@@ -326,14 +327,17 @@ impl<D: Scorer> Anomaly<D> {
             }
         }
         record.insert("data".into(), Value::Object(event.data.clone()));
-        if let Ok(json) = serde_json::to_vec(&record) {
-            self.found.push((event.id, json));
-        }
+        let row = ResultRow {
+            key: String::new(),
+            at: i64::try_from(event.id.timestamp().as_millis()).unwrap_or(i64::MAX),
+            id: Some(event.id),
+        };
+        cx.keep_json(ANOMALIES, row, &record);
     }
 }
 
 impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         // The model reads the event's data as one JSON value; taken out and put back.
         let data = Value::Object(std::mem::take(&mut event.data));
         let parsed = Observation::parse(&data, &self.fields)
@@ -371,10 +375,7 @@ impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
         self.counts.anomalies += u64::from(verdict.anomaly);
         self.counts.value_evictions += u64::from(verdict.evicted);
         if let Some(score) = &verdict.score {
-            // Bounded: a stage nobody reports (nested, or in a test run) keeps only so many.
-            if self.given.len() < MAX_GIVEN {
-                self.given.push(score.score);
-            }
+            cx.score("anomaly_score", score.score);
             let band = [0.9, 0.8, 0.7].iter().position(|low| score.score >= *low);
             if let Some(band) = band {
                 self.counts.bands[band] += 1;
@@ -383,35 +384,36 @@ impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
         let mut result = verdict.to_json();
         result.insert("model".into(), Value::from(D::MODEL.as_str()));
         if verdict.anomaly {
-            self.keep(&event, &result);
+            self.keep(&event, &result, cx);
         }
         event.data.insert(self.into.clone(), Value::Object(result));
-        out.push(event);
+        cx.emit(event);
         Ok(())
     }
 
-    fn scores(&mut self, out: &mut Vec<(&'static str, f64)>) {
-        out.extend(self.given.drain(..).map(|x| ("anomaly_score", x)));
-    }
-
-    fn anomalies(&mut self, out: &mut Vec<(EventId, Vec<u8>)>) {
-        out.append(&mut self.found);
-    }
-
-    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+    fn checkpoint(&mut self, cx: &mut StageContext<'_>) {
         for name in self.entities.evicted.drain(..) {
             if !self.entities.map.contains_key(&name) {
-                changes.push(StateWrite::Delete(name.as_bytes().to_vec()));
+                cx.delete_state(name.as_bytes().to_vec());
             }
         }
         for name in self.changed.drain(..) {
             if let Some(entity) = self.entities.map.get_mut(&name) {
                 entity.changed = false;
-                changes.push(StateWrite::Put(
-                    name.as_bytes().to_vec(),
-                    D::CODEC.encode(&entity.baseline),
-                ));
+                cx.put_state(name.as_bytes().to_vec(), D::CODEC.encode(&entity.baseline));
             }
+        }
+        cx.gauge("entities", count(self.entities.map.len()));
+        for (name, value) in [
+            ("scored", self.counts.scored),
+            ("anomalies", self.counts.anomalies),
+            ("evictions", self.entities.evictions),
+            ("band_critical", self.counts.bands[0]),
+            ("band_high", self.counts.bands[1]),
+            ("band_medium", self.counts.bands[2]),
+            ("value_evictions", self.counts.value_evictions),
+        ] {
+            cx.total(name, value);
         }
     }
 
@@ -436,34 +438,12 @@ impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
         self.changed.clear();
         Ok(())
     }
-
-    fn metrics(&self, out: &mut Vec<StageMetric>) {
-        out.push(StageMetric {
-            name: "entities",
-            value: u64::try_from(self.entities.map.len()).unwrap_or(u64::MAX),
-            counter: false,
-        });
-        for (name, value) in [
-            ("scored", self.counts.scored),
-            ("anomalies", self.counts.anomalies),
-            ("evictions", self.entities.evictions),
-            ("band_critical", self.counts.bands[0]),
-            ("band_high", self.counts.bands[1]),
-            ("band_medium", self.counts.bands[2]),
-            ("value_evictions", self.counts.value_evictions),
-        ] {
-            out.push(StageMetric {
-                name,
-                value,
-                counter: true,
-            });
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StateWrite;
     use crate::pipeline::Pipeline;
     use colloquium_event::{Metadata, Reason, Timestamp};
     use serde_json::json;
@@ -506,7 +486,7 @@ mod tests {
             .collect();
         assert_eq!(codes, ["high", "time", "ip", "location"]);
         assert_eq!(result["baseline_updated"], false);
-        let metrics = crate::stages::metrics_of(&p);
+        let metrics = crate::stages::metrics_of(&mut p);
         assert_eq!(
             (
                 metrics["scored"],

@@ -3,7 +3,7 @@
 //! The key is a JSON pointer into the data or a Computo script (its result, as JSON text). Time
 //! is the event's ingest time, so a replay after a restart decides exactly as the first pass did.
 //! Memory is bounded: past `max_keys` the oldest keys are forgotten first. The seen keys are the
-//! stage's state, committed with the pipeline's checkpoint (`state_changes`), so a restart
+//! stage's state, committed with the pipeline's checkpoint (`checkpoint`), so a restart
 //! resumes with exactly the keys of that position.
 //!
 //! State layout: the keys admitted between two commits are one row, a *segment*, keyed by
@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use colloquium_config::ConfigError;
 use colloquium_event::Event;
-use colloquium_storage::StateWrite;
 use computo::Script;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError, with_data};
+use crate::stage::{
+    BuildContext, BuiltStage, Failed, Stage, StageConfig, StageContext, StageError, with_data,
+};
 use crate::state::Codec;
 
 /// `{type: dedup, key: /pointer | script: …, ttl: 10m, max_keys: 100000}`
@@ -134,11 +135,11 @@ struct Dedup {
     max_keys: usize,
     pipeline: Arc<str>,
     seen: Seen,
-    /// The segment the keys admitted now go to (written at the next `state_changes`).
+    /// The segment the keys admitted now go to (written at the next `checkpoint`).
     segment: u64,
     /// Stored segments below this one are deleted (`None`: rows may be stored below any).
     kept_from: Option<u64>,
-    /// Keys admitted since the last `state_changes` (they are the newest in `seen.order`).
+    /// Keys admitted since the last `checkpoint` (they are the newest in `seen.order`).
     admitted: usize,
 }
 
@@ -247,7 +248,7 @@ fn decode_hand_encoded(mut row: &[u8]) -> Result<Vec<(String, u64)>, StageError>
 }
 
 impl Stage for Dedup {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         let key = match self.key_of(&mut event) {
             Ok(key) => key,
             Err(error) => return Err(Failed::new(error, event)),
@@ -260,11 +261,11 @@ impl Stage for Dedup {
         }
         self.admitted += 1;
         self.admit(key, now, self.segment);
-        out.push(event);
+        cx.emit(event);
         Ok(())
     }
 
-    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+    fn checkpoint(&mut self, cx: &mut StageContext<'_>) {
         if self.admitted > 0 {
             // This segment's keys still held are the newest ones; those already forgotten
             // (past `max_keys`) would be forgotten again on restore, so they need no row.
@@ -279,13 +280,13 @@ impl Stage for Dedup {
                 .map(|a| (a.key.as_str(), a.at))
                 .collect();
             let row = SEGMENTS.encode_as(&SegmentRef { keys });
-            changes.push(StateWrite::Put(segment_key(self.segment), row));
+            cx.put_state(segment_key(self.segment), row);
             self.segment += 1;
             self.admitted = 0;
         }
         let oldest = self.seen.order.front().map_or(self.segment, |a| a.segment);
         if self.kept_from.is_none_or(|kept| oldest > kept) {
-            changes.push(StateWrite::DeleteBelow(segment_key(oldest)));
+            cx.delete_state_below(segment_key(oldest));
             self.kept_from = Some(oldest);
         }
     }

@@ -9,7 +9,7 @@ use colloquium_router::Predicate;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, with_data};
+use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageContext, with_data};
 
 /// `{type: filter, when: PREDICATE}`
 #[derive(Debug, Deserialize)]
@@ -36,14 +36,14 @@ struct Filter {
 }
 
 impl Stage for Filter {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         let pipeline = &self.pipeline;
         let predicate = &self.predicate;
         let keep = with_data(&mut event, pipeline, |data, meta| {
             predicate.matches(data, meta)
         });
         match keep {
-            Ok(true) => out.push(event),
+            Ok(true) => cx.emit(event),
             Ok(false) => {}
             Err(e) => {
                 return Err(Failed::new(e, event));

@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use colloquium_config::{ComponentConfig, ConfigError};
-use colloquium_event::{Event, Fault, Reason};
-use colloquium_storage::StateWrite;
+use colloquium_event::{Event, Fault, Reason, Timestamp};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::context::{Effects, StageContext, StateWrite};
 use crate::pipeline::Sleeper;
 use crate::stage::{
     AsyncStage, BuildContext, BuiltStage, CallResult, Clock, Failed, Stage, StageConfig, StageError,
@@ -115,17 +115,23 @@ impl StageConfig for IdempotencyConfig {
                     "a protected stage takes no `on_error` or `id`: the idempotency stage retries it and keys its state",
                 ));
             }
+            let id: Arc<str> = Arc::from(format!("{}/{}#{n}", cx.id, component.kind));
             let nested = BuildContext {
                 scripts: cx.scripts,
                 pipeline: cx.pipeline.clone(),
-                id: Arc::from(format!("{}/{}#{n}", cx.id, component.kind)),
+                id: id.clone(),
                 at: at.clone(),
                 clock: cx.clock,
                 sleep: cx.sleep,
                 registry: cx.registry,
             };
-            match cx.registry.build_stage(component, &nested)? {
-                BuiltStage::Sync(stage) if stage.side_sinks().is_empty() => stages.push(stage),
+            let built = cx.registry.build_stage(component, &nested)?;
+            match built.stage {
+                BuiltStage::Sync(stage) if built.side_sinks.is_empty() => {
+                    // Its state rows are prefixed by its position + 1 (0 is the stage's own).
+                    let scope = [u8::try_from(n + 1).unwrap_or(u8::MAX)];
+                    stages.push(Protected { stage, id, scope });
+                }
                 BuiltStage::Sync(_) => {
                     return Err(ConfigError::new(
                         at,
@@ -155,6 +161,7 @@ impl StageConfig for IdempotencyConfig {
                 by_expiry: BTreeSet::new(),
                 max_keys: self.max_keys.get(),
                 changes: Vec::new(),
+                effects: Effects::default(),
             })),
         })))
     }
@@ -174,15 +181,25 @@ struct Idempotency {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// A protected stage: its id (results are kept under it) and its state rows' prefix.
+struct Protected {
+    stage: Box<dyn Stage>,
+    id: Arc<str>,
+    scope: [u8; 1],
+}
+
 /// What the calls share; locked only between awaits.
 struct Inner {
-    stages: Vec<Box<dyn Stage>>,
+    stages: Vec<Protected>,
     /// Processed keys and when each expires (ms).
     seen: HashMap<String, u64>,
     by_expiry: BTreeSet<(u64, String)>,
     max_keys: usize,
-    /// Writes to its own rows since the last `state_changes`.
+    /// Writes to its own rows since the last `checkpoint`.
     changes: Vec<StateWrite>,
+    /// What the protected stages did during calls, handed over at the next tick or
+    /// checkpoint (a call has no context of the pipeline's to write to).
+    effects: Effects,
 }
 
 fn own_key(key: &str) -> Vec<u8> {
@@ -221,13 +238,15 @@ impl Inner {
         self.by_expiry.insert((expires, key));
     }
 
-    /// Runs the protected stages over `event`.
-    fn run(&mut self, event: Event) -> Result<Vec<Event>, StageError> {
-        let mut events = vec![event];
-        for stage in &mut self.stages {
+    /// Runs the protected stages from the `first` over `events`.
+    fn run(&mut self, first: usize, mut events: Vec<Event>) -> Result<Vec<Event>, StageError> {
+        for p in self.stages.iter_mut().skip(first) {
             let mut next = Vec::with_capacity(events.len());
             for event in events {
-                stage.process(event, &mut next).map_err(|f| f.error)?;
+                let cx = StageContext::new(&mut next, &mut self.effects, &p.id);
+                p.stage
+                    .process(event, &mut cx.within(&p.scope))
+                    .map_err(|f| f.error)?;
             }
             events = next;
         }
@@ -296,7 +315,7 @@ impl AsyncStage for Idempotency {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let result = lock(&inner).run(event.clone());
+                let result = lock(&inner).run(0, vec![event.clone()]);
                 match result {
                     Ok(out) => {
                         lock(&inner).remember(key, now.saturating_add(settings.ttl_ms));
@@ -320,19 +339,44 @@ impl AsyncStage for Idempotency {
         })
     }
 
-    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+    fn on_tick(&mut self, now: Timestamp, cx: &mut StageContext<'_>) -> Result<(), StageError> {
         let mut inner = lock(&self.inner);
-        changes.append(&mut inner.changes);
-        for (n, stage) in inner.stages.iter_mut().enumerate() {
-            let prefix = u8::try_from(n + 1).unwrap_or(u8::MAX);
-            let mut theirs = Vec::new();
-            stage.state_changes(&mut theirs);
-            let prefixed = |key: Vec<u8>| [&[prefix][..], &key].concat();
-            changes.extend(theirs.into_iter().map(|write| match write {
-                StateWrite::Put(key, value) => StateWrite::Put(prefixed(key), value),
-                StateWrite::Delete(key) => StateWrite::Delete(prefixed(key)),
-                StateWrite::DeleteBelow(key) => StateWrite::DeleteBelow(prefixed(key)),
-            }));
+        let inner = &mut *inner;
+        cx.absorb(&mut inner.effects);
+        // Each protected stage ticks; what it emits goes through the protected stages after
+        // it, then on down the pipeline.
+        for n in 0..inner.stages.len() {
+            let mut emitted = Vec::new();
+            let p = &mut inner.stages[n];
+            p.stage
+                .on_tick(now, &mut cx.nested(&mut emitted, &p.id, &p.scope))?;
+            if emitted.is_empty() {
+                continue;
+            }
+            match inner.run(n + 1, emitted) {
+                Ok(events) => cx.emit_all(events),
+                Err(error) if error.fault() == Fault::Internal => return Err(error),
+                Err(error) => {
+                    // Not a client's event: nothing to dead-letter it as. Said, not hidden.
+                    tracing::warn!(stage = %cx.stage(), %error, "a protected stage failed on what an earlier one emitted at a tick; dropped");
+                }
+            }
+            cx.absorb(&mut inner.effects);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, cx: &mut StageContext<'_>) {
+        let mut inner = lock(&self.inner);
+        let inner = &mut *inner;
+        for write in inner.changes.drain(..) {
+            cx.write_state(write);
+        }
+        cx.absorb(&mut inner.effects);
+        let mut ignored = Vec::new();
+        for p in &mut inner.stages {
+            p.stage
+                .checkpoint(&mut cx.nested(&mut ignored, &p.id, &p.scope));
         }
     }
 
@@ -361,8 +405,8 @@ impl AsyncStage for Idempotency {
                 None => return Err(StageError::State("idempotency: an empty key".to_owned())),
             }
         }
-        for (stage, rows) in inner.stages.iter_mut().zip(theirs) {
-            stage.restore_state(rows)?;
+        for (p, rows) in inner.stages.iter_mut().zip(theirs) {
+            p.stage.restore_state(rows)?;
         }
         Ok(())
     }
@@ -468,7 +512,7 @@ mod tests {
                 match write {
                     StateWrite::Put(k, v) => drop(live.insert(k.clone(), v.clone())),
                     StateWrite::Delete(k) => drop(live.remove(k)),
-                    StateWrite::DeleteBelow(_) => {}
+                    StateWrite::DeleteBelow(_) | StateWrite::DeleteRange(..) => {}
                 }
             }
             live.keys().cloned().collect()
@@ -499,6 +543,68 @@ mod tests {
         .await;
         let outputs: Vec<usize> = outcomes.iter().map(|o| o.outputs.len()).collect();
         assert_eq!(outputs, [0, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_protected_window_gets_ticks_and_keeps_its_results_and_state() {
+        let registry = registry().stage::<crate::stages::window::WindowConfig>();
+        let stage = "[{type: idempotency, key: /req, ttl: 1h, stages: [{type: window, window: tumbling, size: 10ms, key: /k, time: /t, watermark_interval: 1ms, aggregates: {n: count}}]}]";
+        let build = || crate::stages::test_pipeline(&registry, "", stage).unwrap();
+        let mut p = build();
+        let events = [(1, "a"), (2, "b"), (12, "c")]
+            .iter()
+            .map(|(t, req)| event(json!({"k": "x", "t": t, "req": req}), "t"))
+            .collect();
+        let outcomes = run(&mut p, events).await;
+        assert!(
+            outcomes.iter().all(|o| o.outputs.is_empty()),
+            "windows fire at ticks only"
+        );
+        // The watermark moves at the tick, which reaches the protected window: [0, 10) fires.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let fired = p.tick(Timestamp::now()).await;
+        let data: Vec<&Value> = fired
+            .iter()
+            .flat_map(|o| &o.outputs)
+            .map(|e| &e.data["n"])
+            .collect();
+        assert_eq!(data, [&json!(2)]);
+        // Its state (prefixed inside the idempotency stage's rows) and its result (under its
+        // own id) are handed over with the step.
+        let state = p.state_changes();
+        assert!(
+            state
+                .iter()
+                .any(|(_, w)| matches!(w, StateWrite::Put(k, _) if k.first() == Some(&1)))
+        );
+        let results = p.results();
+        assert_eq!(results.len(), 1);
+        assert_eq!(
+            (&*results[0].stage, results[0].table, results[0].row.at),
+            ("idempotency/window#0", "windows", 0)
+        );
+        // Restarted from the state: the open window [10, 20) is still there.
+        let rows = state
+            .into_iter()
+            .filter_map(|(_, w)| match w {
+                StateWrite::Put(k, v) => Some((k, v)),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let mut restarted = build();
+        restarted
+            .restore_state(|_| Ok::<_, ()>(rows.clone().into_iter().collect()))
+            .unwrap();
+        let later = vec![event(json!({"k": "x", "t": 25, "req": "d"}), "t")];
+        run(&mut restarted, later).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let fired = restarted.tick(Timestamp::now()).await;
+        let starts: Vec<&Value> = fired
+            .iter()
+            .flat_map(|o| &o.outputs)
+            .map(|e| &e.data["window_start"])
+            .collect();
+        assert_eq!(starts, [&json!(10)]);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use colloquium_event::{Event, Reason};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError};
+use crate::stage::{
+    BuildContext, BuiltStage, Failed, Stage, StageConfig, StageContext, StageError,
+};
 
 /// `{type: schema, schema: {...}}` or `{type: schema, file: schemas/event.json}`
 #[derive(Debug, Deserialize)]
@@ -107,7 +109,7 @@ struct Schema {
 }
 
 impl Stage for Schema {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         // Validated as one JSON value: taken out of the event and put back, not copied.
         let data = Value::Object(std::mem::take(&mut event.data));
         let mut messages = Vec::new();
@@ -140,7 +142,7 @@ impl Stage for Schema {
             event.data = map;
         }
         if messages.is_empty() {
-            out.push(event);
+            cx.emit(event);
             return Ok(());
         }
         if more > 0 {

@@ -12,7 +12,9 @@ use colloquium_event::{Event, Priority};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError};
+use crate::stage::{
+    BuildContext, BuiltStage, Failed, Stage, StageConfig, StageContext, StageError,
+};
 
 /// `{type: set, priority?, routing_key?, topic?}`
 #[derive(Debug, Deserialize)]
@@ -116,10 +118,10 @@ impl Set {
 }
 
 impl Stage for Set {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         match self.apply(&mut event) {
             Ok(()) => {
-                out.push(event);
+                cx.emit(event);
                 Ok(())
             }
             Err(error) => Err(Failed::new(error, event)),

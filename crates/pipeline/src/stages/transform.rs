@@ -12,7 +12,9 @@ use computo::Script;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::stage::{BuildContext, BuiltStage, Failed, Stage, StageConfig, StageError, with_data};
+use crate::stage::{
+    BuildContext, BuiltStage, Failed, Stage, StageConfig, StageContext, StageError, with_data,
+};
 
 /// `{type: transform, script: NAME | [computo…]}`
 #[derive(Debug, Deserialize)]
@@ -39,7 +41,7 @@ struct Transform {
 }
 
 impl Stage for Transform {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         let result = with_data(&mut event, &self.pipeline, |data, meta| {
             self.script.eval(&[data, &meta()])
         });
@@ -51,7 +53,7 @@ impl Stage for Transform {
         };
         match result {
             Value::Null => {}
-            Value::Object(data) => out.push(Event { data, ..event }),
+            Value::Object(data) => cx.emit(Event { data, ..event }),
             Value::Array(items) => {
                 if let Some(bad) = items.iter().find(|v| !v.is_object()) {
                     let error = StageError::BadOutput(json_kind(bad));
@@ -59,7 +61,7 @@ impl Stage for Transform {
                 }
                 for item in items {
                     if let Value::Object(data) = item {
-                        out.push(Event {
+                        cx.emit(Event {
                             data,
                             ..event.clone()
                         });

@@ -15,13 +15,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use colloquium_config::ConfigError;
 use colloquium_event::{Event, Metadata, Reason};
-use colloquium_storage::StateWrite;
 use colloquium_windows::{Welford, zscore};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::stage::{
-    BuildContext, BuiltStage, Clock, Failed, Stage, StageConfig, StageError, StageMetric,
+    BuildContext, BuiltStage, Clock, Failed, Stage, StageConfig, StageContext, StageError,
 };
 use crate::state::Codec;
 
@@ -110,7 +109,7 @@ struct Zscore {
     pass: bool,
     max_keys: usize,
     baselines: HashMap<String, Welford>,
-    /// Keys whose baseline changed since the last `state_changes`.
+    /// Keys whose baseline changed since the last `checkpoint`.
     changed: BTreeSet<String>,
     anomalies: u64,
 }
@@ -132,11 +131,11 @@ impl Zscore {
 }
 
 impl Stage for Zscore {
-    fn process(&mut self, event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         let x = match event.data_pointer(&self.value) {
             None => {
                 if self.pass {
-                    out.push(event);
+                    cx.emit(event);
                 }
                 return Ok(());
             }
@@ -184,21 +183,23 @@ impl Stage for Zscore {
         });
         self.changed.insert(key);
         if self.pass {
-            out.push(event);
+            cx.emit(event);
         }
         if let Some(anomaly) = anomaly {
             self.anomalies += 1;
-            out.push(anomaly);
+            cx.emit(anomaly);
         }
         Ok(())
     }
 
-    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+    fn checkpoint(&mut self, cx: &mut StageContext<'_>) {
         for key in std::mem::take(&mut self.changed) {
             if let Some(baseline) = self.baselines.get(&key) {
-                changes.push(StateWrite::Put(key.into_bytes(), BASELINE.encode(baseline)));
+                cx.put_state(key.into_bytes(), BASELINE.encode(baseline));
             }
         }
+        cx.gauge("keys", crate::context::count(self.baselines.len()));
+        cx.total("anomalies", self.anomalies);
     }
 
     fn restore_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StageError> {
@@ -208,19 +209,6 @@ impl Stage for Zscore {
             self.baselines.insert(key, BASELINE.decode(&value)?);
         }
         Ok(())
-    }
-
-    fn metrics(&self, out: &mut Vec<StageMetric>) {
-        out.push(StageMetric {
-            name: "keys",
-            value: u64::try_from(self.baselines.len()).unwrap_or(u64::MAX),
-            counter: false,
-        });
-        out.push(StageMetric {
-            name: "anomalies",
-            value: self.anomalies,
-            counter: true,
-        });
     }
 }
 

@@ -247,9 +247,7 @@ impl StageConfig for WindowConfig {
             last_early: Instant::now(),
             watermark_interval: self.watermark_interval.unwrap_or_default(),
             last_advance: None,
-            results: Vec::new(),
             rises: std::collections::VecDeque::new(),
-            delays: Vec::new(),
             counts: WindowCounts::default(),
             clock: Watermarks::new(
                 self.max_out_of_orderness.unwrap_or_default(),

@@ -27,11 +27,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use colloquium_event::{Event, Reason, Timestamp};
-use colloquium_storage::{StateWrite, WindowWrite};
 use colloquium_windows::{Added, Engine, Firing, Open, Watermarks, Window};
 use serde_json::Value;
 
-use crate::stage::{Clock, Failed, Stage, StageError, StageMetric};
+use crate::context::count;
+use crate::stage::{Clock, Failed, Stage, StageContext, StageError};
 
 mod aggregates;
 mod config;
@@ -71,13 +71,9 @@ struct WindowStage {
     /// Least time between watermark advances, and the last one.
     watermark_interval: Duration,
     last_advance: Option<Instant>,
-    /// Results (and retractions) for the `windows` column family, since the last hand-over.
-    results: Vec<WindowWrite>,
     /// Since the last tick: each rise of the watermark and when it happened, to time a
     /// window's emission from the moment the watermark passed its end.
     rises: std::collections::VecDeque<(i64, Instant)>,
-    /// Emission delays measured since the last hand-over.
-    delays: Vec<Duration>,
     counts: WindowCounts,
 }
 
@@ -136,11 +132,10 @@ impl WindowStage {
 
     /// Advances the engine to `watermark` at `now`, emitting what fires to `out` and timing
     /// each first firing from the moment the watermark passed the window's end.
-    fn fire(&mut self, watermark: i64, now: Instant, out: &mut Vec<Event>) {
+    fn fire(&mut self, watermark: i64, now: Instant, cx: &mut StageContext<'_>) {
         self.last_advance = Some(now);
         let mut firings = std::mem::take(&mut self.firings);
         self.engine.advance(watermark, &mut firings);
-        out.reserve(firings.len());
         for firing in firings.drain(..) {
             if !firing.early && firing.update_count == 0 {
                 // The first rise of the watermark to the window's end (none: it was moved by
@@ -148,11 +143,10 @@ impl WindowStage {
                 let end = firing.window.end;
                 let at = self.rises.partition_point(|(w, _)| *w < end);
                 if let Some((_, passed)) = self.rises.get(at) {
-                    self.delays.push(now.saturating_duration_since(*passed));
+                    cx.observe("emission_delay", now.saturating_duration_since(*passed));
                 }
             }
-            let event = self.result(firing);
-            out.push(event);
+            self.result(firing, cx);
         }
         // The buffer is kept: an advance fires about as many windows as the last one.
         self.firings = firings;
@@ -164,7 +158,7 @@ impl WindowStage {
 }
 
 impl Stage for WindowStage {
-    fn process(&mut self, mut event: Event, out: &mut Vec<Event>) -> Result<(), Box<Failed>> {
+    fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         let (key, ts) = match (self.key_of(&mut event), self.time_of(&event)) {
             (Ok(key), Ok(ts)) => (key, ts),
             (Err(e), _) | (_, Err(e)) => return Err(Failed::new(e, event)),
@@ -225,8 +219,10 @@ impl Stage for WindowStage {
             .add(&key, ts, before, &mut updates, |agg| agg.add(&sample));
         match added {
             Added::Joined(_) => {
-                self.retract();
-                out.extend(updates.into_iter().map(|f| self.result(f)));
+                self.retract(cx);
+                for firing in updates {
+                    self.result(firing, cx);
+                }
                 let now = Instant::now();
                 let after = self.clock.observe(&event.metadata.source, ts, now);
                 if let Some(w) = after.filter(|w| before.is_none_or(|b| *w > b)) {
@@ -236,7 +232,7 @@ impl Stage for WindowStage {
                     if self.watermark_interval.is_zero()
                         && self.engine.next_due().is_some_and(|due| w >= due)
                     {
-                        self.fire(w, now, out);
+                        self.fire(w, now, cx);
                     }
                 }
                 Ok(())
@@ -255,7 +251,7 @@ impl Stage for WindowStage {
         }
     }
 
-    fn on_tick(&mut self, _now: Timestamp, out: &mut Vec<Event>) -> Result<(), StageError> {
+    fn on_tick(&mut self, _now: Timestamp, cx: &mut StageContext<'_>) -> Result<(), StageError> {
         let now = Instant::now();
         let due = self
             .last_advance
@@ -263,7 +259,7 @@ impl Stage for WindowStage {
         // An idle source may have let the watermark move; with an interval, this is where it
         // moves at all.
         if due && let Some(watermark) = self.clock.advance(now) {
-            self.fire(watermark, now, out);
+            self.fire(watermark, now, cx);
         }
         if let Some(every) = self.early_every
             && now.duration_since(self.last_early) >= every
@@ -271,69 +267,39 @@ impl Stage for WindowStage {
             self.last_early = now;
             let mut firings = std::mem::take(&mut self.firings);
             self.engine.fire_early(&mut firings);
-            out.extend(firings.drain(..).map(|f| self.result(f)));
+            for firing in firings.drain(..) {
+                self.result(firing, cx);
+            }
             self.firings = firings;
         }
         Ok(())
     }
 
-    fn timings(&mut self, out: &mut Vec<(&'static str, Duration)>) {
-        out.extend(self.delays.drain(..).map(|d| ("emission_delay", d)));
-    }
-
-    fn window_results(&mut self, out: &mut Vec<WindowWrite>) {
-        out.append(&mut self.results);
-    }
-
-    fn metrics(&self, out: &mut Vec<StageMetric>) {
-        let gauge = |name, value: usize| StageMetric {
-            name,
-            value: u64::try_from(value).unwrap_or(u64::MAX),
-            counter: false,
-        };
-        let counter = |name, value| StageMetric {
-            name,
-            value,
-            counter: true,
-        };
-        out.extend([
-            gauge("open_keys", self.engine.open_keys()),
-            gauge("open_windows", self.engine.open_windows()),
-            counter("late", self.counts.late),
-            counter("max_keys_exceeded", self.counts.max_keys_exceeded),
-            counter(
-                "max_windows_per_key_exceeded",
-                self.counts.max_windows_per_key_exceeded,
-            ),
-            counter("early_firings", self.counts.early_firings),
-        ]);
-        if let Some(watermark) = self.clock.current() {
-            out.push(StageMetric {
-                name: "watermark_ms",
-                value: u64::try_from(watermark).unwrap_or(0),
-                counter: false,
-            });
-        }
-    }
-
-    fn state_changes(&mut self, changes: &mut Vec<StateWrite>) {
+    fn checkpoint(&mut self, cx: &mut StageContext<'_>) {
         // One row per window, written when it changes: an event costs the rows of the
         // windows it joined, not every window of its key.
         self.engine.take_changes(|key, window, open| {
             let row = window_key(key, window.start);
-            changes.push(match open {
-                Some(open) => StateWrite::Put(row, WINDOW_ROW.encode_as(&(window.end, open))),
-                None => StateWrite::Delete(row),
-            });
+            match open {
+                Some(open) => cx.put_state(row, WINDOW_ROW.encode_as(&(window.end, open))),
+                None => cx.delete_state(row),
+            }
         });
         let current = self.clock.current();
         if self.clock_written != Some(current) {
             let sources: Vec<(&str, i64)> = self.clock.sources().collect();
-            changes.push(StateWrite::Put(
-                CLOCK_KEY.to_vec(),
-                CLOCK_ROW.encode_as(&(current, sources)),
-            ));
+            cx.put_state(CLOCK_KEY.to_vec(), CLOCK_ROW.encode_as(&(current, sources)));
             self.clock_written = Some(current);
+        }
+        cx.gauge("open_keys", count(self.engine.open_keys()));
+        cx.gauge("open_windows", count(self.engine.open_windows()));
+        cx.total("late", self.counts.late);
+        cx.total("max_keys_exceeded", self.counts.max_keys_exceeded);
+        let per_key = self.counts.max_windows_per_key_exceeded;
+        cx.total("max_windows_per_key_exceeded", per_key);
+        cx.total("early_firings", self.counts.early_firings);
+        if let Some(watermark) = self.clock.current() {
+            cx.gauge("watermark_ms", u64::try_from(watermark).unwrap_or(0));
         }
     }
 
@@ -466,9 +432,9 @@ mod tests {
         let mut rows: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (_, write) in p.state_changes() {
             match write {
-                StateWrite::Put(k, v) => drop(rows.insert(k, v)),
-                StateWrite::Delete(k) => drop(rows.remove(&k)),
-                StateWrite::DeleteBelow(_) => {}
+                crate::StateWrite::Put(k, v) => drop(rows.insert(k, v)),
+                crate::StateWrite::Delete(k) => drop(rows.remove(&k)),
+                crate::StateWrite::DeleteBelow(_) | crate::StateWrite::DeleteRange(..) => {}
             }
         }
         let mut restarted = pipeline(TUMBLING).unwrap();
@@ -555,20 +521,20 @@ mod tests {
             (Some(3), Some(false))
         );
         // Both firings of [0, 10) are handed over for the windows column family, in order.
-        let kept = p.window_results();
-        let starts: Vec<(i64, bool)> = kept
+        let kept = p.results();
+        let starts: Vec<(&str, i64, bool)> = kept
             .iter()
-            .map(|(_, w)| match w {
-                WindowWrite::Put { start, json, .. } => {
+            .map(|k| {
+                let early = k.value.as_deref().map(|json| {
                     let v: Value = serde_json::from_slice(json).unwrap();
-                    (*start, v["early"].as_bool().unwrap())
-                }
-                WindowWrite::Delete { start, .. } => (*start, false),
+                    v["early"].as_bool().unwrap()
+                });
+                (k.table, k.row.at, early.unwrap_or(false))
             })
             .collect();
-        assert_eq!(starts, [(0, true), (0, false)]);
-        assert!(p.window_results().is_empty(), "handed over once");
-        let metrics = crate::stages::metrics_of(&p);
+        assert_eq!(starts, [("windows", 0, true), ("windows", 0, false)]);
+        assert!(p.results().is_empty(), "handed over once");
+        let metrics = crate::stages::metrics_of(&mut p);
         assert_eq!(metrics["open_keys"], 1);
         assert_eq!(metrics["open_windows"], 1);
         assert_eq!(metrics["early_firings"], 1);

@@ -2,30 +2,39 @@
 //! final, early, update_count}`), and as the row kept for `GET /api/windows`.
 
 use colloquium_event::{Event, Metadata};
-use colloquium_storage::WindowWrite;
 use colloquium_windows::{Distinct, Ema, Firing};
 use serde_json::{Map, Value};
 
 use super::WindowStage;
 use super::aggregates::{Function, WindowAgg};
+use crate::context::ResultRow;
+use crate::stage::StageContext;
+
+/// The results table firings are kept in (`GET /api/windows` reads it): by grouping key,
+/// then window start.
+pub const WINDOWS: &str = "windows";
 
 impl WindowStage {
-    pub(super) fn result(&mut self, firing: Firing<WindowAgg>) -> Event {
+    /// Emits a firing as an event and keeps it in `windows` (a later firing of the window
+    /// overwrites it).
+    pub(super) fn result(&mut self, firing: Firing<WindowAgg>, cx: &mut StageContext<'_>) {
         self.counts.early_firings += u64::from(firing.early);
-        let (key, start) = (firing.key.clone(), firing.window.start);
+        let (key, at) = (firing.key.clone(), firing.window.start);
         let event = self.result_event(firing);
-        // Kept for `GET /api/windows`: a later firing of the window overwrites it.
-        if let Ok(json) = serde_json::to_vec(&event.data) {
-            self.results.push(WindowWrite::Put { key, start, json });
-        }
-        event
+        let row = ResultRow { key, at, id: None };
+        cx.keep_json(WINDOWS, row, &event.data);
+        cx.emit(event);
     }
 
-    /// Sessions merged away are no more: their stored results go.
-    pub(super) fn retract(&mut self) {
+    /// Sessions merged away are no more: their kept results go.
+    pub(super) fn retract(&mut self, cx: &mut StageContext<'_>) {
         for (key, window) in self.engine.take_retracted() {
-            let start = window.start;
-            self.results.push(WindowWrite::Delete { key, start });
+            let row = ResultRow {
+                key,
+                at: window.start,
+                id: None,
+            };
+            cx.forget(WINDOWS, row);
         }
     }
 
