@@ -231,7 +231,7 @@ impl Pipeline {
     pub fn results(&mut self) -> Vec<Kept> {
         let mut all = Vec::new();
         for slot in &mut self.stages {
-            all.append(&mut slot.effects.results);
+            all.extend(std::mem::take(&mut slot.effects.results));
         }
         all
     }
@@ -298,7 +298,8 @@ impl Pipeline {
                 BuiltStage::Async(stage) => stage.checkpoint(&mut cx),
             }
             ignored.clear();
-            let writes = slot.effects.state.drain(..);
+            // Taken, not drained: a burst's capacity is not held on to between steps.
+            let writes = std::mem::take(&mut slot.effects.state).into_iter();
             all.extend(writes.map(|w| (slot.id.clone(), w)));
         }
         all
@@ -312,13 +313,24 @@ impl Pipeline {
         if self.stopped.is_some() {
             return Outcome::default();
         }
+        self.process_owned(original.clone())
+    }
+
+    /// Like [`Pipeline::process`], taking the event: the last pipeline an event goes to moves
+    /// it in. Only a pipeline of several stages keeps a copy, to dead-letter the event as it
+    /// entered when a later stage fails; a failing first stage hands it back as it was given.
+    pub fn process_owned(&mut self, event: Event) -> Outcome {
+        if self.stopped.is_some() {
+            return Outcome::default();
+        }
         if self.batched {
-            let mut outcomes =
-                futures::executor::block_on(self.process_batch(vec![original.clone()]));
+            let mut outcomes = futures::executor::block_on(self.process_batch(vec![event]));
             return outcomes.pop().unwrap_or_default();
         }
+        let original = (self.stages.len() > 1).then(|| event.clone());
+        let retries = event.metadata.retry_count;
         let mut outcome = Outcome::default();
-        let mut batch = vec![original.clone()];
+        let mut batch = vec![event];
         for index in 0..self.stages.len() {
             let mut next = Vec::with_capacity(batch.len());
             for event in batch {
@@ -331,7 +343,16 @@ impl Pipeline {
                 slot.counts.events_out += u64::try_from(next.len() - before).unwrap_or(0);
                 if let Err((failed, attempts)) = result {
                     slot.counts.failed += 1;
-                    if self.fail(index, failed.error, attempts, original, &mut outcome) {
+                    let dead = match &original {
+                        Some(original) => original.clone(),
+                        None => {
+                            // Retries raised its count: as it entered, it had its own.
+                            let mut event = failed.event;
+                            event.metadata.retry_count = retries;
+                            event
+                        }
+                    };
+                    if self.fail(index, failed.error, attempts, dead, &mut outcome) {
                         return outcome;
                     }
                 }
@@ -349,7 +370,7 @@ impl Pipeline {
         index: usize,
         error: StageError,
         attempts: u32,
-        original: &Event,
+        original: Event,
         outcome: &mut Outcome,
     ) -> bool {
         let slot = &self.stages[index];
@@ -365,7 +386,7 @@ impl Pipeline {
             stage: Some(slot.id.to_string()),
             error: error.to_string(),
             attempts,
-            event: original.clone(),
+            event: original,
         };
         match slot.on_error {
             OnError::Skip => outcome.skipped += 1,
@@ -468,7 +489,13 @@ impl Pipeline {
             slot.counts.events_out += u64::try_from(next.len()).unwrap_or(0);
             slot.counts.failed += u64::try_from(failed.len()).unwrap_or(0);
             for (k, error, attempts) in failed {
-                self.fail(index, error, attempts, &originals[k], &mut outcomes[k]);
+                self.fail(
+                    index,
+                    error,
+                    attempts,
+                    originals[k].clone(),
+                    &mut outcomes[k],
+                );
             }
             items = next;
         }

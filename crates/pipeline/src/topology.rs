@@ -172,19 +172,30 @@ impl Topology {
                 });
             }
         }
+        let mut now = Vec::new();
         for i in routing.matched() {
             match take(i) {
-                Take::No => continue,
-                Take::Later => {
-                    delivery.deferred.push(i);
-                    continue;
-                }
-                Take::Now => {}
+                Take::No => {}
+                Take::Later => delivery.deferred.push(i),
+                Take::Now => now.push(i),
             }
+        }
+        // The last pipeline to run it now takes the event itself unless a batched one needs
+        // it later: no copy.
+        let mut event = Some(event);
+        let last = now.len().checked_sub(1);
+        for (n, i) in now.into_iter().enumerate() {
             let Some(pipeline) = self.pipelines.get_mut(i) else {
                 continue;
             };
-            let outcome = pipeline.process(&event);
+            let outcome = match (Some(n) == last && delivery.deferred.is_empty(), &event) {
+                (true, _) => match event.take() {
+                    Some(owned) => pipeline.process_owned(owned),
+                    None => continue,
+                },
+                (false, Some(shared)) => pipeline.process(shared),
+                (false, None) => continue,
+            };
             delivery.failures.extend(outcome.failures);
             delivery.skipped += outcome.skipped;
             delivery.outputs.push((i, outcome.outputs));
@@ -193,7 +204,7 @@ impl Topology {
             }
         }
         if !delivery.deferred.is_empty() {
-            delivery.event = Some(event);
+            delivery.event = event;
         }
         delivery
     }

@@ -63,19 +63,24 @@ fn event(data: Value) -> Event {
     )
 }
 
-/// Allocations of one event through `p` and the hand-over after it.
+/// Allocations of one event through `p` and the hand-over after it. The event is moved in, as
+/// the node does for the last pipeline that takes it (its copy is made before counting).
 fn cost(p: &mut Pipeline, e: &Event) -> u64 {
+    let e = e.clone();
     let before = allocations();
-    let outcome = p.process(e);
+    let outcome = p.process_owned(e);
     let handed = (p.state_changes(), p.results());
     let spent = allocations() - before;
     drop((outcome, handed));
     spent
 }
 
-/// Today's counts; issue 24 aims at a small fixed number for each.
-const TODAY_WINDOW: u64 = 26;
-const TODAY_ANOMALY: u64 = 58;
+/// The counts reached (issue 24: 26 and 58 before the event was moved in rather than copied,
+/// the window key borrowed and results serialized from a typed struct). Most of what is left is
+/// the hand-over after each event (state rows encoded, the watermark row, the list they come
+/// in), which the node does once per step of up to 1,000 events.
+const TODAY_WINDOW: u64 = 18;
+const TODAY_ANOMALY: u64 = 39;
 
 #[test]
 fn hot_path_allocations_per_event_do_not_grow() {

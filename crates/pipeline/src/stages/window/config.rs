@@ -248,6 +248,7 @@ impl StageConfig for WindowConfig {
             watermark_interval: self.watermark_interval.unwrap_or_default(),
             last_advance: None,
             rises: std::collections::VecDeque::new(),
+            result_values: Vec::new(),
             counts: WindowCounts::default(),
             clock: Watermarks::new(
                 self.max_out_of_orderness.unwrap_or_default(),

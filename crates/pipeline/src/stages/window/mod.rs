@@ -23,6 +23,7 @@
 //! Here: the stage itself. Its options and building it: `config`; what a window keeps:
 //! `aggregates`; a firing as an output and a kept row: `results`; the state rows: `state`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,8 @@ struct WindowStage {
     /// Since the last tick: each rise of the watermark and when it happened, to time a
     /// window's emission from the moment the watermark passed its end.
     rises: std::collections::VecDeque<(i64, Instant)>,
+    /// A firing's values (a buffer reused across firings).
+    result_values: Vec<Value>,
     counts: WindowCounts,
 }
 
@@ -87,32 +90,46 @@ struct WindowCounts {
 }
 
 impl WindowStage {
-    fn key_of(&self, event: &mut Event) -> Result<String, StageError> {
-        super::bounded_key("window", self.any_key_of(event)?)
+    /// The event's grouping key: borrowed from its data when it is a string there (no
+    /// allocation per event), made when a script or a number gives it.
+    fn key_of<'e>(&self, event: &'e Event) -> Result<Cow<'e, str>, StageError> {
+        let key = self.any_key_of(event)?;
+        if key.len() > super::MAX_KEY_BYTES {
+            // The same check and message as every keyed stage's (an error here).
+            return super::bounded_key("window", key.into_owned()).map(Cow::Owned);
+        }
+        Ok(key)
     }
 
-    fn any_key_of(&self, event: &mut Event) -> Result<String, StageError> {
-        if let Some(script) = &self.key_script {
-            let result = crate::stage::with_data(event, &self.pipeline, |data, meta| {
-                script.eval(&[data, &meta()])
-            })?;
-            return Ok(match result {
-                Value::String(s) => s,
-                other => other.to_string(),
-            });
-        }
+    fn any_key_of<'e>(&self, event: &'e Event) -> Result<Cow<'e, str>, StageError> {
         let Some(pointer) = &self.key else {
-            return Ok(String::new());
+            return Ok(Cow::Borrowed(""));
         };
         match event.data_pointer(pointer) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(Value::Bool(b)) => Ok(b.to_string()),
+            Some(Value::String(s)) => Ok(Cow::Borrowed(s)),
+            Some(Value::Number(n)) => Ok(Cow::Owned(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Cow::Owned(b.to_string())),
             other => Err(StageError::BadValue(format!(
                 "window key {pointer} is {}",
                 other.map_or("missing", colloquium_event::json_kind)
             ))),
         }
+    }
+
+    /// The key a `key` script gives (it needs the event's data as a JSON value).
+    fn script_key(
+        &self,
+        script: &computo::Script,
+        event: &mut Event,
+    ) -> Result<String, StageError> {
+        let result = crate::stage::with_data(event, &self.pipeline, |data, meta| {
+            script.eval(&[data, &meta()])
+        })?;
+        let key = match result {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        super::bounded_key("window", key)
     }
 
     fn time_of(&self, event: &Event) -> Result<i64, StageError> {
@@ -159,7 +176,18 @@ impl WindowStage {
 
 impl Stage for WindowStage {
     fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
-        let (key, ts) = match (self.key_of(&mut event), self.time_of(&event)) {
+        let scripted = match &self.key_script {
+            Some(script) => match self.script_key(&script.clone(), &mut event) {
+                Ok(key) => Some(key),
+                Err(e) => return Err(Failed::new(e, event)),
+            },
+            None => None,
+        };
+        let key = match &scripted {
+            Some(key) => Ok(Cow::Borrowed(key.as_str())),
+            None => self.key_of(&event),
+        };
+        let (key, ts) = match (key, self.time_of(&event)) {
             (Ok(key), Ok(ts)) => (key, ts),
             (Err(e), _) | (_, Err(e)) => return Err(Failed::new(e, event)),
         };
