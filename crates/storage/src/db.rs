@@ -16,6 +16,7 @@
 //!   key, time (i64 BE, sign bit flipped), optionally an event id; value = the stage's bytes
 //!   (see [`crate::results`]). `windows` and `anomalies` are earlier layouts, emptied into it
 //!   on open.
+//! - `ledger`: AI spend per UTC day and pipeline, and open reservations (see [`crate::ledger`]).
 //!
 //! Adding a column family is one entry in [`ColumnFamily`]. RocksDB's `LOCK` file keeps a
 //! second process out of the directory; we turn its error into [`StorageError::Locked`].
@@ -47,11 +48,13 @@ pub enum ColumnFamily {
     Positions,
     /// Stages' kept results, by pipeline, stage, table, key and time ([`crate::results`]).
     Results,
+    /// AI spend per day and pipeline, and the reservations of calls in flight.
+    Ledger,
 }
 
 impl ColumnFamily {
     /// Every column family, created on open when missing.
-    pub const ALL: [ColumnFamily; 9] = [
+    pub const ALL: [ColumnFamily; 10] = [
         ColumnFamily::Events,
         ColumnFamily::Dlq,
         ColumnFamily::Outputs,
@@ -61,6 +64,7 @@ impl ColumnFamily {
         ColumnFamily::Anomalies,
         ColumnFamily::Positions,
         ColumnFamily::Results,
+        ColumnFamily::Ledger,
     ];
 
     /// Returns the RocksDB name.
@@ -75,6 +79,7 @@ impl ColumnFamily {
             ColumnFamily::Anomalies => "anomalies",
             ColumnFamily::Positions => "positions",
             ColumnFamily::Results => "results",
+            ColumnFamily::Ledger => "ledger",
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`positions`]: sources' read positions (Kafka offsets), written with the events they cover.
 //! - [`results`]: what stages keep to be queried (window firings, anomalies, any table a stage
 //!   names), by pipeline, stage, table, key and time.
+//! - [`ledger`]: AI spend per day and pipeline, and reservations of calls in flight.
 //! - [`events`]: the metrics this crate reports.
 //!
 //! [`Store`] ties them together; clone it freely (it is a handle).
@@ -25,6 +26,7 @@ pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod feed;
+pub mod ledger;
 pub mod log;
 pub mod pipelines;
 pub mod positions;
@@ -39,6 +41,7 @@ pub use dlq::DeadLetter;
 pub use error::StorageError;
 pub use events::StorageMetrics;
 pub use feed::{Feed, Subscription};
+pub use ledger::{LedgerRows, LedgerWrite, OpenReservation};
 pub use pipelines::{
     Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StateWrite,
     StoredOutput,

@@ -640,6 +640,24 @@ pipelines:
         (paused && lag > TOTAL / 2).then_some(lag)
     })
     .await;
+    // Batches fetched before the pause may still be landing in the lane: the lag settles.
+    let mut lag = lag;
+    let settle_until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, health) = node.get("/health").await;
+        let now = health["components"]["sources"]["k"]["lag"]
+            .as_u64()
+            .unwrap_or(0);
+        if now == lag {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < settle_until,
+            "the lag never settled"
+        );
+        lag = now;
+    }
     // It stays paused: sample the node's memory for a while.
     let mut peak = 0;
     for _ in 0..20 {

@@ -1,0 +1,388 @@
+//! Model providers: real HTTPS clients (reqwest with rustls) for the OpenAI Chat Completions
+//! API (`POST {base_url}/chat/completions`, the answer's JSON schema in `response_format`) and
+//! the Anthropic Messages API (`POST {base_url}/v1/messages`, `x-api-key`,
+//! `anthropic-version`). `base_url` makes any OpenAI-compatible server a provider (llama.cpp,
+//! vLLM, Ollama). One [`Provider::chat`] is one attempt; retries, the breaker, rate limits and
+//! the budget are the gateway's.
+//!
+//! The API key comes from an environment variable or a file, is held as a [`Secret`] (its
+//! `Debug` shows nothing) and is never logged or put in an error.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::retry;
+
+/// Which wire format a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// OpenAI Chat Completions (and every server compatible with it).
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+/// A secret (an API key): shown as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where the API key is read.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeySource {
+    /// An environment variable's name.
+    Env(String),
+    /// A file holding the key (trailing whitespace dropped).
+    File(PathBuf),
+}
+
+impl KeySource {
+    /// Reads the key; the error names where it looked, never what it found.
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            KeySource::Env(name) => std::env::var(name)
+                .map(|v| Secret(v.trim().to_owned()))
+                .map_err(|_| format!("the environment variable {name} is not set")),
+            KeySource::File(path) => std::fs::read_to_string(path)
+                .map(|v| Secret(v.trim_end().to_owned()))
+                .map_err(|e| format!("reading the key file {}: {e}", path.display())),
+        }
+    }
+}
+
+/// One provider as configured.
+#[derive(Clone, Debug)]
+pub struct ProviderSpec {
+    /// Its name in config.
+    pub name: String,
+    /// Its wire format.
+    pub api: Api,
+    /// e.g. `https://api.openai.com/v1` (OpenAI) or `https://api.anthropic.com` (Anthropic).
+    pub base_url: String,
+    /// The model asked for.
+    pub model: String,
+    /// Most tokens an answer may have (also the worst case the budget reserves).
+    pub max_tokens: u32,
+    /// Sampling temperature (the provider's default when absent).
+    pub temperature: Option<f32>,
+    /// Longest wait for one attempt's whole answer.
+    pub timeout: Duration,
+    /// The API key (none for a local server that takes none).
+    pub key: Option<Secret>,
+}
+
+/// What is asked of a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    /// Instructions.
+    pub system: Option<String>,
+    /// The prompt.
+    pub user: String,
+    /// The JSON schema the answer must match, with its name.
+    pub schema: Option<(String, Value)>,
+}
+
+/// Tokens a call used, as the provider counted them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input: u64,
+    /// Answer tokens.
+    pub output: u64,
+}
+
+/// A model's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatAnswer {
+    /// Its text (JSON when a schema was asked for).
+    pub text: String,
+    /// What it used.
+    pub usage: Usage,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// No whole answer within the timeout.
+    #[error("provider `{provider}` did not answer within {timeout:?}")]
+    Timeout {
+        /// The provider.
+        provider: String,
+        /// Its timeout.
+        timeout: Duration,
+    },
+    /// The connection failed.
+    #[error("provider `{provider}`: {message}")]
+    Transport {
+        /// The provider.
+        provider: String,
+        /// What failed.
+        message: String,
+    },
+    /// An HTTP error status.
+    #[error("provider `{provider}` answered HTTP {status}: {excerpt}")]
+    Status {
+        /// The provider.
+        provider: String,
+        /// The status.
+        status: u16,
+        /// The wait it asked for (`retry-after-ms`, `retry-after`).
+        retry_after: Option<Duration>,
+        /// The start of its body (for the error; never the request).
+        excerpt: String,
+    },
+    /// A 200 whose body is not the API's shape.
+    #[error("provider `{provider}` answered something that is not a {api:?} response: {message}")]
+    Malformed {
+        /// The provider.
+        provider: String,
+        /// Its API.
+        api: Api,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl CallError {
+    /// Whether another attempt may succeed: timeouts, connection failures, 408, 429, 5xx.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CallError::Timeout { .. } | CallError::Transport { .. } => true,
+            CallError::Status { status, .. } => retry::retryable(*status),
+            CallError::Malformed { .. } => false,
+        }
+    }
+
+    /// The wait the provider asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the provider is unwell (counts against its breaker): not a 4xx about the
+    /// request itself.
+    pub fn counts_against_provider(&self) -> bool {
+        self.retryable()
+    }
+}
+
+/// Longest error body excerpt kept.
+const EXCERPT: usize = 300;
+
+/// One provider's client.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    spec: ProviderSpec,
+    http: reqwest::Client,
+}
+
+impl Provider {
+    /// A client for `spec`.
+    pub fn new(spec: ProviderSpec) -> Result<Provider, String> {
+        let http = reqwest::Client::builder()
+            .timeout(spec.timeout)
+            .build()
+            .map_err(|e| format!("provider `{}`: {e}", spec.name))?;
+        Ok(Provider { spec, http })
+    }
+
+    /// Its configuration.
+    pub fn spec(&self) -> &ProviderSpec {
+        &self.spec
+    }
+
+    /// The request body and URL for `request`.
+    fn body(&self, request: &ChatRequest) -> (String, Value) {
+        let spec = &self.spec;
+        let base = spec.base_url.trim_end_matches('/');
+        match spec.api {
+            Api::Openai => {
+                let mut messages = Vec::new();
+                if let Some(system) = &request.system {
+                    messages.push(json!({"role": "system", "content": system}));
+                }
+                messages.push(json!({"role": "user", "content": request.user}));
+                let mut body = json!({
+                    "model": spec.model,
+                    "messages": messages,
+                    "max_tokens": spec.max_tokens,
+                });
+                if let Some(t) = spec.temperature {
+                    body["temperature"] = json!(t);
+                }
+                if let Some((name, schema)) = &request.schema {
+                    body["response_format"] = json!({
+                        "type": "json_schema",
+                        "json_schema": {"name": name, "schema": schema, "strict": true},
+                    });
+                }
+                (format!("{base}/chat/completions"), body)
+            }
+            Api::Anthropic => {
+                // No schema parameter: the schema goes into the instructions, and the answer
+                // is validated like any other.
+                let mut system = request.system.clone().unwrap_or_default();
+                if let Some((_, schema)) = &request.schema {
+                    if !system.is_empty() {
+                        system.push_str("\n\n");
+                    }
+                    system.push_str(
+                        "Answer with one JSON object, nothing else, matching this JSON schema:\n",
+                    );
+                    system.push_str(&schema.to_string());
+                }
+                let mut body = json!({
+                    "model": spec.model,
+                    "max_tokens": spec.max_tokens,
+                    "messages": [{"role": "user", "content": request.user}],
+                });
+                if !system.is_empty() {
+                    body["system"] = json!(system);
+                }
+                if let Some(t) = spec.temperature {
+                    body["temperature"] = json!(t);
+                }
+                (format!("{base}/v1/messages"), body)
+            }
+        }
+    }
+
+    /// One attempt.
+    pub async fn chat(&self, request: &ChatRequest) -> Result<ChatAnswer, CallError> {
+        let spec = &self.spec;
+        let (url, body) = self.body(request);
+        let mut http = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        match (spec.api, &spec.key) {
+            (Api::Openai, Some(key)) => {
+                http = http.header("authorization", format!("Bearer {}", key.expose()));
+            }
+            (Api::Anthropic, key) => {
+                http = http.header("anthropic-version", "2023-06-01");
+                if let Some(key) = key {
+                    http = http.header("x-api-key", key.expose());
+                }
+            }
+            (Api::Openai, None) => {}
+        }
+        let provider = || spec.name.clone();
+        let response = http.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let headers = response.headers().clone();
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let retry_after = retry::asked_wait(header, SystemTime::now());
+            let text = response.text().await.unwrap_or_default();
+            let cut = (0..=EXCERPT.min(text.len()))
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            return Err(CallError::Status {
+                provider: provider(),
+                status,
+                retry_after,
+                excerpt: text[..cut].to_owned(),
+            });
+        }
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        let malformed = |message: String| CallError::Malformed {
+            provider: provider(),
+            api: spec.api,
+            message,
+        };
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| malformed(format!("not JSON: {e}")))?;
+        let tokens = |v: &Value| v.as_u64();
+        match spec.api {
+            Api::Openai => {
+                let text = value["choices"][0]["message"]["content"]
+                    .as_str()
+                    .ok_or_else(|| malformed("no choices[0].message.content".into()))?;
+                let usage = &value["usage"];
+                Ok(ChatAnswer {
+                    text: text.to_owned(),
+                    usage: Usage {
+                        input: tokens(&usage["prompt_tokens"])
+                            .ok_or_else(|| malformed("no usage.prompt_tokens".into()))?,
+                        output: tokens(&usage["completion_tokens"])
+                            .ok_or_else(|| malformed("no usage.completion_tokens".into()))?,
+                    },
+                })
+            }
+            Api::Anthropic => {
+                let text: String = value["content"]
+                    .as_array()
+                    .ok_or_else(|| malformed("no content".into()))?
+                    .iter()
+                    .filter(|block| block["type"] == "text")
+                    .filter_map(|block| block["text"].as_str())
+                    .collect();
+                let usage = &value["usage"];
+                Ok(ChatAnswer {
+                    text,
+                    usage: Usage {
+                        input: tokens(&usage["input_tokens"])
+                            .ok_or_else(|| malformed("no usage.input_tokens".into()))?,
+                        output: tokens(&usage["output_tokens"])
+                            .ok_or_else(|| malformed("no usage.output_tokens".into()))?,
+                    },
+                })
+            }
+        }
+    }
+
+    fn transport(&self, error: reqwest::Error) -> CallError {
+        if error.is_timeout() {
+            return CallError::Timeout {
+                provider: self.spec.name.clone(),
+                timeout: self.spec.timeout,
+            };
+        }
+        // reqwest's message names the URL, never headers: no key in it.
+        CallError::Transport {
+            provider: self.spec.name.clone(),
+            message: error.without_url().to_string(),
+        }
+    }
+}
+
+/// A documented estimate of a text's tokens for the budget's worst case: one per 3 bytes,
+/// rounded up, plus 8 per message. English averages about 4 bytes a token with OpenAI's and
+/// Anthropic's tokenizers; 3 overestimates on purpose (a reservation is a ceiling), and the
+/// provider's `usage` corrects the spend.
+pub fn estimate_tokens(request: &ChatRequest) -> u64 {
+    let bytes = request.user.len()
+        + request.system.as_ref().map_or(0, String::len)
+        + request
+            .schema
+            .as_ref()
+            .map_or(0, |(_, s)| s.to_string().len());
+    let messages = 1 + u64::from(request.system.is_some());
+    u64::try_from(bytes.div_ceil(3)).unwrap_or(u64::MAX) + 8 * messages
+}
