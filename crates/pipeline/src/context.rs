@@ -296,3 +296,49 @@ impl<'a> StageContext<'a> {
 pub fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_stages_writes_stay_inside_its_scope() {
+        let (mut out, mut effects) = (Vec::new(), Effects::default());
+        let (outer, inner): (Arc<str>, Arc<str>) = (Arc::from("idem"), Arc::from("idem/dedup#0"));
+        let mut cx = StageContext::new(&mut out, &mut effects, &outer);
+        cx.put_state(b"own".to_vec(), b"1".to_vec());
+        let mut emitted = Vec::new();
+        {
+            let mut nested = cx.nested(&mut emitted, &inner, &[1]);
+            nested.put_state(b"k".to_vec(), b"v".to_vec());
+            nested.delete_state_below(b"s5".to_vec());
+            nested.keep(
+                "t",
+                ResultRow {
+                    key: "a".into(),
+                    at: 1,
+                    id: None,
+                },
+                b"{}".to_vec(),
+            );
+        }
+        // Done elsewhere (during an async call) and taken over within a scope.
+        let mut elsewhere = Effects::default();
+        elsewhere.state.push(StateWrite::DeleteBelow(b"x".to_vec()));
+        cx.within(&[2]).absorb(&mut elsewhere);
+        assert_eq!(
+            effects.state,
+            [
+                StateWrite::Put(b"own".to_vec(), b"1".to_vec()),
+                StateWrite::Put(b"\x01k".to_vec(), b"v".to_vec()),
+                // Below `s5` within the scope only: the wrapper's own rows stay.
+                StateWrite::DeleteRange(vec![1], b"\x01s5".to_vec()),
+                StateWrite::DeleteRange(vec![2], b"\x02x".to_vec()),
+            ]
+        );
+        assert_eq!(
+            &*effects.results[0].stage, "idem/dedup#0",
+            "kept under its own id"
+        );
+    }
+}

@@ -721,3 +721,40 @@ mod tests {
         store.close().unwrap();
     }
 }
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn a_delete_range_stays_between_its_keys_within_the_stage() {
+        let (_dir, store) = crate::test_store();
+        let write = |write| StateChange {
+            pipeline: "p".into(),
+            stage: "idempotency".into(),
+            write,
+        };
+        let put = |key: &str| write(StateWrite::Put(key.into(), b"v".to_vec()));
+        let puts = vec![put("a0"), put("b1"), put("b2"), put("b3"), put("c0")];
+        store
+            .commit_pipelines(PipelineCommit {
+                state: puts,
+                ..PipelineCommit::default()
+            })
+            .unwrap();
+        let range = StateWrite::DeleteRange(b"b".to_vec(), b"b3".to_vec());
+        store
+            .commit_pipelines(PipelineCommit {
+                state: vec![write(range)],
+                ..PipelineCommit::default()
+            })
+            .unwrap();
+        let keys: Vec<Vec<u8>> = store
+            .stage_state("p", "idempotency")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [b"a0".to_vec(), b"b3".to_vec(), b"c0".to_vec()]);
+    }
+}
