@@ -434,7 +434,7 @@ impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
             self.entities.touch(&name).baseline = baseline;
         }
         // Restored rows are stored already; evictions past the cap (a lowered max_entities)
-        // are real ones, and their rows go at the next hand-over.
+        // are real ones, and their rows go at the next checkpoint.
         self.changed.clear();
         Ok(())
     }

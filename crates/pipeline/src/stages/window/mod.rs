@@ -15,7 +15,7 @@
 //!   pipeline's `tick_interval`, when an idle source lets the watermark move). With
 //!   `watermark_interval` the watermark moves only at ticks, at most once per interval.
 //! - `early: {every, events}`: early firings (`early: true`, not final) before the watermark.
-//! - Every firing is also handed over for the `windows` column family (`GET /api/windows`).
+//! - Every firing is also kept in the stage's `windows` results table (`GET /api/windows`).
 //! - `max_windows_per_key` and `max_keys` bound memory: an event that would pass either fails
 //!   with reason `limit_exceeded`.
 //! - Open windows and the watermark are stage state: a restart resumes them exactly.
@@ -548,7 +548,7 @@ mod tests {
             (fired[0]["n"].as_u64(), fired[0]["early"].as_bool()),
             (Some(3), Some(false))
         );
-        // Both firings of [0, 10) are handed over for the windows column family, in order.
+        // Both firings of [0, 10) are kept in the `windows` results table, in order.
         let kept = p.results();
         let starts: Vec<(&str, i64, bool)> = kept
             .iter()
