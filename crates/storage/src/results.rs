@@ -9,7 +9,7 @@
 //! `since`, and a table with one key (`anomalies`, keyed `""`) is one time-ordered range.
 //!
 //! Data directories written before this table had `windows` and `anomalies` column families;
-//! [`migrate`] moves their rows here when the store opens.
+//! `migrate` moves their rows here when the store opens.
 
 use colloquium_event::{EventId, Timestamp};
 use rocksdb::{DB, ReadOptions, WriteBatch};
