@@ -19,7 +19,7 @@
 //! - Baselines are stage state (one binary row per entity, written when it learned): a restart
 //!   resumes them exactly.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use colloquium_analytics::{
@@ -224,8 +224,12 @@ struct Entities<P> {
     max: usize,
     /// By name; the name shared with `recency` (no copy per event).
     map: hashbrown::HashMap<Arc<str>, Entity<P>>,
-    /// Entities by last-seen sequence: the first is the least recently seen.
-    recency: BTreeMap<u64, Arc<str>>,
+    /// Every touch, oldest first, as (sequence, entity). An entry whose entity was touched
+    /// again since (a later `seen`) or is gone is stale: skipped when evicting, dropped when
+    /// stale entries outnumber a quarter of the live ones (which bounds its memory below the
+    /// ordered map's). O(1) per event, where a map ordered by
+    /// sequence costs two tree operations.
+    recency: VecDeque<(u64, Arc<str>)>,
     clock: u64,
     /// Entities evicted since the last `checkpoint` (their rows go).
     evicted: Vec<Arc<str>>,
@@ -233,22 +237,30 @@ struct Entities<P> {
 }
 
 impl<P: Default> Entities<P> {
+    /// Evicts the least recently seen entity: the oldest touch that is still its entity's
+    /// latest.
+    fn evict_least_recent(&mut self) {
+        while let Some((seq, name)) = self.recency.pop_front() {
+            if self.map.get(&name).is_some_and(|e| e.seen == seq) {
+                self.map.remove(&name);
+                self.evictions += 1;
+                self.evicted.push(name);
+                return;
+            }
+        }
+    }
+
     /// The entity's slot, created (evicting the least recently seen past `max`) and marked
     /// as seen now.
     fn touch(&mut self, name: &str) -> &mut Entity<P> {
         self.clock += 1;
         let now = self.clock;
         if let Some(entity) = self.map.get_mut(name) {
-            self.recency.remove(&entity.seen);
             entity.seen = now;
-            self.recency.insert(now, entity.name.clone());
+            self.recency.push_back((now, entity.name.clone()));
         } else {
-            if self.map.len() >= self.max
-                && let Some((_, oldest)) = self.recency.pop_first()
-            {
-                self.map.remove(&oldest);
-                self.evictions += 1;
-                self.evicted.push(oldest);
+            if self.map.len() >= self.max {
+                self.evict_least_recent();
             }
             let name: Arc<str> = Arc::from(name);
             let entity = Entity {
@@ -257,8 +269,14 @@ impl<P: Default> Entities<P> {
                 seen: now,
                 changed: false,
             };
-            self.recency.insert(now, name.clone());
+            self.recency.push_back((now, name.clone()));
             self.map.insert(name, entity);
+        }
+        if self.recency.len() > self.map.len() + self.map.len() / 4 + 64 {
+            // Drop stale touches: each live entity keeps its latest, in order.
+            let map = &self.map;
+            self.recency
+                .retain(|(seq, name)| map.get(name).is_some_and(|e| e.seen == *seq));
         }
         match self.map.get_mut(name) {
             Some(entity) => entity,
@@ -292,7 +310,9 @@ impl<D: Scorer> Anomaly<D> {
             entities: Entities {
                 max: config.max_entities.max(1),
                 map: hashbrown::HashMap::new(),
-                recency: BTreeMap::new(),
+                // Room for the stale touches a small stage keeps (64 above its live ones):
+                // it never grows on the hot path.
+                recency: VecDeque::with_capacity(128),
                 clock: 0,
                 evicted: Vec::new(),
                 evictions: 0,
@@ -444,6 +464,36 @@ impl<D: Stored + Send + 'static> Stage for Anomaly<D> {
 mod tests {
     use super::*;
     use crate::StateWrite;
+
+    #[test]
+    fn the_least_recently_seen_entity_is_evicted_however_often_others_were_seen() {
+        let mut entities: Entities<u8> = Entities {
+            max: 2,
+            map: hashbrown::HashMap::new(),
+            recency: VecDeque::new(),
+            clock: 0,
+            evicted: Vec::new(),
+            evictions: 0,
+        };
+        for name in ["a", "b", "a", "a", "c", "a", "d", "b"] {
+            entities.touch(name);
+        }
+        // c evicts b (a was seen after it), d evicts c, b evicts a.
+        let evicted: Vec<&str> = entities.evicted.iter().map(|n| &**n).collect();
+        assert_eq!(evicted, ["b", "c", "a"]);
+        let mut live: Vec<&str> = entities.map.keys().map(|n| &**n).collect();
+        live.sort_unstable();
+        assert_eq!(live, ["b", "d"]);
+        // Many touches of one entity: the stale ones are dropped, not kept.
+        for _ in 0..1_000 {
+            entities.touch("d");
+        }
+        assert!(
+            entities.recency.len() <= 2 + 1 + 64,
+            "{}",
+            entities.recency.len()
+        );
+    }
     use crate::pipeline::Pipeline;
     use colloquium_event::{Metadata, Reason, Timestamp};
     use serde_json::json;
