@@ -242,6 +242,8 @@ impl Ledger {
         let now = (self.shared.clock)();
         let day = day_of(now);
         let mut state = self.lock();
+        // Warnings are once per day: earlier days' are done with.
+        state.alerted.retain(|(d, _)| *d == day);
         let mut budgets = Vec::new();
         if let Some(daily) = limits.daily {
             budgets.push(("node".to_owned(), daily, state.totals(day, None)));
@@ -293,10 +295,12 @@ impl Ledger {
                 clippy::cast_sign_loss
             )]
             let threshold = (budget.0 as f64 * limits.alert_at) as u64;
-            let key = (day, format!("alert {scope}"));
-            if limits.alert_at > 0.0 && used.0 >= threshold && !state.alerted.contains(&key) {
-                tracing::warn!(scope = %scope, budget = %budget, used = %used, "AI spend passed the budget's alert threshold");
-                state.alerted.push(key);
+            if limits.alert_at > 0.0 && used.0 >= threshold {
+                let key = (day, format!("alert {scope}"));
+                if !state.alerted.contains(&key) {
+                    tracing::warn!(scope = %scope, budget = %budget, used = %used, "AI spend passed the budget's alert threshold");
+                    state.alerted.push(key);
+                }
             }
         }
         let id = self

@@ -234,17 +234,20 @@ impl<'a> StageContext<'a> {
         });
     }
 
-    /// Keeps `value` serialized as JSON; returns the bytes, so a stage that also emits the
-    /// result serializes it once.
+    /// Keeps `value` serialized as JSON (a typed result, serialized once, here).
     pub fn keep_json(
         &mut self,
         table: &'static str,
         row: ResultRow,
         value: &impl serde::Serialize,
-    ) -> Option<&[u8]> {
-        let bytes = serde_json::to_vec(value).ok()?;
-        self.keep(table, row, bytes);
-        self.effects.results.last().and_then(|k| k.value.as_deref())
+    ) {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.keep(table, row, bytes),
+            // Only a map with keys that are not strings fails, which no stage keeps.
+            Err(error) => {
+                tracing::warn!(stage = %self.stage, table, %error, "a result that is not JSON was not kept")
+            }
+        }
     }
 
     /// Removes the result at `row` of `table` (a session merged into a larger one).

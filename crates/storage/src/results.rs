@@ -112,6 +112,8 @@ pub(crate) fn row_key(table_prefix: &[u8], key: &[u8], at: i64, id: Option<Event
 struct Split<'a> {
     /// `pipeline 0 stage 0 table 0`.
     table_prefix: &'a [u8],
+    /// The table's name.
+    table: &'a [u8],
     /// The table prefix, the length and the key.
     key_prefix: &'a [u8],
     key: &'a [u8],
@@ -120,13 +122,14 @@ struct Split<'a> {
 }
 
 fn split_row(row: &[u8]) -> Option<Split<'_>> {
-    // The table's prefix ends at the third 0x00.
-    let table_end = row
+    // The table's name is between the second and the third 0x00.
+    let mut zeros = row
         .iter()
         .enumerate()
         .filter(|(_, b)| **b == 0)
-        .nth(2)
-        .map(|(i, _)| i + 1)?;
+        .map(|(i, _)| i);
+    let table_start = zeros.nth(1)? + 1;
+    let table_end = zeros.next()? + 1;
     let len_bytes: [u8; 4] = row.get(table_end..table_end + 4)?.try_into().ok()?;
     let key_end = table_end + 4 + usize::try_from(u32::from_be_bytes(len_bytes)).ok()?;
     let at = unflip(row.get(key_end..key_end + 8)?)?;
@@ -136,6 +139,7 @@ fn split_row(row: &[u8]) -> Option<Split<'_>> {
     };
     Some(Split {
         table_prefix: &row[..table_end],
+        table: &row[table_start..table_end - 1],
         key_prefix: &row[..key_end],
         key: &row[table_end + 4..key_end],
         at,
@@ -205,8 +209,7 @@ impl Store {
                 break; // not a row of ours: nothing of ours past it
             };
             // Another table of a stage (with no stage asked for): the next one.
-            let table = names(split.table_prefix).map(|(_, _, t)| t);
-            if table.as_deref() != Some(query.table.as_str()) {
+            if split.table != query.table.as_bytes() {
                 position = prefix_end(split.table_prefix);
                 iter.seek(&position);
                 continue;

@@ -177,7 +177,7 @@ impl WindowStage {
 impl Stage for WindowStage {
     fn process(&mut self, mut event: Event, cx: &mut StageContext<'_>) -> Result<(), Box<Failed>> {
         let scripted = match &self.key_script {
-            Some(script) => match self.script_key(&script.clone(), &mut event) {
+            Some(script) => match self.script_key(script, &mut event) {
                 Ok(key) => Some(key),
                 Err(e) => return Err(Failed::new(e, event)),
             },
