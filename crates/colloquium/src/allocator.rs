@@ -48,7 +48,9 @@ pub fn return_memory_after_bursts() {
 /// Freed memory stays with the allocators until something returns it: glibc keeps RocksDB's
 /// freed blocks in its arenas until `malloc_trim`, and mimalloc purges a thread's freed pages
 /// only when that thread allocates or collects again, which an idle tokio worker never does. So
-/// when the store has written nothing for a second after writing something, [`trim_when_idle`]
+/// when the store has written nothing for a second after writing something, and RocksDB has
+/// finished the flushes and compactions those writes started (they free their buffers only
+/// then, seconds later on a loaded machine), [`trim_when_idle`]
 /// trims glibc's arenas and asks every worker to collect its mimalloc heap the next time it
 /// parks ([`on_thread_park`]). Nothing runs while the node is busy.
 pub mod idle {
@@ -72,9 +74,14 @@ pub mod idle {
         }
     }
 
-    /// Every second: when `written()` (bytes the store wrote) stood still after it moved,
-    /// trims. Runs until the task is dropped.
-    pub async fn trim_when_idle(written: impl Fn() -> u64, workers: usize) {
+    /// Every second: when `written()` (bytes the store wrote) stood still after it moved and
+    /// `background_jobs()` (the store's running flushes and compactions) is zero, trims. Runs
+    /// until the task is dropped.
+    pub async fn trim_when_idle(
+        written: impl Fn() -> u64,
+        background_jobs: impl Fn() -> u64,
+        workers: usize,
+    ) {
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         let mut last = written();
         let mut busy = false;
@@ -85,7 +92,7 @@ pub mod idle {
                 (last, busy) = (now, true);
                 continue;
             }
-            if !busy {
+            if !busy || background_jobs() > 0 {
                 continue;
             }
             busy = false;

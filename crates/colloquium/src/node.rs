@@ -39,8 +39,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let storage_metrics = StorageMetrics::register(&registry);
     let store = open_store(&config, storage_metrics.clone(), true)?;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let jobs = store.clone();
     let trim = tokio::spawn(crate::allocator::idle::trim_when_idle(
         move || storage_metrics.written_bytes(),
+        move || jobs.background_jobs(),
         workers,
     ));
 

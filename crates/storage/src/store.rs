@@ -186,6 +186,19 @@ impl Store {
         self.inner.slot.writable()
     }
 
+    /// Flushes and compactions RocksDB is running now (they allocate and free large buffers
+    /// after the writes that caused them have finished).
+    pub fn background_jobs(&self) -> u64 {
+        let Ok(db) = self.db() else { return 0 };
+        [
+            "rocksdb.num-running-flushes",
+            "rocksdb.num-running-compactions",
+        ]
+        .iter()
+        .filter_map(|name| db.property_int_value(*name).ok().flatten())
+        .sum()
+    }
+
     /// Returns the data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.options.data_dir
