@@ -48,6 +48,11 @@ fn bench(c: &mut Criterion) {
             cool_down: Duration::from_secs(30),
             ..BreakerConfig::default()
         });
+        let account = colloquium_storage::Account {
+            pipeline: "threats".into(),
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+        };
         let name = if sync {
             "call_wal_synced"
         } else {
@@ -58,7 +63,7 @@ fn bench(c: &mut Criterion) {
                 assert!(breaker.allow(Instant::now()));
                 let worst = price.cost(estimate_tokens(&request), 500);
                 let reservation =
-                    futures::executor::block_on(ledger.reserve("threats", worst)).unwrap();
+                    futures::executor::block_on(ledger.reserve(&account, worst)).unwrap();
                 reservation.settle(price.cost(60, 120));
                 breaker.success();
             });

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use colloquium_event::{EventId, IdGenerator, Timestamp};
-use colloquium_storage::{LedgerRows, LedgerWrite, OpenReservation};
+use colloquium_storage::{Account, LedgerRows, LedgerWrite, OpenReservation};
 use tokio::sync::Notify;
 
 use crate::money::Nanos;
@@ -95,6 +95,42 @@ impl LedgerStore for colloquium_storage::Store {
     }
 }
 
+/// A ledger kept in memory only, for `colloquium validate` and `colloquium test`: nothing
+/// is kept across runs.
+#[derive(Default)]
+pub struct MemoryLedger(Mutex<LedgerRows>);
+
+impl LedgerStore for MemoryLedger {
+    fn load(&self) -> Result<LedgerRows, String> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+
+    fn write(&self, writes: &[LedgerWrite]) -> Result<(), String> {
+        let mut rows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for write in writes {
+            match write {
+                LedgerWrite::Open { id, reservation } => {
+                    rows.open.push((*id, reservation.clone()));
+                }
+                LedgerWrite::Close { id } => rows.open.retain(|(open, _)| open != id),
+                LedgerWrite::Spend {
+                    day,
+                    account,
+                    total,
+                } => {
+                    rows.spend.retain(|(d, a, _)| (d, a) != (day, account));
+                    rows.spend.push((*day, account.clone(), *total));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Today's spend for the API and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Today {
@@ -120,12 +156,14 @@ struct Shared {
     limits: Limits,
     clock: Clock,
     ids: IdGenerator,
+    /// Counts budgets passing their alert threshold, once set.
+    alerts: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 #[derive(Default)]
 struct State {
-    /// Settled spend by (day, pipeline).
-    spent: HashMap<(i64, String), Nanos>,
+    /// Settled spend by (day, account).
+    spent: HashMap<(i64, Account), Nanos>,
     open: HashMap<EventId, OpenReservation>,
     /// Budgets warned about, by (day, scope).
     alerted: Vec<(i64, String)>,
@@ -138,12 +176,12 @@ impl State {
         let spent = self
             .spent
             .iter()
-            .filter(|((d, p), _)| mine(*d, p))
+            .filter(|((d, a), _)| mine(*d, &a.pipeline))
             .fold(Nanos::ZERO, |sum, (_, n)| sum.plus(*n));
         let reserved = self
             .open
             .values()
-            .filter(|o| mine(o.day, &o.pipeline))
+            .filter(|o| mine(o.day, &o.account.pipeline))
             .fold(Nanos::ZERO, |sum, o| sum.plus(Nanos(o.amount)));
         (spent, reserved)
     }
@@ -177,21 +215,21 @@ impl Ledger {
     ) -> Result<Ledger, BudgetError> {
         let rows = store.load().map_err(BudgetError::Store)?;
         let mut state = State::default();
-        for (day, pipeline, total) in rows.spend {
-            state.spent.insert((day, pipeline), Nanos(total));
+        for (day, account, total) in rows.spend {
+            state.spent.insert((day, account), Nanos(total));
         }
         let mut writes = Vec::new();
         for (id, open) in rows.open {
             let spent = state
                 .spent
-                .entry((open.day, open.pipeline.clone()))
+                .entry((open.day, open.account.clone()))
                 .or_default();
             *spent = spent.plus(Nanos(open.amount));
-            tracing::warn!(pipeline = %open.pipeline, reserved = %Nanos(open.amount), "a call was in flight when the node stopped: counted at its reservation");
+            tracing::warn!(pipeline = %open.account.pipeline, provider = %open.account.provider, reserved = %Nanos(open.amount), "a call was in flight when the node stopped: counted at its reservation");
             writes.push(LedgerWrite::Close { id });
             writes.push(LedgerWrite::Spend {
                 day: open.day,
-                pipeline: open.pipeline,
+                account: open.account,
                 total: spent.0,
             });
         }
@@ -206,8 +244,19 @@ impl Ledger {
                 limits,
                 clock,
                 ids: IdGenerator::default(),
+                alerts: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Counts each budget passing its alert threshold in `counter` (a metric).
+    pub fn count_alerts_in(&self, counter: prometheus_client::metrics::counter::Counter) {
+        let _ = self.shared.alerts.set(counter);
+    }
+
+    /// The budgets.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -217,15 +266,19 @@ impl Ledger {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reserves `worst` for a call of `pipeline`, waiting while open reservations hold the
+    /// Reserves `worst` for a call of `account`, waiting while open reservations hold the
     /// room it needs; refused when even settled spend leaves none (with `auto_stop`).
-    pub async fn reserve(&self, pipeline: &str, worst: Nanos) -> Result<Reservation, BudgetError> {
+    pub async fn reserve(
+        &self,
+        account: &Account,
+        worst: Nanos,
+    ) -> Result<Reservation, BudgetError> {
         loop {
             // Registered before looking, so a release between the look and the wait wakes it.
             let freed = self.shared.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(reserved) = self.try_reserve(pipeline, worst)? {
+            if let Some(reserved) = self.try_reserve(account, worst)? {
                 return Ok(reserved);
             }
             freed.await;
@@ -235,10 +288,11 @@ impl Ledger {
     /// One look: a reservation, `None` to wait, or the refusal.
     fn try_reserve(
         &self,
-        pipeline: &str,
+        account: &Account,
         worst: Nanos,
     ) -> Result<Option<Reservation>, BudgetError> {
         let limits = &self.shared.limits;
+        let pipeline = account.pipeline.as_str();
         let now = (self.shared.clock)();
         let day = day_of(now);
         let mut state = self.lock();
@@ -299,6 +353,9 @@ impl Ledger {
                 let key = (day, format!("alert {scope}"));
                 if !state.alerted.contains(&key) {
                     tracing::warn!(scope = %scope, budget = %budget, used = %used, "AI spend passed the budget's alert threshold");
+                    if let Some(alerts) = self.shared.alerts.get() {
+                        alerts.inc();
+                    }
                     state.alerted.push(key);
                 }
             }
@@ -312,7 +369,7 @@ impl Ledger {
             .unwrap_or_else(|| EventId::min_at(now));
         let open = OpenReservation {
             day,
-            pipeline: pipeline.to_owned(),
+            account: account.clone(),
             amount: worst.0,
         };
         // Durable before the call goes out.
@@ -343,12 +400,12 @@ impl Ledger {
             if let Some(cost) = cost {
                 let spent = state
                     .spent
-                    .entry((open.day, open.pipeline.clone()))
+                    .entry((open.day, open.account.clone()))
                     .or_default();
                 *spent = spent.plus(cost);
                 writes.push(LedgerWrite::Spend {
                     day: open.day,
-                    pipeline: open.pipeline,
+                    account: open.account,
                     total: spent.0,
                 });
             }
@@ -368,20 +425,24 @@ impl Ledger {
             day,
             ..Today::default()
         };
-        for ((d, pipeline), spent) in &state.spent {
+        for ((d, account), spent) in &state.spent {
             if *d == day {
-                today.spent.insert(pipeline.clone(), *spent);
+                let sum = today.spent.entry(account.pipeline.clone()).or_default();
+                *sum = sum.plus(*spent);
             }
         }
         for open in state.open.values().filter(|o| o.day == day) {
-            let reserved = today.reserved.entry(open.pipeline.clone()).or_default();
+            let reserved = today
+                .reserved
+                .entry(open.account.pipeline.clone())
+                .or_default();
             *reserved = reserved.plus(Nanos(open.amount));
         }
         today
     }
 
-    /// Settled spend by (day, pipeline), every day the ledger holds.
-    pub fn history(&self) -> BTreeMap<(i64, String), Nanos> {
+    /// Settled spend by (day, account), every day the ledger holds.
+    pub fn history(&self) -> BTreeMap<(i64, Account), Nanos> {
         let state = self.lock();
         state.spent.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
@@ -453,6 +514,14 @@ mod tests {
         )
     }
 
+    fn account(pipeline: &str) -> Account {
+        Account {
+            pipeline: pipeline.into(),
+            provider: "openai".into(),
+            model: "m".into(),
+        }
+    }
+
     fn usd(text: &str) -> Nanos {
         Nanos::parse_usd(text).unwrap()
     }
@@ -476,7 +545,7 @@ mod tests {
             .map(|n| {
                 let (ledger, made) = (ledger.clone(), made.clone());
                 tokio::spawn(async move {
-                    let reservation = ledger.reserve("p", worst).await?;
+                    let reservation = ledger.reserve(&account("p"), worst).await?;
                     made.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(1 + n % 7)).await;
                     reservation.settle(real);
@@ -504,13 +573,13 @@ mod tests {
     async fn a_failed_call_releases_and_a_dropped_reservation_is_released() {
         let (_dir, store) = store();
         let ledger = Ledger::open(store.clone(), limits("0.25"), Timestamp::now).unwrap();
-        let first = ledger.reserve("p", usd("0.20")).await.unwrap();
+        let first = ledger.reserve(&account("p"), usd("0.20")).await.unwrap();
         first.release();
-        let second = ledger.reserve("p", usd("0.20")).await.unwrap();
+        let second = ledger.reserve(&account("p"), usd("0.20")).await.unwrap();
         drop(second); // a cancelled call
-        let third = ledger.reserve("p", usd("0.20")).await.unwrap();
+        let third = ledger.reserve(&account("p"), usd("0.20")).await.unwrap();
         third.settle(usd("0.20"));
-        let refused = ledger.reserve("p", usd("0.10")).await;
+        let refused = ledger.reserve(&account("p"), usd("0.10")).await;
         assert!(
             matches!(refused, Err(BudgetError::Exhausted { .. })),
             "{refused:?}"
@@ -524,20 +593,20 @@ mod tests {
         let (_dir, store) = store();
         let ledger = Ledger::open(store.clone(), limits("1.00"), Timestamp::now).unwrap();
         ledger
-            .reserve("p", usd("0.30"))
+            .reserve(&account("p"), usd("0.30"))
             .await
             .unwrap()
             .settle(usd("0.10"));
         // In flight when the process dies: neither settled nor released.
-        std::mem::forget(ledger.reserve("p", usd("0.40")).await.unwrap());
+        std::mem::forget(ledger.reserve(&account("p"), usd("0.40")).await.unwrap());
         drop(ledger);
         let reopened = Ledger::open(store.clone(), limits("1.00"), Timestamp::now).unwrap();
         // Counted at its reservation: 0.10 + 0.40.
         assert_eq!(reopened.today().spent["p"], usd("0.50"));
         assert!(store.ledger().unwrap().open.is_empty());
-        let refused = reopened.reserve("p", usd("0.60")).await;
+        let refused = reopened.reserve(&account("p"), usd("0.60")).await;
         assert!(refused.is_err(), "0.50 + 0.60 > 1.00");
-        assert!(reopened.reserve("p", usd("0.50")).await.is_ok());
+        assert!(reopened.reserve(&account("p"), usd("0.50")).await.is_ok());
     }
 
     #[tokio::test]
@@ -548,18 +617,21 @@ mod tests {
         limits.per_pipeline.insert("cheap".into(), usd("0.10"));
         let ledger = Ledger::open(store, limits, clock).unwrap();
         ledger
-            .reserve("cheap", usd("0.05"))
+            .reserve(&account("cheap"), usd("0.05"))
             .await
             .unwrap()
             .settle(usd("0.05"));
-        let late = ledger.reserve("cheap", usd("0.05")).await.unwrap();
-        let refused = ledger.reserve("cheap", usd("0.06")).await;
+        let late = ledger
+            .reserve(&account("cheap"), usd("0.05"))
+            .await
+            .unwrap();
+        let refused = ledger.reserve(&account("cheap"), usd("0.06")).await;
         assert!(
             refused.is_err(),
             "the pipeline's budget: 0.05 + 0.06 > 0.10"
         );
         assert!(
-            ledger.reserve("other", usd("0.50")).await.is_ok(),
+            ledger.reserve(&account("other"), usd("0.50")).await.is_ok(),
             "only the node's"
         );
         NOW.store(1_767_225_600_000 + DAY_MS, Ordering::Relaxed); // midnight
@@ -569,11 +641,11 @@ mod tests {
         assert_eq!(today.day, 20_455);
         assert!(today.spent.is_empty());
         assert!(
-            ledger.reserve("cheap", usd("0.10")).await.is_ok(),
+            ledger.reserve(&account("cheap"), usd("0.10")).await.is_ok(),
             "a new day"
         );
         assert_eq!(
-            ledger.history().get(&(20_454, "cheap".to_owned())),
+            ledger.history().get(&(20_454, account("cheap"))),
             Some(&usd("0.10"))
         );
     }
@@ -586,7 +658,7 @@ mod tests {
         let ledger = Ledger::open(store, limits, Timestamp::now).unwrap();
         for _ in 0..3 {
             ledger
-                .reserve("p", usd("0.08"))
+                .reserve(&account("p"), usd("0.08"))
                 .await
                 .unwrap()
                 .settle(usd("0.08"));

@@ -7,15 +7,29 @@
 //! 4xx) is not retried anywhere.
 //!
 //! Waiting for a permit or for open reservations is backpressure on the calling stage only.
+//!
+//! **Order.** A stage names a provider (tried first, then the others in config order) or asks
+//! for `best`: providers by a score, lowest first, `(worst-case cost of this call in USD +
+//! 0.0001) × (mean latency in s + 0.05) / (success rate + 0.01)`, where the latency is the moving mean of its answered calls (1 s until it has
+//! answered) and the success rate a moving mean of its calls' outcomes (starting at 1). Cheap,
+//! fast, reliable providers come first; one that fails drifts back until it recovers.
+//!
+//! **Cache.** Answers are cached by (provider, model, `max_tokens`, `temperature`, rendered
+//! prompt and schema) for a TTL, within a size bound in bytes; concurrent identical calls wait
+//! for the first one (single flight), so identical prompts in a burst cost once. A cached
+//! answer costs nothing and reserves nothing.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use colloquium_storage::Account;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::budget::{BudgetError, Ledger};
+use crate::metrics::{AiMetrics, CacheLabels, CallLabels, ProviderLabels, TokenLabels};
 use crate::money::{Nanos, Price};
 use crate::provider::{CallError, ChatAnswer, ChatRequest, Provider, estimate_tokens};
 use crate::retry::RetryPolicy;
@@ -28,7 +42,20 @@ pub struct Governed {
     breaker: Mutex<Breaker>,
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<DefaultDirectRateLimiter>,
+    observed: Mutex<Observed>,
 }
+
+/// What a provider has shown so far, for `best`.
+#[derive(Clone, Copy, Debug)]
+struct Observed {
+    /// Moving mean of answered calls' latency, seconds.
+    latency: f64,
+    /// Moving mean of outcomes (1 answered, 0 failed).
+    success: f64,
+}
+
+/// Weight of the newest observation in the moving means.
+const ALPHA: f64 = 0.2;
 
 /// The limits of one provider.
 #[derive(Clone, Copy, Debug, Default)]
@@ -58,6 +85,38 @@ impl Governed {
             breaker: Mutex::new(Breaker::new(governance.breaker)),
             requests: limiter(governance.requests_per_minute),
             tokens: limiter(governance.tokens_per_minute),
+            observed: Mutex::new(Observed {
+                latency: 1.0,
+                success: 1.0,
+            }),
+        }
+    }
+
+    /// Its client.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// Its prices.
+    pub fn price(&self) -> Price {
+        self.price
+    }
+
+    /// Its `best` score for a call of `input` tokens (lower is better; see the module docs).
+    pub fn score(&self, input: u64) -> f64 {
+        let worst = self
+            .price
+            .cost(input, u64::from(self.provider.spec().max_tokens));
+        let seen = *self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        (worst.usd() + 0.0001) * (seen.latency + 0.05) / (seen.success + 0.01)
+    }
+
+    fn observe(&self, answered: Option<Duration>) {
+        let mut seen = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.success =
+            (1.0 - ALPHA) * seen.success + ALPHA * f64::from(u8::from(answered.is_some()));
+        if let Some(took) = answered {
+            seen.latency = (1.0 - ALPHA) * seen.latency + ALPHA * took.as_secs_f64();
         }
     }
 
@@ -70,6 +129,12 @@ impl Governed {
     pub fn breaker_state(&self) -> BreakerState {
         let breaker = self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
         breaker.state(Instant::now())
+    }
+
+    fn labels(&self) -> ProviderLabels {
+        ProviderLabels {
+            provider: self.name().to_owned(),
+        }
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
@@ -96,7 +161,11 @@ impl Governed {
     }
 
     /// The call with its retries.
-    async fn call(&self, request: &ChatRequest) -> Result<ChatAnswer, CallError> {
+    async fn call(
+        &self,
+        request: &ChatRequest,
+        metrics: &AiMetrics,
+    ) -> Result<ChatAnswer, CallError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -105,6 +174,7 @@ impl Governed {
                 Err(error) if error.retryable() && attempt < self.retry.max_attempts.max(1) => {
                     let wait = self.retry.wait(attempt, error.retry_after());
                     tracing::debug!(provider = %self.name(), %error, ?wait, "retrying");
+                    metrics.retries.get_or_create(&self.labels()).inc();
                     tokio::time::sleep(wait).await;
                 }
                 Err(error) => return Err(error),
@@ -120,8 +190,12 @@ pub struct Answered {
     pub answer: ChatAnswer,
     /// The provider that gave it.
     pub provider: String,
-    /// What it cost (from its usage).
+    /// Its model.
+    pub model: String,
+    /// What it cost (from its usage; nothing when it came from the cache).
     pub cost: Nanos,
+    /// Whether it came from the cache.
+    pub cached: bool,
 }
 
 /// Why a governed call gave no answer.
@@ -139,16 +213,65 @@ pub enum GatewayError {
     Refused(CallError),
 }
 
-/// Providers in failover order, and the ledger they spend from.
+/// Which provider a stage asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// This one first, then the others in config order.
+    Named(String),
+    /// By the `best` score (module docs).
+    Best,
+}
+
+/// Why one provider gave no answer.
+#[derive(Debug, Clone)]
+enum Missed {
+    /// Passed over (open, paced out, failing): the reason, and whether it was the budget.
+    Next(String, Option<BudgetError>),
+    /// Stop here.
+    Stop(GatewayError),
+}
+
+type Cache = moka::future::Cache<String, Arc<Answered>>;
+
+/// Providers in failover order, the ledger they spend from, and the response cache.
 pub struct Gateway {
     providers: Vec<Arc<Governed>>,
     ledger: Ledger,
+    cache: Option<Cache>,
+    metrics: AiMetrics,
 }
 
 impl Gateway {
-    /// A gateway over `providers` (tried in this order).
+    /// A gateway over `providers` (tried in this order), with no cache and metrics of its own.
     pub fn new(providers: Vec<Arc<Governed>>, ledger: Ledger) -> Gateway {
-        Gateway { providers, ledger }
+        Gateway {
+            providers,
+            ledger,
+            cache: None,
+            metrics: AiMetrics::register(&colloquium_telemetry::MetricsRegistry::default()),
+        }
+    }
+
+    /// Caches answers for `ttl`, within `max_bytes` of prompts and answers (no cache when
+    /// either is zero).
+    pub fn with_cache(mut self, ttl: Duration, max_bytes: u64) -> Gateway {
+        self.cache = (!ttl.is_zero() && max_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(max_bytes)
+                .weigher(|key: &String, answer: &Arc<Answered>| {
+                    u32::try_from(key.len() + answer.answer.text.len() + 64).unwrap_or(u32::MAX)
+                })
+                .build()
+        });
+        self
+    }
+
+    /// Reports in `metrics`.
+    pub fn with_metrics(mut self, metrics: AiMetrics) -> Gateway {
+        self.ledger.count_alerts_in(metrics.budget_alerts.clone());
+        self.metrics = metrics;
+        self
     }
 
     /// The providers.
@@ -156,58 +279,79 @@ impl Gateway {
         &self.providers
     }
 
-    /// Asks `request` for pipeline `pipeline`.
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Whether a provider is named `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.providers.iter().any(|g| g.name() == name)
+    }
+
+    /// The providers in the order `choice` tries them.
+    fn order(&self, choice: &Choice, request: &ChatRequest) -> Vec<&Arc<Governed>> {
+        let mut order: Vec<&Arc<Governed>> = self.providers.iter().collect();
+        match choice {
+            Choice::Named(name) => order.sort_by_key(|g| g.name() != name),
+            Choice::Best => {
+                let input = estimate_tokens(request);
+                let mut scored: Vec<_> = order.into_iter().map(|g| (g.score(input), g)).collect();
+                scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+                order = scored.into_iter().map(|(_, g)| g).collect();
+            }
+        }
+        order
+    }
+
+    /// Asks `request` for pipeline `pipeline`, of `choice` and failing over to the rest.
     pub async fn chat(
         &self,
         pipeline: &str,
+        choice: &Choice,
         request: &ChatRequest,
     ) -> Result<Answered, GatewayError> {
         let mut reasons = Vec::new();
         let mut budget = None;
         let mut refusals = 0;
-        for governed in &self.providers {
-            let name = governed.name();
-            if !governed.breaker().allow(Instant::now()) {
-                reasons.push(format!("{name}: circuit open"));
-                continue;
-            }
-            let max_tokens = u64::from(governed.provider.spec().max_tokens);
-            let input = estimate_tokens(request);
-            if let Err(reason) = governed.pace(input + max_tokens).await {
-                reasons.push(format!("{name}: {reason}"));
-                continue;
-            }
-            let worst = governed.price.cost(input, max_tokens);
-            let reservation = match self.ledger.reserve(pipeline, worst).await {
-                Ok(reservation) => reservation,
-                Err(error @ BudgetError::Exhausted { .. }) => {
-                    // A cheaper provider may still fit.
-                    reasons.push(format!("{name}: {error}"));
-                    budget.get_or_insert(error);
-                    refusals += 1;
-                    continue;
-                }
-                Err(error) => return Err(GatewayError::Budget(error)),
-            };
-            match governed.call(request).await {
-                Ok(answer) => {
-                    governed.breaker().success();
-                    let cost = governed.price.cost(answer.usage.input, answer.usage.output);
-                    reservation.settle(cost);
-                    return Ok(Answered {
-                        answer,
-                        provider: name.to_owned(),
-                        cost,
-                    });
-                }
-                Err(error) => {
-                    reservation.release();
-                    if !error.counts_against_provider() {
-                        return Err(GatewayError::Refused(error));
+        for governed in self.order(choice, request) {
+            let result = match &self.cache {
+                None => self.ask(governed, pipeline, request).await,
+                Some(cache) => {
+                    let ran = AtomicBool::new(false);
+                    let key = cache_key(governed, request);
+                    let asked = cache
+                        .try_get_with(key, async {
+                            ran.store(true, Ordering::Relaxed);
+                            self.ask(governed, pipeline, request).await.map(Arc::new)
+                        })
+                        .await;
+                    let hit = !ran.load(Ordering::Relaxed);
+                    let result = if hit { "hit" } else { "miss" };
+                    self.metrics
+                        .cache
+                        .get_or_create(&CacheLabels { result })
+                        .inc();
+                    match asked {
+                        Ok(answered) if hit => Ok(Answered {
+                            cost: Nanos::ZERO,
+                            cached: true,
+                            ..(*answered).clone()
+                        }),
+                        Ok(answered) => Ok((*answered).clone()),
+                        Err(missed) => Err((*missed).clone()),
                     }
-                    governed.breaker().failure(Instant::now());
-                    tracing::warn!(provider = %name, %error, "provider failed; trying the next");
-                    reasons.push(error.to_string());
+                }
+            };
+            match result {
+                Ok(answered) => return Ok(answered),
+                Err(Missed::Stop(error)) => return Err(error),
+                Err(Missed::Next(reason, refused)) => {
+                    if let Some(error) = refused {
+                        budget.get_or_insert(error);
+                        refusals += 1;
+                    }
+                    reasons.push(reason);
                 }
             }
         }
@@ -217,4 +361,181 @@ impl Gateway {
             _ => Err(GatewayError::Unavailable(reasons)),
         }
     }
+
+    /// One provider: breaker, pacing, reservation, the call with its retries, settlement.
+    async fn ask(
+        &self,
+        governed: &Governed,
+        pipeline: &str,
+        request: &ChatRequest,
+    ) -> Result<Answered, Missed> {
+        let name = governed.name();
+        let outcome = |outcome: &'static str| {
+            self.metrics
+                .calls
+                .get_or_create(&CallLabels {
+                    provider: name.to_owned(),
+                    outcome,
+                })
+                .inc();
+        };
+        if !governed.breaker().allow(Instant::now()) {
+            outcome("open");
+            return Err(Missed::Next(format!("{name}: circuit open"), None));
+        }
+        let spec = governed.provider.spec();
+        let max_tokens = u64::from(spec.max_tokens);
+        let input = estimate_tokens(request);
+        if let Err(reason) = governed.pace(input + max_tokens).await {
+            outcome("paced");
+            return Err(Missed::Next(format!("{name}: {reason}"), None));
+        }
+        let worst = governed.price.cost(input, max_tokens);
+        let account = Account {
+            pipeline: pipeline.to_owned(),
+            provider: name.to_owned(),
+            model: spec.model.clone(),
+        };
+        let reservation = match self.ledger.reserve(&account, worst).await {
+            Ok(reservation) => reservation,
+            Err(error @ BudgetError::Exhausted { .. }) => {
+                // A cheaper provider may still fit.
+                outcome("budget");
+                return Err(Missed::Next(format!("{name}: {error}"), Some(error)));
+            }
+            Err(error) => return Err(Missed::Stop(GatewayError::Budget(error))),
+        };
+        let started = Instant::now();
+        match governed.call(request, &self.metrics).await {
+            Ok(answer) => {
+                let took = started.elapsed();
+                governed.breaker().success();
+                governed.observe(Some(took));
+                let cost = governed.price.cost(answer.usage.input, answer.usage.output);
+                reservation.settle(cost);
+                outcome("answered");
+                let labels = governed.labels();
+                self.metrics.cost.get_or_create(&labels).inc_by(cost.0);
+                self.metrics
+                    .latency
+                    .get_or_create(&labels)
+                    .observe(took.as_secs_f64());
+                for (kind, n) in [
+                    ("input", answer.usage.input),
+                    ("output", answer.usage.output),
+                ] {
+                    self.metrics
+                        .tokens
+                        .get_or_create(&TokenLabels {
+                            provider: name.to_owned(),
+                            kind,
+                        })
+                        .inc_by(n);
+                }
+                Ok(Answered {
+                    answer,
+                    provider: name.to_owned(),
+                    model: account.model,
+                    cost,
+                    cached: false,
+                })
+            }
+            Err(error) => {
+                reservation.release();
+                if !error.counts_against_provider() {
+                    outcome("refused");
+                    return Err(Missed::Stop(GatewayError::Refused(error)));
+                }
+                governed.breaker().failure(Instant::now());
+                governed.observe(None);
+                outcome("failed");
+                tracing::warn!(provider = %name, %error, "provider failed; trying the next");
+                Err(Missed::Next(error.to_string(), None))
+            }
+        }
+    }
+
+    /// Updates the breaker and spend gauges, and returns the gateway's health: degraded while
+    /// a breaker is open, unhealthy while all are.
+    pub fn refresh(&self) -> colloquium_telemetry::health::ComponentHealth {
+        use colloquium_telemetry::health::{ComponentHealth, Status};
+        let mut details = serde_json::Map::new();
+        let mut providers = serde_json::Map::new();
+        let mut open = 0;
+        for governed in &self.providers {
+            let state = governed.breaker_state();
+            self.metrics
+                .breaker
+                .get_or_create(&governed.labels())
+                .set(state.level());
+            if state == BreakerState::Open {
+                open += 1;
+            }
+            providers.insert(governed.name().to_owned(), state.as_str().into());
+        }
+        let today = self.ledger.today();
+        let mut total = (Nanos::ZERO, Nanos::ZERO);
+        for (pipeline, spent) in &today.spent {
+            total.0 = total.0.plus(*spent);
+            self.metrics
+                .spent_today
+                .get_or_create(&crate::metrics::PipelineLabels {
+                    pipeline: pipeline.clone(),
+                })
+                .set(i64::try_from(spent.0).unwrap_or(i64::MAX));
+        }
+        for reserved in today.reserved.values() {
+            total.1 = total.1.plus(*reserved);
+        }
+        for (gauge, value) in [
+            (&self.metrics.spent_today, total.0),
+            (&self.metrics.reserved_today, total.1),
+        ] {
+            gauge
+                .get_or_create(&crate::metrics::PipelineLabels {
+                    pipeline: "node".into(),
+                })
+                .set(i64::try_from(value.0).unwrap_or(i64::MAX));
+        }
+        details.insert("providers".into(), providers.into());
+        details.insert("spent_today_usd".into(), total.0.usd().into());
+        if let Some(daily) = self.ledger.limits().daily {
+            details.insert("daily_budget_usd".into(), daily.usd().into());
+        }
+        let (status, reasons) = match open {
+            0 => (Status::Healthy, Vec::new()),
+            n if n == self.providers.len() => (
+                Status::Unhealthy,
+                vec!["every AI provider's circuit is open".to_owned()],
+            ),
+            n => (
+                Status::Degraded,
+                vec![format!("{n} AI provider circuit(s) open")],
+            ),
+        };
+        ComponentHealth {
+            status,
+            reasons,
+            details,
+        }
+    }
+}
+
+/// The cache key of `request` at `governed`: everything that shapes the answer.
+fn cache_key(governed: &Governed, request: &ChatRequest) -> String {
+    let spec = governed.provider.spec();
+    let schema = request
+        .schema
+        .as_ref()
+        .map(|(name, schema)| format!("{name}\u{1}{schema}"))
+        .unwrap_or_default();
+    format!(
+        "{}\u{1}{}\u{1}{}\u{1}{:?}\u{1}{}\u{1}{}\u{1}{schema}",
+        spec.name,
+        spec.model,
+        spec.max_tokens,
+        spec.temperature,
+        request.system.as_deref().unwrap_or(""),
+        request.user,
+    )
 }

@@ -1,5 +1,5 @@
-//! Governed AI calls (issue 25, in progress): the parts that keep a model provider from running
-//! away with money or stalling the stream, before the providers and stages built on them.
+//! Governed AI in the stream: model providers that can never run away with money or stall
+//! the stream, and the `ai` stage built on them.
 //!
 //! - [`money`]: amounts as whole nano-dollars, prices per million tokens.
 //! - [`budget`]: the spend ledger: reserve a call's worst case, settle to its real cost, release
@@ -8,21 +8,30 @@
 //! - [`retry`]: what is retried, and how long to wait (`retry-after-ms`, `retry-after`, backoff).
 //! - [`provider`]: the OpenAI Chat Completions and Anthropic Messages clients.
 //! - [`gateway`]: the governed call: breaker, rate limits, reservation, retries, settlement,
-//!   failover.
+//!   failover, provider choice (`best`), the response cache.
+//! - [`metrics`]: the `colloquium_ai_*` metrics.
+//! - [`setup`]: the node's gateway from `ai:`.
+//! - [`stage`]: the `ai` stage (a prompt template, `when:`, a JSON-schema answer kept in the
+//!   stage's `analyses` results table).
 #![warn(missing_docs)]
 
 pub mod breaker;
 pub mod budget;
 pub mod gateway;
+pub mod metrics;
 pub mod money;
 pub mod provider;
 pub mod retry;
+pub mod setup;
+pub mod stage;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
-pub use budget::{BudgetError, Ledger, LedgerStore, Limits, Reservation, Today};
-pub use gateway::{Answered, Gateway, GatewayError, Governance, Governed};
+pub use budget::{BudgetError, Ledger, LedgerStore, Limits, MemoryLedger, Reservation, Today};
+pub use gateway::{Answered, Choice, Gateway, GatewayError, Governance, Governed};
+pub use metrics::AiMetrics;
 pub use money::{Nanos, Price};
 pub use provider::{
     Api, CallError, ChatAnswer, ChatRequest, Provider, ProviderSpec, Secret, Usage,
 };
 pub use retry::RetryPolicy;
+pub use stage::AiStageConfig;

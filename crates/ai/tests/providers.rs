@@ -21,8 +21,8 @@ use colloquium_ai::breaker::BreakerConfig;
 use colloquium_ai::budget::Limits;
 use colloquium_ai::retry::RetryPolicy;
 use colloquium_ai::{
-    Api, ChatRequest, Gateway, GatewayError, Governance, Governed, Ledger, Nanos, Price, Provider,
-    ProviderSpec, Secret,
+    Api, ChatRequest, Choice, Gateway, GatewayError, Governance, Governed, Ledger, Nanos, Price,
+    Provider, ProviderSpec, Secret,
 };
 use colloquium_event::Timestamp;
 use serde_json::{Value, json};
@@ -182,6 +182,11 @@ fn ledger_of(daily: Nanos) -> (tempfile::TempDir, Ledger) {
     (dir, Ledger::open(store, limits, Timestamp::now).unwrap())
 }
 
+/// The providers in the order given (no name matches).
+fn in_order() -> Choice {
+    Choice::Named(String::new())
+}
+
 fn request() -> ChatRequest {
     ChatRequest {
         system: Some("You analyse security events.".into()),
@@ -212,7 +217,7 @@ async fn openai_and_anthropic_requests_are_well_formed_and_usage_is_charged() {
             ))],
             ledger.clone(),
         );
-        let answered = gateway.chat("pipe", &request()).await.unwrap();
+        let answered = gateway.chat("pipe", &in_order(), &request()).await.unwrap();
         assert_eq!(answered.answer.text, "{\"severity\": \"HIGH\"}");
         // 1,000 in at $1/M and 50 out at $4/M: $0.0012.
         assert_eq!(answered.cost, Nanos::parse_usd("0.0012").unwrap());
@@ -266,10 +271,10 @@ async fn retries_honour_retry_after_and_stop_on_a_request_error() {
         ))],
         ledger.clone(),
     );
-    let answered = gateway.chat("pipe", &request()).await.unwrap();
+    let answered = gateway.chat("pipe", &in_order(), &request()).await.unwrap();
     assert_eq!(answered.answer.text, "{}");
     assert_eq!(mock.lock().unwrap().seen.len(), 3);
-    let refused = gateway.chat("pipe", &request()).await;
+    let refused = gateway.chat("pipe", &in_order(), &request()).await;
     match refused {
         Err(GatewayError::Refused(error)) => {
             assert!(error.to_string().contains("HTTP 400"), "{error}");
@@ -307,13 +312,13 @@ async fn a_failing_provider_opens_its_breaker_and_calls_fail_over() {
     );
     // Two calls: each fails on `flaky` after its 3 attempts, and is answered by `steady`.
     for _ in 0..2 {
-        let answered = gateway.chat("pipe", &request()).await.unwrap();
+        let answered = gateway.chat("pipe", &in_order(), &request()).await.unwrap();
         assert_eq!(answered.provider, "steady");
     }
     assert_eq!(bad_mock.lock().unwrap().seen.len(), 6);
     assert_eq!(first.breaker_state().as_str(), "open");
     // Open: the third call goes straight to `steady`, `flaky` sees nothing.
-    gateway.chat("pipe", &request()).await.unwrap();
+    gateway.chat("pipe", &in_order(), &request()).await.unwrap();
     assert_eq!(bad_mock.lock().unwrap().seen.len(), 6);
     assert_eq!(good_mock.lock().unwrap().seen.len(), 3);
     assert!(ledger.today().reserved.is_empty());
@@ -335,12 +340,12 @@ async fn timeouts_and_malformed_answers_fail_without_charging() {
         },
     );
     let gateway = Gateway::new(vec![Arc::new(governed)], ledger.clone());
-    let timed_out = gateway.chat("pipe", &request()).await;
+    let timed_out = gateway.chat("pipe", &in_order(), &request()).await;
     assert!(
         matches!(&timed_out, Err(GatewayError::Unavailable(r)) if r[0].contains("did not answer within")),
         "{timed_out:?}"
     );
-    let garbage = gateway.chat("pipe", &request()).await;
+    let garbage = gateway.chat("pipe", &in_order(), &request()).await;
     assert!(
         matches!(&garbage, Err(GatewayError::Refused(e)) if e.to_string().contains("not JSON")),
         "{garbage:?}"
@@ -386,12 +391,20 @@ async fn the_budget_refuses_past_the_day_and_a_cheaper_provider_still_fits() {
     // Answers use (1, 1) tokens: the first call settles at $0.000005 on `dear`, which leaves
     // less than `dear`'s worst case.
     assert_eq!(
-        gateway.chat("pipe", &request()).await.unwrap().provider,
+        gateway
+            .chat("pipe", &in_order(), &request())
+            .await
+            .unwrap()
+            .provider,
         "dear"
     );
     // `dear`'s worst case no longer fits; `cheap`'s does.
     assert_eq!(
-        gateway.chat("pipe", &request()).await.unwrap().provider,
+        gateway
+            .chat("pipe", &in_order(), &request())
+            .await
+            .unwrap()
+            .provider,
         "cheap"
     );
     assert_eq!(dear_mock.lock().unwrap().seen.len(), 1);
@@ -403,7 +416,7 @@ async fn the_budget_refuses_past_the_day_and_a_cheaper_provider_still_fits() {
         ledger.clone(),
     );
     assert!(matches!(
-        cheap_only.chat("pipe", &request()).await,
+        cheap_only.chat("pipe", &in_order(), &request()).await,
         Err(GatewayError::Budget(_))
     ));
 }
@@ -423,7 +436,7 @@ async fn a_call_larger_than_a_minute_of_tokens_is_passed_over() {
         ))],
         ledger,
     );
-    let result = gateway.chat("pipe", &request()).await;
+    let result = gateway.chat("pipe", &in_order(), &request()).await;
     assert!(
         matches!(&result, Err(GatewayError::Unavailable(r)) if r[0].contains("over tokens_per_minute")),
         "{result:?}"

@@ -6,6 +6,7 @@
 //! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
 //! - [`results`]: what stages keep: `GET /api/results/{pipeline}/{stage}/{table}`, and
 //!   `GET /api/windows` on top of it.
+//! - [`ai`]: `GET /api/ai/costs` (AI spend, grouped) and `GET /api/analyses/{event_id}`.
 //! - [`control`]: `GET /api/control` and `POST /api/control`, the control plane.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
@@ -14,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod ai;
 pub mod anomalies;
 pub mod control;
 pub mod error;
@@ -54,6 +56,8 @@ pub struct ApiState {
     pub sources: colloquium_telemetry::health::HealthBoard,
     /// The priority lanes and the control plane.
     pub lanes: colloquium_router::Lanes,
+    /// The AI gateway, when `ai:` has providers.
+    pub ai: Option<Arc<colloquium_ai::Gateway>>,
 }
 
 /// Returns the API routes.
@@ -77,6 +81,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/dlq/replay", post(pipelines::replay_many))
         .route("/api/dlq/{id}", delete(pipelines::delete))
         .route("/api/dlq/{id}/replay", post(pipelines::replay))
+        .route("/api/ai/costs", get(ai::costs))
+        .route("/api/analyses/{id}", get(ai::analysis))
         .route("/api/control", get(control::get).post(control::set))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))

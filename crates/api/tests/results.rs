@@ -93,6 +93,7 @@ async fn a_stage_defined_in_a_test_is_queryable_through_the_generic_route() {
         board: HealthBoard::default(),
         sources: HealthBoard::default(),
         lanes,
+        ai: None,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {

@@ -100,7 +100,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Runs the config's `tests:` and prints a line per test, with what differed.
 fn config_tests(args: &ConfigArgs, config: &Config) -> ExitCode {
-    let results = match colloquium_pipeline::run_tests(config, &registry::registry()) {
+    let kinds = match registry::with_ai(
+        registry::registry(),
+        config,
+        colloquium_ai::MemoryLedger::default(),
+    ) {
+        Ok((kinds, _)) => kinds,
+        Err(error) => {
+            print_invalid(args, &[error]);
+            return ExitCode::FAILURE;
+        }
+    };
+    let results = match colloquium_pipeline::run_tests(config, &kinds) {
         Ok(results) => results,
         Err(errors) => {
             print_invalid(args, &errors);
@@ -166,8 +177,25 @@ fn validate(args: &ConfigArgs) -> anyhow::Result<Vec<colloquium_config::ConfigEr
             }
         }
     }
+    let kinds = match &checked.config {
+        Some(config) => registry::with_ai(
+            registry::registry(),
+            config,
+            colloquium_ai::MemoryLedger::default(),
+        )
+        .map(|(kinds, _)| kinds),
+        None => Ok(registry::registry()),
+    };
+    let kinds = kinds.unwrap_or_else(|error| {
+        if let Some(error) = checked.place(error)
+            && !errors.contains(&error)
+        {
+            errors.push(error);
+        }
+        registry::registry()
+    });
     if let Some(config) = &checked.config
-        && let Err(built) = Topology::build(config, &registry::registry())
+        && let Err(built) = Topology::build(config, &kinds)
     {
         for error in built.into_iter().filter_map(|e| checked.place(e)) {
             // A script file that could not be read is reported by the loader already.

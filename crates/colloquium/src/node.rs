@@ -51,9 +51,28 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Lanes and the control plane are set at start (a reload does not change them).
     let lanes = Lanes::new(&config.lanes, &config.control);
     // Always started: with no pipelines it idles until a reload adds some.
+    let (kinds, gateway) = registry::with_ai(
+        registry::registry().with_metrics(registry.clone()),
+        &config,
+        store.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("starting the AI gateway")?;
+    // The gateway's breakers and spend, in `/health` and `/metrics` (a breaker opens and cools
+    // down with time, not only with calls).
+    let ai_health = gateway.clone().map(|gateway| {
+        let board = board.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                board.set("ai", gateway.refresh());
+            }
+        })
+    });
     let runtime = Runtime::start(
         &config,
-        &registry::registry().with_metrics(registry.clone()),
+        &kinds,
         store.clone(),
         ids.clone(),
         PipelineMetrics::register(&registry),
@@ -147,6 +166,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         board,
         sources: source_health,
         lanes,
+        ai: gateway.clone(),
     });
     let http_metrics = HttpMetrics::register(&registry);
     let app = routes
@@ -218,6 +238,9 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
 
     control.abort();
     trim.abort();
+    if let Some(task) = ai_health {
+        task.abort();
+    }
     // Pipelines stop after ingest (nothing new arrives) and before the store closes; what
     // they have not processed yet resumes from their checkpoints at the next start.
     reloads.shutdown();

@@ -10,6 +10,30 @@ use colloquium_pipeline::stages::{
     alert, anomaly, dedup, filter, idempotency, schema, set, transform, window, zscore,
 };
 
+/// [`registry`] with the node's AI gateway when `config` has providers (`ai:`), spending from
+/// `ledger` (the node's store; in memory for `validate` and `test`).
+pub fn with_ai(
+    registry: Registry,
+    config: &colloquium_config::Config,
+    ledger: impl colloquium_ai::LedgerStore,
+) -> Result<
+    (Registry, Option<std::sync::Arc<colloquium_ai::Gateway>>),
+    colloquium_config::ConfigError,
+> {
+    let gateway = colloquium_ai::setup::gateway(
+        &config.ai,
+        config.base_dir.as_deref(),
+        ledger,
+        registry.metrics(),
+        colloquium_event::Timestamp::now,
+    )?
+    .map(std::sync::Arc::new);
+    Ok(match gateway {
+        Some(gateway) => (registry.with_service(gateway.clone()), Some(gateway)),
+        None => (registry, None),
+    })
+}
+
 /// The stage and sink kinds, by `type:` name.
 pub fn registry() -> Registry {
     Registry::default()
@@ -23,6 +47,7 @@ pub fn registry() -> Registry {
         .stage::<zscore::ZscoreConfig>()
         .stage::<anomaly::AnomalyConfig>()
         .stage::<schema::SchemaConfig>()
+        .stage::<colloquium_ai::AiStageConfig>()
         .sink::<store::StoreConfig>()
         .sink::<dlq::DlqConfig>()
         .sink::<stdout::StdoutConfig>()

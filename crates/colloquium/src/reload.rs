@@ -367,7 +367,7 @@ impl Reloader {
     }
 }
 
-/// `server`, `storage` and `ingest` only change at a restart: `next` keeps the running ones,
+/// `server`, `storage`, `ingest`, `ai` and `sources` only change at a restart: `next` keeps the running ones,
 /// and the names of those that differ are returned.
 fn keep_restart_only_sections(active: &Config, next: &mut Config) -> Vec<String> {
     let mut differ = Vec::new();
@@ -382,6 +382,11 @@ fn keep_restart_only_sections(active: &Config, next: &mut Config) -> Vec<String>
     if !same(&active.ingest, &next.ingest) {
         differ.push("ingest".to_owned());
         next.ingest = active.ingest.clone();
+    }
+    // The AI gateway holds the breakers, limiters, cache and ledger of a running node.
+    if !same(&active.ai, &next.ai) {
+        differ.push("ai".to_owned());
+        next.ai = active.ai.clone();
     }
     // Sources own listeners and routes: they change at a restart too.
     if !same(&active.sources, &next.sources) {

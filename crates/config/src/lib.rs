@@ -7,9 +7,11 @@
 //!   `tests`) and their reference checks.
 //! - [`scripts`]: the compiled `scripts:` section and resolving script references.
 //! - [`lanes`]: `lanes:` (priority lanes, capacities, overflow policies) and `control:`.
+//! - [`ai`]: `ai:` (model providers, prices, rate limits, the spend budget, the cache).
 //! - [`env`]: `${VAR}` / `${VAR:-default}` substitution.
 #![warn(missing_docs)]
 
+pub mod ai;
 pub mod env;
 pub mod lanes;
 pub mod load;
@@ -17,6 +19,7 @@ pub mod model;
 pub mod pipelines;
 pub mod scripts;
 
+pub use ai::{AiConfig, Nanos, ProviderApi, ProviderConfig};
 pub use lanes::{ControlConfig, LaneConfig, LaneSection, LanesConfig, Overflow, Thresholds};
 pub use load::{
     Checked, ConfigError, LoadError, check_file, check_str, from_file, from_str, load_script_files,

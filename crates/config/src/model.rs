@@ -49,6 +49,9 @@ pub struct Config {
     /// Pipelines: which events (`from`, `when`), what to do (`stages`), where to (`sinks`).
     #[serde(default)]
     pub pipelines: Vec<PipelineConfig>,
+    /// Model providers, the AI spend budget and the response cache.
+    #[serde(default)]
+    pub ai: crate::ai::AiConfig,
     /// Unit tests of this config, run by `colloquium test`.
     #[serde(default)]
     pub tests: Vec<TestCase>,
@@ -113,6 +116,7 @@ impl Default for Config {
             scripts: BTreeMap::new(),
             sinks: BTreeMap::new(),
             pipelines: Vec::new(),
+            ai: crate::ai::AiConfig::default(),
             tests: Vec::new(),
             written: Substitutions::default(),
         }
@@ -331,6 +335,8 @@ impl Config {
         ));
         self.lanes.validate(&mut errors);
         self.control.validate(&mut errors);
+        let pipelines: Vec<&str> = self.pipelines.iter().map(|p| p.name.as_str()).collect();
+        self.ai.validate(&pipelines, &mut errors);
         errors
     }
 }

@@ -73,6 +73,7 @@ reasons! {
     SinkError = "sink_error", External, "A sink could not deliver after its retries.";
     ProviderUnavailable = "provider_unavailable", External, "An AI provider was down or refused.";
     BudgetExhausted = "budget_exhausted", External, "A spending budget ran out.";
+    AiInvalid = "ai_invalid", External, "An AI provider's answer did not match the stage's schema, asked twice.";
     SlaBreach = "sla_breach", External, "The event waited longer than its lane's SLA.";
     MaxRetriesExceeded = "max_retries_exceeded", External, "The steps an `idempotency` stage protects failed on every attempt.";
     LimitExceeded = "limit_exceeded", External, "A stage's memory cap (keys, windows) was reached.";

@@ -1,7 +1,9 @@
 //! The stage and sink kinds a node knows: `type:` name → "deserialize the options as this config
 //! (with their key path), then build". The list itself is one line per kind, in the binary.
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use colloquium_config::{ComponentConfig, ConfigError};
 
@@ -20,6 +22,8 @@ pub struct Registry {
     clock: Clock,
     sleep: Sleeper,
     metrics: colloquium_telemetry::MetricsRegistry,
+    /// Node-wide services stages may use (the AI gateway), by type.
+    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 impl Default for Registry {
@@ -30,6 +34,7 @@ impl Default for Registry {
             clock: colloquium_event::Timestamp::now,
             sleep: crate::pipeline::tokio_sleep,
             metrics: colloquium_telemetry::MetricsRegistry::default(),
+            services: HashMap::new(),
         }
     }
 }
@@ -39,6 +44,21 @@ impl Registry {
     pub fn with_metrics(mut self, metrics: colloquium_telemetry::MetricsRegistry) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// Stages built from now on may use `service` (one per type): a node-wide handle such
+    /// as the AI gateway, which outlives any one topology.
+    pub fn with_service<T: Any + Send + Sync>(mut self, service: Arc<T>) -> Self {
+        self.services.insert(TypeId::of::<T>(), service);
+        self
+    }
+
+    /// The service of type `T`, if the node provides one.
+    pub fn service<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.services
+            .get(&TypeId::of::<T>())
+            .cloned()
+            .and_then(|s| s.downcast::<T>().ok())
     }
 
     /// Where components register their own metrics.

@@ -214,7 +214,7 @@ impl StageError {
 
 /// Runs `f` on the event's data as a JSON value (moved, not copied) and a builder of its
 /// script metadata (input 1), called only if a script needs it; then puts the data back.
-pub(crate) fn with_data<T>(
+pub fn with_data<T>(
     event: &mut Event,
     pipeline: &str,
     f: impl FnOnce(&Value, &mut dyn FnMut() -> Value) -> T,

@@ -41,7 +41,7 @@ pub use dlq::DeadLetter;
 pub use error::StorageError;
 pub use events::StorageMetrics;
 pub use feed::{Feed, Subscription};
-pub use ledger::{LedgerRows, LedgerWrite, OpenReservation};
+pub use ledger::{Account, LedgerRows, LedgerWrite, OpenReservation};
 pub use pipelines::{
     Checkpoint, NewDeadLetter, Output, PipelineCommit, StateChange, StateEntry, StateWrite,
     StoredOutput,
