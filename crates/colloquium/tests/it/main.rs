@@ -2,6 +2,7 @@
 // The harness is test code outside `#[test]` fns, where panicking on failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ai;
 mod alerts;
 mod anomaly;
 mod cli;
