@@ -31,7 +31,7 @@ use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::budget::{BudgetError, Ledger};
 use crate::metrics::{AiMetrics, CacheLabels, CallLabels, ProviderLabels, TokenLabels};
 use crate::money::{Nanos, Price};
-use crate::provider::{CallError, ChatAnswer, ChatRequest, Provider, estimate_tokens};
+use crate::provider::{CallError, ChatAnswer, ChatRequest, Provider, TokenCounter};
 use crate::retry::RetryPolicy;
 
 /// A provider with its governance.
@@ -43,6 +43,7 @@ pub struct Governed {
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<DefaultDirectRateLimiter>,
     observed: Mutex<Observed>,
+    counter: TokenCounter,
 }
 
 /// What a provider has shown so far, for `best`.
@@ -78,7 +79,10 @@ impl Governed {
         let limiter = |per_minute: Option<NonZeroU32>| {
             per_minute.map(|n| RateLimiter::direct(Quota::per_minute(n)))
         };
+        let spec = provider.spec();
+        let counter = TokenCounter::for_model(spec.api, &spec.model);
         Governed {
+            counter,
             provider,
             price: governance.price,
             retry: governance.retry,
@@ -295,8 +299,10 @@ impl Gateway {
         match choice {
             Choice::Named(name) => order.sort_by_key(|g| g.name() != name),
             Choice::Best => {
-                let input = estimate_tokens(request);
-                let mut scored: Vec<_> = order.into_iter().map(|g| (g.score(input), g)).collect();
+                let mut scored: Vec<_> = order
+                    .into_iter()
+                    .map(|g| (g.score(g.counter.count(request)), g))
+                    .collect();
                 scored.sort_by(|a, b| a.0.total_cmp(&b.0));
                 order = scored.into_iter().map(|(_, g)| g).collect();
             }
@@ -385,7 +391,7 @@ impl Gateway {
         }
         let spec = governed.provider.spec();
         let max_tokens = u64::from(spec.max_tokens);
-        let input = estimate_tokens(request);
+        let input = governed.counter.count(request);
         if let Err(reason) = governed.pace(input + max_tokens).await {
             outcome("paced");
             return Err(Missed::Next(format!("{name}: {reason}"), None));

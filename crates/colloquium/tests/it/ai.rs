@@ -120,7 +120,8 @@ impl ModelServer {
     }
 
     /// The worst case the node reserved for a request it sent: its prompt counted as the
-    /// gateway counts it (one token per 3 bytes, rounded up, plus 8 per message) and
+    /// gateway counts it for a model it has no tokenizer for (a token per byte, plus 8 per
+    /// message) and
     /// `max_tokens`, at [`PRICE`].
     fn worst_case(request: &Value) -> u64 {
         let text = |v: &Value| v.as_str().unwrap_or("").len();
@@ -128,7 +129,7 @@ impl ModelServer {
         let schema = request["response_format"]["json_schema"]["schema"].to_string();
         let bytes: usize =
             messages.iter().map(|m| text(&m["content"])).sum::<usize>() + schema.len();
-        let input = bytes.div_ceil(3) as u64 + 8 * messages.len() as u64;
+        let input = bytes as u64 + 8 * messages.len() as u64;
         input * 1_000 + MAX_TOKENS * 4_000
     }
 }
