@@ -95,6 +95,16 @@ impl LedgerStore for colloquium_storage::Store {
     }
 }
 
+impl LedgerStore for Box<dyn LedgerStore> {
+    fn load(&self) -> Result<LedgerRows, String> {
+        (**self).load()
+    }
+
+    fn write(&self, writes: &[LedgerWrite]) -> Result<(), String> {
+        (**self).write(writes)
+    }
+}
+
 /// A ledger kept in memory only, for `colloquium validate` and `colloquium test`: nothing
 /// is kept across runs.
 #[derive(Default)]

@@ -19,6 +19,7 @@
 //! for the first one (single flight), so identical prompts in a burst cost once. A cached
 //! answer costs nothing and reserves nothing.
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,7 +32,7 @@ use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::budget::{BudgetError, Ledger};
 use crate::metrics::{AiMetrics, CacheLabels, CallLabels, ProviderLabels, TokenLabels};
 use crate::money::{Nanos, Price};
-use crate::provider::{CallError, ChatAnswer, ChatRequest, Provider, TokenCounter};
+use crate::provider::{CallError, ChatAnswer, ChatRequest, Provider, TokenCounter, Usage};
 use crate::retry::RetryPolicy;
 
 /// A provider with its governance.
@@ -164,16 +165,16 @@ impl Governed {
         Ok(())
     }
 
-    /// The call with its retries.
-    async fn call(
+    /// `call` with its retries.
+    async fn retrying<T, F: Future<Output = Result<T, CallError>>>(
         &self,
-        request: &ChatRequest,
         metrics: &AiMetrics,
-    ) -> Result<ChatAnswer, CallError> {
+        mut call: impl FnMut() -> F,
+    ) -> Result<T, CallError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.provider.chat(request).await {
+            match call().await {
                 Ok(answer) => return Ok(answer),
                 Err(error) if error.retryable() && attempt < self.retry.max_attempts.max(1) => {
                     let wait = self.retry.wait(attempt, error.retry_after());
@@ -368,13 +369,77 @@ impl Gateway {
         }
     }
 
-    /// One provider: breaker, pacing, reservation, the call with its retries, settlement.
+    /// One provider's chat answer.
     async fn ask(
         &self,
         governed: &Governed,
         pipeline: &str,
         request: &ChatRequest,
     ) -> Result<Answered, Missed> {
+        let spec = governed.provider.spec();
+        let input = governed.counter.count(request);
+        let (answer, cost) = self
+            .governed(
+                governed,
+                pipeline,
+                (input, u64::from(spec.max_tokens)),
+                || async {
+                    let answer = governed.provider.chat(request).await?;
+                    let usage = answer.usage;
+                    Ok((answer, usage))
+                },
+            )
+            .await?;
+        Ok(Answered {
+            answer,
+            provider: governed.name().to_owned(),
+            model: spec.model.clone(),
+            cost,
+            cached: false,
+        })
+    }
+
+    /// The embedding of `text` by provider `name` for pipeline `pipeline`, governed like a
+    /// chat call (its worst case: the text's tokens, no answer tokens). No failover: another
+    /// model's vectors would not be comparable with the ones already kept.
+    pub async fn embed(
+        &self,
+        pipeline: &str,
+        name: &str,
+        text: &str,
+    ) -> Result<(Vec<f32>, Nanos), GatewayError> {
+        let Some(governed) = self.providers.iter().find(|g| g.name() == name) else {
+            return Err(GatewayError::Unavailable(vec![format!(
+                "no provider `{name}`"
+            )]));
+        };
+        let input = governed.counter.count(&ChatRequest {
+            system: None,
+            user: text.to_owned(),
+            schema: None,
+        });
+        let call = || governed.provider.embed(text);
+        match self.governed(governed, pipeline, (input, 0), call).await {
+            Ok(embedded) => Ok(embedded),
+            Err(Missed::Stop(error)) => Err(error),
+            Err(Missed::Next(reason, Some(budget))) => {
+                tracing::debug!(%reason, "embedding refused by the budget");
+                Err(GatewayError::Budget(budget))
+            }
+            Err(Missed::Next(reason, None)) => Err(GatewayError::Unavailable(vec![reason])),
+        }
+    }
+
+    /// One governed call at one provider: its breaker, pacing for `tokens` (prompt, most
+    /// answer), the reservation of their worst case, `call` with its retries, settlement to
+    /// the returned usage; what it answered and what it cost.
+    async fn governed<T, F: Future<Output = Result<(T, Usage), CallError>>>(
+        &self,
+        governed: &Governed,
+        pipeline: &str,
+        (input, max_output): (u64, u64),
+        call: impl FnMut() -> F,
+    ) -> Result<(T, Nanos), Missed> {
         let name = governed.name();
         let outcome = |outcome: &'static str| {
             self.metrics
@@ -389,18 +454,15 @@ impl Gateway {
             outcome("open");
             return Err(Missed::Next(format!("{name}: circuit open"), None));
         }
-        let spec = governed.provider.spec();
-        let max_tokens = u64::from(spec.max_tokens);
-        let input = governed.counter.count(request);
-        if let Err(reason) = governed.pace(input + max_tokens).await {
+        if let Err(reason) = governed.pace(input + max_output).await {
             outcome("paced");
             return Err(Missed::Next(format!("{name}: {reason}"), None));
         }
-        let worst = governed.price.cost(input, max_tokens);
+        let worst = governed.price.cost(input, max_output);
         let account = Account {
             pipeline: pipeline.to_owned(),
             provider: name.to_owned(),
-            model: spec.model.clone(),
+            model: governed.provider.spec().model.clone(),
         };
         let reservation = match self.ledger.reserve(&account, worst).await {
             Ok(reservation) => reservation,
@@ -412,12 +474,12 @@ impl Gateway {
             Err(error) => return Err(Missed::Stop(GatewayError::Budget(error))),
         };
         let started = Instant::now();
-        match governed.call(request, &self.metrics).await {
-            Ok(answer) => {
+        match governed.retrying(&self.metrics, call).await {
+            Ok((answer, usage)) => {
                 let took = started.elapsed();
                 governed.breaker().success();
                 governed.observe(Some(took));
-                let cost = governed.price.cost(answer.usage.input, answer.usage.output);
+                let cost = governed.price.cost(usage.input, usage.output);
                 reservation.settle(cost);
                 outcome("answered");
                 let labels = governed.labels();
@@ -426,10 +488,7 @@ impl Gateway {
                     .latency
                     .get_or_create(&labels)
                     .observe(took.as_secs_f64());
-                for (kind, n) in [
-                    ("input", answer.usage.input),
-                    ("output", answer.usage.output),
-                ] {
+                for (kind, n) in [("input", usage.input), ("output", usage.output)] {
                     self.metrics
                         .tokens
                         .get_or_create(&TokenLabels {
@@ -438,13 +497,7 @@ impl Gateway {
                         })
                         .inc_by(n);
                 }
-                Ok(Answered {
-                    answer,
-                    provider: name.to_owned(),
-                    model: account.model,
-                    cost,
-                    cached: false,
-                })
+                Ok((answer, cost))
             }
             Err(error) => {
                 reservation.release();

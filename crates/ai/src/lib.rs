@@ -11,22 +11,27 @@
 //!   failover, provider choice (`best`), the response cache.
 //! - [`metrics`]: the `colloquium_ai_*` metrics.
 //! - [`setup`]: the node's gateway from `ai:`.
+//! - [`embed`]: the `embed` stage (vectors kept in its `embeddings` results table).
+//! - [`similar`]: similar-event search over those vectors (exact, then HNSW).
 //! - [`stage`]: the `ai` stage (a prompt template, `when:`, a JSON-schema answer kept in the
 //!   stage's `analyses` results table).
 #![warn(missing_docs)]
 
 pub mod breaker;
 pub mod budget;
+pub mod embed;
 pub mod gateway;
 pub mod metrics;
 pub mod money;
 pub mod provider;
 pub mod retry;
 pub mod setup;
+pub mod similar;
 pub mod stage;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use budget::{BudgetError, Ledger, LedgerStore, Limits, MemoryLedger, Reservation, Today};
+pub use embed::EmbedConfig;
 pub use gateway::{Answered, Choice, Gateway, GatewayError, Governance, Governed};
 pub use metrics::AiMetrics;
 pub use money::{Nanos, Price};
@@ -34,4 +39,5 @@ pub use provider::{
     Api, CallError, ChatAnswer, ChatRequest, Provider, ProviderSpec, Secret, Usage,
 };
 pub use retry::RetryPolicy;
+pub use similar::Indexes;
 pub use stage::AiStageConfig;

@@ -274,50 +274,8 @@ impl Provider {
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatAnswer, CallError> {
         let spec = &self.spec;
         let (url, body) = self.body(request);
-        let mut http = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        match (spec.api, &spec.key) {
-            (Api::Openai, Some(key)) => {
-                http = http.header("authorization", format!("Bearer {}", key.expose()));
-            }
-            (Api::Anthropic, key) => {
-                http = http.header("anthropic-version", "2023-06-01");
-                if let Some(key) = key {
-                    http = http.header("x-api-key", key.expose());
-                }
-            }
-            (Api::Openai, None) => {}
-        }
-        let provider = || spec.name.clone();
-        let response = http.send().await.map_err(|e| self.transport(e))?;
-        let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            let headers = response.headers().clone();
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            let retry_after = retry::asked_wait(header, SystemTime::now());
-            let text = response.text().await.unwrap_or_default();
-            let cut = (0..=EXCERPT.min(text.len()))
-                .rev()
-                .find(|i| text.is_char_boundary(*i))
-                .unwrap_or(0);
-            return Err(CallError::Status {
-                provider: provider(),
-                status,
-                retry_after,
-                excerpt: text[..cut].to_owned(),
-            });
-        }
-        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
-        let malformed = |message: String| CallError::Malformed {
-            provider: provider(),
-            api: spec.api,
-            message,
-        };
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| malformed(format!("not JSON: {e}")))?;
+        let value = self.send(&url, &body).await?;
+        let malformed = |message: String| self.malformed(message);
         let tokens = |v: &Value| v.as_u64();
         match spec.api {
             Api::Openai => {
@@ -354,6 +312,81 @@ impl Provider {
                     },
                 })
             }
+        }
+    }
+
+    /// One attempt at OpenAI's embeddings API (`POST {base_url}/embeddings`): the vector of
+    /// `text` and the tokens it used.
+    pub async fn embed(&self, text: &str) -> Result<(Vec<f32>, Usage), CallError> {
+        if self.spec.api != Api::Openai {
+            return Err(self.malformed("only OpenAI-compatible providers have embeddings".into()));
+        }
+        let url = format!("{}/embeddings", self.spec.base_url.trim_end_matches('/'));
+        let body = json!({"model": self.spec.model, "input": [text]});
+        let value = self.send(&url, &body).await?;
+        let vector: Vec<f32> = value["data"][0]["embedding"]
+            .as_array()
+            .ok_or_else(|| self.malformed("no data[0].embedding".into()))?
+            .iter()
+            .map(|x| x.as_f64().map(|x| x as f32))
+            .collect::<Option<_>>()
+            .ok_or_else(|| self.malformed("an embedding holds something not a number".into()))?;
+        if vector.is_empty() {
+            return Err(self.malformed("an empty embedding".into()));
+        }
+        let input = value["usage"]["prompt_tokens"]
+            .as_u64()
+            .ok_or_else(|| self.malformed("no usage.prompt_tokens".into()))?;
+        Ok((vector, Usage { input, output: 0 }))
+    }
+
+    /// Posts `body` to `url` with the provider's headers: the answer's JSON, or the error.
+    async fn send(&self, url: &str, body: &Value) -> Result<Value, CallError> {
+        let spec = &self.spec;
+        let mut http = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        match (spec.api, &spec.key) {
+            (Api::Openai, Some(key)) => {
+                http = http.header("authorization", format!("Bearer {}", key.expose()));
+            }
+            (Api::Anthropic, key) => {
+                http = http.header("anthropic-version", "2023-06-01");
+                if let Some(key) = key {
+                    http = http.header("x-api-key", key.expose());
+                }
+            }
+            (Api::Openai, None) => {}
+        }
+        let response = http.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let headers = response.headers().clone();
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let retry_after = retry::asked_wait(header, SystemTime::now());
+            let text = response.text().await.unwrap_or_default();
+            let cut = (0..=EXCERPT.min(text.len()))
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            return Err(CallError::Status {
+                provider: spec.name.clone(),
+                status,
+                retry_after,
+                excerpt: text[..cut].to_owned(),
+            });
+        }
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.malformed(format!("not JSON: {e}")))
+    }
+
+    fn malformed(&self, message: String) -> CallError {
+        CallError::Malformed {
+            provider: self.spec.name.clone(),
+            api: self.spec.api,
+            message,
         }
     }
 

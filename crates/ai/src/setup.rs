@@ -22,7 +22,7 @@ use crate::retry::RetryPolicy;
 pub fn gateway(
     ai: &AiConfig,
     base_dir: Option<&Path>,
-    store: impl LedgerStore,
+    store: Box<dyn LedgerStore>,
     metrics: &MetricsRegistry,
     clock: Clock,
 ) -> Result<Option<Gateway>, ConfigError> {

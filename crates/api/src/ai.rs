@@ -9,6 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use colloquium_ai::Nanos;
+use colloquium_ai::similar::StageIndex;
 use colloquium_ai::stage::ANALYSES;
 use colloquium_event::EventId;
 use serde::Deserialize;
@@ -136,4 +137,158 @@ pub async fn analysis(
     Ok(json_response(
         serde_json::to_vec(&record).unwrap_or_default(),
     ))
+}
+
+/// Most neighbours a similar-event query returns.
+const MAX_K: usize = 100;
+
+/// Parameters of the similar-event queries.
+#[derive(Debug, Deserialize)]
+pub struct SimilarParams {
+    k: Option<String>,
+    pipeline: Option<String>,
+    stage: Option<String>,
+}
+
+fn k_param(k: Option<&str>) -> Result<usize, ApiError> {
+    let k = match k {
+        None => 10,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "k: expected a whole number from 1 to {MAX_K}, got `{}`",
+                text.chars().take(40).collect::<String>()
+            ))
+        })?,
+    };
+    if k == 0 || k > MAX_K {
+        return Err(ApiError::BadRequest(format!(
+            "k: must be between 1 and {MAX_K}"
+        )));
+    }
+    Ok(k)
+}
+
+/// The indexes a query may use: those of `pipeline`/`stage` when named.
+fn indexes(state: &ApiState, pipeline: Option<&str>, stage: Option<&str>) -> Vec<StageIndex> {
+    state
+        .similar
+        .all()
+        .into_iter()
+        .filter(|s| {
+            pipeline.is_none_or(|p| p == s.pipeline) && stage.is_none_or(|st| st == s.stage)
+        })
+        .collect()
+}
+
+/// The answer: the neighbours, each with its stored event.
+async fn neighbours(
+    state: &ApiState,
+    found: &StageIndex,
+    query: Vec<f32>,
+    k: usize,
+    except: Option<EventId>,
+) -> Result<Value, ApiError> {
+    let index = found.index.clone();
+    let (nearest, method) = tokio::task::spawn_blocking(move || index.nearest(&query, k, except))
+        .await
+        .map_err(|e| ApiError::Internal(format!("a similar-event query failed: {e}")))?;
+    let store = state.store.clone();
+    let ids: Vec<EventId> = nearest.iter().map(|(id, _)| *id).collect();
+    let events = blocking(move || {
+        ids.into_iter()
+            .map(|id| store.get(id))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    let similar: Vec<Value> = nearest
+        .iter()
+        .zip(events)
+        .map(|((id, score), event)| {
+            json!({"id": id.to_string(), "similarity": score,
+                "event": event.map(|e| serde_json::to_value(&e).unwrap_or(Value::Null))})
+        })
+        .collect();
+    Ok(json!({
+        "pipeline": found.pipeline,
+        "stage": found.stage,
+        "method": method.as_str(),
+        "searched": found.index.len(),
+        "similar": similar,
+    }))
+}
+
+/// `GET /api/events/{id}/similar?k=10&pipeline=&stage=`: the `k` stored events nearest to
+/// the event by cosine similarity of the vectors an `embed` stage kept (the first stage
+/// that embedded it, or the one named).
+pub async fn similar_to_event(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Result<Query<SimilarParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_params(query)?;
+    let k = k_param(p.k.as_deref())?;
+    let parsed = id
+        .parse::<EventId>()
+        .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
+    let candidates = indexes(&state, p.pipeline.as_deref(), p.stage.as_deref());
+    let Some((found, vector)) = candidates
+        .iter()
+        .find_map(|s| s.index.get(parsed).map(|v| (s, v)))
+    else {
+        return Err(ApiError::NoSuch(format!("an embedding of event {id}")));
+    };
+    let query: Vec<f32> = vector.values().to_vec();
+    let mut body = neighbours(&state, found, query, k, Some(parsed)).await?;
+    body["event_id"] = json!(id);
+    Ok(Json(body).into_response())
+}
+
+/// The body of `POST /api/events/similar`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextQuery {
+    text: String,
+    #[serde(default)]
+    k: Option<usize>,
+    #[serde(default)]
+    pipeline: Option<String>,
+    #[serde(default)]
+    stage: Option<String>,
+}
+
+/// Longest text a similar-event query embeds (bytes).
+const MAX_TEXT: usize = 32 * 1024;
+
+/// `POST /api/events/similar` with `{"text", "k", "pipeline", "stage"}`: embeds the text with
+/// the stage's provider (governed and paid for like any call, charged to `@api`) and returns
+/// the nearest stored events. With several `embed` stages, name one.
+pub async fn similar_to_text(
+    State(state): State<ApiState>,
+    body: Result<Json<TextQuery>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(q) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let k = k_param(q.k.map(|k| k.to_string()).as_deref())?;
+    if q.text.is_empty() || q.text.len() > MAX_TEXT {
+        return Err(ApiError::BadRequest(format!(
+            "text: must be 1 to {MAX_TEXT} bytes"
+        )));
+    }
+    let candidates = indexes(&state, q.pipeline.as_deref(), q.stage.as_deref());
+    let found = match candidates.as_slice() {
+        [one] => one,
+        [] => return Err(ApiError::NoSuch("an `embed` stage to search".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "several embed stages: name one with `pipeline` and `stage`".into(),
+            ));
+        }
+    };
+    let Some(gateway) = &state.ai else {
+        return Err(ApiError::NoSuch("an AI provider".into()));
+    };
+    let (vector, _) = gateway
+        .embed("@api", &found.provider, &q.text)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(neighbours(&state, found, vector, k, None).await?).into_response())
 }

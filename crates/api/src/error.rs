@@ -20,6 +20,9 @@ pub enum ApiError {
     /// What is stored cannot be read (corrupt state); the log has the details.
     #[error("{0}")]
     Internal(String),
+    /// A system the request needs (an AI provider) cannot answer now, or the budget is spent.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -32,6 +35,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(StorageError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(StorageError::BadCursor) => StatusCode::BAD_REQUEST,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -50,6 +54,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (message.clone(), "bad_request"),
             ApiError::NotFound(_) | ApiError::NoSuch(_) => (self.to_string(), "not_found"),
             ApiError::Internal(_) => ("stored data could not be read".to_owned(), "internal"),
+            ApiError::Unavailable(message) => (message.clone(), "unavailable"),
             ApiError::Storage(e @ StorageError::BadCursor) => {
                 (e.public_message().to_owned(), "bad_request")
             }

@@ -6,7 +6,8 @@
 //! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
 //! - [`results`]: what stages keep: `GET /api/results/{pipeline}/{stage}/{table}`, and
 //!   `GET /api/windows` on top of it.
-//! - [`ai`]: `GET /api/ai/costs` (AI spend, grouped) and `GET /api/analyses/{event_id}`.
+//! - [`ai`]: `GET /api/ai/costs` (AI spend, grouped), `GET /api/analyses/{event_id}`, and
+//!   similar-event search (`GET /api/events/{id}/similar`, `POST /api/events/similar`).
 //! - [`control`]: `GET /api/control` and `POST /api/control`, the control plane.
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub lanes: colloquium_router::Lanes,
     /// The AI gateway, when `ai:` has providers.
     pub ai: Option<Arc<colloquium_ai::Gateway>>,
+    /// The `embed` stages' vectors, for similar-event search.
+    pub similar: Arc<colloquium_ai::Indexes>,
 }
 
 /// Returns the API routes.
@@ -66,6 +69,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events", get(query::list))
         .route("/api/events/stream", get(stream::replay))
         .route("/api/events/{id}", get(query::get_one))
+        .route("/api/events/{id}/similar", get(ai::similar_to_event))
+        .route("/api/events/similar", post(ai::similar_to_text))
         .route("/api/outputs", get(pipelines::outputs))
         .route("/api/windows", get(results::windows))
         .route(

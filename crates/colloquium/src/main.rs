@@ -100,11 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Runs the config's `tests:` and prints a line per test, with what differed.
 fn config_tests(args: &ConfigArgs, config: &Config) -> ExitCode {
-    let kinds = match registry::with_ai(
-        registry::registry(),
-        config,
-        colloquium_ai::MemoryLedger::default(),
-    ) {
+    let kinds = match registry::with_ai(registry::registry(), config, None) {
         Ok((kinds, _)) => kinds,
         Err(error) => {
             print_invalid(args, &[error]);
@@ -178,12 +174,9 @@ fn validate(args: &ConfigArgs) -> anyhow::Result<Vec<colloquium_config::ConfigEr
         }
     }
     let kinds = match &checked.config {
-        Some(config) => registry::with_ai(
-            registry::registry(),
-            config,
-            colloquium_ai::MemoryLedger::default(),
-        )
-        .map(|(kinds, _)| kinds),
+        Some(config) => {
+            registry::with_ai(registry::registry(), config, None).map(|(kinds, _)| kinds)
+        }
         None => Ok(registry::registry()),
     };
     let kinds = kinds.unwrap_or_else(|error| {

@@ -51,16 +51,16 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Lanes and the control plane are set at start (a reload does not change them).
     let lanes = Lanes::new(&config.lanes, &config.control);
     // Always started: with no pipelines it idles until a reload adds some.
-    let (kinds, gateway) = registry::with_ai(
+    let (kinds, ai) = registry::with_ai(
         registry::registry().with_metrics(registry.clone()),
         &config,
-        store.clone(),
+        Some(&store),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))
     .context("starting the AI gateway")?;
     // The gateway's breakers and spend, in `/health` and `/metrics` (a breaker opens and cools
     // down with time, not only with calls).
-    let ai_health = gateway.clone().map(|gateway| {
+    let ai_health = ai.gateway.clone().map(|gateway| {
         let board = board.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -166,7 +166,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         board,
         sources: source_health,
         lanes,
-        ai: gateway.clone(),
+        ai: ai.gateway.clone(),
+        similar: ai.indexes.clone(),
     });
     let http_metrics = HttpMetrics::register(&registry);
     let app = routes

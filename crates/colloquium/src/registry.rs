@@ -10,28 +10,49 @@ use colloquium_pipeline::stages::{
     alert, anomaly, dedup, filter, idempotency, schema, set, transform, window, zscore,
 };
 
-/// [`registry`] with the node's AI gateway when `config` has providers (`ai:`), spending from
-/// `ledger` (the node's store; in memory for `validate` and `test`).
+/// The node's AI services: its gateway (when `ai:` has providers) and the similar-event indexes.
+pub struct AiServices {
+    /// The gateway.
+    pub gateway: Option<std::sync::Arc<colloquium_ai::Gateway>>,
+    /// The `embed` stages' vectors.
+    pub indexes: std::sync::Arc<colloquium_ai::Indexes>,
+}
+
+/// `registry` with the node's AI services: the gateway spends from the ledger in `store` and
+/// the indexes are loaded from it (`None` for `validate` and `test`: an in-memory ledger and
+/// empty indexes).
 pub fn with_ai(
     registry: Registry,
     config: &colloquium_config::Config,
-    ledger: impl colloquium_ai::LedgerStore,
-) -> Result<
-    (Registry, Option<std::sync::Arc<colloquium_ai::Gateway>>),
-    colloquium_config::ConfigError,
-> {
-    let gateway = colloquium_ai::setup::gateway(
-        &config.ai,
-        config.base_dir.as_deref(),
-        ledger,
-        registry.metrics(),
-        colloquium_event::Timestamp::now,
-    )?
-    .map(std::sync::Arc::new);
-    Ok(match gateway {
-        Some(gateway) => (registry.with_service(gateway.clone()), Some(gateway)),
-        None => (registry, None),
-    })
+    store: Option<&colloquium_storage::Store>,
+) -> Result<(Registry, AiServices), colloquium_config::ConfigError> {
+    let build = |ledger| {
+        colloquium_ai::setup::gateway(
+            &config.ai,
+            config.base_dir.as_deref(),
+            ledger,
+            registry.metrics(),
+            colloquium_event::Timestamp::now,
+        )
+    };
+    let (gateway, indexes) = match store {
+        Some(store) => (
+            build(Box::new(store.clone()))?,
+            colloquium_ai::Indexes::load(store)
+                .map_err(|e| colloquium_config::ConfigError::new("ai", e.to_string()))?,
+        ),
+        None => (
+            build(Box::<colloquium_ai::MemoryLedger>::default())?,
+            colloquium_ai::Indexes::default(),
+        ),
+    };
+    let gateway = gateway.map(std::sync::Arc::new);
+    let indexes = std::sync::Arc::new(indexes);
+    let mut registry = registry.with_service(indexes.clone());
+    if let Some(gateway) = &gateway {
+        registry = registry.with_service(gateway.clone());
+    }
+    Ok((registry, AiServices { gateway, indexes }))
 }
 
 /// The stage and sink kinds, by `type:` name.
@@ -48,6 +69,7 @@ pub fn registry() -> Registry {
         .stage::<anomaly::AnomalyConfig>()
         .stage::<schema::SchemaConfig>()
         .stage::<colloquium_ai::AiStageConfig>()
+        .stage::<colloquium_ai::EmbedConfig>()
         .sink::<store::StoreConfig>()
         .sink::<dlq::DlqConfig>()
         .sink::<stdout::StdoutConfig>()

@@ -96,6 +96,18 @@ impl ModelServer {
                 }
             }),
         );
+        let app = app.route(
+            "/v1/embeddings",
+            axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
+                let text = body["input"][0].as_str().unwrap_or("").to_owned();
+                axum::Json(json!({
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": 0, "embedding": bag_of_words(&text)}],
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": 10, "total_tokens": 10},
+                }))
+            }),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -132,6 +144,18 @@ impl ModelServer {
         let input = bytes as u64 + 8 * messages.len() as u64;
         input * 1_000 + MAX_TOKENS * 4_000
     }
+}
+
+/// The server's embedding: words hashed into 64 dimensions, so texts sharing words are near.
+fn bag_of_words(text: &str) -> Vec<f32> {
+    let mut v = vec![0.0f32; 64];
+    for word in text.split_whitespace() {
+        let h = word
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        v[(h % 64) as usize] += 1.0;
+    }
+    v
 }
 
 impl Drop for ModelServer {
@@ -595,4 +619,90 @@ fn bad_ai_configs_are_refused_at_their_key_path() {
             "{yaml}\nexpected {expected}:\n{out}{err}"
         );
     }
+}
+
+/// `embed` keeps a vector per event and the node finds similar events by id and by text,
+/// through an embedding model on the local server; the index comes back after a SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_events_are_found_by_id_and_by_text_and_survive_a_restart() {
+    let server = ModelServer::start().await;
+    let stages =
+        "      - {type: embed, id: vectors, provider: local, text: \"{{ event.text }}\"}\n";
+    let node = Node::start_with_files(
+        &config(
+            &provider("local", &server.base_url, ""),
+            "{daily: 5}",
+            stages,
+        ),
+        &[("key.txt", "k")],
+    );
+    let topics = [
+        "failed login for admin from unknown country",
+        "disk full on database host volume",
+        "payment card declined at checkout",
+    ];
+    let events: Vec<Value> = (0..15)
+        .map(|i| json!({"topic": i % 3, "text": format!("{} case{}", topics[i % 3], i)}))
+        .collect();
+    post(&node, &events).await;
+    let outputs = eventually(MINUTE, "15 outputs", || async {
+        let outputs = node.outputs("p").await;
+        (outputs.len() == 15).then_some(outputs)
+    })
+    .await;
+    let login = outputs.iter().find(|o| o["data"]["topic"] == 0).unwrap();
+    let id = login["id"].as_str().unwrap();
+    let check = |body: &Value, n: usize| {
+        let similar = body["similar"].as_array().unwrap();
+        assert_eq!(similar.len(), n, "{body}");
+        assert!(
+            similar.iter().all(|s| s["event"]["data"]["topic"] == 0),
+            "only the login events are near: {body}"
+        );
+        assert_eq!(body["method"], "exact");
+    };
+    let (status, body) = node.get(&format!("/api/events/{id}/similar?k=4")).await;
+    assert_eq!(status, 200, "{body}");
+    check(&body, 4);
+    assert!(
+        body["similar"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != id)
+    );
+    let by_text = |node: &Node| {
+        let request = node
+            .client
+            .post(node.url("/api/events/similar"))
+            .header("content-type", "application/json")
+            .body(json!({"text": "failed login for admin", "k": 5}).to_string())
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            (status, body)
+        }
+    };
+    let (status, body) = by_text(&node).await;
+    assert_eq!(status, 200, "{body}");
+    check(&body, 5);
+    let (status, kept) = node
+        .get("/api/results/p/vectors/embeddings?limit=100")
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["results"].as_array().map(Vec::len), Some(15), "{kept}");
+    for bad in [
+        "/api/events/{id}/similar?k=0",
+        "/api/events/{id}/similar?k=abc",
+    ] {
+        let (status, _) = node.get(&bad.replace("{id}", id)).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    let node = node.kill9().restart();
+    let (status, body) = node.get(&format!("/api/events/{id}/similar?k=4")).await;
+    assert_eq!(status, 200, "{body}");
+    check(&body, 4);
 }

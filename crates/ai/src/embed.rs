@@ -1,0 +1,295 @@
+//! `embed`: the embedding of a text rendered from each event, kept for similar-event search.
+//!
+//! - `text` is a `minijinja` template like the `ai` stage's prompt; `when:` picks the events.
+//! - `provider` names an OpenAI-compatible provider under `ai.providers` whose `model` is an
+//!   embedding model (`POST {base_url}/embeddings`). It is governed like any call (breaker,
+//!   rate limits, the budget), without failover: another model's vectors could not be
+//!   compared with the ones kept.
+//! - Each vector is kept in the stage's `embeddings` results table (key `""`, at the event's
+//!   ingest time: `{event_id, provider, model, dims, vector}`, the vector as base64 of
+//!   little-endian `f32`s) and added to the node's similar-event index
+//!   (`GET /api/events/{id}/similar`).
+//! - When the provider cannot answer or the budget is spent: `on_unavailable` as for `ai`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine;
+use colloquium_config::ConfigError;
+use colloquium_event::{Event, EventId, Reason};
+use colloquium_pipeline::stage::with_data;
+use colloquium_pipeline::{
+    AsyncStage, BuildContext, BuiltStage, CallResult, Failed, ResultRow, StageConfig, StageContext,
+    StageError,
+};
+use colloquium_router::Predicate;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::gateway::{Gateway, GatewayError};
+use crate::provider::Api;
+use crate::similar::{Index, Indexes};
+use crate::stage::OnUnavailable;
+
+/// The results table of embeddings.
+pub const EMBEDDINGS: &str = "embeddings";
+
+/// `{type: embed, provider: embedder, text: "{{ event.summary }}"}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// An OpenAI-compatible provider with an embedding model.
+    pub provider: String,
+    /// The text's template.
+    pub text: String,
+    /// Which events are embedded (default: all).
+    #[serde(default)]
+    pub when: Option<Value>,
+    /// Most calls in flight.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// The provider cannot answer, or the budget is spent.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+
+/// A row of the `embeddings` table.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Embedding {
+    /// The event.
+    pub event_id: EventId,
+    /// The provider that made it.
+    pub provider: String,
+    /// Its model.
+    pub model: String,
+    /// Its dimensions.
+    pub dims: usize,
+    /// Base64 of its little-endian `f32`s.
+    pub vector: String,
+}
+
+impl Embedding {
+    /// The vector's values; `None` when they are not whole `f32`s.
+    pub fn values(&self) -> Option<Vec<f32>> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.vector)
+            .ok()?;
+        if bytes.len() % 4 != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    }
+}
+
+impl StageConfig for EmbedConfig {
+    const KIND: &'static str = "embed";
+
+    fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
+        let gateway = cx.registry.service::<Gateway>().ok_or_else(|| {
+            ConfigError::new(
+                cx.at.clone(),
+                "an `embed` stage needs a provider: add one under `ai.providers`",
+            )
+        })?;
+        let Some(governed) = gateway
+            .providers()
+            .iter()
+            .find(|g| g.name() == self.provider)
+        else {
+            return Err(ConfigError::new(
+                cx.key("provider"),
+                format!(
+                    "no provider is named `{}` under `ai.providers`",
+                    self.provider
+                ),
+            ));
+        };
+        if governed.provider().spec().api != Api::Openai {
+            return Err(ConfigError::new(
+                cx.key("provider"),
+                "embeddings need an OpenAI-compatible provider (`api: openai`)",
+            ));
+        }
+        let model = governed.provider().spec().model.clone();
+        if self.concurrency == 0 || self.concurrency > 1024 {
+            return Err(ConfigError::new(
+                cx.key("concurrency"),
+                "must be within 1–1024",
+            ));
+        }
+        let when = self
+            .when
+            .as_ref()
+            .map(|w| Predicate::compile(w, &cx.key("when"), cx.scripts))
+            .transpose()?;
+        let mut templates = minijinja::Environment::new();
+        templates
+            .add_template_owned("text", self.text)
+            .map_err(|e| ConfigError::new(cx.key("text"), format!("not a template: {e}")))?;
+        let indexes = cx.registry.service::<Indexes>().unwrap_or_default();
+        let index = indexes.stage(&cx.pipeline, &cx.id, &self.provider);
+        Ok(BuiltStage::Async(Box::new(EmbedStage {
+            when,
+            templates,
+            concurrency: self.concurrency,
+            shared: Arc::new(Shared {
+                gateway,
+                provider: self.provider,
+                model,
+                pipeline: cx.pipeline.to_string(),
+                on_unavailable: self.on_unavailable,
+                index,
+                made: Mutex::new(Vec::new()),
+                embedded: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                unavailable: AtomicU64::new(0),
+            }),
+        })))
+    }
+}
+
+struct EmbedStage {
+    when: Option<Predicate>,
+    templates: minijinja::Environment<'static>,
+    concurrency: usize,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    gateway: Arc<Gateway>,
+    provider: String,
+    model: String,
+    pipeline: String,
+    on_unavailable: OnUnavailable,
+    index: Arc<Index>,
+    /// Embeddings made since the last checkpoint.
+    made: Mutex<Vec<(ResultRow, Embedding, Vec<f32>)>>,
+    embedded: AtomicU64,
+    skipped: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+fn ready(result: CallResult) -> BoxFuture<'static, CallResult> {
+    Box::pin(std::future::ready(result))
+}
+
+impl AsyncStage for EmbedStage {
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    fn call(&mut self, mut event: Event) -> BoxFuture<'static, CallResult> {
+        let shared = &self.shared;
+        if let Some(when) = &self.when {
+            match with_data(&mut event, &shared.pipeline, |data, meta| {
+                when.matches(data, meta)
+            }) {
+                Ok(true) => {}
+                Ok(false) => {
+                    shared.skipped.fetch_add(1, Ordering::Relaxed);
+                    return ready(Ok(vec![event]));
+                }
+                Err(error) => return ready(Err(Failed::new(error, event))),
+            }
+        }
+        let context = minijinja::context! {
+            event => minijinja::Value::from_serialize(&event.data),
+            metadata => minijinja::Value::from_serialize(event.script_metadata(&shared.pipeline)),
+            id => event.id.to_string(),
+        };
+        let text = match self
+            .templates
+            .get_template("text")
+            .and_then(|t| t.render(&context))
+        {
+            Ok(text) => text,
+            Err(e) => {
+                let message = format!("the text template failed: {e}");
+                return ready(Err(Failed::new(StageError::BadValue(message), event)));
+            }
+        };
+        let shared = shared.clone();
+        Box::pin(async move { shared.embed(event, text).await })
+    }
+
+    fn checkpoint(&mut self, cx: &mut StageContext<'_>) {
+        let made = std::mem::take(
+            &mut *self
+                .shared
+                .made
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (row, embedding, values) in made {
+            if let Err(error) = self.shared.index.add(embedding.event_id, &values) {
+                tracing::warn!(pipeline = %self.shared.pipeline, %error, "an embedding was not indexed");
+            }
+            cx.keep_json(EMBEDDINGS, row, &embedding);
+        }
+        let s = &self.shared;
+        cx.total("embedded", s.embedded.load(Ordering::Relaxed));
+        cx.total("skipped", s.skipped.load(Ordering::Relaxed));
+        cx.total("unavailable", s.unavailable.load(Ordering::Relaxed));
+        cx.gauge("indexed", u64::try_from(s.index.len()).unwrap_or(u64::MAX));
+    }
+}
+
+impl Shared {
+    async fn embed(&self, event: Event, text: String) -> CallResult {
+        let (values, _cost) = match self
+            .gateway
+            .embed(&self.pipeline, &self.provider, &text)
+            .await
+        {
+            Ok(embedded) => embedded,
+            Err(error) => {
+                self.unavailable.fetch_add(1, Ordering::Relaxed);
+                let reason = match &error {
+                    GatewayError::Budget(_) => Reason::BudgetExhausted,
+                    _ => Reason::ProviderUnavailable,
+                };
+                let pass = self.on_unavailable == OnUnavailable::Pass
+                    && !matches!(error, GatewayError::Refused(_));
+                if pass {
+                    return Ok(vec![event]);
+                }
+                return Err(Failed::new(
+                    StageError::External {
+                        reason,
+                        message: error.to_string(),
+                    },
+                    event,
+                ));
+            }
+        };
+        self.embedded.fetch_add(1, Ordering::Relaxed);
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let embedding = Embedding {
+            event_id: event.id,
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            dims: values.len(),
+            vector: base64::engine::general_purpose::STANDARD.encode(bytes),
+        };
+        let row = ResultRow {
+            key: String::new(),
+            at: i64::try_from(event.id.timestamp().as_millis()).unwrap_or(i64::MAX),
+            id: Some(event.id),
+        };
+        self.made
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((row, embedding, values));
+        Ok(vec![event])
+    }
+}
