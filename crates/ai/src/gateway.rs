@@ -10,9 +10,11 @@
 //!
 //! **Order.** A stage names a provider (tried first, then the others in config order) or asks
 //! for `best`: providers by a score, lowest first, `(worst-case cost of this call in USD +
-//! 0.0001) × (mean latency in s + 0.05) / (success rate + 0.01)`, where the latency is the moving mean of its answered calls (1 s until it has
-//! answered) and the success rate a moving mean of its calls' outcomes (starting at 1). Cheap,
-//! fast, reliable providers come first; one that fails drifts back until it recovers.
+//! 0.0001) × (mean latency in s + 0.05) / (success rate + 0.01)²`, where the latency is the moving mean of its answered calls (1 s until it has
+//! answered) and the success rate a moving mean of its calls' outcomes (starting at 1). The
+//! rate counts twice: a call that fails costs a failover in time and in the next provider's
+//! price. Cheap, fast, reliable providers come first; one that fails drops back within a few
+//! calls until it recovers.
 //!
 //! **Cache.** Answers are cached by (provider, model, `max_tokens`, `temperature`, rendered
 //! prompt and schema) for a TTL, within a size bound in bytes; concurrent identical calls wait
@@ -113,7 +115,7 @@ impl Governed {
             .price
             .cost(input, u64::from(self.provider.spec().max_tokens));
         let seen = *self.observed.lock().unwrap_or_else(PoisonError::into_inner);
-        (worst.usd() + 0.0001) * (seen.latency + 0.05) / (seen.success + 0.01)
+        (worst.usd() + 0.0001) * (seen.latency + 0.05) / (seen.success + 0.01).powi(2)
     }
 
     fn observe(&self, answered: Option<Duration>) {

@@ -421,6 +421,82 @@ async fn the_budget_refuses_past_the_day_and_a_cheaper_provider_still_fits() {
     ));
 }
 
+/// `best` ranks by price, latency and success: the cheap provider first, and the dear one
+/// when the cheap one keeps failing; a named provider goes first whatever its score.
+#[tokio::test]
+async fn best_prefers_the_cheap_provider_until_it_fails() {
+    let (_dir, ledger) = ledger("10");
+    let (dear, dear_mock) = mock(Api::Openai, vec![]).await;
+    let fail = || Answer::Status(500, vec![], "down");
+    let (cheap, cheap_mock) = mock(
+        Api::Openai,
+        std::iter::once(Answer::Ok("{}", 1, 1))
+            .chain(std::iter::repeat_with(fail).take(10))
+            .collect(),
+    )
+    .await;
+    let cheap_price = Governance {
+        price: Price {
+            input_per_million: Nanos::parse_usd("0.01").unwrap(),
+            output_per_million: Nanos::parse_usd("0.04").unwrap(),
+        },
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        breaker: BreakerConfig {
+            failure_threshold: 100,
+            ..BreakerConfig::default()
+        },
+        ..governance()
+    };
+    let gateway = Gateway::new(
+        vec![
+            Arc::new(Governed::new(
+                provider("dear", Api::Openai, dear, Duration::from_secs(5)),
+                governance(),
+            )),
+            Arc::new(Governed::new(
+                provider("cheap", Api::Openai, cheap, Duration::from_secs(5)),
+                cheap_price,
+            )),
+        ],
+        ledger,
+    );
+    let answered = gateway
+        .chat("pipe", &Choice::Best, &request())
+        .await
+        .unwrap();
+    assert_eq!(answered.provider, "cheap");
+    let named = gateway
+        .chat("pipe", &Choice::Named("dear".into()), &request())
+        .await
+        .unwrap();
+    assert_eq!(named.provider, "dear");
+    // `cheap` fails (each failure fails over to `dear`) until its success rate ranks it after
+    // `dear`, which is then asked first (its breaker, set high, stays closed).
+    let mut rounds = 0;
+    loop {
+        let tried = cheap_mock.lock().unwrap().seen.len();
+        let answered = gateway
+            .chat("pipe", &Choice::Best, &request())
+            .await
+            .unwrap();
+        assert_eq!(answered.provider, "dear");
+        if cheap_mock.lock().unwrap().seen.len() == tried {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 10, "the failing provider never dropped back");
+    }
+    assert!(
+        rounds >= 2,
+        "one failure is not enough to drop back: {rounds}"
+    );
+    assert_eq!(cheap_mock.lock().unwrap().seen.len(), 1 + rounds);
+    assert_eq!(dear_mock.lock().unwrap().seen.len(), 2 + rounds);
+}
+
 #[tokio::test]
 async fn a_call_larger_than_a_minute_of_tokens_is_passed_over() {
     let (_dir, ledger) = ledger("10");

@@ -706,3 +706,40 @@ async fn similar_events_are_found_by_id_and_by_text_and_survive_a_restart() {
     assert_eq!(status, 200, "{body}");
     check(&body, 4);
 }
+
+/// `requests_per_minute` paces the calls (a burst of 60, then one a second: the last 20 take
+/// 20 s), and the wait is the AI pipeline's alone: a second pipeline on the same events has stored them all while
+/// the first still waits for permits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_pace_the_ai_stage_and_no_other_pipeline_waits() {
+    let server = ModelServer::start().await;
+    let yaml = format!(
+        "ai:\n  providers:\n{}  cache: {{ttl: 0s}}\n\
+         sinks: {{db: {{type: store}}}}\n\
+         pipelines:\n  - name: slow\n    stages:\n      - {{type: ai, concurrency: 64, prompt: \"Assess {{{{ id }}}}\"}}\n    sinks: [db]\n\
+         \x20 - name: fast\n    sinks: [db]\n",
+        provider("local", &server.base_url, ", requests_per_minute: 60")
+    );
+    let node = Node::start_with_files(&yaml, &[("key.txt", "k")]);
+    let events: Vec<Value> = (0..80).map(|i| json!({"n": i})).collect();
+    post(&node, &events).await;
+    eventually(MINUTE, "the other pipeline's 80 outputs", || async {
+        (node.outputs("fast").await.len() == 80).then_some(())
+    })
+    .await;
+    let waiting = node.outputs("slow").await.len();
+    assert!(
+        waiting < 80,
+        "the AI pipeline was still pacing: {waiting} done"
+    );
+    let made = server.requests().len();
+    assert!(
+        (60..80).contains(&made),
+        "a burst of 60, then one a second: {made}"
+    );
+    eventually(MINUTE, "the AI pipeline's 80 outputs", || async {
+        (node.outputs("slow").await.len() == 80).then_some(())
+    })
+    .await;
+    assert_eq!(server.requests().len(), 80);
+}
