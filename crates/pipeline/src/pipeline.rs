@@ -216,6 +216,19 @@ impl Pipeline {
         self.batched
     }
 
+    /// The most calls one of its async stages keeps in flight (1 without one): a step of a
+    /// multiple of it keeps them all busy to its end.
+    pub fn concurrency(&self) -> usize {
+        self.stages
+            .iter()
+            .filter_map(|s| match &s.stage {
+                BuiltStage::Async(stage) => Some(stage.concurrency().max(1)),
+                BuiltStage::Sync(_) => None,
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
     /// How often `on_tick` runs without events.
     pub fn tick_interval(&self) -> Duration {
         self.tick_interval

@@ -146,8 +146,8 @@ impl Store {
         Ok(rows)
     }
 
-    /// Applies `writes` in one synced batch.
-    pub fn write_ledger(&self, writes: &[LedgerWrite]) -> Result<(), StorageError> {
+    /// Applies `writes` in one batch, synced when `durable` (and the store syncs at all).
+    pub fn write_ledger(&self, writes: &[LedgerWrite], durable: bool) -> Result<(), StorageError> {
         let db = self.db()?;
         let handle = db.cf(ColumnFamily::Ledger)?;
         let mut batch = WriteBatch::default();
@@ -167,7 +167,7 @@ impl Store {
             }
         }
         let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(self.syncs());
+        options.set_sync(durable && self.syncs());
         db.write(batch, &options)?;
         Ok(())
     }
@@ -193,22 +193,25 @@ mod tests {
             amount: 1_500,
         };
         store
-            .write_ledger(&[
-                LedgerWrite::Spend {
-                    day: 20_429,
-                    account: account("p"),
-                    total: 7,
-                },
-                LedgerWrite::Spend {
-                    day: -1,
-                    account: account("q"),
-                    total: 9,
-                },
-                LedgerWrite::Open {
-                    id,
-                    reservation: reservation.clone(),
-                },
-            ])
+            .write_ledger(
+                &[
+                    LedgerWrite::Spend {
+                        day: 20_429,
+                        account: account("p"),
+                        total: 7,
+                    },
+                    LedgerWrite::Spend {
+                        day: -1,
+                        account: account("q"),
+                        total: 9,
+                    },
+                    LedgerWrite::Open {
+                        id,
+                        reservation: reservation.clone(),
+                    },
+                ],
+                true,
+            )
             .unwrap();
         let rows = store.ledger().unwrap();
         assert_eq!(
@@ -216,7 +219,9 @@ mod tests {
             [(-1, account("q"), 9), (20_429, account("p"), 7)]
         );
         assert_eq!(rows.open, [(id, reservation)]);
-        store.write_ledger(&[LedgerWrite::Close { id }]).unwrap();
+        store
+            .write_ledger(&[LedgerWrite::Close { id }], true)
+            .unwrap();
         assert!(store.ledger().unwrap().open.is_empty());
     }
 }
