@@ -135,6 +135,11 @@ impl Index {
         Ok(())
     }
 
+    /// Adds the vector without rebuilding the graph (bulk loads, then [`Index::build_now`]).
+    pub fn add_without_rebuild(&self, id: EventId, values: &[f32]) -> Result<(), String> {
+        self.insert(id, values).map(|_| ())
+    }
+
     /// Adds the vector; whether the graph is due for a rebuild.
     fn insert(&self, id: EventId, values: &[f32]) -> Result<bool, String> {
         let vector = Vector::normalized(values);

@@ -733,7 +733,10 @@ async fn rate_limits_pace_the_ai_stage_and_no_other_pipeline_waits() {
         "the AI pipeline was still pacing: {waiting} done"
     );
     let made = server.requests().len();
-    assert!(made < 80, "paced: a burst of 60, then one a second: {made} made");
+    assert!(
+        made < 80,
+        "paced: a burst of 60, then one a second: {made} made"
+    );
     eventually(MINUTE, "the AI pipeline's 80 outputs", || async {
         (node.outputs("slow").await.len() == 80).then_some(())
     })
