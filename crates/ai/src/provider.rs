@@ -189,6 +189,10 @@ impl CallError {
     }
 }
 
+/// Largest answer body read (a 4,096-token answer is ~20 KB; an embedding of 3,072
+/// dimensions ~60 KB).
+const MAX_ANSWER_BYTES: usize = 8 << 20;
+
 /// Longest error body excerpt kept.
 const EXCERPT: usize = 300;
 
@@ -378,7 +382,19 @@ impl Provider {
                 excerpt: text[..cut].to_owned(),
             });
         }
-        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        // Read in chunks up to a cap: a broken or hostile server cannot make the node buffer
+        // without bound.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(self.malformed(format!(
+                    "the answer is larger than {} MiB",
+                    MAX_ANSWER_BYTES >> 20
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         serde_json::from_slice(&bytes).map_err(|e| self.malformed(format!("not JSON: {e}")))
     }
 

@@ -36,6 +36,8 @@ enum Answer {
     Status(u16, Vec<(&'static str, &'static str)>, &'static str),
     /// A 200 that is not the API's shape.
     Garbage,
+    /// A 200 of 9 MiB.
+    Huge,
     /// Waits this long first.
     Slow(Duration, Box<Answer>),
 }
@@ -77,6 +79,7 @@ fn respond(api: Api, answer: Answer) -> futures::future::BoxFuture<'static, Resp
                 respond(api, *then).await
             }
             Answer::Garbage => (StatusCode::OK, "{\"choices\": 7").into_response(),
+            Answer::Huge => (StatusCode::OK, " ".repeat(9 << 20)).into_response(),
             Answer::Status(status, headers, body) => {
                 let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
                 for (name, value) in headers {
@@ -328,7 +331,11 @@ async fn a_failing_provider_opens_its_breaker_and_calls_fail_over() {
 async fn timeouts_and_malformed_answers_fail_without_charging() {
     let (_dir, ledger) = ledger("10");
     let slow = || Answer::Slow(Duration::from_millis(500), Box::new(Answer::Ok("{}", 1, 1)));
-    let (addr, mock) = mock(Api::Openai, vec![slow(), slow(), slow(), Answer::Garbage]).await;
+    let (addr, mock) = mock(
+        Api::Openai,
+        vec![slow(), slow(), slow(), Answer::Garbage, Answer::Huge],
+    )
+    .await;
     let governed = Governed::new(
         provider("p", Api::Openai, addr, Duration::from_millis(100)),
         Governance {
@@ -350,10 +357,15 @@ async fn timeouts_and_malformed_answers_fail_without_charging() {
         matches!(&garbage, Err(GatewayError::Refused(e)) if e.to_string().contains("not JSON")),
         "{garbage:?}"
     );
+    let huge = gateway.chat("pipe", &in_order(), &request()).await;
+    assert!(
+        matches!(&huge, Err(GatewayError::Refused(e)) if e.to_string().contains("larger than 8 MiB")),
+        "{huge:?}"
+    );
     assert_eq!(
         mock.lock().unwrap().seen.len(),
-        4,
-        "3 timed-out attempts, 1 malformed"
+        5,
+        "3 timed-out attempts, 1 malformed, 1 too large"
     );
     let today = ledger.today();
     assert!(today.spent.is_empty() && today.reserved.is_empty());
