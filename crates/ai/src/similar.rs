@@ -35,7 +35,7 @@ impl Vector {
 
     /// Cosine similarity with `other` (both normalized).
     pub fn similarity(&self, other: &Vector) -> f32 {
-        self.0.iter().zip(other.0.iter()).map(|(a, b)| a * b).sum()
+        dot(&self.0, &other.0)
     }
 
     /// Its values.
@@ -47,6 +47,25 @@ impl Vector {
     pub fn dims(&self) -> usize {
         self.0.len()
     }
+}
+
+/// The dot product, in eight independent lanes: a float sum in one chain cannot be reordered
+/// (so not vectorized) by the compiler, and was 4-cycle latency-bound per element.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 impl instant_distance::Point for Vector {
@@ -376,6 +395,14 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_lane_dot_product_equals_the_plain_one() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 / (i as f32 + 1.0)).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-4);
     }
 
     #[test]
