@@ -16,21 +16,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine;
 use colloquium_config::ConfigError;
-use colloquium_event::{Event, EventId, Reason};
-use colloquium_pipeline::stage::with_data;
+use colloquium_event::{Event, EventId};
 use colloquium_pipeline::{
     AsyncStage, BuildContext, BuiltStage, CallResult, Failed, ResultRow, StageConfig, StageContext,
-    StageError,
 };
-use colloquium_router::Predicate;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::gateway::{Gateway, GatewayError};
+use crate::gateway::Gateway;
+use crate::prompting::{self, OnUnavailable, Templates, ready};
 use crate::provider::Api;
 use crate::similar::{Index, Indexes};
-use crate::stage::OnUnavailable;
 
 /// The results table of embeddings.
 pub const EMBEDDINGS: &str = "embeddings";
@@ -95,12 +92,7 @@ impl StageConfig for EmbedConfig {
     const KIND: &'static str = "embed";
 
     fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
-        let gateway = cx.registry.service::<Gateway>().ok_or_else(|| {
-            ConfigError::new(
-                cx.at.clone(),
-                "an `embed` stage needs a provider: add one under `ai.providers`",
-            )
-        })?;
+        let gateway = prompting::gateway(cx, Self::KIND)?;
         let Some(governed) = gateway
             .providers()
             .iter()
@@ -121,27 +113,13 @@ impl StageConfig for EmbedConfig {
             ));
         }
         let model = governed.provider().spec().model.clone();
-        if self.concurrency == 0 || self.concurrency > 1024 {
-            return Err(ConfigError::new(
-                cx.key("concurrency"),
-                "must be within 1–1024",
-            ));
-        }
-        let when = self
-            .when
-            .as_ref()
-            .map(|w| Predicate::compile(w, &cx.key("when"), cx.scripts))
-            .transpose()?;
-        let mut templates = minijinja::Environment::new();
-        templates
-            .add_template_owned("text", self.text)
-            .map_err(|e| ConfigError::new(cx.key("text"), format!("not a template: {e}")))?;
+        let concurrency = prompting::concurrency(cx, self.concurrency)?;
+        let templates = Templates::build(cx, self.when.as_ref(), vec![("text", self.text)])?;
         let indexes = cx.registry.service::<Indexes>().unwrap_or_default();
         let index = indexes.stage(&cx.pipeline, &cx.id, &self.provider);
         Ok(BuiltStage::Async(Box::new(EmbedStage {
-            when,
             templates,
-            concurrency: self.concurrency,
+            concurrency,
             shared: Arc::new(Shared {
                 gateway,
                 provider: self.provider,
@@ -159,8 +137,7 @@ impl StageConfig for EmbedConfig {
 }
 
 struct EmbedStage {
-    when: Option<Predicate>,
-    templates: minijinja::Environment<'static>,
+    templates: Templates,
     concurrency: usize,
     shared: Arc<Shared>,
 }
@@ -179,46 +156,21 @@ struct Shared {
     unavailable: AtomicU64,
 }
 
-fn ready(result: CallResult) -> BoxFuture<'static, CallResult> {
-    Box::pin(std::future::ready(result))
-}
-
 impl AsyncStage for EmbedStage {
     fn concurrency(&self) -> usize {
         self.concurrency
     }
 
     fn call(&mut self, mut event: Event) -> BoxFuture<'static, CallResult> {
-        let shared = &self.shared;
-        if let Some(when) = &self.when {
-            match with_data(&mut event, &shared.pipeline, |data, meta| {
-                when.matches(data, meta)
-            }) {
-                Ok(true) => {}
-                Ok(false) => {
-                    shared.skipped.fetch_add(1, Ordering::Relaxed);
-                    return ready(Ok(vec![event]));
-                }
-                Err(error) => return ready(Err(Failed::new(error, event))),
+        let text = match self.templates.render(&mut event, &["text"]) {
+            Ok(Some(mut texts)) => texts.pop().unwrap_or_default(),
+            Ok(None) => {
+                self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+                return ready(Ok(vec![event]));
             }
-        }
-        let context = minijinja::context! {
-            event => minijinja::Value::from_serialize(&event.data),
-            metadata => minijinja::Value::from_serialize(event.script_metadata(&shared.pipeline)),
-            id => event.id.to_string(),
+            Err(error) => return ready(Err(Failed::new(error, event))),
         };
-        let text = match self
-            .templates
-            .get_template("text")
-            .and_then(|t| t.render(&context))
-        {
-            Ok(text) => text,
-            Err(e) => {
-                let message = format!("the text template failed: {e}");
-                return ready(Err(Failed::new(StageError::BadValue(message), event)));
-            }
-        };
-        let shared = shared.clone();
+        let shared = self.shared.clone();
         Box::pin(async move { shared.embed(event, text).await })
     }
 
@@ -254,22 +206,7 @@ impl Shared {
             Ok(embedded) => embedded,
             Err(error) => {
                 self.unavailable.fetch_add(1, Ordering::Relaxed);
-                let reason = match &error {
-                    GatewayError::Budget(_) => Reason::BudgetExhausted,
-                    _ => Reason::ProviderUnavailable,
-                };
-                let pass = self.on_unavailable == OnUnavailable::Pass
-                    && !matches!(error, GatewayError::Refused(_));
-                if pass {
-                    return Ok(vec![event]);
-                }
-                return Err(Failed::new(
-                    StageError::External {
-                        reason,
-                        message: error.to_string(),
-                    },
-                    event,
-                ));
+                return prompting::unavailable(event, error, self.on_unavailable);
             }
         };
         self.embedded.fetch_add(1, Ordering::Relaxed);

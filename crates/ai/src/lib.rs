@@ -23,6 +23,7 @@ pub mod embed;
 pub mod gateway;
 pub mod metrics;
 pub mod money;
+mod prompting;
 pub mod provider;
 pub mod retry;
 pub mod setup;

@@ -27,17 +27,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use colloquium_config::ConfigError;
 use colloquium_event::{Event, EventId, Reason};
-use colloquium_pipeline::stage::with_data;
 use colloquium_pipeline::{
     AsyncStage, BuildContext, BuiltStage, CallResult, Failed, ResultRow, StageConfig, StageContext,
     StageError,
 };
-use colloquium_router::Predicate;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::gateway::{Answered, Choice, Gateway, GatewayError};
+pub use crate::prompting::OnUnavailable;
+use crate::prompting::{self, Templates, ready};
 use crate::provider::ChatRequest;
 
 /// The results table of analyses.
@@ -53,17 +53,6 @@ pub enum OnInvalid {
     Dlq,
     /// Pass the event on without an analysis.
     Pass,
-}
-
-/// What an event does when no provider can answer or the budget is spent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnavailable {
-    /// Go on without an analysis.
-    #[default]
-    Pass,
-    /// Fail with `provider_unavailable` or `budget_exhausted` (replayable from the DLQ).
-    Dlq,
 }
 
 /// `{type: ai, prompt: "…", provider: openai, when: …, schema: …, into: analysis}`
@@ -131,19 +120,11 @@ pub fn threat_analysis_schema() -> Value {
     })
 }
 
-/// Most concurrency a stage may ask for.
-const MAX_CONCURRENCY: usize = 1024;
-
 impl StageConfig for AiStageConfig {
     const KIND: &'static str = "ai";
 
     fn build(self, cx: &BuildContext<'_>) -> Result<BuiltStage, ConfigError> {
-        let gateway = cx.registry.service::<Gateway>().ok_or_else(|| {
-            ConfigError::new(
-                cx.at.clone(),
-                "an `ai` stage needs a provider: add one under `ai.providers`",
-            )
-        })?;
+        let gateway = prompting::gateway(cx, Self::KIND)?;
         let choice = match self.provider.as_deref() {
             Some("best") => Choice::Best,
             Some(name) if gateway.has(name) => Choice::Named(name.to_owned()),
@@ -161,33 +142,21 @@ impl StageConfig for AiStageConfig {
                     .unwrap_or_default(),
             ),
         };
-        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
-            return Err(ConfigError::new(
-                cx.key("concurrency"),
-                format!("must be within 1–{MAX_CONCURRENCY}"),
-            ));
-        }
+        let concurrency = prompting::concurrency(cx, self.concurrency)?;
         if self.into.is_empty() {
             return Err(ConfigError::new(cx.key("into"), "must not be empty"));
         }
-        let when = self
-            .when
-            .as_ref()
-            .map(|w| Predicate::compile(w, &cx.key("when"), cx.scripts))
-            .transpose()?;
-        let mut templates = minijinja::Environment::new();
-        for (name, source) in [("system", self.system), ("prompt", self.prompt)] {
-            templates
-                .add_template_owned(name, source)
-                .map_err(|e| ConfigError::new(cx.key(name), format!("not a template: {e}")))?;
-        }
+        let templates = Templates::build(
+            cx,
+            self.when.as_ref(),
+            vec![("system", self.system), ("prompt", self.prompt)],
+        )?;
         let schema = self.schema.unwrap_or_else(threat_analysis_schema);
         let validator = jsonschema::validator_for(&schema)
             .map_err(|e| ConfigError::new(cx.key("schema"), format!("not a JSON Schema: {e}")))?;
         Ok(BuiltStage::Async(Box::new(AiStage {
-            when,
             templates,
-            concurrency: self.concurrency,
+            concurrency,
             shared: Arc::new(Shared {
                 gateway,
                 choice,
@@ -205,8 +174,7 @@ impl StageConfig for AiStageConfig {
 }
 
 struct AiStage {
-    when: Option<Predicate>,
-    templates: minijinja::Environment<'static>,
+    templates: Templates,
     concurrency: usize,
     shared: Arc<Shared>,
 }
@@ -249,33 +217,6 @@ struct Analysis {
     cached: bool,
 }
 
-impl AiStage {
-    /// The request for `event`, or why its templates failed.
-    fn render(&self, event: &Event) -> Result<ChatRequest, String> {
-        let context = minijinja::context! {
-            event => minijinja::Value::from_serialize(&event.data),
-            metadata => minijinja::Value::from_serialize(event.script_metadata(&self.shared.pipeline)),
-            id => event.id.to_string(),
-        };
-        let render = |name: &str| {
-            self.templates
-                .get_template(name)
-                .and_then(|t| t.render(&context))
-                .map_err(|e| format!("the {name} template failed: {e}"))
-        };
-        let system = render("system")?;
-        Ok(ChatRequest {
-            system: (!system.is_empty()).then_some(system),
-            user: render("prompt")?,
-            schema: Some(self.shared.schema.clone()),
-        })
-    }
-}
-
-fn ready(result: CallResult) -> BoxFuture<'static, CallResult> {
-    Box::pin(std::future::ready(result))
-}
-
 impl AsyncStage for AiStage {
     fn concurrency(&self) -> usize {
         self.concurrency
@@ -283,21 +224,21 @@ impl AsyncStage for AiStage {
 
     fn call(&mut self, mut event: Event) -> BoxFuture<'static, CallResult> {
         let counts = &self.shared.counts;
-        if let Some(when) = &self.when {
-            match with_data(&mut event, &self.shared.pipeline, |data, meta| {
-                when.matches(data, meta)
-            }) {
-                Ok(true) => {}
-                Ok(false) => {
-                    counts.skipped.fetch_add(1, Ordering::Relaxed);
-                    return ready(Ok(vec![event]));
-                }
-                Err(error) => return ready(Err(Failed::new(error, event))),
+        let (system, user) = match self.templates.render(&mut event, &["system", "prompt"]) {
+            Ok(Some(mut texts)) => {
+                let user = texts.pop().unwrap_or_default();
+                (texts.pop().unwrap_or_default(), user)
             }
-        }
-        let request = match self.render(&event) {
-            Ok(request) => request,
-            Err(message) => return ready(Err(Failed::new(StageError::BadValue(message), event))),
+            Ok(None) => {
+                counts.skipped.fetch_add(1, Ordering::Relaxed);
+                return ready(Ok(vec![event]));
+            }
+            Err(error) => return ready(Err(Failed::new(error, event))),
+        };
+        let request = ChatRequest {
+            system: (!system.is_empty()).then_some(system),
+            user,
+            schema: Some(self.shared.schema.clone()),
         };
         counts.sent.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
@@ -427,24 +368,8 @@ impl Shared {
     }
 
     fn unavailable(&self, event: Event, error: GatewayError) -> CallResult {
-        let reason = match &error {
-            GatewayError::Budget(_) => Reason::BudgetExhausted,
-            GatewayError::Unavailable(_) | GatewayError::Refused(_) => Reason::ProviderUnavailable,
-        };
-        // A refused request is about this event: never passed over silently.
-        let pass = self.on_unavailable == OnUnavailable::Pass
-            && !matches!(error, GatewayError::Refused(_));
         self.counts.unavailable.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(pipeline = %self.pipeline, %error, pass, "no analysis");
-        if pass {
-            return Ok(vec![event]);
-        }
-        Err(Failed::new(
-            StageError::External {
-                reason,
-                message: error.to_string(),
-            },
-            event,
-        ))
+        tracing::debug!(pipeline = %self.pipeline, %error, "no analysis");
+        prompting::unavailable(event, error, self.on_unavailable)
     }
 }
