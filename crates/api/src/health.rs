@@ -44,6 +44,9 @@ struct Components {
     /// Each source that reports its health (Kafka sources).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     sources: std::collections::BTreeMap<String, colloquium_telemetry::health::ComponentHealth>,
+    /// The AI providers' breakers and today's spend, when `ai:` has providers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai: Option<colloquium_telemetry::health::ComponentHealth>,
 }
 
 /// How long `/health` reports a forced deletion (`storage.max_disk_usage`) as `degraded`.
@@ -174,13 +177,20 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             .unwrap_or(Status::Healthy)
     };
     let (worst_pipeline, worst_source) = (worst(&pipelines), worst(&sources));
+    // Every provider down leaves the stream running (`on_unavailable`): the node is degraded,
+    // not unhealthy, so a load balancer keeps sending it events.
+    let ai = state.ai.as_ref().map(|gateway| gateway.refresh());
+    let worst_ai = ai
+        .as_ref()
+        .map_or(Status::Healthy, |a| a.status.min(Status::Degraded));
     let status = node
         .status
         .max(storage.status)
         .max(disk.status)
         .max(control.status)
         .max(worst_pipeline)
-        .max(worst_source);
+        .max(worst_source)
+        .max(worst_ai);
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -195,6 +205,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             control,
             pipelines,
             sources,
+            ai,
         },
     };
     (code, axum::Json(report)).into_response()

@@ -58,15 +58,14 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))
     .context("starting the AI gateway")?;
-    // The gateway's breakers and spend, in `/health` and `/metrics` (a breaker opens and cools
-    // down with time, not only with calls).
-    let ai_health = ai.gateway.clone().map(|gateway| {
-        let board = board.clone();
+    // The gateway's breaker and spend gauges in `/metrics`, every second (a breaker cools down
+    // with time, not only with calls); `/health` reads them when asked.
+    let ai_gauges = ai.gateway.clone().map(|gateway| {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 ticks.tick().await;
-                board.set("ai", gateway.refresh());
+                gateway.refresh();
             }
         })
     });
@@ -239,7 +238,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
 
     control.abort();
     trim.abort();
-    if let Some(task) = ai_health {
+    if let Some(task) = ai_gauges {
         task.abort();
     }
     // Pipelines stop after ingest (nothing new arrives) and before the store closes; what
