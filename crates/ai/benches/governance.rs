@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use colloquium_ai::budget::Limits;
-use colloquium_ai::provider::{Api, TokenCounter};
+use colloquium_ai::provider::{AnswerSchema, Api, TokenCounter};
 use colloquium_ai::{Breaker, BreakerConfig, ChatRequest, Ledger, Nanos, Price};
 use colloquium_event::Timestamp;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -49,7 +49,10 @@ fn bench(c: &mut Criterion) {
     let request = ChatRequest {
         system: Some(system.into()),
         user: render(),
-        schema: Some(("threat_analysis".into(), schema)),
+        schema: Some(std::sync::Arc::new(AnswerSchema::new(
+            "threat_analysis",
+            schema,
+        ))),
     };
     let price = Price {
         input_per_million: Nanos::parse_usd("0.15").unwrap(),
@@ -63,10 +66,10 @@ fn bench(c: &mut Criterion) {
         .build();
     let cache_key = |request: &ChatRequest| {
         format!(
-            "openai\u{1}gpt-4o-mini\u{1}500\u{1}None\u{1}{}\u{1}{}\u{1}{:?}",
+            "openai\u{1}gpt-4o-mini\u{1}500\u{1}None\u{1}{}\u{1}{}\u{1}{}",
             request.system.as_deref().unwrap_or(""),
             request.user,
-            request.schema
+            request.schema.as_ref().map_or("", |s| s.text())
         )
     };
     let huge = NonZeroU32::new(u32::MAX).unwrap();

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use crate::money::Nanos;
 
 /// Milliseconds in a day.
-const DAY_MS: u64 = 86_400_000;
+pub const DAY_MS: u64 = 86_400_000;
 
 /// The UTC day of `t`, in days since 1970-01-01.
 pub fn day_of(t: Timestamp) -> i64 {
@@ -289,19 +289,20 @@ impl Ledger {
             let freed = self.shared.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(reserved) = self.try_reserve(account, worst)? {
-                return self.make_durable(reserved).await;
+            if let Some((reservation, open)) = self.try_reserve(account, worst)? {
+                return self.make_durable(reservation, open).await;
             }
             freed.await;
         }
     }
 
-    /// One look: a reservation, `None` to wait, or the refusal.
+    /// One look: a reservation (held in memory) with what is to be written of it, `None` to
+    /// wait, or the refusal.
     fn try_reserve(
         &self,
         account: &Account,
         worst: Nanos,
-    ) -> Result<Option<Reservation>, BudgetError> {
+    ) -> Result<Option<(Reservation, OpenReservation)>, BudgetError> {
         let limits = &self.shared.limits;
         let pipeline = account.pipeline.as_str();
         let now = (self.shared.clock)();
@@ -385,27 +386,23 @@ impl Ledger {
         };
         // Held in memory now (so no other call takes the room); durable before the call
         // goes out (`make_durable`).
-        state.open.insert(id, open);
-        Ok(Some(Reservation {
+        state.open.insert(id, open.clone());
+        let reservation = Reservation {
             id,
             worst,
             ledger: Some(self.clone()),
-        }))
+        };
+        Ok(Some((reservation, open)))
     }
 
     /// Writes `reservation` synced before it is handed out, on a blocking thread when in a
     /// runtime: concurrent calls' writes then share RocksDB's group commit (one fsync for
     /// several) instead of queueing behind each other's fsync on the caller's thread.
-    async fn make_durable(&self, reservation: Reservation) -> Result<Reservation, BudgetError> {
-        let open = {
-            let state = self.lock();
-            state.open.get(&reservation.id).cloned()
-        };
-        let Some(open) = open else {
-            return Err(BudgetError::Store(
-                "a reservation vanished before it was written".into(),
-            ));
-        };
+    async fn make_durable(
+        &self,
+        reservation: Reservation,
+        open: OpenReservation,
+    ) -> Result<Reservation, BudgetError> {
         let write = vec![LedgerWrite::Open {
             id: reservation.id,
             reservation: open,

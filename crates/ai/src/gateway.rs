@@ -588,7 +588,7 @@ fn cache_key(governed: &Governed, request: &ChatRequest) -> String {
     let schema = request
         .schema
         .as_ref()
-        .map(|(name, schema)| format!("{name}\u{1}{schema}"))
+        .map(|schema| format!("{}\u{1}{}", schema.name, schema.text()))
         .unwrap_or_default();
     format!(
         "{}\u{1}{}\u{1}{}\u{1}{:?}\u{1}{}\u{1}{}\u{1}{schema}",

@@ -9,6 +9,7 @@
 //! `Debug` shows nothing) and is never logged or put in an error.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -99,8 +100,56 @@ pub struct ChatRequest {
     pub system: Option<String>,
     /// The prompt.
     pub user: String,
-    /// The JSON schema the answer must match, with its name.
-    pub schema: Option<(String, Value)>,
+    /// The JSON schema the answer must match (shared: a stage asks with the same one each time).
+    pub schema: Option<Arc<AnswerSchema>>,
+}
+
+/// A JSON schema an answer must match, with its name; serialized once, and its tokens counted
+/// once per tokenizer, however many calls ask with it.
+#[derive(Debug)]
+pub struct AnswerSchema {
+    /// Its name (OpenAI's `json_schema.name`).
+    pub name: String,
+    /// The schema.
+    pub schema: Value,
+    text: String,
+    /// Its tokens by tokenizer (the BPE's address).
+    tokens: Mutex<Vec<(usize, u64)>>,
+}
+
+impl AnswerSchema {
+    /// `schema`, named `name`.
+    pub fn new(name: impl Into<String>, schema: Value) -> AnswerSchema {
+        AnswerSchema {
+            name: name.into(),
+            text: schema.to_string(),
+            schema,
+            tokens: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Its JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Its tokens with `bpe`, counted the first time.
+    fn tokens(&self, bpe: &'static tiktoken_rs::CoreBPE) -> u64 {
+        let key = std::ptr::from_ref(bpe) as usize;
+        let mut known = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, n)) = known.iter().find(|(k, _)| *k == key) {
+            return *n;
+        }
+        let n = u64::try_from(bpe.encode_ordinary(&self.text).len()).unwrap_or(u64::MAX);
+        known.push((key, n));
+        n
+    }
+}
+
+impl PartialEq for AnswerSchema {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.schema == other.schema
+    }
 }
 
 /// Tokens a call used, as the provider counted them.
@@ -237,10 +286,10 @@ impl Provider {
                 if let Some(t) = spec.temperature {
                     body["temperature"] = json!(t);
                 }
-                if let Some((name, schema)) = &request.schema {
+                if let Some(schema) = &request.schema {
                     body["response_format"] = json!({
                         "type": "json_schema",
-                        "json_schema": {"name": name, "schema": schema, "strict": true},
+                        "json_schema": {"name": schema.name, "schema": schema.schema, "strict": true},
                     });
                 }
                 (format!("{base}/chat/completions"), body)
@@ -249,14 +298,14 @@ impl Provider {
                 // No schema parameter: the schema goes into the instructions, and the answer
                 // is validated like any other.
                 let mut system = request.system.clone().unwrap_or_default();
-                if let Some((_, schema)) = &request.schema {
+                if let Some(schema) = &request.schema {
                     if !system.is_empty() {
                         system.push_str("\n\n");
                     }
                     system.push_str(
                         "Answer with one JSON object, nothing else, matching this JSON schema:\n",
                     );
-                    system.push_str(&schema.to_string());
+                    system.push_str(schema.text());
                 }
                 let mut body = json!({
                     "model": spec.model,
@@ -466,7 +515,7 @@ impl TokenCounter {
             + request
                 .schema
                 .as_ref()
-                .map_or(0, |(_, schema)| tokens(&schema.to_string()))
+                .map_or(0, |schema| schema.tokens(bpe))
             + 3 * messages
             + 3;
         counted + counted / 10 + 16
@@ -486,7 +535,7 @@ pub fn estimate_tokens(request: &ChatRequest) -> u64 {
         + request
             .schema
             .as_ref()
-            .map_or(0, |(_, s)| s.to_string().len());
+            .map_or(0, |schema| schema.text().len());
     let messages = 1 + u64::from(request.system.is_some());
     u64::try_from(bytes).unwrap_or(u64::MAX) + 8 * messages
 }
@@ -500,7 +549,7 @@ mod tests {
         let request = ChatRequest {
             system: Some("You analyse security events.".into()),
             user: "User ada logged in from 203.0.113.9 at 03:00, a country never seen. ".repeat(30),
-            schema: Some(("t".into(), json!({"type": "object"}))),
+            schema: Some(Arc::new(AnswerSchema::new("t", json!({"type": "object"})))),
         };
         let counter = TokenCounter::for_model(Api::Openai, "gpt-4o-mini");
         assert!(matches!(counter, TokenCounter::Tiktoken(_)));

@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 use crate::gateway::{Answered, Choice, Gateway, GatewayError};
 pub use crate::prompting::OnUnavailable;
 use crate::prompting::{self, Templates, ready};
-use crate::provider::ChatRequest;
+use crate::provider::{AnswerSchema, ChatRequest};
 
 /// The results table of analyses.
 pub const ANALYSES: &str = "analyses";
@@ -161,7 +161,7 @@ impl StageConfig for AiStageConfig {
                 gateway,
                 choice,
                 pipeline: cx.pipeline.to_string(),
-                schema: (self.schema_name, schema),
+                schema: Arc::new(AnswerSchema::new(self.schema_name, schema)),
                 validator,
                 into: self.into,
                 on_invalid: self.on_invalid,
@@ -184,7 +184,7 @@ struct Shared {
     gateway: Arc<Gateway>,
     choice: Choice,
     pipeline: String,
-    schema: (String, Value),
+    schema: Arc<AnswerSchema>,
     validator: jsonschema::Validator,
     into: String,
     on_invalid: OnInvalid,
@@ -238,7 +238,7 @@ impl AsyncStage for AiStage {
         let request = ChatRequest {
             system: (!system.is_empty()).then_some(system),
             user,
-            schema: Some(self.shared.schema.clone()),
+            schema: Some(Arc::clone(&self.shared.schema)),
         };
         counts.sent.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();

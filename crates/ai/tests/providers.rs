@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use colloquium_ai::breaker::BreakerConfig;
 use colloquium_ai::budget::Limits;
+use colloquium_ai::provider::AnswerSchema;
 use colloquium_ai::retry::RetryPolicy;
 use colloquium_ai::{
     Api, ChatRequest, Choice, Gateway, GatewayError, Governance, Governed, Ledger, Nanos, Price,
@@ -194,10 +195,10 @@ fn request() -> ChatRequest {
     ChatRequest {
         system: Some("You analyse security events.".into()),
         user: "User ada logged in from 203.0.113.9 at 03:00.".into(),
-        schema: Some((
-            "threat_analysis".into(),
+        schema: Some(Arc::new(AnswerSchema::new(
+            "threat_analysis",
             json!({"type": "object", "required": ["severity"]}),
-        )),
+        ))),
     }
 }
 

@@ -9,6 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use colloquium_ai::Nanos;
+use colloquium_ai::budget::{DAY_MS, day_of};
 use colloquium_ai::similar::StageIndex;
 use colloquium_ai::stage::ANALYSES;
 use colloquium_event::EventId;
@@ -18,9 +19,6 @@ use serde_json::{Value, json};
 use crate::error::blocking;
 use crate::query::{json_response, query_params, time_param};
 use crate::{ApiError, ApiState};
-
-/// Milliseconds in a day.
-const DAY_MS: u64 = 86_400_000;
 
 /// Parameters of `GET /api/ai/costs`.
 #[derive(Debug, Deserialize)]
@@ -45,11 +43,8 @@ pub async fn costs(
     query: Result<Query<CostParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = query_params(query)?;
-    let day_of = |t: Option<colloquium_event::Timestamp>| {
-        t.map(|t| i64::try_from(t.as_millis() / DAY_MS).unwrap_or(i64::MAX))
-    };
-    let since = day_of(time_param("since", p.since.as_deref())?);
-    let until = day_of(time_param("until", p.until.as_deref())?);
+    let since = time_param("since", p.since.as_deref())?.map(day_of);
+    let until = time_param("until", p.until.as_deref())?.map(day_of);
     let by = p.by.as_deref().unwrap_or("pipeline");
     if !matches!(by, "provider" | "model" | "pipeline") {
         return Err(ApiError::BadRequest(format!(
