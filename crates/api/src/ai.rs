@@ -116,14 +116,7 @@ pub async fn analysis(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let parsed = id
-        .parse::<EventId>()
-        .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
-    let store = state.store.clone();
-    let found = blocking(move || store.result_of_event(ANALYSES, parsed)).await?;
-    let Some((pipeline, bytes)) = found.into_iter().next() else {
-        return Err(ApiError::NoSuch(format!("an analysis of event {id}")));
-    };
+    let (pipeline, bytes) = crate::results::of_event(&state, ANALYSES, &id, "an analysis").await?;
     let mut record: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::Internal(format!("a stored analysis is not JSON: {e}")))?;
     if let Some(map) = record.as_object_mut() {
@@ -222,9 +215,7 @@ pub async fn similar_to_event(
 ) -> Result<Response, ApiError> {
     let p = query_params(query)?;
     let k = k_param(p.k.as_deref())?;
-    let parsed = id
-        .parse::<EventId>()
-        .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
+    let parsed = crate::query::event_id_param(&id)?;
     let candidates = indexes(&state, p.pipeline.as_deref(), p.stage.as_deref());
     let Some((found, vector)) = candidates
         .iter()

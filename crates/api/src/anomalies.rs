@@ -223,13 +223,6 @@ pub async fn one(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let parsed = id
-        .parse::<EventId>()
-        .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
-    let store = state.store.clone();
-    let found = blocking(move || store.result_of_event(ANOMALIES, parsed)).await?;
-    match found.into_iter().next() {
-        Some((_, json)) => Ok(json_response(json)),
-        None => Err(ApiError::NoSuch(format!("an anomaly of event {id}"))),
-    }
+    let (_, json) = crate::results::of_event(&state, ANOMALIES, &id, "an anomaly").await?;
+    Ok(json_response(json))
 }

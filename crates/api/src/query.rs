@@ -28,6 +28,12 @@ pub(crate) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Times
         .transpose()
 }
 
+/// Reads an event id from a path (`id: …` when it is not one).
+pub(crate) fn event_id_param(id: &str) -> Result<EventId, ApiError> {
+    id.parse::<EventId>()
+        .map_err(|e| ApiError::BadRequest(format!("id: {e}")))
+}
+
 /// Reads a page size: [`DEFAULT_LIMIT`] when absent, 1 to [`MAX_LIMIT`].
 pub(crate) fn limit_param(limit: Option<&str>) -> Result<usize, ApiError> {
     let limit = match limit {

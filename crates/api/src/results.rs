@@ -132,3 +132,20 @@ pub async fn windows(
     let page = page(&state, query, limit).await?;
     Ok(json_response(page_body("windows", &page, limit)))
 }
+
+/// The row of event `id` in the one-key table `table` of the first stage that kept one, with
+/// its pipeline; `what` names the thing for a 404 ("an anomaly").
+pub(crate) async fn of_event(
+    state: &ApiState,
+    table: &'static str,
+    id: &str,
+    what: &str,
+) -> Result<(String, Vec<u8>), ApiError> {
+    let parsed = crate::query::event_id_param(id)?;
+    let store = state.store.clone();
+    let found = crate::error::blocking(move || store.result_of_event(table, parsed)).await?;
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::NoSuch(format!("{what} of event {id}")))
+}

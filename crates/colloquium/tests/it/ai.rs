@@ -190,6 +190,15 @@ async fn post(node: &Node, events: &[Value]) {
     assert_eq!(status, 202, "{body}");
 }
 
+/// Pipeline `p`'s outputs once there are `n`.
+async fn outputs_of(node: &Node, p: &str, n: usize) -> Vec<Value> {
+    eventually(MINUTE, &format!("{n} outputs of {p}"), || async {
+        let outputs = node.outputs(p).await;
+        (outputs.len() == n).then_some(outputs)
+    })
+    .await
+}
+
 async fn costs(node: &Node, by: &str) -> Value {
     let (status, body) = node.get(&format!("/api/ai/costs?by={by}")).await;
     assert_eq!(status, 200, "{body}");
@@ -217,11 +226,7 @@ async fn anomalies_get_a_threat_analysis_kept_and_served_by_event_id() {
     let mut events = crate::anomaly::events("ada", 0, 30, false);
     events.extend(crate::anomaly::events("ada", 30, 33, true));
     post(&node, &events).await;
-    let outputs = eventually(MINUTE, "33 outputs", || async {
-        let outputs = node.outputs("p").await;
-        (outputs.len() == 33).then_some(outputs)
-    })
-    .await;
+    let outputs = outputs_of(&node, "p", 33).await;
     let analysed: Vec<&Value> = outputs
         .iter()
         .filter(|o| o["data"].get("analysis").is_some())
@@ -316,11 +321,7 @@ async fn fifty_concurrent_calls_spend_at_most_the_budget_and_every_affordable_ca
     );
     let events: Vec<Value> = (0..80).map(|i| json!({"n": i})).collect();
     post(&node, &events).await;
-    let outputs = eventually(MINUTE, "80 outputs", || async {
-        let outputs = node.outputs("p").await;
-        (outputs.len() == 80).then_some(outputs)
-    })
-    .await;
+    let outputs = outputs_of(&node, "p", 80).await;
     let analysed = outputs
         .iter()
         .filter(|o| o["data"].get("analysis").is_some())
@@ -403,11 +404,7 @@ async fn calls_in_flight_at_a_sigkill_are_counted_and_made_again_once() {
     let stopped = node.kill9();
     server.hold.send_replace(false);
     let node = stopped.restart();
-    let outputs = eventually(MINUTE, "5 outputs", || async {
-        let outputs = node.outputs("p").await;
-        (outputs.len() == 5).then_some(outputs)
-    })
-    .await;
+    let outputs = outputs_of(&node, "p", 5).await;
     assert!(
         outputs
             .iter()
@@ -447,11 +444,7 @@ async fn failover_to_a_second_provider_and_degrading_both_ways_when_all_are_down
     );
     let events: Vec<Value> = (0..6).map(|i| json!({"n": i})).collect();
     post(&node, &events).await;
-    let outputs = eventually(MINUTE, "6 outputs", || async {
-        let outputs = node.outputs("p").await;
-        (outputs.len() == 6).then_some(outputs)
-    })
-    .await;
+    let outputs = outputs_of(&node, "p", 6).await;
     assert!(
         outputs
             .iter()
@@ -528,11 +521,7 @@ async fn invalid_answers_are_asked_again_once_and_identical_prompts_cost_once() 
     .replace("cache: {ttl: 0s}", "cache: {ttl: 10m, max_size: 1MiB}");
     let node = Node::start_with_files(&cached, &[("key.txt", "k")]);
     post(&node, &[json!({"kind": "a"})]).await;
-    let outputs = eventually(MINUTE, "1 output", || async {
-        let outputs = node.outputs("p").await;
-        (outputs.len() == 1).then_some(outputs)
-    })
-    .await;
+    let outputs = outputs_of(&node, "p", 1).await;
     assert_eq!(outputs[0]["data"]["analysis"]["severity"], "HIGH");
     let requests = server.requests();
     assert_eq!(requests.len(), 2, "asked again once");
@@ -546,11 +535,7 @@ async fn invalid_answers_are_asked_again_once_and_identical_prompts_cost_once() 
     server.set_mode(Mode::Valid);
     let events: Vec<Value> = (0..20).map(|_| json!({"kind": "b"})).collect();
     post(&node, &events).await;
-    let outputs = eventually(MINUTE, "21 outputs", || async {
-        let outputs = node.outputs("p").await;
-        (outputs.len() == 21).then_some(outputs)
-    })
-    .await;
+    let outputs = outputs_of(&node, "p", 21).await;
     assert!(
         outputs
             .iter()
@@ -646,11 +631,7 @@ async fn similar_events_are_found_by_id_and_by_text_and_survive_a_restart() {
         .map(|i| json!({"topic": i % 3, "text": format!("{} case{}", topics[i % 3], i)}))
         .collect();
     post(&node, &events).await;
-    let outputs = eventually(MINUTE, "15 outputs", || async {
-        let outputs = node.outputs("p").await;
-        (outputs.len() == 15).then_some(outputs)
-    })
-    .await;
+    let outputs = outputs_of(&node, "p", 15).await;
     let login = outputs.iter().find(|o| o["data"]["topic"] == 0).unwrap();
     let id = login["id"].as_str().unwrap();
     let check = |body: &Value, n: usize| {
