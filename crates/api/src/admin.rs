@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use colloquium_event::Timestamp;
 use serde::Serialize;
@@ -91,12 +90,16 @@ pub struct ReloadReport {
     pub error: Option<String>,
 }
 
+/// The admin routes, before their state is given.
+pub fn routes() -> crate::routes::Routes<Arc<dyn ConfigControl>> {
+    crate::routes::Routes::default()
+        .get("/admin/config", config)
+        .post("/admin/reload", reload)
+}
+
 /// Returns the admin routes.
 pub fn router(control: Arc<dyn ConfigControl>) -> Router {
-    Router::new()
-        .route("/admin/config", get(config))
-        .route("/admin/reload", post(reload))
-        .with_state(control)
+    routes().into_router().with_state(control)
 }
 
 async fn config(State(control): State<Arc<dyn ConfigControl>>) -> Json<ConfigStatus> {

@@ -1,5 +1,7 @@
 //! `GET /health`: `healthy`, `degraded` or `unhealthy`, per component, with reasons.
 //!
+//! With tokens configured, a caller without the `read` scope gets only `{"status": …}`.
+//!
 //! `unhealthy` (HTTP 503): the store cannot write, or the node is shutting down.
 //! `degraded` (HTTP 200): free disk space is below `storage.min_free_disk`, or unknown; a
 //! pipeline is more than 30 s behind the log; `storage.max_disk_usage` deleted events or dead
@@ -113,7 +115,10 @@ fn control_component(lanes: &colloquium_router::Lanes) -> Component {
 }
 
 /// `GET /health`.
-pub async fn health(State(state): State<ApiState>) -> Response {
+pub async fn health(
+    State(state): State<ApiState>,
+    caller: Option<axum::Extension<colloquium_security::Caller>>,
+) -> Response {
     let draining = state.draining.load(Ordering::Relaxed);
     let node = Component {
         status: if draining {
@@ -196,6 +201,10 @@ pub async fn health(State(state): State<ApiState>) -> Response {
     } else {
         StatusCode::OK
     };
+    // With tokens configured, `/health` is open for liveness; its detail needs `read`.
+    if caller.is_some_and(|c| !c.scopes.contains(colloquium_config::Scope::Read)) {
+        return (code, axum::Json(serde_json::json!({ "status": status }))).into_response();
+    }
     let report = Report {
         status,
         components: Components {

@@ -12,6 +12,7 @@
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`admin`]: `GET /admin/config` and `POST /admin/reload`, on the admin listener.
+//! - [`routes`]: the route table (each route's scope) and the router builder that records it.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
 #![warn(missing_docs)]
 
@@ -25,13 +26,13 @@ pub mod metrics;
 pub mod pipelines;
 pub mod query;
 pub mod results;
+pub mod routes;
 pub mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
 use colloquium_storage::Store;
 use colloquium_telemetry::MetricsRegistry;
 use colloquium_telemetry::process::ProcessMetrics;
@@ -63,33 +64,35 @@ pub struct ApiState {
     pub similar: Arc<colloquium_ai::Indexes>,
 }
 
+/// The API's routes, before their state is given (see [`routes::ROUTES`] for their scopes).
+pub fn routes() -> routes::Routes<ApiState> {
+    routes::Routes::default()
+        .get("/api/events", query::list)
+        .get("/api/events/stream", stream::replay)
+        .get("/api/events/{id}", query::get_one)
+        .get("/api/events/{id}/similar", ai::similar_to_event)
+        .post("/api/events/similar", ai::similar_to_text)
+        .get("/api/outputs", pipelines::outputs)
+        .get("/api/windows", results::windows)
+        .get("/api/results/{pipeline}/{stage}/{table}", results::results)
+        .get("/api/anomalies", anomalies::list)
+        .get("/api/anomalies/high-score", anomalies::high_score)
+        .get("/api/anomalies/count", anomalies::count)
+        .get("/api/anomalies/{id}", anomalies::one)
+        .get("/api/users/{user}/baseline", anomalies::baseline)
+        .get("/api/dlq", pipelines::dead_letters)
+        .post("/api/dlq/replay", pipelines::replay_many)
+        .delete("/api/dlq/{id}", pipelines::delete)
+        .post("/api/dlq/{id}/replay", pipelines::replay)
+        .get("/api/ai/costs", ai::costs)
+        .get("/api/analyses/{id}", ai::analysis)
+        .get("/api/control", control::get)
+        .post("/api/control", control::set)
+        .get("/health", health::health)
+        .get("/metrics", metrics::metrics)
+}
+
 /// Returns the API routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/events", get(query::list))
-        .route("/api/events/stream", get(stream::replay))
-        .route("/api/events/{id}", get(query::get_one))
-        .route("/api/events/{id}/similar", get(ai::similar_to_event))
-        .route("/api/events/similar", post(ai::similar_to_text))
-        .route("/api/outputs", get(pipelines::outputs))
-        .route("/api/windows", get(results::windows))
-        .route(
-            "/api/results/{pipeline}/{stage}/{table}",
-            get(results::results),
-        )
-        .route("/api/anomalies", get(anomalies::list))
-        .route("/api/anomalies/high-score", get(anomalies::high_score))
-        .route("/api/anomalies/count", get(anomalies::count))
-        .route("/api/anomalies/{id}", get(anomalies::one))
-        .route("/api/users/{user}/baseline", get(anomalies::baseline))
-        .route("/api/dlq", get(pipelines::dead_letters))
-        .route("/api/dlq/replay", post(pipelines::replay_many))
-        .route("/api/dlq/{id}", delete(pipelines::delete))
-        .route("/api/dlq/{id}/replay", post(pipelines::replay))
-        .route("/api/ai/costs", get(ai::costs))
-        .route("/api/analyses/{id}", get(ai::analysis))
-        .route("/api/control", get(control::get).post(control::set))
-        .route("/health", get(health::health))
-        .route("/metrics", get(metrics::metrics))
-        .with_state(state)
+    routes().into_router().with_state(state)
 }

@@ -25,6 +25,7 @@ mod node;
 mod registry;
 mod reload;
 mod replay;
+mod security;
 mod server;
 
 use std::process::ExitCode;

@@ -35,6 +35,11 @@ use crate::server::{self, ServerLimits};
 pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Before the ready line: a signal that arrives once we are "ready" must drain, not kill.
     let signals = Signals::install().context("installing signal handlers")?;
+    // `--listen` may have moved a listener off loopback after validation.
+    let unsafe_listeners = colloquium_config::security::check_listeners(&config.server);
+    if let Some(error) = unsafe_listeners.first() {
+        anyhow::bail!("{error}");
+    }
     let registry = MetricsRegistry::default();
     let storage_metrics = StorageMetrics::register(&registry);
     let store = open_store(&config, storage_metrics.clone(), true)?;
@@ -97,12 +102,6 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             .context("starting retention")?;
     }
     let wake = runtime.handle();
-    let (reloads, reload_thread) = Reloads::start(
-        args,
-        config.clone(),
-        runtime,
-        ReloadMetrics::register(&registry),
-    )?;
 
     let draining = Arc::new(AtomicBool::new(false));
     // Every configured source, built before anything listens: a bad one stops the start.
@@ -169,13 +168,38 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         similar: ai.indexes.clone(),
     });
     let http_metrics = HttpMetrics::register(&registry);
-    let app = routes
-        .into_router()
-        .merge(api)
-        .layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            HttpMetrics::track,
-        ));
+    let guard = crate::security::guard(&config, routes.paths(), &registry)?;
+    // Each reload rotates the tokens and reads the certificates again, as one with the config.
+    let (reloads, reload_thread) = Reloads::start(
+        args,
+        config.clone(),
+        runtime,
+        ReloadMetrics::register(&registry),
+        crate::security::refresher(guard.clone(), settings.certificates.clone()),
+    )?;
+    let guarded = |router: axum::Router| {
+        router
+            .layer(axum::middleware::from_fn_with_state(
+                guard.clone(),
+                colloquium_security::guard::check,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                http_metrics.clone(),
+                HttpMetrics::track,
+            ))
+    };
+    let app = guarded(routes.into_router().merge(api));
+    let admin_app = guarded(colloquium_api::admin::router(Arc::new(reloads.clone())));
+    let tls = match &config.server.tls {
+        Some(tls) => Some(
+            settings
+                .certificates
+                .load(tls, "server.tls")
+                .and_then(|c| c.acceptor(true))
+                .context("server.tls")?,
+        ),
+        None => None,
+    };
 
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
@@ -205,16 +229,11 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         shutdown_timeout: config.server.shutdown_timeout,
     };
     let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let admin = server::serve(
-        admin_listener,
-        colloquium_api::admin::router(Arc::new(reloads.clone())),
-        limits,
-        async move {
-            let mut stopped = stopped;
-            let _ = stopped.wait_for(|stop| *stop).await;
-        },
-    );
-    let main = server::serve(listener, app, limits, {
+    let admin = server::serve(admin_listener, admin_app, tls.clone(), limits, async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|stop| *stop).await;
+    });
+    let main = server::serve(listener, app, tls, limits, {
         let reloads = reloads.clone();
         async move {
             let signal = signals.until_stop(|| reloads.request(Cause::Sighup)).await;
@@ -266,7 +285,13 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
             .unwrap_or(usize::MAX),
         timestamp_field: config.ingest.timestamp_field.clone(),
         pipeline: config.ingest.pipeline.clone(),
+        certificates: colloquium_security::tls::Certificates::new(base_dir(config)),
     }
+}
+
+/// The directory relative paths in `config` are against: its file's, else the working one.
+pub fn base_dir(config: &Config) -> std::path::PathBuf {
+    config.base_dir.clone().unwrap_or_else(|| ".".into())
 }
 
 /// Opens the store with the config's storage settings; `create`: create the data directory

@@ -6,9 +6,10 @@
 //! running; the reason is logged, counted in `colloquium_config_reload_total{result="error"}`
 //! and shown by `GET /admin/config`.
 //!
-//! Only the pipeline sections (`sources`, `scripts`, `sinks`, `pipelines`, `tests`) change
-//! while running. A change to `server`, `storage` or `ingest` is reported as needing a
-//! restart and otherwise ignored.
+//! Only the pipeline sections (`scripts`, `sinks`, `pipelines`, `tests`) and `server.auth`
+//! change while running. A change to the rest of `server`, or to `storage`, `ingest`, `ai` or
+//! `sources`, is reported as needing a restart and otherwise ignored. Every reload, even of an
+//! unchanged config, reads token files and TLS certificates again ([`Refresher`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -57,6 +58,19 @@ impl Cause {
             Cause::Admin => "admin",
         }
     }
+}
+
+/// Reads what a reload refreshes besides the pipelines (tokens, certificates) from the new
+/// config; `Err` rejects the reload.
+pub type Refresher = Box<dyn Fn(&Config) -> Result<Refresh, String> + Send + 'static>;
+
+/// What a [`Refresher`] read, to install once the reload is accepted.
+pub struct Refresh {
+    /// Equal when the tokens and certificates read are the ones in use (the config shows
+    /// neither: a token from `${ENV}` or a file, a certificate file).
+    pub fingerprint: u64,
+    /// Puts them in use.
+    pub install: Box<dyn FnOnce() + Send>,
 }
 
 enum Command {
@@ -137,10 +151,12 @@ impl Reloads {
         config: Config,
         runtime: Runtime,
         metrics: ReloadMetrics,
+        refresh: Refresher,
     ) -> anyhow::Result<(Reloads, JoinHandle<()>)> {
         let (commands, requests) = channel();
         let file = args.config.config.as_deref().map(absolute);
         metrics.version.set(1);
+        let refreshed = refresh(&config).map_or(0, |r| r.fingerprint);
         let status = Arc::new(RwLock::new(ConfigStatus {
             file: file.clone(),
             version: 1,
@@ -161,6 +177,8 @@ impl Reloads {
             metrics,
             commands: commands.clone(),
             watcher: None,
+            refresh,
+            refreshed,
         };
         reloader.watch();
         let thread = std::thread::Builder::new()
@@ -192,6 +210,9 @@ struct Reloader {
     commands: Sender<Command>,
     /// Replaced after each reload: the set of script files may have changed.
     watcher: Option<RecommendedWatcher>,
+    refresh: Refresher,
+    /// The fingerprint of the tokens and certificates in use.
+    refreshed: u64,
 }
 
 impl Reloader {
@@ -306,8 +327,13 @@ impl Reloader {
                 }
             }
         }
+        if let Some(error) = colloquium_config::security::check_listeners(&next.server).first() {
+            return Err(error.to_string());
+        }
+        let refresh = (self.refresh)(&next)?;
+        let refreshed = refresh.fingerprint != self.refreshed;
         let before = digest(&self.active);
-        if digest(&next) == before {
+        if digest(&next) == before && !refreshed {
             return Ok(ReloadResult::Unchanged);
         }
         diff(&self.active, &next, report);
@@ -319,6 +345,13 @@ impl Reloader {
                 .join("\n"),
             other => other.to_string(),
         })?;
+        (refresh.install)();
+        self.refreshed = refresh.fingerprint;
+        if refreshed {
+            report
+                .changed
+                .push("server.auth/tls (tokens or certificates)".to_owned());
+        }
         self.version += 1;
         self.metrics
             .version
@@ -371,10 +404,15 @@ impl Reloader {
 /// and the names of those that differ are returned.
 fn keep_restart_only_sections(active: &Config, next: &mut Config) -> Vec<String> {
     let mut differ = Vec::new();
-    if !same(&active.server, &next.server) {
+    // Tokens rotate without a restart; the rest of `server:` owns the listeners.
+    let auth = next.server.auth.take();
+    let mut running = active.server.clone();
+    running.auth = None;
+    if !same(&running, &next.server) {
         differ.push("server".to_owned());
-        next.server = active.server.clone();
+        next.server = running;
     }
+    next.server.auth = auth;
     if !same(&active.storage, &next.storage) {
         differ.push("storage".to_owned());
         next.storage = active.storage.clone();

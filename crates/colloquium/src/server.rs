@@ -6,6 +6,11 @@
 //!   headers is disconnected, so it cannot hold a connection slot (or stall shutdown).
 //! - **Draining**: on shutdown, stop accepting, close idle keep-alive connections, let
 //!   in-flight requests finish, and give up after `server.shutdown_timeout`.
+//! - **TLS** (`server.tls`): the handshake runs in the connection's task, bounded by the
+//!   header deadline; each handshake takes the certificate current at that moment, so a
+//!   reloaded certificate never drops a connection.
+//! - **The client's address** goes into each request as `ConnectInfo`, for the audit log and
+//!   the per-address failure limit.
 
 use std::future::Future;
 use std::pin::pin;
@@ -13,12 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 /// Connection handling limits (from `server:`).
 #[derive(Clone, Copy, Debug)]
@@ -31,10 +39,12 @@ pub struct ServerLimits {
     pub shutdown_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
+/// drains.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -54,9 +64,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off rather than spin.
                     tracing::warn!(%error, "accepting a connection failed");
@@ -68,10 +78,39 @@ pub async fn serve(
         };
         // Acks are small and latency-bound; do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let watcher = graceful.watcher();
+        let (http, tls) = (http.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let served = match tls {
+                None => {
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            let connection = http.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, "connection closed with an error");
             }
             drop(slot);

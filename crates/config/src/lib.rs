@@ -8,6 +8,7 @@
 //! - [`scripts`]: the compiled `scripts:` section and resolving script references.
 //! - [`lanes`]: `lanes:` (priority lanes, capacities, overflow policies) and `control:`.
 //! - [`ai`]: `ai:` (model providers, prices, rate limits, the spend budget, the cache).
+//! - [`security`]: `server.auth` (bearer tokens and scopes), `tls:`.
 //! - [`env`]: `${VAR}` / `${VAR:-default}` substitution.
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod load;
 pub mod model;
 pub mod pipelines;
 pub mod scripts;
+pub mod security;
 
 pub use ai::{AiConfig, Nanos, ProviderApi, ProviderConfig};
 pub use lanes::{ControlConfig, LaneConfig, LaneSection, LanesConfig, Overflow, Thresholds};
@@ -30,3 +32,4 @@ pub use pipelines::{
     TestCase, TestEvent, TestExpect, typed_options,
 };
 pub use scripts::ScriptLibrary;
+pub use security::{AuthConfig, Scope, TlsConfig, TokenConfig, TokensConfig};

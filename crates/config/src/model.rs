@@ -154,6 +154,17 @@ pub struct ServerConfig {
     /// A client that has not sent a request's headers within this is disconnected.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Bearer tokens and their scopes, or `none`; not written: no authentication, and both
+    /// listeners on loopback addresses only ([`crate::security`]).
+    #[serde(default)]
+    pub auth: Option<crate::security::AuthConfig>,
+    /// TLS on both HTTP listeners.
+    #[serde(default)]
+    pub tls: Option<crate::security::TlsConfig>,
+    /// The audit log (JSON lines: admin actions and refused requests); relative to the config
+    /// file; not written: `audit.log` in the data directory.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// `storage:` — the RocksDB event store.
@@ -229,6 +240,9 @@ impl Default for ServerConfig {
             shutdown_timeout: default_shutdown_timeout(),
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
+            auth: None,
+            tls: None,
+            audit_log: None,
         }
     }
 }
@@ -327,6 +341,7 @@ impl Config {
             "ingest.pipeline",
             "must not be empty",
         );
+        crate::security::validate(&self.server, &mut errors);
         errors.extend(crate::pipelines::validate(
             &self.sources,
             &self.sinks,

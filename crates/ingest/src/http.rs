@@ -501,6 +501,7 @@ mod tests {
             max_pending_bytes: 64 << 20,
             timestamp_field: "ts".into(),
             pipeline: "default".into(),
+            certificates: Default::default(),
         };
         mounted(accept, &settings)
     }
@@ -709,6 +710,7 @@ mod tests {
                 max_pending_bytes,
                 timestamp_field: "ts".into(),
                 pipeline: "default".into(),
+                certificates: Default::default(),
             };
             let router = mounted(Stuck, &settings);
             let held = tokio::spawn(

@@ -79,6 +79,8 @@ pub struct IngestSettings {
     pub timestamp_field: String,
     /// Pipeline recorded in metadata.
     pub pipeline: String,
+    /// Certificates of sources that speak TLS, relative to the config file, reloaded together.
+    pub certificates: colloquium_security::tls::Certificates,
 }
 
 /// What a source may use while it is built.
@@ -155,6 +157,11 @@ impl HttpRoutes {
         self.limits
             .get_or_insert_with(|| Arc::new(crate::http::Limits::new(settings)))
             .clone()
+    }
+
+    /// The path of every mounted source (each `POST`), for the route table.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.keys().map(String::as_str)
     }
 
     /// Every mounted route, for the main listener.

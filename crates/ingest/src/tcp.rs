@@ -35,7 +35,7 @@ use colloquium_event::{Event, Metadata, Reason, Timestamp};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::body::{BodyFormat, parse};
 use crate::frame::{DEFAULT_MAX_FRAME, Frame, Next, StreamDecoder};
@@ -79,6 +79,9 @@ pub struct TcpConfig {
     /// Topic (or MQTT pattern) → priority; may only raise a frame's own ([`crate::topics`]).
     #[serde(default)]
     pub topics: BTreeMap<String, String>,
+    /// TLS: `{cert, key}` PEM files, read again at each reload.
+    #[serde(default)]
+    pub tls: Option<colloquium_config::TlsConfig>,
 }
 
 fn default_address() -> SocketAddr {
@@ -115,10 +118,26 @@ impl SourceConfig for TcpConfig {
             ));
         }
         let shared = Arc::new(Shared::new(cx, &self.topics)?);
+        let tls = match &self.tls {
+            Some(tls) => {
+                let at = cx.key("tls");
+                let certificate = cx
+                    .settings
+                    .certificates
+                    .load(tls, &at)
+                    .map_err(|e| ConfigError::new(e.at, e.message))?;
+                let acceptor = certificate
+                    .acceptor(false)
+                    .map_err(|e| ConfigError::new(e.at, e.message))?;
+                Some(acceptor)
+            }
+            None => None,
+        };
         Ok(Box::new(TcpSource {
             config: self,
             listener: None,
             shared,
+            tls,
         }))
     }
 }
@@ -156,6 +175,7 @@ impl<A: Accept> Shared<A> {
 struct TcpSource<A> {
     config: TcpConfig,
     listener: Option<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared<A>>,
 }
 
@@ -206,8 +226,22 @@ impl<A: Accept> Source for TcpSource<A> {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let (shared, shutdown) = (self.shared.clone(), cx.shutdown.clone());
+                        let tls = self.tls.clone();
                         connections.spawn(async move {
-                            if let Err(error) = serve(stream, &shared, options, shutdown).await {
+                            let served = match tls {
+                                None => serve(stream, &shared, options, shutdown).await,
+                                Some(tls) => {
+                                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                                        Ok(Ok(stream)) => serve(stream, &shared, options, shutdown).await,
+                                        Ok(Err(error)) => Err(error),
+                                        Err(_) => Err(std::io::Error::new(
+                                            std::io::ErrorKind::TimedOut,
+                                            "TLS handshake timed out",
+                                        )),
+                                    }
+                                }
+                            };
+                            if let Err(error) = served {
                                 tracing::debug!(%peer, %error, "tcp connection ended with an error");
                             }
                         });
@@ -260,8 +294,11 @@ impl Batch {
 /// How often a paused connection looks for room in its lane.
 const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
-async fn serve<A: Accept>(
-    mut stream: TcpStream,
+/// Longest a client may take to finish a TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve<A: Accept, S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
     shared: &Shared<A>,
     options: Connection,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -407,11 +444,11 @@ pub(crate) fn raw_event<A>(
 }
 
 /// Makes a batch durable (events, then dead letters), then acks it when asked.
-async fn store<A: Accept>(
+async fn store<A: Accept, S: tokio::io::AsyncWrite + Unpin>(
     shared: &Shared<A>,
     batch: Batch,
     options: Connection,
-    stream: &mut TcpStream,
+    stream: &mut S,
     durable: &mut u64,
     count: usize,
 ) -> std::io::Result<()> {
@@ -429,6 +466,8 @@ async fn store<A: Accept>(
         records.push(b'A');
         records.extend_from_slice(&durable.to_be_bytes());
         stream.write_all(&records).await?;
+        // TLS holds records until flushed; plain TCP's flush does nothing.
+        stream.flush().await?;
     }
     Ok(())
 }

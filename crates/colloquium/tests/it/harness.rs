@@ -100,7 +100,33 @@ impl Node {
         Self::start_in_env(dir, config, &[])
     }
 
+    /// Like [`Node::start_with_files`], logging at `level` into `node.log` in its directory
+    /// (read it with [`Node::log`]).
+    pub fn start_logged(config: &str, files: &[(&str, &str)], level: &str) -> Node {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write file");
+        }
+        let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
+        Self::start_full(dir, config, &[], level, Stdio::from(log))
+    }
+
+    /// What a node started by [`Node::start_logged`] logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
     fn start_in_env(dir: Arc<TempDir>, config: &str, env: &[(&str, &str)]) -> Node {
+        Self::start_full(dir, config, env, "warn", Stdio::inherit())
+    }
+
+    fn start_full(
+        dir: Arc<TempDir>,
+        config: &str,
+        env: &[(&str, &str)],
+        log: &str,
+        stderr: Stdio,
+    ) -> Node {
         let config_path = dir.path().join("colloquium.yaml");
         std::fs::write(&config_path, config).expect("write config");
         let data_dir = dir.path().join("data");
@@ -121,7 +147,7 @@ impl Node {
                 sources,
             },
             stdout,
-        ) = spawn_ready_with_output(&args, dir.path(), "warn", Stdio::inherit(), env);
+        ) = spawn_ready_with_output(&args, dir.path(), log, stderr, env);
         Node {
             child,
             addr,

@@ -19,6 +19,7 @@ mod pipelines;
 mod processors;
 mod reliability;
 mod reload;
+mod security;
 mod storage;
 mod tcp;
 mod windows;
