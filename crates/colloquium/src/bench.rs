@@ -336,6 +336,7 @@ async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
 
+    let target = Arc::new(Target::new(&args)?);
     let mut tasks = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let body = bodies.clone();
@@ -344,7 +345,7 @@ async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
             iv.mul_f64(i as f64 / args.connections as f64)
         });
         tasks.push(tokio::spawn(connection(
-            args.addr,
+            target.clone(),
             body,
             content_type,
             start + offset,
@@ -369,13 +370,23 @@ async fn http(args: BenchHttpArgs) -> anyhow::Result<()> {
     let accepted = statuses.get(&202).copied().unwrap_or(0);
     let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "bench http: {} connections, batch {}, rate {}, {:?} measured after {:?} warm-up",
+        "bench http: {} connections, batch {}, rate {}, {:?} measured after {:?} warm-up{}{}",
         args.connections,
         args.batch,
         args.rate
             .map_or("unlimited".to_owned(), |r| format!("{r} events/s")),
         args.duration,
-        args.warmup
+        args.warmup,
+        if args.token.is_some() {
+            ", with a token"
+        } else {
+            ""
+        },
+        if args.tls_ca.is_some() {
+            ", over TLS"
+        } else {
+            ""
+        },
     );
     println!(
         "requests:   {requests} ({:.0}/s), statuses {statuses:?}, connection errors {errors}",
@@ -505,8 +516,83 @@ impl Bodies {
     }
 }
 
-async fn connection(
+/// Where `bench http` sends, and how.
+struct Target {
     addr: SocketAddr,
+    /// `Bearer <token>`.
+    authorization: Option<hyper::header::HeaderValue>,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Target {
+    fn new(args: &BenchHttpArgs) -> anyhow::Result<Self> {
+        let authorization = args
+            .token
+            .as_ref()
+            .map(|t| hyper::header::HeaderValue::from_str(&format!("Bearer {t}")))
+            .transpose()
+            .context("--token has characters a header cannot carry")?;
+        let tls = match &args.tls_ca {
+            Some(ca) => Some(tls_connector(ca)?),
+            None => None,
+        };
+        Ok(Target {
+            addr: args.addr,
+            authorization,
+            tls,
+        })
+    }
+
+    /// A keep-alive HTTP/1.1 connection (over TLS when asked).
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let addr = self.addr;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(match &self.tls {
+            None => {
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                sender
+            }
+            Some(tls) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let stream = tls.connect(name, stream).await.context("TLS handshake")?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                sender
+            }
+        })
+    }
+}
+
+/// A TLS client trusting only the certificates in `ca`; connections share its session
+/// cache, so all but the first resume.
+fn tls_connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("reading {}", ca.display()))?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+async fn connection(
+    target: Arc<Target>,
     body: Arc<Bodies>,
     content_type: &'static str,
     first_slot: Instant,
@@ -520,13 +606,8 @@ async fn connection(
         statuses: BTreeMap::new(),
         errors: 0,
     };
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let host = addr.to_string();
+    let mut sender = target.connect().await?;
+    let host = target.addr.to_string();
     let mut slot = first_slot;
     let mut rng = fastrand::Rng::with_seed(15);
     loop {
@@ -542,10 +623,15 @@ async fn connection(
         if due >= end {
             break;
         }
-        let request = Request::post("/events")
+        let mut request = Request::post("/events")
             .header(HOST, &host)
             .header(CONTENT_TYPE, content_type)
             .body(Full::new(body.next(&mut rng)))?;
+        if let Some(authorization) = &target.authorization {
+            request
+                .headers_mut()
+                .insert(hyper::header::AUTHORIZATION, authorization.clone());
+        }
         if sender.ready().await.is_err() {
             report.errors += 1;
             break;

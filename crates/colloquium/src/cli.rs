@@ -55,6 +55,9 @@ pub enum Command {
     /// Score NDJSON events from stdin with the `anomaly` stage's detector (StreamGuard's
     /// per-user baseline model) and print one result per line.
     Anomaly(AnomalyArgs),
+    /// Make a new bearer token: prints it and its SHA-256 (for `server.auth.tokens[].sha256`,
+    /// so the token itself need not be on the node).
+    Token,
     /// Load generators for benchmarking a running node.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -308,4 +311,10 @@ pub struct BenchHttpArgs {
     /// event in 100 from a new IP and country at 3 AM.
     #[arg(long, conflicts_with = "window_keys")]
     pub streamguard_users: Option<u32>,
+    /// Bearer token sent with every request (a node with `server.auth` tokens).
+    #[arg(long, env = "COLLOQUIUM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Speak TLS, trusting the certificate authority in this PEM file (`server.tls`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }

@@ -94,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Computo(args) => computo::run(&args)?,
         Command::Anomaly(args) => anomaly::run(&args)?,
+        Command::Token => security::print_new_token()?,
         Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
     }
     Ok(ExitCode::SUCCESS)

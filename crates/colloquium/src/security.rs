@@ -64,3 +64,20 @@ pub fn refresher(guard: Arc<Guard>, certificates: Certificates) -> Refresher {
         })
     })
 }
+
+/// `colloquium token`: 32 random bytes from the system's secure generator, in hexadecimal (a
+/// valid bearer token), and its SHA-256.
+pub fn print_new_token() -> anyhow::Result<()> {
+    use colloquium_security::tokens::{hex, sha256};
+    let mut bytes = [0_u8; 32];
+    tokio_rustls::rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
+    let token = hex(&bytes);
+    let hash = hex(&sha256(token.as_bytes()));
+    println!("token:  {token}");
+    println!("sha256: {hash}");
+    println!("# server.auth.tokens: - {{name: NAME, sha256: {hash}, scopes: [read]}}");
+    Ok(())
+}

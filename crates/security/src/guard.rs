@@ -38,7 +38,26 @@ pub enum Access {
 /// Each route (method and axum path pattern) and what it needs.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
-    routes: HashMap<(Method, String), Access>,
+    /// By path, then by [`METHODS`] index: looked up per request without allocating.
+    routes: HashMap<String, [Option<Access>; METHODS.len()]>,
+}
+
+/// The methods routes are mounted with (`HEAD` is looked up as `GET`).
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+fn method_index(method: &Method) -> Option<usize> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    METHODS.iter().position(|m| m == method)
 }
 
 impl RouteTable {
@@ -51,29 +70,32 @@ impl RouteTable {
         table
     }
 
-    /// Adds (or replaces) a route.
+    /// Adds (or replaces) a route; a method other than GET, POST, PUT, PATCH or DELETE is
+    /// never mounted, and ignored.
     pub fn insert(&mut self, method: Method, path: &str, access: Access) {
-        self.routes.insert((method, path.to_owned()), access);
+        if let Some(i) = method_index(&method) {
+            self.routes.entry(path.to_owned()).or_default()[i] = Some(access);
+        }
     }
 
     /// What `method` on `route` needs; `HEAD` as `GET`.
     pub fn access(&self, method: &Method, route: &str) -> Option<Access> {
-        let method = if method == Method::HEAD {
-            &Method::GET
-        } else {
-            method
-        };
-        self.routes
-            .get(&(method.clone(), route.to_owned()))
-            .copied()
+        self.routes.get(route)?[method_index(method)?]
     }
 
-    /// Every route, sorted.
+    /// Every route, sorted by path.
     pub fn routes(&self) -> Vec<(Method, String, Access)> {
         let mut all: Vec<_> = self
             .routes
             .iter()
-            .map(|((m, p), a)| (m.clone(), p.clone(), *a))
+            .flat_map(|(path, accesses)| {
+                accesses
+                    .iter()
+                    .zip(&METHODS)
+                    .filter_map(move |(access, method)| {
+                        access.map(|a| (method.clone(), path.clone(), a))
+                    })
+            })
             .collect();
         all.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
         all
@@ -234,19 +256,13 @@ impl Guard {
             .clone()
     }
 
-    fn audit(
-        &self,
-        request: &Seen<'_>,
-        token: Option<&str>,
-        status: StatusCode,
-        reason: Option<&str>,
-    ) {
+    fn audit(&self, request: &Seen, token: Option<&str>, status: StatusCode, reason: Option<&str>) {
         let record = AuditRecord {
             time: crate::audit::now(),
             token,
             method: request.method.as_str(),
-            route: request.route,
-            path: request.path,
+            route: &request.route,
+            path: &request.path,
             address: request.address,
             outcome: if reason.is_some() {
                 "refused"
@@ -261,7 +277,7 @@ impl Guard {
         }
     }
 
-    fn refuse(&self, request: &Seen<'_>, token: Option<&str>, refusal: Refusal) -> Response {
+    fn refuse(&self, request: &Seen, token: Option<&str>, refusal: Refusal) -> Response {
         let (status, reason) = (refusal.status(), refusal.reason());
         self.metrics
             .refused
@@ -273,10 +289,10 @@ impl Guard {
 }
 
 /// What the guard saw of a request, for the audit log.
-struct Seen<'a> {
-    method: &'a Method,
-    route: &'a str,
-    path: &'a str,
+struct Seen {
+    method: Method,
+    route: String,
+    path: String,
     address: Option<SocketAddr>,
 }
 
@@ -382,35 +398,73 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         // No route matched: the router answers 404 / 405 itself.
         return next.run(request).await;
     };
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
     let address = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let seen = Seen {
-        method: &method,
-        route: route.as_str(),
-        path: &path,
+    let seen = |request: &Request| Seen {
+        method: request.method().clone(),
+        route: route.as_str().to_owned(),
+        path: request.uri().path().to_owned(),
         address,
     };
-    let Some(access) = guard.routes.access(&method, route.as_str()) else {
-        tracing::error!(route = route.as_str(), %method, "a mounted route is missing from the route table; refused");
-        return guard.refuse(&seen, None, Refusal::Unscoped);
+    let Some(access) = guard.routes.access(request.method(), route.as_str()) else {
+        tracing::error!(route = route.as_str(), method = %request.method(), "a mounted route is missing from the route table; refused");
+        return guard.refuse(&seen(&request), None, Refusal::Unscoped);
     };
     let current = guard.current();
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| bearer(v.as_bytes()));
+    let needs = match access {
+        Access::Open => None,
+        Access::Needs(scope) => Some(scope),
+    };
     let caller = if current.tokens.required() {
-        let verified = match presented {
-            Some(Ok(token)) => current.tokens.verify(token),
-            _ => None,
-        };
-        Caller {
-            token: verified.as_ref().map(|(name, _)| name.clone()),
-            scopes: verified.map_or(Scopes::NONE, |(_, scopes)| scopes),
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| bearer(v.as_bytes()));
+        if let Some(scope) = needs {
+            let ip = address.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            // A penalized address is refused before its token is even looked at, so guessing
+            // gains nothing from going on.
+            if let Some(wait) = guard.penalties.remaining(ip) {
+                return guard.refuse(&seen(&request), None, Refusal::Throttled(wait));
+            }
+            let verified = match presented {
+                Some(Ok(token)) => current.tokens.verify(token),
+                _ => None,
+            };
+            let Some((name, scopes)) = verified else {
+                let refusal = match presented {
+                    None => Refusal::Missing,
+                    Some(Err(e)) => Refusal::Malformed(e),
+                    Some(Ok(_)) => Refusal::BadToken,
+                };
+                if let Err(not_until) = current.failures.check_key(&ip) {
+                    let wait = not_until.wait_time_from(current.failures.clock().now());
+                    guard
+                        .penalties
+                        .penalize(ip, wait.max(Duration::from_secs(1)));
+                }
+                return guard.refuse(&seen(&request), None, refusal);
+            };
+            if !scopes.contains(scope) {
+                let refusal = Refusal::MissingScope(scope);
+                return guard.refuse(&seen(&request), Some(&name), refusal);
+            }
+            Caller {
+                token: Some(name),
+                scopes,
+            }
+        } else {
+            // An open route: a good token shows more (`/health`), a bad one is no failure.
+            let verified = match presented {
+                Some(Ok(token)) => current.tokens.verify(token),
+                _ => None,
+            };
+            Caller {
+                token: verified.as_ref().map(|(name, _)| name.clone()),
+                scopes: verified.map_or(Scopes::NONE, |(_, scopes)| scopes),
+            }
         }
     } else {
         Caller {
@@ -418,43 +472,15 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
             scopes: Scopes::ALL,
         }
     };
-    let needs = match access {
-        Access::Open => None,
-        Access::Needs(scope) => Some(scope),
-    };
-    if let Some(scope) = needs
-        && current.tokens.required()
-    {
-        let ip = address.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        // A penalized address is refused before its token is even looked at, so guessing
-        // gains nothing from going on.
-        if let Some(wait) = guard.penalties.remaining(ip) {
-            return guard.refuse(&seen, None, Refusal::Throttled(wait));
-        }
-        if caller.token.is_none() {
-            let refusal = match presented {
-                None => Refusal::Missing,
-                Some(Err(e)) => Refusal::Malformed(e),
-                Some(Ok(_)) => Refusal::BadToken,
-            };
-            if let Err(not_until) = current.failures.check_key(&ip) {
-                let wait = not_until.wait_time_from(current.failures.clock().now());
-                guard
-                    .penalties
-                    .penalize(ip, wait.max(Duration::from_secs(1)));
-            }
-            return guard.refuse(&seen, None, refusal);
-        }
-        if !caller.scopes.contains(scope) {
-            return guard.refuse(&seen, caller.token.as_deref(), Refusal::MissingScope(scope));
-        }
+    if needs != Some(Scope::Admin) {
+        request.extensions_mut().insert(caller);
+        return next.run(request).await;
     }
-    let token = caller.token.clone();
+    // Admin actions are audited with their outcome.
+    let (seen, token) = (seen(&request), caller.token.clone());
     request.extensions_mut().insert(caller);
     let response = next.run(request).await;
-    if needs == Some(Scope::Admin) {
-        guard.audit(&seen, token.as_deref(), response.status(), None);
-    }
+    guard.audit(&seen, token.as_deref(), response.status(), None);
     response
 }
 

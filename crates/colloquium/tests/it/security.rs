@@ -676,3 +676,41 @@ async fn the_tcp_frame_source_speaks_tls() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(node.outputs("all").await.len(), 3, "{outputs:?}");
 }
+
+/// `colloquium token` makes a token and its SHA-256; a node configured with only the hash
+/// accepts the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_by_the_cli_works_by_its_hash_alone() {
+    let (code, out, err) = run_cli(&["token"], None);
+    assert_eq!(code, 0, "{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap()
+    };
+    let (token, hash) = (field("token:"), field("sha256:"));
+    assert_eq!(token.len(), 64);
+    assert_eq!(
+        hash,
+        colloquium_security::tokens::hex(&colloquium_security::tokens::sha256(token.as_bytes()))
+    );
+    let node = Node::start(&format!(
+        "server: {{auth: {{tokens: [{{name: reader, sha256: {hash}, scopes: [read]}}]}}}}\n"
+    ));
+    assert_eq!(
+        call(&node, &Method::GET, "/api/events", Some(&token))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&node, &Method::GET, "/api/events", Some(&hash))
+            .await
+            .0,
+        401
+    );
+    let (code, again, _) = run_cli(&["token"], None);
+    assert_eq!(code, 0);
+    assert_ne!(again, out, "two tokens are never the same");
+}
