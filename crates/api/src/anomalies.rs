@@ -21,7 +21,8 @@ use crate::query::{json_response, limit_param, query_params, time_param};
 use crate::{ApiError, ApiState};
 
 /// `GET /api/anomalies` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyParams {
     /// Only this user (entity).
@@ -39,7 +40,8 @@ pub struct AnomalyParams {
 }
 
 /// `GET /api/anomalies/high-score` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HighScoreParams {
     /// Scores at or above this (default 0.7).
@@ -49,7 +51,8 @@ pub struct HighScoreParams {
 }
 
 /// `GET /api/users/{user}/baseline` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BaselineParams {
     /// The pipeline of the `anomaly` stage (required).
@@ -61,6 +64,11 @@ pub struct BaselineParams {
 /// `GET /api/users/{user}/baseline`: the user's learned profile as last committed, in its
 /// model's fields with `model` naming it (`Profile::to_json`; the README has both shapes). 404
 /// when the stage has none for that user.
+#[utoipa::path(get, path = "/api/users/{user}/baseline", tag = "anomalies",
+    params(("user" = String, Path, description = "The user (entity)"), BaselineParams),
+    responses((status = 200, description = "The user's learned profile", body = crate::openapi::Record),
+        (status = 400, description = "A parameter is malformed or missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No profile for that user", body = crate::openapi::ErrorBody)))]
 pub async fn baseline(
     State(state): State<ApiState>,
     Path(user): Path<String>,
@@ -85,7 +93,8 @@ pub async fn baseline(
 }
 
 /// `GET /api/anomalies/count` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CountParams {
     /// Earliest ingest time, inclusive.
@@ -131,6 +140,9 @@ fn page(records: &[(EventId, Vec<u8>)], next: Option<EventId>) -> Vec<u8> {
 }
 
 /// `GET /api/anomalies`: newest first, filtered, paged by cursor.
+#[utoipa::path(get, path = "/api/anomalies", tag = "anomalies", params(AnomalyParams),
+    responses((status = 200, description = "A page of anomalies, newest first", body = crate::openapi::AnomalyPage),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
     query: Result<Query<AnomalyParams>, QueryRejection>,
@@ -176,6 +188,9 @@ pub async fn list(
 }
 
 /// `GET /api/anomalies/high-score`: the newest `limit` with a score at or above `threshold`.
+#[utoipa::path(get, path = "/api/anomalies/high-score", tag = "anomalies", params(HighScoreParams),
+    responses((status = 200, description = "The newest anomalies at or above the threshold", body = crate::openapi::AnomalyPage),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn high_score(
     State(state): State<ApiState>,
     query: Result<Query<HighScoreParams>, QueryRejection>,
@@ -199,6 +214,9 @@ pub async fn high_score(
 }
 
 /// `GET /api/anomalies/count`: `{"count": N}` since `since`.
+#[utoipa::path(get, path = "/api/anomalies/count", tag = "anomalies", params(CountParams),
+    responses((status = 200, description = "How many anomalies since `since`", body = crate::openapi::Count),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn count(
     State(state): State<ApiState>,
     query: Result<Query<CountParams>, QueryRejection>,
@@ -219,6 +237,11 @@ pub async fn count(
 }
 
 /// `GET /api/anomalies/{id}`: the record (the first pipeline's, when several flagged it).
+#[utoipa::path(get, path = "/api/anomalies/{id}", tag = "anomalies",
+    params(("id" = String, Path, description = "The scored event's id")),
+    responses((status = 200, description = "The anomaly record", body = crate::openapi::Record),
+        (status = 400, description = "Not an event id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No anomaly for that event", body = crate::openapi::ErrorBody)))]
 pub async fn one(
     State(state): State<ApiState>,
     Path(id): Path<String>,

@@ -16,21 +16,29 @@ const MAX_OVERRIDE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `POST /api/control` body: `{"level": "DEGRADED", "duration": "5m"}` holds a level;
 /// `{"level": null}` (or `{}`) ends the override.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
     /// The level to hold (`HEALTHY` … `EMERGENCY`); absent or null ends the override.
+    #[schema(value_type = Option<String>, example = "DEGRADED")]
     pub level: Option<Level>,
     /// For how long (`30s`, `5m`, up to `24h`); required with a level.
     pub duration: Option<String>,
 }
 
 /// `GET /api/control`.
+#[utoipa::path(get, path = "/api/control", tag = "control",
+    responses((status = 200, description = "The level, why, and every lane's depth and shed counts", body = crate::openapi::Record)))]
 pub async fn get(State(state): State<ApiState>) -> Response {
     axum::Json(state.lanes.state()).into_response()
 }
 
 /// `POST /api/control`.
+#[utoipa::path(post, path = "/api/control", tag = "control", request_body = OverrideBody,
+    responses((status = 200, description = "The control plane with the override", body = crate::openapi::Record),
+        (status = 400, description = "The body is malformed", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = String),
+        (status = 415, description = "Not `application/json`", body = String)))]
 pub async fn set(
     State(state): State<ApiState>,
     body: Result<axum::Json<OverrideBody>, JsonRejection>,

@@ -115,6 +115,9 @@ fn control_component(lanes: &colloquium_router::Lanes) -> Component {
 }
 
 /// `GET /health`.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Healthy or degraded; components with the `read` scope", body = crate::openapi::Health),
+        (status = 503, description = "Unhealthy", body = crate::openapi::Health)))]
 pub async fn health(
     State(state): State<ApiState>,
     caller: Option<axum::Extension<colloquium_security::Caller>>,

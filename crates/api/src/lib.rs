@@ -12,6 +12,7 @@
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`admin`]: `GET /admin/config` and `POST /admin/reload`, on the admin listener.
+//! - [`openapi`]: `GET /api/openapi.json`, the OpenAPI 3.1 description generated from the handlers.
 //! - [`routes`]: the route table (each route's scope) and the router builder that records it.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod control;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod pipelines;
 pub mod query;
 pub mod results;
@@ -36,6 +38,8 @@ use axum::Router;
 use colloquium_storage::Store;
 use colloquium_telemetry::MetricsRegistry;
 use colloquium_telemetry::process::ProcessMetrics;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -62,37 +66,69 @@ pub struct ApiState {
     pub ai: Option<Arc<colloquium_ai::Gateway>>,
     /// The `embed` stages' vectors, for similar-event search.
     pub similar: Arc<colloquium_ai::Indexes>,
+    /// `GET /api/openapi.json`'s body ([`description`], serialized once).
+    pub openapi: Arc<str>,
 }
 
-/// The API's routes, before their state is given (see [`routes::ROUTES`] for their scopes).
-pub fn routes() -> routes::Routes<ApiState> {
-    routes::Routes::default()
-        .get("/api/events", query::list)
-        .get("/api/events/stream", stream::replay)
-        .get("/api/events/{id}", query::get_one)
-        .get("/api/events/{id}/similar", ai::similar_to_event)
-        .post("/api/events/similar", ai::similar_to_text)
-        .get("/api/outputs", pipelines::outputs)
-        .get("/api/windows", results::windows)
-        .get("/api/results/{pipeline}/{stage}/{table}", results::results)
-        .get("/api/anomalies", anomalies::list)
-        .get("/api/anomalies/high-score", anomalies::high_score)
-        .get("/api/anomalies/count", anomalies::count)
-        .get("/api/anomalies/{id}", anomalies::one)
-        .get("/api/users/{user}/baseline", anomalies::baseline)
-        .get("/api/dlq", pipelines::dead_letters)
-        .post("/api/dlq/replay", pipelines::replay_many)
-        .delete("/api/dlq/{id}", pipelines::delete)
-        .post("/api/dlq/{id}/replay", pipelines::replay)
-        .get("/api/ai/costs", ai::costs)
-        .get("/api/analyses/{id}", ai::analysis)
-        .get("/api/control", control::get)
-        .post("/api/control", control::set)
-        .get("/health", health::health)
-        .get("/metrics", metrics::metrics)
+/// The API's routes with their OpenAPI description, before their state is given (see
+/// [`routes::ROUTES`] for their scopes).
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(query::list))
+        .routes(routes!(stream::replay))
+        .routes(routes!(query::get_one))
+        .routes(routes!(ai::similar_to_event))
+        .routes(routes!(ai::similar_to_text))
+        .routes(routes!(pipelines::outputs))
+        .routes(routes!(results::windows))
+        .routes(routes!(results::results))
+        .routes(routes!(anomalies::list))
+        .routes(routes!(anomalies::high_score))
+        .routes(routes!(anomalies::count))
+        .routes(routes!(anomalies::one))
+        .routes(routes!(anomalies::baseline))
+        .routes(routes!(pipelines::dead_letters))
+        .routes(routes!(pipelines::replay_many))
+        .routes(routes!(pipelines::delete))
+        .routes(routes!(pipelines::replay))
+        .routes(routes!(ai::costs))
+        .routes(routes!(ai::analysis))
+        .routes(routes!(control::get))
+        .routes(routes!(control::set))
+        .routes(routes!(health::health))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI description of both listeners' routes, with the HTTP sources at
+/// `ingest_paths` and the admin routes at `admin_url`, as `GET /api/openapi.json` serves it.
+pub fn description(ingest_paths: &[&str], admin_url: &str) -> utoipa::openapi::OpenApi {
+    let mut api = routes().into_openapi();
+    let mut admin = admin::routes().into_openapi();
+    // The admin routes are served by their own listener.
+    for item in admin.paths.paths.values_mut() {
+        item.servers = Some(vec![utoipa::openapi::Server::new(admin_url)]);
+    }
+    api.merge(admin);
+    let table = routes::table(ingest_paths.iter().copied());
+    openapi::complete(api, &table, ingest_paths.iter().copied())
+}
+
+/// `GET /api/openapi.json`: this description.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 description of every route", body = openapi::Record)))]
+async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.openapi.as_bytes().to_vec(),
+    )
+        .into_response()
 }
 
 /// Returns the API routes.
 pub fn router(state: ApiState) -> Router {
-    routes().into_router().with_state(state)
+    Router::from(routes()).with_state(state)
 }

@@ -11,6 +11,8 @@ use crate::ApiState;
 const OPENMETRICS: &str = "application/openmetrics-text";
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text (or OpenMetrics when asked for)", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     state.store.refresh_metrics();
     state.process.refresh();

@@ -16,7 +16,8 @@ use crate::query::{json_response, limit_param, query_params, time_param};
 use crate::{ApiError, ApiState};
 
 /// `GET /api/outputs` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutputParams {
     /// The pipeline (required).
@@ -32,7 +33,8 @@ pub struct OutputParams {
 }
 
 /// `GET /api/dlq` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DlqParams {
     /// Only this reason (`no_route`, `route_error`, `script_error`, …).
@@ -48,6 +50,9 @@ pub struct DlqParams {
 }
 
 /// `GET /api/outputs`: `{"outputs": [...], "next_cursor": "<cursor>" | null}`.
+#[utoipa::path(get, path = "/api/outputs", tag = "pipelines", params(OutputParams),
+    responses((status = 200, description = "A page of a pipeline's `store` outputs", body = crate::openapi::OutputPage),
+        (status = 400, description = "A parameter is malformed or missing", body = crate::openapi::ErrorBody)))]
 pub async fn outputs(
     State(state): State<ApiState>,
     query: Result<Query<OutputParams>, QueryRejection>,
@@ -90,6 +95,9 @@ pub(crate) fn page_body(name: &str, page: &[StoredOutput], limit: usize) -> Vec<
 }
 
 /// `GET /api/dlq`: `{"dead_letters": [...], "next_cursor": "<id>" | null}`, oldest first.
+#[utoipa::path(get, path = "/api/dlq", tag = "dlq", params(DlqParams),
+    responses((status = 200, description = "A page of dead letters, oldest first", body = crate::openapi::DeadLetterPage),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn dead_letters(
     State(state): State<ApiState>,
     query: Result<Query<DlqParams>, QueryRejection>,
@@ -147,6 +155,11 @@ fn dead_letter_id(id: &str) -> Result<EventId, ApiError> {
 /// (through its pipeline, or through routing for `no_route`; a sink failure goes to the sinks
 /// again) and remove the dead letter in the same commit, so asking twice replays once. `404`
 /// once it is gone.
+#[utoipa::path(post, path = "/api/dlq/{id}/replay", tag = "dlq",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    responses((status = 202, description = "Being replayed", body = crate::openapi::ReplayingOne),
+        (status = 400, description = "Not a dead-letter id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such dead letter", body = crate::openapi::ErrorBody)))]
 pub async fn replay(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -179,6 +192,11 @@ pub async fn replay(
 }
 
 /// `DELETE /api/dlq/{id}`: `204`, or `404` when there is no such dead letter.
+#[utoipa::path(delete, path = "/api/dlq/{id}", tag = "dlq",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 400, description = "Not a dead-letter id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such dead letter", body = crate::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -194,7 +212,8 @@ pub async fn delete(
 }
 
 /// `POST /api/dlq/replay` parameters: which dead letters to replay.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayParams {
     /// Only this reason (e.g. `overflow`).
@@ -211,6 +230,9 @@ const MAX_REPLAY: usize = 100_000;
 /// `POST /api/dlq/replay?reason=&pipeline=&limit=`: asks the pipelines to replay every
 /// matching dead letter (oldest first, up to `limit`); answers `{"replaying": n}`. `dlq`
 /// sink results are never replayed (they are that pipeline's output).
+#[utoipa::path(post, path = "/api/dlq/replay", tag = "dlq", params(ReplayParams),
+    responses((status = 202, description = "How many dead letters are being replayed", body = crate::openapi::ReplayingMany),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn replay_many(
     State(state): State<ApiState>,
     query: Result<Query<ReplayParams>, QueryRejection>,

@@ -66,6 +66,11 @@ pub(crate) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result
 }
 
 /// `GET /api/events/{id}`.
+#[utoipa::path(get, path = "/api/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "The event's id (a ULID)")),
+    responses((status = 200, description = "The event", body = crate::openapi::Event),
+        (status = 400, description = "Not an event id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such event", body = crate::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -80,7 +85,8 @@ pub async fn get_one(
 }
 
 /// Query parameters shared by the list and stream endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
     /// Earliest ingest time (RFC 3339 or epoch ms), inclusive.
@@ -132,6 +138,9 @@ impl RangeParams {
 }
 
 /// `GET /api/events`: `{"events": [...], "next_cursor": "<id>" | null}`.
+#[utoipa::path(get, path = "/api/events", tag = "events", params(RangeParams),
+    responses((status = 200, description = "A page of events, oldest first unless `order=desc`", body = crate::openapi::EventPage),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
     query: Result<Query<RangeParams>, QueryRejection>,

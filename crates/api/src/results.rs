@@ -16,7 +16,8 @@ use crate::query::{json_response, limit_param, query_params, time_param};
 use crate::{ApiError, ApiState};
 
 /// `GET /api/results/{pipeline}/{stage}/{table}` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResultParams {
     /// Only this grouping key.
@@ -32,7 +33,8 @@ pub struct ResultParams {
 }
 
 /// `GET /api/windows` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WindowParams {
     /// The pipeline (required).
@@ -88,6 +90,11 @@ async fn page(
 }
 
 /// `GET /api/results/{pipeline}/{stage}/{table}`: `{"results": [...], "next_cursor": …}`.
+#[utoipa::path(get, path = "/api/results/{pipeline}/{stage}/{table}", tag = "results",
+    params(("pipeline" = String, Path, description = "The pipeline"), ("stage" = String, Path, description = "The stage's id"),
+        ("table" = String, Path, description = "The stage's results table"), ResultParams),
+    responses((status = 200, description = "A page of the table's rows", body = crate::openapi::ResultPage),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn results(
     State(state): State<ApiState>,
     Path((pipeline, stage, table)): Path<(String, String, String)>,
@@ -111,6 +118,9 @@ pub async fn results(
 /// `GET /api/windows`: window results as the window stages last fired them (an update or
 /// the final firing replaces earlier ones), by stage, key and window start:
 /// `{"windows": [...], "next_cursor": "<cursor>" | null}`.
+#[utoipa::path(get, path = "/api/windows", tag = "results", params(WindowParams),
+    responses((status = 200, description = "A page of window results", body = crate::openapi::WindowPage),
+        (status = 400, description = "A parameter is malformed or missing", body = crate::openapi::ErrorBody)))]
 pub async fn windows(
     State(state): State<ApiState>,
     query: Result<Query<WindowParams>, QueryRejection>,

@@ -1,14 +1,11 @@
 //! The route table: every route of both listeners and the scope it needs, in one place.
 //!
-//! Routers are built with [`Routes`], which records what it mounts, so a test can prove that
-//! every mounted route is in [`ROUTES`]; at run time the guard refuses a route that is not
-//! (`colloquium_security::guard`). Routes of HTTP sources (`POST /events` and named ones) are
+//! Routers are built with utoipa-axum, which records every route it mounts in the OpenAPI
+//! description ([`crate::openapi`]), so a test can prove that every mounted route is in
+//! [`ROUTES`]; at run time the guard refuses a route that is not (`colloquium_security::guard`). Routes of HTTP sources (`POST /events` and named ones) are
 //! added at start by [`table`], all `ingest`.
 
-use axum::Router;
-use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
 use colloquium_config::Scope;
 use colloquium_security::{Access, RouteTable};
 
@@ -18,6 +15,7 @@ const ADMIN: Access = Access::Needs(Scope::Admin);
 /// Each route (method, path pattern) of the API and admin listeners and what it needs.
 pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::GET, "/health", Access::Open),
+    (Method::GET, "/api/openapi.json", Access::Open),
     (Method::GET, "/metrics", READ),
     (Method::GET, "/api/events", READ),
     (Method::GET, "/api/events/stream", READ),
@@ -53,54 +51,6 @@ pub fn table<'a>(ingest_paths: impl IntoIterator<Item = &'a str>) -> RouteTable 
     table
 }
 
-/// A router that records each route it mounts.
-pub struct Routes<S> {
-    router: Router<S>,
-    mounted: Vec<(Method, &'static str)>,
-}
-
-impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
-    fn default() -> Self {
-        Routes {
-            router: Router::new(),
-            mounted: Vec::new(),
-        }
-    }
-}
-
-impl<S: Clone + Send + Sync + 'static> Routes<S> {
-    fn add(mut self, method: Method, path: &'static str, route: MethodRouter<S>) -> Self {
-        self.mounted.push((method, path));
-        self.router = self.router.route(path, route);
-        self
-    }
-
-    /// Mounts `GET path`.
-    pub fn get<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
-        self.add(Method::GET, path, get(handler))
-    }
-
-    /// Mounts `POST path`.
-    pub fn post<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
-        self.add(Method::POST, path, post(handler))
-    }
-
-    /// Mounts `DELETE path`.
-    pub fn delete<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
-        self.add(Method::DELETE, path, delete(handler))
-    }
-
-    /// What was mounted.
-    pub fn mounted(&self) -> &[(Method, &'static str)] {
-        &self.mounted
-    }
-
-    /// The router.
-    pub fn into_router(self) -> Router<S> {
-        self.router
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,8 +59,10 @@ mod tests {
     /// a route added without a scope fails here.
     #[test]
     fn every_mounted_route_is_in_the_route_table_and_back() {
-        let mut mounted: Vec<(Method, &str)> = crate::routes().mounted().to_vec();
-        mounted.extend(crate::admin::routes().mounted().iter().cloned());
+        let mut mounted = crate::openapi::mounted(crate::routes().get_openapi());
+        mounted.extend(crate::openapi::mounted(
+            crate::admin::routes().get_openapi(),
+        ));
         let table = table([]);
         for (method, path) in &mounted {
             assert!(

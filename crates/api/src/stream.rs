@@ -20,6 +20,9 @@ const CHUNK_BYTES: usize = 64 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// `GET /api/events/stream?since=&until=&source=`.
+#[utoipa::path(get, path = "/api/events/stream", tag = "events", params(crate::query::RangeParams),
+    responses((status = 200, description = "Every event in the range, one JSON object per line", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn replay(
     State(state): State<ApiState>,
     query: Result<Query<RangeParams>, QueryRejection>,

@@ -155,6 +155,17 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             tokio::spawn(source.run(cx))
         })
         .collect();
+    // Bound before the API is described: the description names the admin listener.
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} (server.listen)"))?;
+    let addr = listener.local_addr()?;
+    let admin_listen = config.server.admin_listen;
+    let admin_listener = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding {admin_listen} (server.admin_listen)"))?;
+    let admin_addr = admin_listener.local_addr()?;
     let api = colloquium_api::router(ApiState {
         store: store.clone(),
         registry: registry.clone(),
@@ -166,6 +177,19 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         lanes,
         ai: ai.gateway.clone(),
         similar: ai.indexes.clone(),
+        openapi: serde_json::to_string(&colloquium_api::description(
+            &routes.paths().collect::<Vec<_>>(),
+            &format!(
+                "{}://{admin_addr}",
+                if config.server.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }
+            ),
+        ))
+        .context("describing the API")?
+        .into(),
     });
     let http_metrics = HttpMetrics::register(&registry);
     let guard = crate::security::guard(&config, routes.paths(), &registry)?;
@@ -201,16 +225,6 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let listen = config.server.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen} (server.listen)"))?;
-    let addr = listener.local_addr()?;
-    let admin_listen = config.server.admin_listen;
-    let admin_listener = TcpListener::bind(admin_listen)
-        .await
-        .with_context(|| format!("binding {admin_listen} (server.admin_listen)"))?;
-    let admin_addr = admin_listener.local_addr()?;
     if !admin_addr.ip().is_loopback() {
         tracing::warn!(%admin_addr, "the admin routes (config reload) are reachable from other machines");
     }

@@ -83,6 +83,19 @@ impl RouteTable {
         self.routes.get(route)?[method_index(method)?]
     }
 
+    /// The methods `route` has in the table (`None`: the path is not in it).
+    pub fn methods(&self, route: &str) -> Option<Vec<Method>> {
+        let accesses = self.routes.get(route)?;
+        Some(
+            accesses
+                .iter()
+                .zip(&METHODS)
+                .filter(|(access, _)| access.is_some())
+                .map(|(_, method)| method.clone())
+                .collect(),
+        )
+    }
+
     /// Every route, sorted by path.
     pub fn routes(&self) -> Vec<(Method, String, Access)> {
         let mut all: Vec<_> = self
@@ -409,6 +422,15 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         address,
     };
     let Some(access) = guard.routes.access(request.method(), route.as_str()) else {
+        if let Some(methods) = guard.routes.methods(route.as_str()) {
+            // A known route asked with another method (`TRACE /health`): what the router says.
+            let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, allow.join(", "))],
+            )
+                .into_response();
+        }
         tracing::error!(route = route.as_str(), method = %request.method(), "a mounted route is missing from the route table; refused");
         return guard.refuse(&seen(&request), None, Refusal::Unscoped);
     };
@@ -572,6 +594,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let app = app(dir.path());
         assert_eq!(status(&app, "/unscoped", "127.0.0.1:1", GOOD).await, 403);
+        // A method the route does not have is the router's 405, not a refusal.
+        let request = Request::builder()
+            .method("TRACE")
+            .uri("/x")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 405);
+        assert_eq!(response.headers()["allow"], "GET");
         assert_eq!(status(&app, "/x", "127.0.0.1:1", GOOD).await, 200);
     }
 }

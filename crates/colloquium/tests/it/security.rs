@@ -131,18 +131,18 @@ async fn every_route_needs_its_scope_on_both_listeners_and_each_refusal_is_audit
     for (method, path, access) in &routes {
         let what = format!("{method} {path}");
         let Access::Needs(scope) = *access else {
-            // `/health`: open; its detail only with `read`.
+            // Open to anyone; `/health` shows its detail only with `read`.
+            let health = path == "/health";
             for token in [None, Some(WRONG), Some(INGEST), Some(ADMIN)] {
                 let (status, body, _) = call(&node, method, path, token).await;
                 assert_eq!(status, 200, "{what} with {token:?}");
-                assert!(
-                    body.get("components").is_none(),
-                    "{what} detail without read"
-                );
+                let detail = body.get("components").is_some();
+                assert!(!(health && detail), "{what} detail without read");
             }
             let (status, body, _) = call(&node, method, path, Some(READ)).await;
             assert_eq!(status, 200);
-            assert!(body.get("components").is_some(), "{what} detail with read");
+            let detail = body.get("components").is_some();
+            assert!(!health || detail, "{what} detail with read");
             continue;
         };
         let (status, body, challenge) = call(&node, method, path, None).await;
@@ -713,4 +713,126 @@ async fn a_token_made_by_the_cli_works_by_its_hash_alone() {
     let (code, again, _) = run_cli(&["token"], None);
     assert_eq!(code, 0);
     assert_ne!(again, out, "two tokens are never the same");
+}
+
+/// The tools directory `scripts/bootstrap.sh --test` installs into.
+fn tools_dir() -> std::path::PathBuf {
+    std::env::var("COLLOQUIUM_TOOLS_DIR").map_or_else(
+        |_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/colloquium-tools")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
+/// `GET /api/openapi.json` (open) describes every route of the route table and each HTTP
+/// source, each operation with its scope, the admin routes on their own listener; it passes
+/// `openapi-spec-validator` (installed by `scripts/bootstrap.sh --test`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_covers_every_route_with_its_scope_and_validates() {
+    let node = Node::start_with_files(
+        &tokens_config("{burst: 100, per_minute: 100}"),
+        &[("ops.token", ADMIN)],
+    );
+    let (status, spec, _) = call(&node, &Method::GET, "/api/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(spec["openapi"], "3.1.0");
+    let mut routes: Vec<(Method, String, Access)> = colloquium_api::routes::ROUTES
+        .iter()
+        .map(|(m, p, a)| (m.clone(), (*p).to_owned(), *a))
+        .collect();
+    for path in ["/events", "/hooks"] {
+        let ingest = Access::Needs(colloquium_config::Scope::Ingest);
+        routes.push((Method::POST, path.into(), ingest));
+    }
+    let described: usize = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| {
+            ["get", "post", "put", "patch", "delete"]
+                .iter()
+                .filter(|m| item.get(**m).is_some())
+                .count()
+        })
+        .sum();
+    assert_eq!(described, routes.len(), "one operation per route");
+    for (method, path, access) in &routes {
+        let operation = &spec["paths"][path.as_str()][method.as_str().to_ascii_lowercase()];
+        assert!(operation.is_object(), "{method} {path} is not described");
+        let security = &operation["security"][0];
+        match access {
+            Access::Open => assert_eq!(security, &serde_json::json!({}), "{path}"),
+            Access::Needs(scope) => {
+                assert_eq!(security["bearer"][0], scope.as_str(), "{method} {path}");
+                for status in ["401", "403", "429"] {
+                    assert!(
+                        operation["responses"][status].is_object(),
+                        "{method} {path} documents {status}"
+                    );
+                }
+            }
+        }
+        if path.starts_with("/admin/") {
+            let url = spec["paths"][path.as_str()]["servers"][0]["url"]
+                .as_str()
+                .unwrap();
+            assert_eq!(url, format!("http://{}", node.admin));
+        }
+    }
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
+
+    let validator = tools_dir().join("venv/bin/openapi-spec-validator");
+    assert!(
+        validator.exists(),
+        "{} is missing: run scripts/bootstrap.sh --test",
+        validator.display()
+    );
+    let file = node.dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let output = std::process::Command::new(&validator)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// For the tests, the bootstrap wants an `openapi-spec-validator` that runs (and the build
+/// does not).
+#[test]
+fn the_bootstrap_detects_an_openapi_validator_that_runs() {
+    let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let fake = |name: &str, body: &str| crate::harness::fake_script(dir.path(), name, body);
+    let works = fake("validator-ok", "exit 0");
+    let broken = fake("validator-broken", "exit 127");
+    let check = |validator: &std::path::Path, args: &[&str]| {
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env("BOOTSTRAP_OPENAPI_VALIDATOR", validator)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = check(&works, &["--check", "--test"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("validator-ok"), "{out}");
+    let (code, out) = check(&broken, &["--check", "--test"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("openapi-spec-validator"), "{out}");
+    let (code, out) = check(&dir.path().join("absent"), &["--check"]);
+    assert_eq!(code, Some(0), "the build needs no validator: {out}");
 }
