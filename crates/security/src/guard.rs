@@ -203,8 +203,13 @@ impl Penalties {
     }
 }
 
+/// Failures between two sweeps of the failure limiter's idle addresses.
+const FORGET_EVERY: usize = 4096;
+
 /// The guard both listeners share.
 pub struct Guard {
+    /// Failures so far, to sweep the limiter every [`FORGET_EVERY`].
+    failures_seen: AtomicUsize,
     current: RwLock<Arc<Current>>,
     routes: RouteTable,
     audit: Audit,
@@ -246,6 +251,7 @@ impl Guard {
             audit,
             penalties: Penalties::default(),
             metrics,
+            failures_seen: AtomicUsize::new(1),
         }
     }
 
@@ -440,10 +446,13 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         Access::Needs(scope) => Some(scope),
     };
     let caller = if current.tokens.required() {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| bearer(v.as_bytes()));
+        let mut headers = request.headers().get_all(header::AUTHORIZATION).iter();
+        let presented = match (headers.next(), headers.next()) {
+            (None, _) => None,
+            (Some(value), None) => Some(bearer(value.as_bytes())),
+            // A proxy that adds its own header must not let the client's first one decide.
+            (Some(_), Some(_)) => Some(Err(crate::tokens::BearerError::Repeated)),
+        };
         if let Some(scope) = needs {
             let ip = address.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
             // A penalized address is refused before its token is even looked at, so guessing
@@ -466,6 +475,12 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
                     guard
                         .penalties
                         .penalize(ip, wait.max(Duration::from_secs(1)));
+                }
+                // The limiter keeps a cell per address that ever failed: forget the full ones
+                // now and then, so failures from many addresses do not grow it for good.
+                if guard.failures_seen.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == 0 {
+                    current.failures.retain_recent();
+                    current.failures.shrink_to_fit();
                 }
                 return guard.refuse(&seen(&request), None, refusal);
             };
@@ -577,6 +592,16 @@ mod tests {
         assert_eq!(status(&app, "/x", b, "bad-token-000000000").await, 401);
         assert_eq!(status(&app, "/x", b, GOOD).await, 200);
         assert_eq!(status(&app, "/x", a, GOOD).await, 429);
+        // Two Authorization headers, the first good: refused, whichever is first.
+        let mut request = Request::builder()
+            .uri("/x")
+            .header(header::AUTHORIZATION, format!("Bearer {GOOD}"))
+            .header(header::AUTHORIZATION, "Bearer another-token-000000")
+            .body(Body::empty())
+            .unwrap();
+        let peer: SocketAddr = "[::1]:3000".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 401);
         let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         assert_eq!(
             audit

@@ -203,6 +203,9 @@ pub enum BearerError {
     /// Longer than any token we would issue; not hashed.
     #[error("the bearer token is too long")]
     TooLong,
+    /// More than one `Authorization` header: which one would count is ambiguous.
+    #[error("the request has more than one Authorization header")]
+    Repeated,
 }
 
 /// Longest bearer token looked at.
