@@ -327,11 +327,3 @@ pub fn mounted(api: &OpenApi) -> Vec<(axum::http::Method, String)> {
     }
     all
 }
-
-/// Its scope's name as the description shows it, for tests.
-pub fn scope_of(operation: &Operation) -> Option<String> {
-    let requirement = operation.security.as_ref()?.first()?;
-    let value = serde_json::to_value(requirement).ok()?;
-    let scopes = value.get(BEARER)?.as_array()?;
-    scopes.first()?.as_str().map(str::to_owned)
-}

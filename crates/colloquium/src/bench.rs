@@ -552,23 +552,24 @@ impl Target {
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(match &self.tls {
-            None => {
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                sender
-            }
+        match &self.tls {
+            None => http1(stream).await,
             Some(tls) => {
                 let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                let stream = tls.connect(name, stream).await.context("TLS handshake")?;
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                sender
+                http1(tls.connect(name, stream).await.context("TLS handshake")?).await
             }
-        })
+        }
     }
+}
+
+/// An HTTP/1.1 client connection over `io`, its driver spawned.
+async fn http1<IO>(io: IO) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// A TLS client trusting only the certificates in `ca`; connections share its session

@@ -299,13 +299,8 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
             .unwrap_or(usize::MAX),
         timestamp_field: config.ingest.timestamp_field.clone(),
         pipeline: config.ingest.pipeline.clone(),
-        certificates: colloquium_security::tls::Certificates::new(base_dir(config)),
+        certificates: colloquium_security::tls::Certificates::new(config.base_dir_or_cwd()),
     }
-}
-
-/// The directory relative paths in `config` are against: its file's, else the working one.
-pub fn base_dir(config: &Config) -> std::path::PathBuf {
-    config.base_dir.clone().unwrap_or_else(|| ".".into())
 }
 
 /// Opens the store with the config's storage settings; `create`: create the data directory

@@ -8,7 +8,6 @@ use colloquium_security::tls::Certificates;
 use colloquium_security::{Audit, AuthMetrics, Guard, Tokens};
 use colloquium_telemetry::MetricsRegistry;
 
-use crate::node::base_dir;
 use crate::reload::{Refresh, Refresher};
 
 /// The guard of both listeners: `config`'s tokens, the route table with the HTTP sources at
@@ -19,9 +18,9 @@ pub fn guard<'a>(
     registry: &MetricsRegistry,
 ) -> anyhow::Result<Arc<Guard>> {
     let auth = config.server.auth.as_ref();
-    let tokens = Tokens::from_config(auth, &base_dir(config))?;
+    let tokens = Tokens::from_config(auth, &config.base_dir_or_cwd())?;
     let audit_path = match &config.server.audit_log {
-        Some(path) => base_dir(config).join(path),
+        Some(path) => config.base_dir_or_cwd().join(path),
         None => config.storage.data_dir.join("audit.log"),
     };
     let audit = Audit::open(&audit_path)
@@ -43,8 +42,8 @@ pub fn guard<'a>(
 pub fn refresher(guard: Arc<Guard>, certificates: Certificates) -> Refresher {
     Box::new(move |next: &Config| {
         let auth = next.server.auth.clone();
-        let tokens =
-            Tokens::from_config(auth.as_ref(), &base_dir(next)).map_err(|e| e.to_string())?;
+        let tokens = Tokens::from_config(auth.as_ref(), &next.base_dir_or_cwd())
+            .map_err(|e| e.to_string())?;
         let prepared = certificates.prepare().map_err(|errors| {
             errors
                 .iter()

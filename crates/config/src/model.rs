@@ -72,6 +72,11 @@ impl std::fmt::Debug for Substitutions {
 }
 
 impl Config {
+    /// The directory relative paths in it are against: its file's, else the working one.
+    pub fn base_dir_or_cwd(&self) -> std::path::PathBuf {
+        self.base_dir.clone().unwrap_or_else(|| ".".into())
+    }
+
     /// The config as JSON the way it may be shown (`GET /admin/config`): every string that
     /// came from `${VAR}` substitution is put back as written, so secrets passed through the
     /// environment are not revealed.

@@ -60,7 +60,7 @@ impl ScriptLibrary {
                 }
             }
         }
-        let base_dir = config.base_dir.clone().unwrap_or_else(|| ".".into());
+        let base_dir = config.base_dir_or_cwd();
         ScriptLibrary {
             scripts,
             broken,

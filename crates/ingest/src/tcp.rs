@@ -121,15 +121,8 @@ impl SourceConfig for TcpConfig {
         let tls = match &self.tls {
             Some(tls) => {
                 let at = cx.key("tls");
-                let certificate = cx
-                    .settings
-                    .certificates
-                    .load(tls, &at)
-                    .map_err(|e| ConfigError::new(e.at, e.message))?;
-                let acceptor = certificate
-                    .acceptor(false)
-                    .map_err(|e| ConfigError::new(e.at, e.message))?;
-                Some(acceptor)
+                let certificate = cx.settings.certificates.load(tls, &at)?;
+                Some(certificate.acceptor(false)?)
             }
             None => None,
         };

@@ -95,24 +95,6 @@ impl RouteTable {
                 .collect(),
         )
     }
-
-    /// Every route, sorted by path.
-    pub fn routes(&self) -> Vec<(Method, String, Access)> {
-        let mut all: Vec<_> = self
-            .routes
-            .iter()
-            .flat_map(|(path, accesses)| {
-                accesses
-                    .iter()
-                    .zip(&METHODS)
-                    .filter_map(move |(access, method)| {
-                        access.map(|a| (method.clone(), path.clone(), a))
-                    })
-            })
-            .collect();
-        all.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
-        all
-    }
 }
 
 /// Who is calling, put in each request's extensions for handlers (`/health` shows its detail
@@ -261,11 +243,6 @@ impl Guard {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         let failures = failure_limiter(auth);
         *current = Arc::new(Current { tokens, failures });
-    }
-
-    /// The route table.
-    pub fn routes(&self) -> &RouteTable {
-        &self.routes
     }
 
     fn current(&self) -> Arc<Current> {

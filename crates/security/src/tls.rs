@@ -24,6 +24,12 @@ pub struct TlsError {
     pub message: String,
 }
 
+impl From<TlsError> for colloquium_config::ConfigError {
+    fn from(e: TlsError) -> Self {
+        colloquium_config::ConfigError::new(e.at, e.message)
+    }
+}
+
 /// Resumed sessions kept per listener, so reconnecting clients skip the full handshake.
 const SESSION_CACHE: usize = 4096;
 

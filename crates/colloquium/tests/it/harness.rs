@@ -77,6 +77,15 @@ impl Node {
         self.dir.path().join("colloquium.yaml")
     }
 
+    /// Sends the node SIGHUP (a config reload).
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
     /// `GET` or `POST` an admin route.
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
         let url = format!("http://{}{path}", self.admin);
@@ -453,6 +462,31 @@ pub fn run_cli(args: &[&str], cwd: Option<&Path>) -> (i32, String, String) {
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `scripts/bootstrap.sh` with `args` and `env` (the tests point its detection at
+/// fakes); returns its exit code and stdout.
+pub fn run_bootstrap(args: &[&str], env: &[(&str, &Path)]) -> (Option<i32>, String) {
+    let script = manifest_dir().join("../../scripts/bootstrap.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bootstrap.sh");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// Where `scripts/bootstrap.sh --test` installs tools: `COLLOQUIUM_TOOLS_DIR`, else
+/// `~/.cache/colloquium-tools`.
+pub fn tools_dir() -> PathBuf {
+    std::env::var("COLLOQUIUM_TOOLS_DIR").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/colloquium-tools"),
+        PathBuf::from,
     )
 }
 

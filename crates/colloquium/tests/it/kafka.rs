@@ -24,12 +24,7 @@ fn tansu() -> PathBuf {
     if let Ok(path) = std::env::var("COLLOQUIUM_TANSU") {
         return PathBuf::from(path);
     }
-    let tools = std::env::var("COLLOQUIUM_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/colloquium-tools")
-        });
-    tools.join("bin/tansu")
+    crate::harness::tools_dir().join("bin/tansu")
 }
 
 /// A tansu broker on 127.0.0.1 with in-memory storage.
@@ -874,7 +869,6 @@ async fn kafka_source_without_a_broker_is_degraded_until_one_answers() {
 /// for the tests a tansu that runs.
 #[test]
 fn the_bootstrap_detects_openssl_via_pkg_config_and_a_tansu_that_runs() {
-    let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
     let dir = tempfile::tempdir().unwrap();
     let fake = |name: &str, body: &str| crate::harness::fake_script(dir.path(), name, body);
     let has_openssl = fake("pkg-config-ok", r#"[ "$1 $2" = "--exists openssl" ]"#);
@@ -882,16 +876,12 @@ fn the_bootstrap_detects_openssl_via_pkg_config_and_a_tansu_that_runs() {
     let tansu_ok = fake("tansu-ok", "echo 'tansu 0.6.0'");
     let tansu_broken = fake("tansu-broken", "exit 127");
     let check = |pkg_config: &std::path::Path, tansu: &std::path::Path, args: &[&str]| {
-        let output = Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .env("BOOTSTRAP_PKG_CONFIG", pkg_config)
-            .env("BOOTSTRAP_TANSU", tansu)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
+        crate::harness::run_bootstrap(
+            args,
+            &[
+                ("BOOTSTRAP_PKG_CONFIG", pkg_config),
+                ("BOOTSTRAP_TANSU", tansu),
+            ],
         )
     };
     let (code, out) = check(&has_openssl, &tansu_ok, &["--check", "--test"]);

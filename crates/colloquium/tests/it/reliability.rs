@@ -432,7 +432,6 @@ async fn item10_numbers_are_kept_exactly_or_rejected() {
 /// Item 11: the bootstrap finds what bindgen loads, not `libclang-cpp`.
 #[test]
 fn item11_bootstrap_detects_libclang_not_libclang_cpp() {
-    let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
     let libs = tempfile::tempdir().unwrap();
     let check = |files: &[&str]| {
         let dir = libs.path().join(files.join("+"));
@@ -440,16 +439,7 @@ fn item11_bootstrap_detects_libclang_not_libclang_cpp() {
         for f in files {
             std::fs::write(dir.join(f), b"").unwrap();
         }
-        let output = std::process::Command::new("bash")
-            .arg(&script)
-            .arg("--check")
-            .env("BOOTSTRAP_LIB_DIRS", &dir)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        crate::harness::run_bootstrap(&["--check"], &[("BOOTSTRAP_LIB_DIRS", &dir)])
     };
     let (code, out) = check(&["libclang-cpp.so.14", "libLLVM-14.so.1"]);
     assert_eq!(code, Some(1), "{out}");
@@ -470,7 +460,6 @@ fn item11_bootstrap_detects_libclang_not_libclang_cpp() {
 /// build bootstrap does not want one at all.
 #[test]
 fn the_test_bootstrap_detects_a_promtool_that_runs() {
-    let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
     let dir = tempfile::tempdir().unwrap();
     let fake = |name: &str, body: &str| crate::harness::fake_script(dir.path(), name, body);
     let works = fake("promtool-ok", "echo 'promtool, version 2.42.0'");
@@ -480,16 +469,7 @@ fn the_test_bootstrap_detects_a_promtool_that_runs() {
     );
     let missing = dir.path().join("promtool-missing");
     let check = |promtool: &std::path::Path, args: &[&str]| {
-        let output = std::process::Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .env("BOOTSTRAP_PROMTOOL", promtool)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        crate::harness::run_bootstrap(args, &[("BOOTSTRAP_PROMTOOL", promtool)])
     };
     let (code, out) = check(&works, &["--check", "--test"]);
     assert_eq!(code, Some(0), "{out}");

@@ -179,11 +179,7 @@ async fn reloads_under_live_traffic_lose_and_duplicate_nothing() {
     // The file watcher's reload of that write may land after any one SIGHUP's (under load it
     // did): SIGHUP until a reload caused by one is the last.
     eventually(DEADLINE, "the SIGHUP reload", || async {
-        let hup = std::process::Command::new("kill")
-            .args(["-HUP", &node.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(hup.success());
+        node.sighup();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (_, config) = node.admin(Method::GET, "/admin/config").await;
         (config["last_reload"]["cause"] == "sighup").then_some(())

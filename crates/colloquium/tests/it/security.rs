@@ -379,10 +379,7 @@ async fn tokens_rotate_on_reload_and_old_ones_stop_at_once() {
     // The admin token lives in a file: rewrite it and send SIGHUP.
     let new_admin = "new-admin-token-ffffffffffffff";
     std::fs::write(node.dir.path().join("ops.token"), new_admin).unwrap();
-    std::process::Command::new("kill")
-        .args(["-HUP", &node.pid().to_string()])
-        .status()
-        .unwrap();
+    node.sighup();
     eventually(
         Duration::from_secs(10),
         "the old admin token refused",
@@ -510,13 +507,6 @@ async fn get_on(stream: &mut TlsStream) -> u16 {
     }
 }
 
-fn sighup(node: &Node) {
-    std::process::Command::new("kill")
-        .args(["-HUP", &node.pid().to_string()])
-        .status()
-        .unwrap();
-}
-
 /// TLS on both HTTP listeners: round trips with a trusted certificate; plain HTTP, an
 /// untrusted certificate, a wrong host name and an expired certificate refused. A changed
 /// certificate is served after SIGHUP while a connection opened before keeps working; a
@@ -567,7 +557,7 @@ async fn tls_round_trips_refusals_and_rotation_without_dropping_connections() {
     let (wrong, wrong_key) = certificate(&["colloquium.invalid"], false);
     std::fs::write(node.dir.path().join("node.crt"), &wrong).unwrap();
     std::fs::write(node.dir.path().join("node.key"), &wrong_key).unwrap();
-    sighup(&node);
+    node.sighup();
     eventually(
         DEADLINE,
         "the new certificate refused for its host name",
@@ -586,7 +576,7 @@ async fn tls_round_trips_refusals_and_rotation_without_dropping_connections() {
     let (expired, expired_key) = certificate(&["127.0.0.1"], true);
     std::fs::write(node.dir.path().join("node.crt"), &expired).unwrap();
     std::fs::write(node.dir.path().join("node.key"), &expired_key).unwrap();
-    sighup(&node);
+    node.sighup();
     eventually(DEADLINE, "the expired certificate refused", || async {
         https_error(&https_client(&expired), &format!("{main}/health"))
             .await
@@ -603,7 +593,7 @@ async fn tls_round_trips_refusals_and_rotation_without_dropping_connections() {
         .send()
         .await;
     assert!(response.is_err(), "the expired certificate is still served");
-    sighup(&node);
+    node.sighup();
     eventually(DEADLINE, "the good certificate served", || async {
         https_client(&good)
             .get(format!("{main}/health"))
@@ -715,16 +705,6 @@ async fn a_token_made_by_the_cli_works_by_its_hash_alone() {
     assert_ne!(again, out, "two tokens are never the same");
 }
 
-/// The tools directory `scripts/bootstrap.sh --test` installs into.
-fn tools_dir() -> std::path::PathBuf {
-    std::env::var("COLLOQUIUM_TOOLS_DIR").map_or_else(
-        |_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/colloquium-tools")
-        },
-        std::path::PathBuf::from,
-    )
-}
-
 /// `GET /api/openapi.json` (open) describes every route of the route table and each HTTP
 /// source, each operation with its scope, the admin routes on their own listener; it passes
 /// `openapi-spec-validator` (installed by `scripts/bootstrap.sh --test`).
@@ -786,7 +766,7 @@ async fn the_openapi_description_covers_every_route_with_its_scope_and_validates
     );
     assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
 
-    let validator = tools_dir().join("venv/bin/openapi-spec-validator");
+    let validator = crate::harness::tools_dir().join("venv/bin/openapi-spec-validator");
     assert!(
         validator.exists(),
         "{} is missing: run scripts/bootstrap.sh --test",
@@ -810,22 +790,12 @@ async fn the_openapi_description_covers_every_route_with_its_scope_and_validates
 /// does not).
 #[test]
 fn the_bootstrap_detects_an_openapi_validator_that_runs() {
-    let script = crate::harness::manifest_dir().join("../../scripts/bootstrap.sh");
     let dir = tempfile::tempdir().unwrap();
     let fake = |name: &str, body: &str| crate::harness::fake_script(dir.path(), name, body);
     let works = fake("validator-ok", "exit 0");
     let broken = fake("validator-broken", "exit 127");
     let check = |validator: &std::path::Path, args: &[&str]| {
-        let output = std::process::Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .env("BOOTSTRAP_OPENAPI_VALIDATOR", validator)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        crate::harness::run_bootstrap(args, &[("BOOTSTRAP_OPENAPI_VALIDATOR", validator)])
     };
     let (code, out) = check(&works, &["--check", "--test"]);
     assert_eq!(code, Some(0), "{out}");
