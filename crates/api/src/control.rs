@@ -16,14 +16,55 @@ const MAX_OVERRIDE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `POST /api/control` body: `{"level": "DEGRADED", "duration": "5m"}` holds a level;
 /// `{"level": null}` (or `{}`) ends the override.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
     /// The level to hold (`HEALTHY` … `EMERGENCY`); absent or null ends the override.
-    #[schema(value_type = Option<String>, example = "DEGRADED")]
     pub level: Option<Level>,
     /// For how long (`30s`, `5m`, up to `24h`); required with a level.
     pub duration: Option<String>,
+}
+
+impl utoipa::ToSchema for OverrideBody {}
+
+/// Either a level with its duration, or no level (ending the override; a duration is then
+/// ignored). The duration's pattern is its usual form, up to 24 hours; the handler also takes
+/// humantime's others (`1h 30m`).
+impl utoipa::PartialSchema for OverrideBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let hold = ObjectBuilder::new()
+            .property(
+                "level",
+                string().enum_values(Some(Level::ALL.map(Level::as_str))),
+            )
+            .property(
+                "duration",
+                string().pattern(Some(
+                    "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$",
+                )),
+            )
+            .required("level")
+            .required("duration")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let end = ObjectBuilder::new()
+            .property("level", ObjectBuilder::new().schema_type(Type::Null))
+            .property(
+                "duration",
+                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new()
+            .item(hold)
+            .item(end)
+            .description(Some(
+                "`{\"level\": \"DEGRADED\", \"duration\": \"5m\"}` holds a level; `{}` ends it",
+            ))
+            .into()
+    }
 }
 
 /// `GET /api/control`.
@@ -41,9 +82,9 @@ pub async fn get(State(state): State<ApiState>) -> Response {
         (status = 415, description = "Not `application/json`", body = String)))]
 pub async fn set(
     State(state): State<ApiState>,
-    body: Result<axum::Json<OverrideBody>, JsonRejection>,
+    body: Result<axum::Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let axum::Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let body: OverrideBody = crate::query::object_body(body)?;
     let held = match body.level {
         None => None,
         Some(level) => {

@@ -147,6 +147,103 @@ pub struct Accepted {
     ids: Vec<String>,
 }
 
+/// Schemas of the parameters handlers take as text and check themselves (so that a `400` names
+/// the parameter in our words): each says exactly what its handler accepts.
+pub mod param {
+    use utoipa::openapi::schema::{
+        KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+    };
+
+    /// An event id: a ULID, 26 Crockford base-32 digits (either case), the first `0`–`7`.
+    pub fn event_id() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"))
+            .description(Some("An event id (a ULID)"))
+            .build()
+    }
+
+    /// An ingest-time bound: epoch milliseconds, or RFC 3339 (a time before 1970 is the epoch).
+    pub fn time() -> Schema {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(colloquium_event::Timestamp::MAX.as_millis() as f64)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .description(Some("Epoch milliseconds, or RFC 3339"))
+            .build()
+            .into()
+    }
+
+    /// A result row's time bound: epoch milliseconds (negative before 1970), or RFC 3339.
+    pub fn row_time() -> Schema {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .description(Some(
+                "Epoch milliseconds (negative before 1970), or RFC 3339",
+            ))
+            .build()
+            .into()
+    }
+
+    fn one_of(values: &[&str]) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(values.iter().copied()))
+            .build()
+    }
+
+    /// `asc` or `desc`.
+    pub fn order() -> Object {
+        one_of(&["asc", "desc"])
+    }
+
+    /// An event priority.
+    pub fn priority() -> Object {
+        let names = colloquium_event::Priority::ALL.map(|p| p.as_str());
+        one_of(&names)
+    }
+
+    /// A dead letter's reason.
+    pub fn dlq_reason() -> Object {
+        let names: Vec<&str> = colloquium_event::Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        one_of(&names)
+    }
+
+    /// A page cursor (a stored key in hexadecimal): the page goes on after it.
+    pub fn cursor() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^([0-9a-fA-F]{2})*$"))
+            .description(Some("The `next_cursor` of the previous page"))
+            .build()
+    }
+
+    /// How AI spend is grouped.
+    pub fn cost_grouping() -> Object {
+        one_of(&["pipeline", "provider", "model"])
+    }
+}
+
 const BEARER: &str = "bearer";
 
 fn error_response(description: &str) -> RefOr<Response> {
@@ -194,6 +291,12 @@ pub fn complete<'a>(
         for (method, operation) in operations(item) {
             let access = table.access(&method, path);
             secure(operation, access);
+            // Every `{id}` of a route is an event's (a dead letter's id is its event's).
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if parameter.name == "id" && parameter.parameter_in == ParameterIn::Path {
+                    parameter.schema = Some(param::event_id().into());
+                }
+            }
             // Handlers in different modules share names (`list`): ids from the route instead.
             operation.operation_id = Some(operation_id(&method, path));
         }
@@ -265,18 +368,18 @@ fn ingest_operation() -> Operation {
                 .item(utoipa::openapi::ObjectBuilder::new())
                 .item(
                     utoipa::openapi::schema::ArrayBuilder::new()
-                        .items(utoipa::openapi::ObjectBuilder::new()),
+                        .items(utoipa::openapi::ObjectBuilder::new())
+                        .min_items(Some(1)),
                 ),
         ))
         .build();
     let ndjson = ContentBuilder::new().schema(Some(String::schema())).build();
-    let text_param = |name: &str, description: &str| {
+    let text_param = |name: &str, schema: RefOr<utoipa::openapi::schema::Schema>| {
         ParameterBuilder::new()
             .name(name)
             .parameter_in(ParameterIn::Query)
             .required(Required::False)
-            .description(Some(description))
-            .schema(Some(String::schema()))
+            .schema(Some(schema))
             .build()
     };
     OperationBuilder::new()
@@ -285,8 +388,8 @@ fn ingest_operation() -> Operation {
             "Ingest events: an object, an array of objects, or NDJSON",
         ))
         .parameters(Some(vec![
-            text_param("priority", "critical, high, medium, low or batch"),
-            text_param("topic", "The events' topic"),
+            text_param("priority", param::priority().into()),
+            text_param("topic", String::schema()),
         ]))
         .request_body(Some(
             RequestBodyBuilder::new()

@@ -20,15 +20,20 @@ use crate::{ApiError, ApiState};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutputParams {
-    /// The pipeline (required).
+    /// The pipeline.
+    #[param(required = true)]
     pub pipeline: Option<String>,
     /// Earliest ingest time of the input event (RFC 3339 or epoch ms), inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub since: Option<String>,
     /// Latest ingest time of the input event, inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub until: Option<String>,
-    /// Page size.
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = crate::openapi::param::cursor)]
     pub cursor: Option<String>,
 }
 
@@ -38,14 +43,18 @@ pub struct OutputParams {
 #[serde(deny_unknown_fields)]
 pub struct DlqParams {
     /// Only this reason (`no_route`, `route_error`, `script_error`, …).
+    #[param(schema_with = crate::openapi::param::dlq_reason)]
     pub reason: Option<String>,
     /// Only this pipeline.
     pub pipeline: Option<String>,
     /// Earliest failure time, inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub since: Option<String>,
-    /// Page size.
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = crate::openapi::param::event_id)]
     pub cursor: Option<String>,
 }
 
@@ -217,10 +226,12 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct ReplayParams {
     /// Only this reason (e.g. `overflow`).
+    #[param(schema_with = crate::openapi::param::dlq_reason)]
     pub reason: Option<String>,
     /// Only this pipeline.
     pub pipeline: Option<String>,
     /// At most this many (default and most: 100,000), oldest first.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub limit: Option<String>,
 }
 

@@ -22,8 +22,7 @@ const MAX_LIMIT: usize = 10_000;
 pub(crate) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     value
         .map(|v| {
-            v.parse()
-                .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+            Timestamp::parse_bound(v).map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
         })
         .transpose()
 }
@@ -65,6 +64,20 @@ pub(crate) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result
     Err(ApiError::BadRequest(message))
 }
 
+/// Reads a JSON body that must be an object: serde alone would also build a struct from an
+/// array of its fields (`[null, null]`).
+pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    let axum::Json(value) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}
+
 /// `GET /api/events/{id}`.
 #[utoipa::path(get, path = "/api/events/{id}", tag = "events",
     params(("id" = String, Path, description = "The event's id (a ULID)")),
@@ -90,16 +103,21 @@ pub async fn get_one(
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
     /// Earliest ingest time (RFC 3339 or epoch ms), inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub since: Option<String>,
     /// Latest ingest time, inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
     pub until: Option<String>,
-    /// Page size (list only).
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
     /// `asc` (default) or `desc`.
+    #[param(schema_with = crate::openapi::param::order)]
     pub order: Option<String>,
     /// Only events from this source.
     pub source: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = crate::openapi::param::event_id)]
     pub cursor: Option<String>,
 }
 

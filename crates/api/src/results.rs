@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::error::blocking;
 use crate::pipelines::page_body;
-use crate::query::{json_response, limit_param, query_params, time_param};
+use crate::query::{json_response, limit_param, query_params};
 use crate::{ApiError, ApiState};
 
 /// `GET /api/results/{pipeline}/{stage}/{table}` parameters.
@@ -23,12 +23,16 @@ pub struct ResultParams {
     /// Only this grouping key.
     pub key: Option<String>,
     /// Rows at or after this time (epoch ms, or RFC 3339).
+    #[param(schema_with = crate::openapi::param::row_time)]
     pub since: Option<String>,
     /// Rows before this time.
+    #[param(schema_with = crate::openapi::param::row_time)]
     pub until: Option<String>,
-    /// Page size.
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = crate::openapi::param::cursor)]
     pub cursor: Option<String>,
 }
 
@@ -37,30 +41,39 @@ pub struct ResultParams {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WindowParams {
-    /// The pipeline (required).
+    /// The pipeline.
+    #[param(required = true)]
     pub pipeline: Option<String>,
     /// Only this window stage (its id).
     pub stage: Option<String>,
     /// Only this grouping key.
     pub key: Option<String>,
     /// Windows starting at or after this (epoch ms, or RFC 3339).
+    #[param(schema_with = crate::openapi::param::row_time)]
     pub since: Option<String>,
     /// Windows starting before this.
+    #[param(schema_with = crate::openapi::param::row_time)]
     pub until: Option<String>,
-    /// Page size.
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = crate::openapi::param::cursor)]
     pub cursor: Option<String>,
 }
 
 /// A row time bound: epoch ms (negative before 1970) or RFC 3339.
 fn row_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let Some(text) = value else { return Ok(None) };
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(Some(ms));
-    }
-    let time = time_param(name, Some(text))?;
-    Ok(time.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)))
+    value
+        .map(|text| {
+            colloquium_event::time::parse_signed_millis(text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{name}: invalid time `{}`: expected epoch milliseconds or RFC 3339",
+                    text.chars().take(64).collect::<String>()
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// Names in the path hold no `0x00` (they are keys' separators), nor do names in a config.

@@ -13,26 +13,51 @@ use bytes::Bytes;
 use colloquium_storage::{ScanRange, Store};
 use tokio::sync::mpsc;
 
-use crate::query::{RangeParams, matches_source};
+use crate::query::{RangeParams, matches_source, query_params};
 use crate::{ApiError, ApiState};
 
 const CHUNK_BYTES: usize = 64 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// `GET /api/events/stream?since=&until=&source=`.
-#[utoipa::path(get, path = "/api/events/stream", tag = "events", params(crate::query::RangeParams),
+/// `GET /api/events/stream` parameters: a range's, without paging.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// Earliest ingest time (RFC 3339 or epoch ms), inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
+    since: Option<String>,
+    /// Latest ingest time, inclusive.
+    #[param(schema_with = crate::openapi::param::time)]
+    until: Option<String>,
+    /// `asc` (default) or `desc`.
+    #[param(schema_with = crate::openapi::param::order)]
+    order: Option<String>,
+    /// Only events from this source.
+    source: Option<String>,
+}
+
+/// `GET /api/events/stream?since=&until=&order=&source=`.
+#[utoipa::path(get, path = "/api/events/stream", tag = "events", params(StreamParams),
     responses((status = 200, description = "Every event in the range, one JSON object per line", content_type = "application/x-ndjson", body = String),
         (status = 400, description = "A parameter is malformed", body = crate::openapi::ErrorBody)))]
 pub async fn replay(
     State(state): State<ApiState>,
-    query: Result<Query<RangeParams>, QueryRejection>,
+    query: Result<Query<StreamParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let params = RangeParams::from_query(query)?;
-    if params.limit.is_some() || params.cursor.is_some() {
-        return Err(ApiError::BadRequest(
-            "stream takes since, until, order and source only".into(),
-        ));
-    }
+    let StreamParams {
+        since,
+        until,
+        order,
+        source,
+    } = query_params(query)?;
+    let params = RangeParams {
+        since,
+        until,
+        order,
+        source,
+        ..RangeParams::default()
+    };
     let range = params.range()?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     let store = state.store.clone();

@@ -20,6 +20,9 @@ pub struct Timestamp(u64);
 const MAX_MILLIS: u64 = (1 << 48) - 1;
 
 impl Timestamp {
+    /// The latest time an event id can carry (year 10889).
+    pub const MAX: Self = Self(MAX_MILLIS);
+
     /// Returns the timestamp for `ms` milliseconds since the epoch.
     pub const fn from_millis(ms: u64) -> Self {
         Self(ms)
@@ -53,6 +56,27 @@ impl Timestamp {
             _ => None,
         }
     }
+}
+
+impl Timestamp {
+    /// Reads a query's time bound: as [`FromStr`], except that an RFC 3339 time before 1970 is
+    /// the epoch (nothing is older), so every RFC 3339 time is a valid bound.
+    pub fn parse_bound(s: &str) -> Result<Self, TimestampParseError> {
+        s.parse()
+            .or_else(|e| match OffsetDateTime::parse(s, &Rfc3339) {
+                Ok(at) if at.unix_timestamp_nanos() < 0 => Ok(Self(0)),
+                _ => Err(e),
+            })
+    }
+}
+
+/// Reads a time that may be before 1970 as signed epoch milliseconds: an integer, or RFC 3339.
+pub fn parse_signed_millis(s: &str) -> Option<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    let at = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 fn parse_rfc3339(s: &str) -> Option<Timestamp> {
@@ -104,6 +128,19 @@ mod tests {
         assert_eq!(t.as_millis(), 1_700_000_000_500);
         assert!("yesterday".parse::<Timestamp>().is_err());
         assert!("-5".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn a_bound_before_the_epoch_is_the_epoch() {
+        let bound = |s| Timestamp::parse_bound(s).map(Timestamp::as_millis).ok();
+        assert_eq!(bound("1969-12-31T23:59:59Z"), Some(0));
+        assert_eq!(bound("0001-01-01T00:00:00+05:00"), Some(0));
+        assert_eq!(bound("1700000000000"), Some(1_700_000_000_000));
+        assert_eq!(bound("-5"), None);
+        assert_eq!(bound("yesterday"), None);
+        assert_eq!(parse_signed_millis("1969-12-31T23:59:59.9995Z"), Some(-1));
+        assert_eq!(parse_signed_millis("-5"), Some(-5));
+        assert_eq!(parse_signed_millis("soon"), None);
     }
 
     proptest::proptest! {

@@ -463,13 +463,16 @@ impl Store {
         let db = self.db()?;
         let handle = db.cf(ColumnFamily::Outputs)?;
         let prefix_len = pipeline.len() + 1;
-        let start = match cursor.map(unhex) {
-            Some(Some(mut key)) if key.starts_with(pipeline.as_bytes()) => {
-                key.push(0); // strictly after the cursor key
-                key
+        let from = output_key(pipeline, EventId::min_at(since.unwrap_or_default()), 0);
+        // A cursor is a position: the page goes on strictly after it, and never before `from`
+        // (a cursor of another query lands at this one's start, or past its end).
+        let start = match cursor {
+            None => from,
+            Some(cursor) => {
+                let mut key = unhex(cursor).ok_or(StorageError::BadCursor)?;
+                key.push(0);
+                key.max(from)
             }
-            Some(_) => return Err(StorageError::BadCursor),
-            None => output_key(pipeline, EventId::min_at(since.unwrap_or_default()), 0),
         };
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound({
@@ -515,7 +518,9 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     (0..text.len())
         .step_by(2)
         .map(|i| {
+            // `from_str_radix` alone would take a sign (`+f`).
             text.get(i..i + 2)
+                .filter(|b| b.bytes().all(|c| c.is_ascii_hexdigit()))
                 .and_then(|b| u8::from_str_radix(b, 16).ok())
         })
         .collect()
@@ -655,9 +660,22 @@ mod tests {
             Err(StorageError::BadCursor)
         ));
         assert!(matches!(
-            store.outputs("b", None, None, Some(&page[0].cursor), 10),
+            store.outputs("a", None, None, Some("+f"), 10),
             Err(StorageError::BadCursor)
         ));
+        // A cursor of another pipeline is a position before or after this one's outputs.
+        let b = store.outputs("b", None, None, None, 10).unwrap().len();
+        let from_a = store
+            .outputs("b", None, None, Some(&page[0].cursor), 10)
+            .unwrap();
+        assert_eq!(from_a.len(), b);
+        let past = hex(b"c\0");
+        assert!(
+            store
+                .outputs("b", None, None, Some(&past), 10)
+                .unwrap()
+                .is_empty()
+        );
 
         // A replay request is pending until a commit marks the dead letter replayed, which
         // removes both; asking twice is one request.

@@ -190,13 +190,15 @@ impl Store {
             (Some(stage), None) => table_prefix(&query.pipeline, stage, &query.table),
             (None, _) => [query.pipeline.as_bytes(), &[0]].concat(),
         };
-        let mut position = match query.cursor.as_deref().map(unhex) {
-            Some(Some(mut key)) if key.starts_with(&scope) => {
-                key.push(0); // strictly after the cursor
-                key
-            }
-            Some(_) => return Err(StorageError::BadCursor),
+        // A cursor is a position: the page goes on strictly after it, within the scope (a
+        // cursor of another query lands at this one's start, or past its end).
+        let mut position = match query.cursor.as_deref() {
             None => scope.clone(),
+            Some(cursor) => {
+                let mut key = unhex(cursor).ok_or(StorageError::BadCursor)?;
+                key.push(0);
+                key.max(scope.clone())
+            }
         };
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(prefix_end(&scope));

@@ -383,6 +383,9 @@ async fn the_control_plane_climbs_through_every_level_acts_at_each_and_comes_bac
         r#"{"level": "CRITICAL", "duration": "2d"}"#,
         r#"{"level": "CRITICAL", "duration": "soon"}"#,
         "not json",
+        // serde would read a struct from an array of its fields
+        r#"["CRITICAL", "1h"]"#,
+        "[null, null]",
     ] {
         let (status, answer) = set(bad).await;
         assert_eq!(status, 400, "{bad}: {answer}");

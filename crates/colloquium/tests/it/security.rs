@@ -786,23 +786,113 @@ async fn the_openapi_description_covers_every_route_with_its_scope_and_validates
     );
 }
 
-/// For the tests, the bootstrap wants an `openapi-spec-validator` that runs (and the build
-/// does not).
+/// For the tests, the bootstrap wants an `openapi-spec-validator` and a `schemathesis` that run
+/// (and the build wants neither).
 #[test]
-fn the_bootstrap_detects_an_openapi_validator_that_runs() {
+fn the_bootstrap_detects_api_checkers_that_run() {
     let dir = tempfile::tempdir().unwrap();
     let fake = |name: &str, body: &str| crate::harness::fake_script(dir.path(), name, body);
-    let works = fake("validator-ok", "exit 0");
-    let broken = fake("validator-broken", "exit 127");
-    let check = |validator: &std::path::Path, args: &[&str]| {
-        crate::harness::run_bootstrap(args, &[("BOOTSTRAP_OPENAPI_VALIDATOR", validator)])
+    let works = fake("checker-ok", "exit 0");
+    let broken = fake("checker-broken", "exit 127");
+    let absent = dir.path().join("absent");
+    let check = |validator: &std::path::Path, schemathesis: &std::path::Path, args: &[&str]| {
+        crate::harness::run_bootstrap(
+            args,
+            &[
+                ("BOOTSTRAP_OPENAPI_VALIDATOR", validator),
+                ("BOOTSTRAP_SCHEMATHESIS", schemathesis),
+            ],
+        )
     };
-    let (code, out) = check(&works, &["--check", "--test"]);
+    let (code, out) = check(&works, &works, &["--check", "--test"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("validator-ok"), "{out}");
-    let (code, out) = check(&broken, &["--check", "--test"]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("openapi-spec-validator"), "{out}");
-    let (code, out) = check(&dir.path().join("absent"), &["--check"]);
-    assert_eq!(code, Some(0), "the build needs no validator: {out}");
+    assert!(out.contains("checker-ok"), "{out}");
+    for (validator, schemathesis) in [(&broken, &works), (&works, &broken), (&works, &absent)] {
+        let (code, out) = check(validator, schemathesis, &["--check", "--test"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("api-checkers"), "{out}");
+    }
+    let (code, out) = check(&absent, &absent, &["--check"]);
+    assert_eq!(code, Some(0), "the build needs no API checker: {out}");
+}
+
+/// schemathesis (installed by `scripts/bootstrap.sh --test`) against the real binary, driven by
+/// the binary's own description: with a token of every scope, no `5xx`, every response in a
+/// documented status with its documented schema and content type, schema-valid requests
+/// accepted and schema-invalid ones refused; without the token or with a wrong one, every
+/// scoped route refused (`ignored_auth`). Both listeners (the admin routes name theirs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_against_the_real_binary() {
+    const ALL: &str = "every-scope-token-eeeeeeeeeeeeeeee";
+    let config = format!(
+        "server:
+  auth:
+    tokens:
+      - {{name: all, token: {ALL}, scopes: [ingest, read, admin]}}
+    failures: {{burst: 100000, per_minute: 100000}}
+sources:
+  http: {{type: http}}
+sinks: {{db: {{type: store}}}}
+pipelines:
+  - name: all
+    stages:
+      - {{type: window, window: tumbling, size: 1s, key: /k, time: /t, aggregates: {{n: count}}}}
+      - {{type: anomaly, min_events: 5}}
+    sinks: [db]
+"
+    );
+    let node = Node::start(&config);
+    // Something for the queries to find.
+    let events: String = (0..50)
+        .map(|i| {
+            format!(
+                "{{\"k\":\"k{}\",\"t\":{},\"user\":\"u{}\"}}\n",
+                i % 3,
+                1_000 * i,
+                i % 2
+            )
+        })
+        .collect();
+    let response = node
+        .client
+        .post(node.url("/events"))
+        .bearer_auth(ALL)
+        .header("content-type", "application/x-ndjson")
+        .body(events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    let schemathesis = crate::harness::tools_dir().join("venv/bin/schemathesis");
+    assert!(
+        schemathesis.exists(),
+        "{} is missing: run scripts/bootstrap.sh --test",
+        schemathesis.display()
+    );
+    let settings = crate::harness::manifest_dir().join("tests/schemathesis.toml");
+    let output = tokio::process::Command::new(&schemathesis)
+        // Hypothesis keeps its example database in the working directory.
+        .current_dir(node.dir.path())
+        .arg("--config-file")
+        .arg(&settings)
+        .args(["--no-color", "run"])
+        .arg(node.url("/api/openapi.json"))
+        .args(["--header", &format!("Authorization: Bearer {ALL}")])
+        .args(["--max-examples", "40", "--workers", "2"])
+        .args(["--seed", "20261207", "--request-timeout", "20"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(600), output)
+        .await
+        .expect("schemathesis ends within 10 minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every operation was exercised, none skipped for want of a server or a schema.
+    assert!(stdout.contains("Tested: 26"), "{stdout}");
 }

@@ -64,6 +64,14 @@ async fn replay_streams_a_large_range_in_bounded_memory() {
         assert_eq!(status, 202, "{reply}");
     }
 
+    // Paging is the list's: the stream refuses it, naming the parameter.
+    let (status, refused) = node.get("/api/events/stream?limit=5").await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("limit"),
+        "{refused}"
+    );
+
     let (before, _) = node.rss();
     let response = node
         .client
