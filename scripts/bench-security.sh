@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Auth and TLS overhead on ingest (issue 26): three nodes of the same binary side by side —
 # plain, bearer tokens, TLS — benched in turn, round after round, so all three see the same
-# machine state. Prints events/s per round and the ratios of the medians to plain.
+# machine state. Prints events/s per round, the ratios of the medians to plain, and the median
+# of each round's ratio.
 #
 #   [ROUNDS=5] [DURATION=5s] [BIN=path/to/colloquium] scripts/bench-security.sh
 set -euo pipefail
@@ -61,4 +62,8 @@ for load in "single:--connections 64 --batch 1" "batch:--connections 4 --batch 1
   done
   p=$(median < "$root/$label.plain"); a=$(median < "$root/$label.auth"); t=$(median < "$root/$label.tls")
   awk -v l="$label" -v p="$p" -v a="$a" -v t="$t" 'BEGIN { printf "%s medians: plain %d, auth %d (%.3f), tls %d (%.3f) events/s\n", l, p, a, a / p, t, t / p }'
+  # Each round's own ratio (runs seconds apart) cancels drift across rounds.
+  ra=$(paste "$root/$label.auth" "$root/$label.plain" | awk '{ print $1 / $2 }' | median)
+  rt=$(paste "$root/$label.tls" "$root/$label.plain" | awk '{ print $1 / $2 }' | median)
+  awk -v l="$label" -v a="$ra" -v t="$rt" 'BEGIN { printf "%s median of per-round ratios: auth %.3f, tls %.3f\n", l, a, t }'
 done
