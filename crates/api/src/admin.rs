@@ -1,6 +1,7 @@
 //! The admin routes, served on their own listener (`server.admin_listen`, 127.0.0.1 by
 //! default): `GET /admin/config` shows the active config and the last reload; `POST
-//! /admin/reload` reloads the config file and answers with the outcome.
+//! /admin/reload` reloads the config file and answers with the outcome; backups
+//! ([`crate::backup`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,22 +91,35 @@ pub struct ReloadReport {
     pub error: Option<String>,
 }
 
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The config and its reloads.
+    pub control: Arc<dyn ConfigControl>,
+    /// The store's backups.
+    pub backups: crate::backup::Backups,
+}
+
 /// The admin routes with their OpenAPI description, before their state is given.
-pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<dyn ConfigControl>> {
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AdminState> {
     utoipa_axum::router::OpenApiRouter::new()
         .routes(utoipa_axum::routes!(config))
         .routes(utoipa_axum::routes!(reload))
+        .routes(utoipa_axum::routes!(
+            crate::backup::create,
+            crate::backup::status
+        ))
 }
 
 /// Returns the admin routes.
-pub fn router(control: Arc<dyn ConfigControl>) -> Router {
-    Router::from(routes()).with_state(control)
+pub fn router(state: AdminState) -> Router {
+    Router::from(routes()).with_state(state)
 }
 
 #[utoipa::path(get, path = "/admin/config", tag = "admin",
     responses((status = 200, description = "The active config and the last reload", body = crate::openapi::Record)))]
-async fn config(State(control): State<Arc<dyn ConfigControl>>) -> Json<ConfigStatus> {
-    Json(control.status())
+async fn config(State(state): State<AdminState>) -> Json<ConfigStatus> {
+    Json(state.control.status())
 }
 
 #[utoipa::path(post, path = "/admin/reload", tag = "admin",
@@ -113,7 +127,7 @@ async fn config(State(control): State<Arc<dyn ConfigControl>>) -> Json<ConfigSta
         (status = 409, description = "The node runs on the embedded defaults", body = crate::openapi::ErrorBody),
         (status = 422, description = "The new config was rejected", body = crate::openapi::Record),
         (status = 503, description = "The node is shutting down", body = crate::openapi::ErrorBody)))]
-async fn reload(State(control): State<Arc<dyn ConfigControl>>) -> Response {
+async fn reload(State(AdminState { control, .. }): State<AdminState>) -> Response {
     if control.status().file.is_none() {
         let error = "the node runs on the embedded defaults (no -c FILE): nothing to reload";
         return (

@@ -12,6 +12,7 @@
 //! - [`health`]: `GET /health`, component status.
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`admin`]: `GET /admin/config` and `POST /admin/reload`, on the admin listener.
+//! - [`backup`]: `POST /admin/backup` and `GET /admin/backup`, online backups.
 //! - [`openapi`]: `GET /api/openapi.json`, the OpenAPI 3.1 description generated from the handlers.
 //! - [`routes`]: the route table (each route's scope) and the router builder that records it.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod ai;
 pub mod anomalies;
+pub mod backup;
 pub mod control;
 pub mod error;
 pub mod health;

@@ -40,6 +40,8 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::POST, "/api/control", ADMIN),
     (Method::GET, "/admin/config", ADMIN),
     (Method::POST, "/admin/reload", ADMIN),
+    (Method::POST, "/admin/backup", ADMIN),
+    (Method::GET, "/admin/backup", ADMIN),
 ];
 
 /// The route table of a node whose HTTP sources are at `ingest_paths` (each `POST`).

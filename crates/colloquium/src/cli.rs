@@ -58,6 +58,11 @@ pub enum Command {
     /// Make a new bearer token: prints it and its SHA-256 (for `server.auth.tokens[].sha256`,
     /// so the token itself need not be on the node).
     Token,
+    /// Back a running node up (the node takes it while ingest goes on: consistent,
+    /// incremental, verified), or list a backup directory.
+    Backup(BackupArgs),
+    /// Restore a backup into a new data directory (offline: then start a node on it).
+    Restore(RestoreArgs),
     /// Load generators for benchmarking a running node.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -110,6 +115,49 @@ impl RunArgs {
         }
         config
     }
+}
+
+/// `colloquium backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup directory (on the node's machine; created if missing). Backups into one
+    /// directory share their unchanged files.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Keep only the newest N backups there afterwards.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// List the backups in the directory instead (no node needed).
+    #[arg(long, conflicts_with = "keep")]
+    pub list: bool,
+    /// The node's admin listener.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "COLLOQUIUM_ADMIN",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub admin: String,
+    /// A bearer token with the `admin` scope, when the node has tokens.
+    #[arg(long, env = "COLLOQUIUM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` admin URL.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// `colloquium restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The new data directory (must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The backup's id (`colloquium backup --to DIR --list`); default the newest.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<u32>,
 }
 
 /// `colloquium replay`.

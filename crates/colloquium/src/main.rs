@@ -16,6 +16,7 @@
 mod accept;
 mod allocator;
 mod anomaly;
+mod backup;
 mod bench;
 mod bench_kafka;
 mod cli;
@@ -95,6 +96,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Computo(args) => computo::run(&args)?,
         Command::Anomaly(args) => anomaly::run(&args)?,
         Command::Token => security::print_new_token()?,
+        Command::Backup(args) => runtime()?.block_on(backup::backup(&args))?,
+        Command::Restore(args) => backup::restore(&args)?,
         Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
     }
     Ok(ExitCode::SUCCESS)

@@ -213,7 +213,15 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
             ))
     };
     let app = guarded(routes.into_router().merge(api));
-    let admin_app = guarded(colloquium_api::admin::router(Arc::new(reloads.clone())));
+    let admin_app = guarded(colloquium_api::admin::router(
+        colloquium_api::admin::AdminState {
+            control: Arc::new(reloads.clone()),
+            backups: colloquium_api::backup::Backups::new(
+                store.clone(),
+                config.storage.backup_root.clone(),
+            ),
+        },
+    ));
     let tls = match &config.server.tls {
         Some(tls) => Some(
             settings

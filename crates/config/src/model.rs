@@ -206,6 +206,10 @@ pub struct StorageConfig {
     /// Below this much free disk space `/health` reports `degraded`.
     #[serde(default = "default_min_free_disk")]
     pub min_free_disk: ByteSize,
+    /// Backups (`POST /admin/backup`, `colloquium backup`) go only into directories under this
+    /// one; `null`: into any absolute path outside the data directory.
+    #[serde(default)]
+    pub backup_root: Option<PathBuf>,
 }
 
 /// Block compression algorithm.
@@ -264,6 +268,7 @@ impl Default for StorageConfig {
             block_cache: default_block_cache(),
             write_buffer: default_write_buffer(),
             min_free_disk: default_min_free_disk(),
+            backup_root: None,
         }
     }
 }

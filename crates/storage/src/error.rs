@@ -40,6 +40,23 @@ pub enum StorageError {
     /// The database is being reopened to clear a write error (a moment); retry shortly.
     #[error("the store is reopening to clear a write error")]
     Reopening,
+    /// A backup, a restore or a backup listing failed (the store itself is unaffected).
+    #[error("backup directory {dir}: {message}")]
+    Backup {
+        /// The backup directory.
+        dir: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A backup or restore that cannot be done as asked (a directory inside the data
+    /// directory, a restore into a directory that is not empty, no such backup).
+    #[error("backup directory {dir}: {message}")]
+    BackupRefused {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// A paging cursor that this store did not hand out.
     #[error("invalid cursor")]
     BadCursor,
@@ -64,6 +81,11 @@ impl StorageError {
     /// Whether this is the disk running out of space.
     pub fn is_no_space(&self) -> bool {
         matches!(self, StorageError::Db(message) if is_no_space(message))
+    }
+
+    /// Whether this is a backup's disk running out of space.
+    pub fn is_backup_no_space(&self) -> bool {
+        matches!(self, StorageError::Backup { message, .. } if is_no_space(message))
     }
 }
 

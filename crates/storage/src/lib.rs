@@ -16,11 +16,14 @@
 //! - [`results`]: what stages keep to be queried (window firings, anomalies, any table a stage
 //!   names), by pipeline, stage, table, key and time.
 //! - [`ledger`]: AI spend per day and pipeline, and reservations of calls in flight.
+//! - [`backup`]: online backups (RocksDB's `BackupEngine`: consistent, incremental,
+//!   verified), listing, pruning and restore.
 //! - [`events`]: the metrics this crate reports.
 //!
 //! [`Store`] ties them together; clone it freely (it is a handle).
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod db;
 pub mod dlq;
 pub mod error;
@@ -36,6 +39,7 @@ pub mod retention;
 pub mod scan;
 mod store;
 
+pub use backup::{BackupInfo, BackupOutcome};
 pub use db::{ColumnFamily, Compression, StoreOptions};
 pub use dlq::DeadLetter;
 pub use error::StorageError;

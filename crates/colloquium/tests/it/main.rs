@@ -5,6 +5,7 @@
 mod ai;
 mod alerts;
 mod anomaly;
+mod backup;
 mod cli;
 mod compat;
 mod computo;

@@ -824,8 +824,10 @@ fn the_bootstrap_detects_api_checkers_that_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing_against_the_real_binary() {
     const ALL: &str = "every-scope-token-eeeeeeeeeeeeeeee";
+    let backups = tempfile::tempdir().unwrap();
     let config = format!(
-        "server:
+        "storage: {{backup_root: {}}}
+server:
   auth:
     tokens:
       - {{name: all, token: {ALL}, scopes: [ingest, read, admin]}}
@@ -839,7 +841,8 @@ pipelines:
       - {{type: window, window: tumbling, size: 1s, key: /k, time: /t, aggregates: {{n: count}}}}
       - {{type: anomaly, min_events: 5}}
     sinks: [db]
-"
+",
+        backups.path().display()
     );
     let node = Node::start(&config);
     // Something for the queries to find.
@@ -894,5 +897,5 @@ pipelines:
         String::from_utf8_lossy(&output.stderr)
     );
     // Every operation was exercised, none skipped for want of a server or a schema.
-    assert!(stdout.contains("Tested: 26"), "{stdout}");
+    assert!(stdout.contains("Tested: 28"), "{stdout}");
 }
