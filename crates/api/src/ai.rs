@@ -283,8 +283,8 @@ const MAX_TEXT: usize = 8192;
     responses((status = 200, description = "The nearest stored events", body = crate::openapi::Similar),
         (status = 400, description = "The body is malformed", body = crate::openapi::ErrorBody),
         (status = 404, description = "No `embed` stage", body = crate::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = String),
-        (status = 415, description = "Not `application/json`", body = String)))]
+        (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not `application/json`", body = crate::openapi::ErrorBody)))]
 pub async fn similar_to_text(
     State(state): State<ApiState>,
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,

@@ -127,8 +127,8 @@ fn error(status: StatusCode, reason: &str, message: impl std::fmt::Display) -> R
     responses((status = 200, description = "The backup, verified, and those kept", body = crate::openapi::Record),
         (status = 400, description = "The body is malformed, or the directory cannot hold a backup of this node", body = crate::openapi::ErrorBody),
         (status = 409, description = "A backup is already running", body = crate::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = String),
-        (status = 415, description = "Not `application/json`", body = String),
+        (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not `application/json`", body = crate::openapi::ErrorBody),
         (status = 507, description = "The backup's disk is full (the node serves on)", body = crate::openapi::ErrorBody)))]
 pub async fn create(
     State(state): State<AdminState>,

@@ -78,8 +78,8 @@ pub async fn get(State(state): State<ApiState>) -> Response {
 #[utoipa::path(post, path = "/api/control", tag = "control", request_body = OverrideBody,
     responses((status = 200, description = "The control plane with the override", body = crate::openapi::Record),
         (status = 400, description = "The body is malformed", body = crate::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = String),
-        (status = 415, description = "Not `application/json`", body = String)))]
+        (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not `application/json`", body = crate::openapi::ErrorBody)))]
 pub async fn set(
     State(state): State<ApiState>,
     body: Result<axum::Json<serde_json::Value>, JsonRejection>,

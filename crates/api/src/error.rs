@@ -23,6 +23,12 @@ pub enum ApiError {
     /// A system the request needs (an AI provider) cannot answer now, or the budget is spent.
     #[error("{0}")]
     Unavailable(String),
+    /// The body is larger than the node takes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body is not in a content type the route takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -36,6 +42,8 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Storage(StorageError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(StorageError::BadCursor) => StatusCode::BAD_REQUEST,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -55,6 +63,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) | ApiError::NoSuch(_) => (self.to_string(), "not_found"),
             ApiError::Internal(_) => ("stored data could not be read".to_owned(), "internal"),
             ApiError::Unavailable(message) => (message.clone(), "unavailable"),
+            ApiError::TooLarge(message) => (message.clone(), "too_large"),
+            ApiError::UnsupportedMediaType(message) => (message.clone(), "unsupported_media_type"),
             ApiError::Storage(e @ StorageError::BadCursor) => {
                 (e.public_message().to_owned(), "bad_request")
             }
@@ -81,4 +91,14 @@ where
         .await
         .map_err(|e| StorageError::Db(e.to_string()))?
         .map_err(Into::into)
+}
+
+/// The answer to a path no route serves, in the one error shape (both listeners).
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let error = format!("no route for {method} {}", uri.path());
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "error": error, "reason": "not_found" })),
+    )
+        .into_response()
 }

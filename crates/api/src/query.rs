@@ -69,7 +69,13 @@ pub(crate) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result
 pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    let axum::Json(value) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let axum::Json(value) = body.map_err(|e| match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(e.body_text()),
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType(e.body_text())
+        }
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
     if !value.is_object() {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),

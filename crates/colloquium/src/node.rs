@@ -212,16 +212,23 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
                 HttpMetrics::track,
             ))
     };
-    let app = guarded(routes.into_router().merge(api));
-    let admin_app = guarded(colloquium_api::admin::router(
-        colloquium_api::admin::AdminState {
+    // A path no route serves is answered in the one error shape, as every error is.
+    let app = guarded(
+        routes
+            .into_router()
+            .merge(api)
+            .fallback(colloquium_api::error::not_found),
+    );
+    let admin_app = guarded(
+        colloquium_api::admin::router(colloquium_api::admin::AdminState {
             control: Arc::new(reloads.clone()),
             backups: colloquium_api::backup::Backups::new(
                 store.clone(),
                 config.storage.backup_root.clone(),
             ),
-        },
-    ));
+        })
+        .fallback(colloquium_api::error::not_found),
+    );
     let tls = match &config.server.tls {
         Some(tls) => Some(
             settings

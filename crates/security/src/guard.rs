@@ -407,10 +407,16 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
     let Some(access) = guard.routes.access(request.method(), route.as_str()) else {
         if let Some(methods) = guard.routes.methods(route.as_str()) {
             // A known route asked with another method (`TRACE /health`): what the router says.
-            let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            let allow = methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let error = format!("{} takes {allow}, not {}", route.as_str(), request.method());
             return (
                 StatusCode::METHOD_NOT_ALLOWED,
-                [(header::ALLOW, allow.join(", "))],
+                [(header::ALLOW, allow)],
+                axum::Json(serde_json::json!({ "error": error, "reason": "method_not_allowed" })),
             )
                 .into_response();
         }

@@ -17,7 +17,7 @@ fn deploy() -> PathBuf {
 }
 
 /// Runs promtool with `args` (and `stdin`), returning (success, stdout + stderr).
-fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+pub(crate) fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut child = Command::new("promtool")
         .args(args)
         .current_dir(deploy())
@@ -47,7 +47,7 @@ fn the_alert_rules_load_and_fire_on_what_they_should() {
 }
 
 /// The metric names `text` mentions (`colloquium_…`), without histogram suffixes.
-fn names(text: &str) -> BTreeSet<String> {
+pub(crate) fn names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut rest = text;
     while let Some(at) = rest.find("colloquium_") {

@@ -341,3 +341,111 @@ fn connections_past_max_connections_wait_for_a_free_slot() {
         .unwrap();
     assert!(status_line(&second).unwrap().starts_with("HTTP/1.1 200"));
 }
+
+/// Every error either listener answers is one JSON shape, `{"error": <text>, "reason":
+/// <code>}`, whatever refused the request: no route, a method the route lacks, a body too
+/// large or of the wrong type for a JSON route, bad JSON, a bad parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_body_has_the_one_shape() {
+    let node = Node::start("");
+    // More than the 2 MiB a JSON route of the API reads.
+    let big = "a".repeat(3 << 20);
+    // (listener, method, path, (content type, body), status, reason)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: [Case; 11] = [
+        ("api", "GET", "/nope", None, 404, "not_found"),
+        ("admin", "GET", "/nope", None, 404, "not_found"),
+        ("api", "DELETE", "/health", None, 405, "method_not_allowed"),
+        (
+            "admin",
+            "GET",
+            "/admin/reload",
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        ("api", "GET", "/api/events/zzz", None, 400, "bad_request"),
+        (
+            "api",
+            "GET",
+            "/api/events?bogus=1",
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "api",
+            "POST",
+            "/api/control",
+            Some(("text/plain", "x")),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "api",
+            "POST",
+            "/api/control",
+            Some(("application/json", "{")),
+            400,
+            "bad_request",
+        ),
+        (
+            "api",
+            "POST",
+            "/api/control",
+            Some(("application/json", &big)),
+            413,
+            "too_large",
+        ),
+        (
+            "admin",
+            "POST",
+            "/admin/backup",
+            Some(("text/plain", "x")),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "api",
+            "POST",
+            "/events",
+            Some(("text/plain", "x")),
+            415,
+            "unsupported_media_type",
+        ),
+    ];
+    for (listener, method, path, body, status, reason) in cases {
+        let host = if listener == "admin" {
+            node.admin
+        } else {
+            node.addr
+        };
+        let mut request = node.client.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("http://{host}{path}"),
+        );
+        if let Some((content_type, body)) = body {
+            request = request
+                .header("content-type", content_type)
+                .body(body.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let answer: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text:?}"));
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert_eq!(answer["reason"], reason, "{method} {path}: {answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{answer}"
+        );
+    }
+}

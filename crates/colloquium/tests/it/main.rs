@@ -12,6 +12,7 @@ mod computo;
 mod crash;
 mod faults;
 mod foundations;
+mod grafana;
 mod harness;
 mod ingest;
 mod kafka;

@@ -787,7 +787,7 @@ async fn the_openapi_description_covers_every_route_with_its_scope_and_validates
 }
 
 /// For the tests, the bootstrap wants an `openapi-spec-validator` and a `schemathesis` that run
-/// (and the build wants neither).
+/// and a Python with Grafana's dashboard model (and the build wants none of them).
 #[test]
 fn the_bootstrap_detects_api_checkers_that_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -795,24 +795,30 @@ fn the_bootstrap_detects_api_checkers_that_run() {
     let works = fake("checker-ok", "exit 0");
     let broken = fake("checker-broken", "exit 127");
     let absent = dir.path().join("absent");
-    let check = |validator: &std::path::Path, schemathesis: &std::path::Path, args: &[&str]| {
+    let check = |tools: [&std::path::Path; 3], args: &[&str]| {
         crate::harness::run_bootstrap(
             args,
             &[
-                ("BOOTSTRAP_OPENAPI_VALIDATOR", validator),
-                ("BOOTSTRAP_SCHEMATHESIS", schemathesis),
+                ("BOOTSTRAP_OPENAPI_VALIDATOR", tools[0]),
+                ("BOOTSTRAP_SCHEMATHESIS", tools[1]),
+                ("BOOTSTRAP_VENV_PYTHON", tools[2]),
             ],
         )
     };
-    let (code, out) = check(&works, &works, &["--check", "--test"]);
+    let (code, out) = check([&works, &works, &works], &["--check", "--test"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("checker-ok"), "{out}");
-    for (validator, schemathesis) in [(&broken, &works), (&works, &broken), (&works, &absent)] {
-        let (code, out) = check(validator, schemathesis, &["--check", "--test"]);
+    for tools in [
+        [&broken, &works, &works],
+        [&works, &broken, &works],
+        [&works, &absent, &works],
+        [&works, &works, &broken],
+    ] {
+        let (code, out) = check(tools.map(|p| p.as_path()), &["--check", "--test"]);
         assert_eq!(code, Some(1), "{out}");
         assert!(out.contains("api-checkers"), "{out}");
     }
-    let (code, out) = check(&absent, &absent, &["--check"]);
+    let (code, out) = check([&absent, &absent, &absent], &["--check"]);
     assert_eq!(code, Some(0), "the build needs no API checker: {out}");
 }
 
