@@ -4,9 +4,15 @@
 # machine state. Prints events/s per round, the ratios of the medians to plain, and the median
 # of each round's ratio.
 #
-#   [ROUNDS=5] [DURATION=5s] [BIN=path/to/colloquium] scripts/bench-security.sh
+#   [ROUNDS=5] [DURATION=5s] [PIN=1] [SETTLE=0] [LOADS="single batch"] [BIN=...] scripts/bench-security.sh
+#
+# PIN=1 runs the nodes on core 0 and the load generator on core 1 (`taskset`), so they do not
+# trade cores from run to run: less noise, one core's throughput. SETTLE=N waits N seconds
+# after each run (the node just benched flushes and compacts meanwhile, not during the next).
 set -euo pipefail
 bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}
+node_cpu=() load_cpu=()
+if [ "${PIN:-0}" = 1 ]; then node_cpu=(taskset -c 0); load_cpu=(taskset -c 1); fi
 rounds=${ROUNDS:-5}
 duration=${DURATION:-5s}
 root=$(mktemp -d /tmp/colloquium-bench-security.XXXXXX)
@@ -22,7 +28,7 @@ start() {
   local dir="$root/$1"
   mkdir -p "$dir"
   printf 'storage: {sync: true, retention: null}\nserver: %s\n' "$2" > "$dir/config.yaml"
-  "$bin" run -c "$dir/config.yaml" --data-dir "$dir/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/node.log" 2>&1 &
+  "${node_cpu[@]}" "$bin" run -c "$dir/config.yaml" --data-dir "$dir/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/node.log" 2>&1 &
   pids+=($!)
   until grep -q "colloquium ready" "$dir/node.log"; do kill -0 "${pids[-1]}" || { tail -3 "$dir/node.log"; exit 1; }; sleep 0.1; done
   printf -v "addr_$1" '%s' "$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$dir/node.log")"
@@ -39,7 +45,7 @@ run() {
     auth) extra=(--token "$token") ;;
     tls) extra=(--tls-ca "$root/node.crt") ;;
   esac
-  "$bin" bench http --addr "${!addr_var}" --duration "$duration" --warmup 1s "${extra[@]}" "$@" |
+  "${load_cpu[@]}" "$bin" bench http --addr "${!addr_var}" --duration "$duration" --warmup 1s "${extra[@]}" "$@" |
     awk '/^events\/s:/ { print $2 }'
 }
 
@@ -47,6 +53,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 for load in "single:--connections 64 --batch 1" "batch:--connections 4 --batch 1000"; do
   label=${load%%:*}
+  [[ " ${LOADS:-single batch} " == *" $label "* ]] || continue
   read -r -a flags <<< "${load#*:}"
   for name in plain auth tls; do : > "$root/$label.$name"; done
   for round in $(seq "$rounds"); do
@@ -56,6 +63,7 @@ for load in "single:--connections 64 --batch 1" "batch:--connections 4 --batch 1
     for name in $order; do
       value=$(run "$name" "${flags[@]}")
       echo "$value" >> "$root/$label.$name"
+      sleep "${SETTLE:-0}"
       line="$line $name $value"
     done
     echo "$line"

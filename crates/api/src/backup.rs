@@ -157,21 +157,25 @@ pub async fn create(
             store_bytes: backups.store.sizes().iter().map(|(_, b)| b).sum(),
         });
     }
-    let store = backups.store.clone();
-    let dir = to.clone();
-    let result = tokio::task::spawn_blocking(move || store.backup(&dir, request.keep))
-        .await
-        .unwrap_or_else(|e| Err(StorageError::Db(format!("backup task: {e}"))));
-    let finished = Finished {
-        to: to.clone(),
-        at: Timestamp::now(),
-        outcome: result.as_ref().ok().cloned(),
-        error: result.as_ref().err().map(ToString::to_string),
-    };
-    if let Ok(mut status) = backups.status.lock() {
-        status.running = None;
-        status.last = Some(finished);
-    }
+    // The backup and its record happen on the blocking thread: a client that goes away
+    // mid-backup drops this handler, not the backup, and the next one must not find it
+    // "running" forever.
+    let (store, status, dir) = (backups.store.clone(), backups.status.clone(), to.clone());
+    let keep = request.keep;
+    let result = tokio::task::spawn_blocking(move || {
+        let result = store.backup(&dir, keep);
+        finish(&status, &dir, &result);
+        result
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let result = Err(StorageError::Backup {
+            dir: to.clone(),
+            message: format!("the backup task failed: {e}"),
+        });
+        finish(&backups.status, &to, &result);
+        result
+    });
     match result {
         Ok(outcome) => Ok(Json(outcome).into_response()),
         Err(e @ StorageError::BackupRefused { .. }) => {
@@ -190,6 +194,20 @@ pub async fn create(
             Ok(error(StatusCode::INTERNAL_SERVER_ERROR, "backup_failed", e))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Records how a backup into `to` ended; no backup is running any more.
+fn finish(status: &Mutex<BackupStatus>, to: &Path, result: &Result<BackupOutcome, StorageError>) {
+    let finished = Finished {
+        to: to.to_owned(),
+        at: Timestamp::now(),
+        outcome: result.as_ref().ok().cloned(),
+        error: result.as_ref().err().map(ToString::to_string),
+    };
+    if let Ok(mut status) = status.lock() {
+        status.running = None;
+        status.last = Some(finished);
     }
 }
 

@@ -232,9 +232,7 @@ async fn tcp_connection(load: TcpLoad, measure_from: Instant, end: Instant) -> a
         let (mut at_start, mut at_end) = (None, None);
         // Acks stop counting at `end`: waiting past it for one more would hang a run whose
         // frames were all acked before it (a node that pushed back, then drained).
-        while let Ok(Ok(record)) =
-            tokio::time::timeout_at(end.into(), reader.read_u8()).await
-        {
+        while let Ok(Ok(record)) = tokio::time::timeout_at(end.into(), reader.read_u8()).await {
             match record {
                 b'A' => {
                     let Ok(n) = reader.read_u64().await else {

@@ -228,3 +228,44 @@ fn fastrand_text(seed: u64) -> String {
         })
         .collect()
 }
+
+/// A client that goes away mid-backup leaves the backup to finish on its own; the next backup
+/// is taken, not refused as "running" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_backup_does_not_wedge_the_next_one() {
+    let node = Node::start(CONFIG);
+    for batch in 0..10u64 {
+        let body: String = (0..5_000)
+            .map(|i| {
+                format!(
+                    "{{\"seq\":{i},\"pad\":\"{}\"}}\n",
+                    fastrand_text(batch * 5_000 + i)
+                )
+            })
+            .collect();
+        assert_eq!(node.post(&body, "application/x-ndjson").await.0, 202);
+    }
+    let backups = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/admin/backup", node.admin);
+    let body = |to: &str| format!("{{\"to\": \"{}\"}}", backups.path().join(to).display());
+    // Gone after 20 ms: the backup of ~20 MiB is still copying (or done: either way the
+    // node's record must end up not running).
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let _ = impatient
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body("first"))
+        .send()
+        .await;
+    let record = eventually(DEADLINE, "the first backup to end", || async {
+        let (_, record) = node.admin(reqwest::Method::GET, "/admin/backup").await;
+        record["running"].is_null().then_some(record)
+    })
+    .await;
+    assert!(record["last"]["outcome"]["backup"]["id"] == 1, "{record}");
+    let (code, out, err) = cli(backup_args(&node, &backups.path().join("second"), &[])).await;
+    assert_eq!(code, 0, "{out}{err}");
+}
