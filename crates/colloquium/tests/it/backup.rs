@@ -112,25 +112,20 @@ async fn a_backup_under_load_restores_to_the_same_answers_and_the_pipeline_resum
 
     let restored_dir = Arc::new(tempfile::tempdir().unwrap());
     let data = restored_dir.path().join("data");
-    let (code, out, err) = cli(vec![
-        "restore".into(),
-        "--from".into(),
-        to.display().to_string(),
-        "--data-dir".into(),
-        data.display().to_string(),
-    ])
-    .await;
+    let restore = || {
+        cli(vec![
+            "restore".into(),
+            "--from".into(),
+            to.display().to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ])
+    };
+    let (code, out, err) = restore().await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("restored backup 2 "), "{out}");
     // Never over a directory that holds something.
-    let (code, _, err) = cli(vec![
-        "restore".into(),
-        "--from".into(),
-        to.display().to_string(),
-        "--data-dir".into(),
-        data.display().to_string(),
-    ])
-    .await;
+    let (code, _, err) = restore().await;
     assert_ne!(code, 0);
     assert!(err.contains("not empty"), "{err}");
 
