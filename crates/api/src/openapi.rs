@@ -163,43 +163,35 @@ pub mod param {
             .build()
     }
 
-    /// An ingest-time bound: epoch milliseconds, or RFC 3339 (a time before 1970 is the epoch).
-    pub fn time() -> Schema {
+    /// Epoch milliseconds as `millis` says, or an RFC 3339 date-time.
+    fn millis_or_date_time(millis: ObjectBuilder, description: &str) -> Schema {
+        let date_time = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));
         OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(0))
-                    .maximum(Some(colloquium_event::Timestamp::MAX.as_millis() as f64)),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
-            )
-            .description(Some("Epoch milliseconds, or RFC 3339"))
+            .item(millis.schema_type(Type::Integer))
+            .item(date_time)
+            .description(Some(description))
             .build()
             .into()
     }
 
+    /// An ingest-time bound: epoch milliseconds, or RFC 3339 (a time before 1970 is the epoch).
+    pub fn time() -> Schema {
+        let millis = ObjectBuilder::new()
+            .minimum(Some(0))
+            .maximum(Some(colloquium_event::Timestamp::MAX.as_millis() as f64));
+        millis_or_date_time(millis, "Epoch milliseconds, or RFC 3339")
+    }
+
     /// A result row's time bound: epoch milliseconds (negative before 1970), or RFC 3339.
     pub fn row_time() -> Schema {
-        OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
-            )
-            .description(Some(
-                "Epoch milliseconds (negative before 1970), or RFC 3339",
-            ))
-            .build()
-            .into()
+        let millis =
+            ObjectBuilder::new().format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)));
+        millis_or_date_time(
+            millis,
+            "Epoch milliseconds (negative before 1970), or RFC 3339",
+        )
     }
 
     fn one_of(values: &[&str]) -> Object {

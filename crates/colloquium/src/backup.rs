@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use colloquium_storage::BackupInfo;
+use colloquium_storage::{BackupInfo, BackupOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
@@ -24,13 +24,10 @@ pub async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     let client = client(args)?;
     let url = |path: &str| format!("{}{path}", args.admin.trim_end_matches('/'));
     let body = serde_json::json!({ "to": to, "keep": args.keep });
-    let mut request = client
+    let request = client
         .post(url("/admin/backup"))
         .header("content-type", "application/json")
         .body(body.to_string());
-    if let Some(token) = &args.token {
-        request = request.bearer_auth(token);
-    }
     let call = tokio::spawn(request.send());
     // A spinner with the bytes written, not a bar: an incremental backup writes only what is
     // new, so the store's size is an upper bound, not the end.
@@ -46,7 +43,7 @@ pub async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     while !call.is_finished() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Some(spinner) = &spinner
-            && let Some((written, store)) = progress(&client, &url("/admin/backup"), args).await
+            && let Some((written, store)) = progress(&client, &url("/admin/backup")).await
         {
             spinner.set_message(format!(
                 "{} written (the store holds {})",
@@ -64,35 +61,32 @@ pub async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     if let Some(spinner) = &spinner {
         spinner.finish_and_clear();
     }
-    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if !status.is_success() {
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         let message = answer["error"]
             .as_str()
             .map_or_else(|| answer.to_string(), str::to_owned);
         bail!("the node refused the backup ({status}): {message}");
     }
-    let backup: BackupInfo = serde_json::from_value(answer["backup"].clone())
-        .context("the node's answer has no backup")?;
-    let kept: Vec<BackupInfo> = serde_json::from_value(answer["kept"].clone()).unwrap_or_default();
+    let BackupOutcome {
+        backup,
+        kept,
+        pruned,
+    } = serde_json::from_str(&text).context("the node's answer is not a backup outcome")?;
     println!(
-        "backup {} in {}: {} files, {} (verified); {} kept, {} pruned",
+        "backup {} in {}: {} files, {} (verified); {} kept, {pruned} pruned",
         backup.id,
         to.display(),
         backup.files,
         indicatif::HumanBytes(backup.size),
         kept.len(),
-        answer["pruned"].as_u64().unwrap_or(0)
     );
     Ok(())
 }
 
 /// The running backup's (written, store) bytes, if the node says.
-async fn progress(client: &reqwest::Client, url: &str, args: &BackupArgs) -> Option<(u64, u64)> {
-    let mut request = client.get(url);
-    if let Some(token) = &args.token {
-        request = request.bearer_auth(token);
-    }
-    let body = request.send().await.ok()?.bytes().await.ok()?;
+async fn progress(client: &reqwest::Client, url: &str) -> Option<(u64, u64)> {
+    let body = client.get(url).send().await.ok()?.bytes().await.ok()?;
     let status: Value = serde_json::from_slice(&body).ok()?;
     let running = status.get("running")?;
     Some((
@@ -104,6 +98,16 @@ async fn progress(client: &reqwest::Client, url: &str, args: &BackupArgs) -> Opt
 fn client(args: &BackupArgs) -> anyhow::Result<reqwest::Client> {
     // A backup of a large store takes minutes: no overall timeout, but a bounded connect.
     let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    if let Some(token) = &args.token {
+        // Every request (the backup, its progress) carries the token; marked sensitive so
+        // that it is never shown in a debug print of a request.
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("--token: not a valid header value")?;
+        value.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+        builder = builder.default_headers(headers);
+    }
     if let Some(ca) = &args.tls_ca {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         let certificate = reqwest::Certificate::from_pem(&pem)

@@ -41,7 +41,7 @@ impl From<&BackupEngineInfo> for BackupInfo {
 }
 
 /// What a backup did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackupOutcome {
     /// The new backup.
     pub backup: BackupInfo,
@@ -111,16 +111,15 @@ impl Store {
                 .create_new_backup_flush(&*db, true)
                 .map_err(|e| backup_error(dir, e))?;
         }
-        let newest = engine
-            .get_backup_info()
-            .iter()
-            .map(BackupInfo::from)
-            .max_by_key(|b| b.id)
+        let all = list(&engine);
+        let newest = all
+            .last()
+            .cloned()
             .ok_or_else(|| backup_error(dir, "the new backup is not listed"))?;
         engine
             .verify_backup(newest.id)
             .map_err(|e| backup_error(dir, format!("verifying backup {}: {e}", newest.id)))?;
-        let before = engine.get_backup_info().len();
+        let before = all.len();
         if let Some(keep) = keep {
             engine
                 .purge_old_backups(keep)
@@ -146,29 +145,21 @@ fn list(engine: &BackupEngine) -> Vec<BackupInfo> {
     all
 }
 
-/// The backups in `dir`, oldest first. A directory that holds none is an error (it is likely
-/// a typo), not an empty list.
-pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>, StorageError> {
+/// The engine of a directory that holds backups. One that holds none is an error (it is
+/// likely a typo): opening an engine there would make an empty backup directory of it.
+fn existing(dir: &Path) -> Result<BackupEngine, StorageError> {
     if !dir.join("meta").is_dir() {
         return Err(refused(
             dir,
             "no colloquium backups there (it has no meta directory)",
         ));
     }
-    Ok(list(&engine(dir)?))
+    engine(dir)
 }
 
-/// Keeps only the newest `keep` backups of `dir`; returns those kept.
-pub fn prune_backups(dir: &Path, keep: usize) -> Result<Vec<BackupInfo>, StorageError> {
-    list_backups(dir)?;
-    if keep == 0 {
-        return Err(refused(dir, "keep must be at least 1"));
-    }
-    let mut engine = engine(dir)?;
-    engine
-        .purge_old_backups(keep)
-        .map_err(|e| backup_error(dir, e))?;
-    Ok(list(&engine))
+/// The backups in `dir`, oldest first.
+pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>, StorageError> {
+    Ok(list(&existing(dir)?))
 }
 
 /// Restores backup `id` of `dir` (the newest when `None`) into `data_dir`, which must not exist
@@ -178,7 +169,8 @@ pub fn restore_backup(
     data_dir: &Path,
     id: Option<u32>,
 ) -> Result<BackupInfo, StorageError> {
-    let all = list_backups(dir)?;
+    let mut engine = existing(dir)?;
+    let all = list(&engine);
     let chosen = match id {
         None => all.last().cloned(),
         Some(id) => all.iter().find(|b| b.id == id).cloned(),
@@ -199,7 +191,6 @@ pub fn restore_backup(
     }
     check_apart(data_dir, dir)?;
     std::fs::create_dir_all(data_dir).map_err(|e| backup_error(dir, e))?;
-    let mut engine = engine(dir)?;
     let options = RestoreOptions::default();
     engine
         .restore_from_backup(data_dir, data_dir, &options, chosen.id)
@@ -306,6 +297,10 @@ mod tests {
             "{inside}"
         );
         assert!(store.backup(&dir, Some(0)).is_err());
-        assert_eq!(ids_of(&prune_backups(&dir, 1).unwrap()), [3]);
+        assert_eq!(
+            ids_of(&list_backups(&dir).unwrap()),
+            [2, 3],
+            "a refused backup prunes nothing"
+        );
     }
 }
