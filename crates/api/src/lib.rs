@@ -2,6 +2,7 @@
 //!
 //! - [`query`]: `GET /api/events/{id}` and `GET /api/events` (time range, cursor paging).
 //! - [`stream`]: `GET /api/events/stream`, an NDJSON replay in constant memory.
+//! - [`tap`]: `GET /api/tap`, the events passing a stage or the log, live (after an optional replay).
 //! - [`anomalies`]: `GET /api/anomalies`, `/{id}`, `/high-score`, `/count`.
 //! - [`pipelines`]: `GET /api/outputs`, and the dead-letter queue: list, replay, delete.
 //! - [`results`]: what stages keep: `GET /api/results/{pipeline}/{stage}/{table}`, and
@@ -32,6 +33,7 @@ pub mod query;
 pub mod results;
 pub mod routes;
 pub mod stream;
+pub mod tap;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -68,6 +70,10 @@ pub struct ApiState {
     pub ai: Option<Arc<colloquium_ai::Gateway>>,
     /// The `embed` stages' vectors, for similar-event search.
     pub similar: Arc<colloquium_ai::Indexes>,
+    /// Every stage's tap point.
+    pub taps: Arc<colloquium_pipeline::Taps>,
+    /// The node's event ids (a log tap's seam between history and live).
+    pub ids: Arc<colloquium_event::IdGenerator>,
     /// `GET /api/openapi.json`'s body ([`description`], serialized once).
     pub openapi: Arc<str>,
 }
@@ -78,6 +84,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(query::list))
         .routes(routes!(stream::replay))
+        .routes(routes!(tap::tap))
         .routes(routes!(query::get_one))
         .routes(routes!(ai::similar_to_event))
         .routes(routes!(ai::similar_to_text))

@@ -19,6 +19,7 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::GET, "/metrics", READ),
     (Method::GET, "/api/events", READ),
     (Method::GET, "/api/events/stream", READ),
+    (Method::GET, "/api/tap", READ),
     (Method::GET, "/api/events/{id}", READ),
     (Method::GET, "/api/events/{id}/similar", READ),
     (Method::POST, "/api/events/similar", READ),

@@ -95,6 +95,8 @@ async fn a_stage_defined_in_a_test_is_queryable_through_the_generic_route() {
         lanes,
         ai: None,
         similar: Arc::default(),
+        taps: Arc::default(),
+        ids: Arc::default(),
         openapi: "{}".into(),
     };
     let deadline = Instant::now() + Duration::from_secs(60);

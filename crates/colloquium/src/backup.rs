@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use colloquium_storage::{BackupInfo, BackupOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -21,7 +21,7 @@ pub async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     }
     // The node resolves the directory on its machine: send it absolute, as meant here.
     let to = std::path::absolute(&args.to).context("--to")?;
-    let client = client(args)?;
+    let client = crate::client::http_client(args.token.as_deref(), args.tls_ca.as_deref())?;
     let url = |path: &str| format!("{}{path}", args.admin.trim_end_matches('/'));
     let body = serde_json::json!({ "to": to, "keep": args.keep });
     let request = client
@@ -56,18 +56,11 @@ pub async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
         .await
         .context("backup request")?
         .with_context(|| format!("asking the node at {} for a backup", args.admin))?;
-    let status = response.status();
-    let text = response.text().await.context("reading the node's answer")?;
     if let Some(spinner) = &spinner {
         spinner.finish_and_clear();
     }
-    if !status.is_success() {
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        let message = answer["error"]
-            .as_str()
-            .map_or_else(|| answer.to_string(), str::to_owned);
-        bail!("the node refused the backup ({status}): {message}");
-    }
+    let response = crate::client::check(response, "the backup").await?;
+    let text = response.text().await.context("reading the node's answer")?;
     let BackupOutcome {
         backup,
         kept,
@@ -93,28 +86,6 @@ async fn progress(client: &reqwest::Client, url: &str) -> Option<(u64, u64)> {
         running["written_bytes"].as_u64()?,
         running["store_bytes"].as_u64()?,
     ))
-}
-
-fn client(args: &BackupArgs) -> anyhow::Result<reqwest::Client> {
-    // A backup of a large store takes minutes: no overall timeout, but a bounded connect.
-    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-    if let Some(token) = &args.token {
-        // Every request (the backup, its progress) carries the token; marked sensitive so
-        // that it is never shown in a debug print of a request.
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .context("--token: not a valid header value")?;
-        value.set_sensitive(true);
-        let headers =
-            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
-        builder = builder.default_headers(headers);
-    }
-    if let Some(ca) = &args.tls_ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let certificate = reqwest::Certificate::from_pem(&pem)
-            .with_context(|| format!("{}: not a PEM certificate", ca.display()))?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    builder.build().context("building the HTTP client")
 }
 
 fn print_list(backups: &[BackupInfo]) {

@@ -63,6 +63,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup into a new data directory (offline: then start a node on it).
     Restore(RestoreArgs),
+    /// Stream the events passing a point of a running node (a stage, or the log) as NDJSON,
+    /// a table on a terminal; `--since` replays the log first, then follows.
+    Tap(TapArgs),
     /// Load generators for benchmarking a running node.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -144,6 +147,53 @@ pub struct BackupArgs {
     /// A CA certificate (PEM) to trust for an `https://` admin URL.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+}
+
+/// How the terminal tools reach a node's API.
+#[derive(Clone, Debug, Args)]
+pub struct ApiArgs {
+    /// The node's API listener.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "COLLOQUIUM_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// A bearer token with the `read` scope, when the node has tokens.
+    #[arg(long, env = "COLLOQUIUM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` URL.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// `colloquium tap`.
+#[derive(Debug, Args)]
+pub struct TapArgs {
+    /// Tap this pipeline's stage outputs (without it: the log, every event stored).
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// The stage of `--pipeline` (default: its last, whose outputs go to the sinks).
+    #[arg(long, requires = "pipeline")]
+    pub stage: Option<String>,
+    /// Only events from this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Every Nth event.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: Option<u64>,
+    /// Replay the log from this time (RFC 3339 or epoch ms) first, then follow.
+    #[arg(long, value_name = "TIME", conflicts_with = "pipeline")]
+    pub since: Option<String>,
+    /// Events the node buffers for this tap before it drops (default 1000).
+    #[arg(long, value_name = "N")]
+    pub buffer: Option<usize>,
+    /// NDJSON even on a terminal.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// `colloquium restore`.

@@ -20,6 +20,7 @@ mod backup;
 mod bench;
 mod bench_kafka;
 mod cli;
+mod client;
 mod computo;
 mod control;
 mod node;
@@ -28,6 +29,7 @@ mod reload;
 mod replay;
 mod security;
 mod server;
+mod tap;
 
 use std::process::ExitCode;
 
@@ -98,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token => security::print_new_token()?,
         Command::Backup(args) => runtime()?.block_on(backup::backup(&args))?,
         Command::Restore(args) => backup::restore(&args)?,
+        Command::Tap(args) => runtime()?.block_on(tap::run(&args))?,
         Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
     }
     Ok(ExitCode::SUCCESS)

@@ -56,8 +56,11 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     // Lanes and the control plane are set at start (a reload does not change them).
     let lanes = Lanes::new(&config.lanes, &config.control);
     // Always started: with no pipelines it idles until a reload adds some.
+    let taps = Arc::new(colloquium_pipeline::Taps::default());
     let (kinds, ai) = registry::with_ai(
-        registry::registry().with_metrics(registry.clone()),
+        registry::registry()
+            .with_metrics(registry.clone())
+            .with_service(taps.clone()),
         &config,
         Some(&store),
     )
@@ -177,6 +180,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         lanes,
         ai: ai.gateway.clone(),
         similar: ai.indexes.clone(),
+        taps,
+        ids: ids.clone(),
         openapi: serde_json::to_string(&colloquium_api::description(
             &routes.paths().collect::<Vec<_>>(),
             &format!(

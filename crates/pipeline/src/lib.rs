@@ -28,6 +28,7 @@ pub mod sinks;
 pub mod stage;
 pub mod stages;
 pub mod state;
+pub mod tap;
 pub mod testing;
 pub mod topology;
 
@@ -40,5 +41,6 @@ pub use sink::{Placement, Routed, Sink, SinkBuildContext, SinkConfig, SinkError}
 pub use stage::{
     AsyncStage, BuildContext, Built, BuiltStage, CallResult, Failed, Stage, StageConfig, StageError,
 };
+pub use tap::{Filter, Listener, TapCounts, TapPoint, Taps};
 pub use testing::{TestResult, run_tests};
 pub use topology::{Delivery, Take, Topology};

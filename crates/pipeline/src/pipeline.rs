@@ -27,6 +27,7 @@ use futures::future::BoxFuture;
 use crate::context::{Effects, Kept, StageContext, StageMetric, StateWrite};
 use crate::registry::Registry;
 use crate::stage::{BuildContext, BuiltStage, CallResult, Failed, SideOutput, StageError};
+use crate::tap::{TapPoint, Taps};
 
 /// How a pipeline waits out a retry backoff (tests and `colloquium test` do not wait).
 pub type Sleeper = fn(Duration) -> BoxFuture<'static, ()>;
@@ -59,6 +60,8 @@ struct Slot {
     counts: StageCounts,
     /// What it did besides emitting, since the pipeline last took it.
     effects: Effects,
+    /// Where its outputs can be watched (a node's pipelines; not `validate`'s or `test`'s).
+    tap: Option<Arc<TapPoint>>,
 }
 
 /// Per-stage counters.
@@ -130,6 +133,7 @@ impl Pipeline {
         let mut stages = Vec::new();
         let mut errors = Vec::new();
         let ids = config.stage_ids();
+        let taps = registry.service::<Taps>();
         for (i, (component, id)) in config.stages.iter().zip(ids).enumerate() {
             let id: Arc<str> = Arc::from(id);
             let cx = BuildContext {
@@ -143,6 +147,7 @@ impl Pipeline {
             };
             match registry.build_stage(component, &cx) {
                 Ok(built) => stages.push(Slot {
+                    tap: taps.as_ref().map(|taps| taps.point(&name, &id)),
                     id,
                     stage: built.stage,
                     side_sinks: built.side_sinks,
@@ -155,6 +160,9 @@ impl Pipeline {
         }
         if !errors.is_empty() {
             return Err(errors);
+        }
+        if let Some(taps) = &taps {
+            taps.built(&name, stages.iter().map(|s| s.id.clone()).collect());
         }
         let batched = stages.iter().any(|s| {
             let waits = matches!(s.on_error, OnError::Retry { max_attempts, backoff } if max_attempts > 1 && !backoff.is_zero());
@@ -370,6 +378,9 @@ impl Pipeline {
                     }
                 }
             }
+            if let Some(tap) = &self.stages[index].tap {
+                tap.offer(&next);
+            }
             batch = next;
         }
         outcome.outputs = batch;
@@ -445,6 +456,9 @@ impl Pipeline {
                 });
             }
             slot.counts.events_out += u64::try_from(emitted.len()).unwrap_or(0);
+            if let Some(tap) = &slot.tap {
+                tap.offer(&emitted);
+            }
             if let Err(error) = ticked {
                 let id = slot.id.clone();
                 tracing::error!(pipeline = %self.name, stage = %id, %error, "on_tick failed; stopping the pipeline");
@@ -501,6 +515,9 @@ impl Pipeline {
             let slot = &mut self.stages[index];
             slot.counts.events_out += u64::try_from(next.len()).unwrap_or(0);
             slot.counts.failed += u64::try_from(failed.len()).unwrap_or(0);
+            if let Some(tap) = &slot.tap {
+                tap.offer(next.iter().map(|(_, e)| e));
+            }
             for (k, error, attempts) in failed {
                 self.fail(
                     index,

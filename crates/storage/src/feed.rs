@@ -23,6 +23,9 @@ pub struct Feed {
 #[derive(Debug)]
 pub struct Subscription {
     capacity: usize,
+    /// Drops what does not fit (counted in `dropped`) instead of overflowing.
+    lossy: bool,
+    dropped: std::sync::atomic::AtomicU64,
     buffered: Mutex<Buffered>,
 }
 
@@ -61,8 +64,21 @@ impl Feed {
 
     /// Starts buffering every batch published from now on, up to `capacity` events at a time.
     pub fn subscribe(&self, capacity: usize) -> Arc<Subscription> {
+        self.add(capacity, false)
+    }
+
+    /// Like [`Feed::subscribe`], but a batch that does not fit is dropped and counted
+    /// ([`Subscription::dropped`]) and the subscription goes on: for watchers (taps), which
+    /// are no reader of record (their drops are not volatile events lost).
+    pub fn subscribe_lossy(&self, capacity: usize) -> Arc<Subscription> {
+        self.add(capacity, true)
+    }
+
+    fn add(&self, capacity: usize, lossy: bool) -> Arc<Subscription> {
         let subscription = Arc::new(Subscription {
             capacity,
+            lossy,
+            dropped: Default::default(),
             buffered: Mutex::default(),
         });
         self.lock().push(Arc::downgrade(&subscription));
@@ -79,11 +95,25 @@ impl Feed {
     /// (once per subscription: each is a reader that will not process it).
     fn deliver(&self, batch: &Arc<[Event]>, volatile: bool) -> usize {
         let mut subscribers = self.lock();
+        let mut readers = 0;
         subscribers.retain(|weak| {
             let Some(subscription) = weak.upgrade() else {
                 return false;
             };
             let mut buffered = subscription.lock();
+            if subscription.lossy {
+                if buffered.events + batch.len() > subscription.capacity {
+                    let n = batch.len() as u64;
+                    subscription
+                        .dropped
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    buffered.events += batch.len();
+                    buffered.batches.push(batch.clone());
+                }
+                return true;
+            }
+            readers += 1;
             if buffered.overflowed {
                 if volatile {
                     self.volatile_dropped(batch.len());
@@ -108,7 +138,7 @@ impl Feed {
             }
             true
         });
-        subscribers.len()
+        readers
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Subscription>>> {
@@ -130,6 +160,11 @@ impl Subscription {
         buffered.events = 0;
         buffered.volatile = 0;
         Some(std::mem::take(&mut buffered.batches))
+    }
+
+    /// Events a lossy subscription had no room for, so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Buffered> {
@@ -174,6 +209,16 @@ mod tests {
         assert_eq!(total, 12);
         drop(a);
         drop(b);
+        // A lossy one drops what does not fit, counts it, and goes on.
+        let tap = feed.subscribe_lossy(4);
+        feed.publish(&batch(3));
+        feed.publish(&batch(3));
+        feed.publish(&batch(1));
+        assert_eq!(tap.dropped(), 3);
+        assert_eq!(tap.take().map(|b| b.len()), Some(2));
+        feed.publish(&batch(3));
+        assert_eq!(tap.take().map(|b| b.len()), Some(1));
+        drop(tap);
         feed.publish(&batch(1));
         assert!(
             feed.lock().is_empty(),

@@ -23,5 +23,6 @@ mod reliability;
 mod reload;
 mod security;
 mod storage;
+mod tap;
 mod tcp;
 mod windows;

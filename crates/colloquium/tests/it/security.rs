@@ -73,6 +73,12 @@ async fn call(
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
         .unwrap_or_default();
+    let streaming = (response.headers().get("content-type"))
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    if streaming {
+        // A tap lasts until its reader leaves: that it was let in is the answer.
+        return (status, Value::Null, challenge);
+    }
     let body = response.bytes().await.expect("body");
     (
         status,
@@ -889,6 +895,9 @@ pipelines:
         .arg(node.url("/api/openapi.json"))
         .args(["--header", &format!("Authorization: Bearer {ALL}")])
         .args(["--max-examples", "40", "--workers", "2"])
+        // A tap is a stream that lasts until its reader leaves: every schema-valid request
+        // would wait out the timeout. Its refusals are tested in `tap::a_stalled_tap_…`.
+        .args(["--exclude-path", "/api/tap"])
         .args(["--seed", "20261207", "--request-timeout", "20"])
         .kill_on_drop(true)
         .output();

@@ -1,0 +1,293 @@
+//! `GET /api/tap`: the events passing a point of the node, live, as Server-Sent Events — for
+//! `colloquium tap` and the dashboard.
+//!
+//! The point is a stage's outputs (`pipeline`, and `stage`, by default its last: what the
+//! pipeline sends to its sinks), or the log (no `pipeline`: every event as it becomes durable).
+//! A tap never slows what it watches: its buffer is bounded (`buffer` events) and what does not
+//! fit is dropped and counted. A log tap with `since` first replays the log from that time
+//! (which waits for the reader: history holds nothing up), then follows the live feed with
+//! nothing missing or repeated at the seam: the same hand-over the pipeline workers use (see
+//! `pipeline::runtime::intake`), from a subscription taken before the history is read.
+//!
+//! The stream: one `event: live` when the history (if any) is done, each tapped event as a
+//! `data:` line (its JSON), and `event: status` with `{"seen", "dropped"}` whenever they
+//! change (at most twice a second) and every 5 s as a keep-alive.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use colloquium_event::{Event, EventId, IdGenerator, Timestamp};
+use colloquium_pipeline::tap::{Filter, Listener, TapCounts};
+use colloquium_storage::{ScanRange, StorageError, Store};
+use tokio::sync::mpsc;
+
+use crate::query::{query_params, time_param};
+use crate::{ApiError, ApiState};
+
+/// Events a tap buffers by default, and at most.
+const DEFAULT_BUFFER: usize = 1_000;
+const MAX_BUFFER: usize = 100_000;
+/// Events a log tap's feed holds between two looks (every [`LOOK`]).
+const FEED_EVENTS: usize = 65_536;
+const LOOK: Duration = Duration::from_millis(20);
+/// Events read from the log per blocking read.
+const HISTORY_CHUNK: usize = 1_024;
+/// The line that marks the end of the history (empty: no event is).
+const LIVE: Bytes = Bytes::new();
+
+/// `GET /api/tap` parameters.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TapParams {
+    /// Tap this pipeline's stage outputs; without it, the log (every event stored).
+    pipeline: Option<String>,
+    /// The stage (by id) of `pipeline`; by default its last, whose outputs go to the sinks.
+    stage: Option<String>,
+    /// Only events from this source.
+    source: Option<String>,
+    /// Every `sample`th event (default 1: all).
+    #[param(minimum = 1)]
+    sample: Option<u64>,
+    /// Log taps: replay the log from this ingest time first, then follow.
+    #[param(schema_with = crate::openapi::param::time)]
+    since: Option<String>,
+    /// Events the tap buffers for a slow reader before it drops (default 1000, at most 100000).
+    #[param(minimum = 1, maximum = 100000)]
+    buffer: Option<usize>,
+}
+
+/// `GET /api/tap?pipeline=&stage=&source=&sample=&since=&buffer=`.
+#[utoipa::path(get, path = "/api/tap", tag = "events", params(TapParams),
+    responses((status = 200, description = "The tapped events as Server-Sent Events: `data:` lines of event JSON, `event: live` once the history is done, `event: status` with `seen` and `dropped`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A parameter is malformed, or `since` is given for a stage", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such pipeline or stage on this node", body = crate::openapi::ErrorBody)))]
+pub async fn tap(
+    State(state): State<ApiState>,
+    query: Result<Query<TapParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(query)?;
+    let buffer = params.buffer.unwrap_or(DEFAULT_BUFFER);
+    if !(1..=MAX_BUFFER).contains(&buffer) {
+        return Err(ApiError::BadRequest(format!(
+            "`buffer` must be 1 to {MAX_BUFFER}"
+        )));
+    }
+    if params.sample == Some(0) {
+        return Err(ApiError::BadRequest("`sample` must be at least 1".into()));
+    }
+    let since = time_param("since", params.since.as_deref())?;
+    let filter = Filter {
+        source: params.source.clone(),
+        sample: params.sample.unwrap_or(1),
+    };
+    let (listener, lines) = Listener::new(filter, buffer);
+    let keep: Box<dyn Send + Sync> = match &params.pipeline {
+        Some(pipeline) => {
+            if since.is_some() {
+                return Err(ApiError::BadRequest(
+                    "`since` replays the log: tap without `pipeline` (a stage's results are at /api/results)".into(),
+                ));
+            }
+            let stages = (state.taps.stages_of(pipeline))
+                .ok_or_else(|| ApiError::NoSuch(format!("pipeline `{pipeline}`")))?;
+            let stage = match &params.stage {
+                Some(stage) => stages
+                    .iter()
+                    .find(|s| ***s == **stage)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::NoSuch(format!("stage `{stage}` of pipeline `{pipeline}`"))
+                    })?,
+                None => stages
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| ApiError::NoSuch(format!("a stage in `{pipeline}`")))?,
+            };
+            let point = state.taps.point(&Arc::from(pipeline.as_str()), &stage);
+            // No history: live at once.
+            let _ = listener.deliver_raw(LIVE).await;
+            Box::new(point.attach(listener.clone()))
+        }
+        None if params.stage.is_some() => {
+            return Err(ApiError::BadRequest("`stage` needs `pipeline`".into()));
+        }
+        None => {
+            let task = tokio::spawn(follow_log(
+                state.store.clone(),
+                state.ids.clone(),
+                listener.clone(),
+                since,
+            ));
+            Box::new(AbortOnDrop(task))
+        }
+    };
+    Ok(Sse::new(stream(lines, listener, keep)).into_response())
+}
+
+/// Ends a task when the stream that needs it is dropped (the client left).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The SSE stream of a tap: its lines, and its counts when they change.
+fn stream(
+    lines: mpsc::Receiver<Bytes>,
+    listener: Arc<Listener>,
+    keep: Box<dyn Send + Sync>,
+) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> {
+    struct Streaming {
+        lines: mpsc::Receiver<Bytes>,
+        listener: Arc<Listener>,
+        ticks: tokio::time::Interval,
+        last: Option<TapCounts>,
+        quiet: u32,
+        _keep: Box<dyn Send + Sync>,
+    }
+    let state = Streaming {
+        lines,
+        listener,
+        ticks: tokio::time::interval(Duration::from_millis(500)),
+        last: None,
+        quiet: 0,
+        _keep: keep,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            tokio::select! {
+                line = s.lines.recv() => {
+                    let line = line?;
+                    let event = if line.is_empty() {
+                        SseEvent::default().event("live").data("{}")
+                    } else {
+                        // Event JSON holds no raw newline (serde escapes them in strings).
+                        SseEvent::default().data(String::from_utf8_lossy(&line))
+                    };
+                    return Some((Ok(event), s));
+                }
+                _ = s.ticks.tick() => {
+                    let counts = s.listener.counts();
+                    s.quiet += 1;
+                    if s.last != Some(counts) || s.quiet >= 10 {
+                        s.last = Some(counts);
+                        s.quiet = 0;
+                        let body = serde_json::to_string(&counts).unwrap_or_default();
+                        return Some((Ok(SseEvent::default().event("status").data(body)), s));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A log tap: the history from `since` (if any), then the live feed, until the reader leaves.
+async fn follow_log(
+    store: Store,
+    ids: Arc<IdGenerator>,
+    listener: Arc<Listener>,
+    since: Option<Timestamp>,
+) {
+    let feed = store.feed();
+    // Subscribed before the history is read: a batch reserved after `issued` is read is
+    // published after this, so it is in the subscription.
+    let mut subscription = feed.subscribe_lossy(FEED_EVENTS);
+    let mut issued = ids.issued();
+    let mut after: Option<EventId> = None;
+    if let Some(since) = since {
+        loop {
+            let watermark = ids.watermark();
+            let read = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || settled_events(&store, since, after, watermark))
+                    .await
+            };
+            let (events, more) = match read {
+                Ok(Ok(read)) => read,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "tap: reading the log failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            for event in &events {
+                if !listener.deliver(event).await {
+                    return;
+                }
+            }
+            after = events.last().map(|e| e.id).or(after);
+            if more {
+                continue;
+            }
+            if subscription.dropped() > 0 {
+                // Nothing from it was used yet, and the log has what it dropped: start over.
+                subscription = feed.subscribe_lossy(FEED_EVENTS);
+                issued = ids.issued();
+                continue;
+            }
+            // Every batch reserved before the subscription has settled and been read.
+            if issued.is_none_or(|i| watermark.is_some_and(|w| w >= i)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    if !listener.deliver_raw(LIVE).await {
+        return;
+    }
+    let mut lost = subscription.dropped();
+    let mut looks = tokio::time::interval(LOOK);
+    loop {
+        looks.tick().await;
+        if listener.closed() {
+            return;
+        }
+        let batches = subscription.take().unwrap_or_default();
+        for event in batches.iter().flat_map(|b| b.iter()) {
+            // Read in the history already.
+            if after.is_some_and(|a| event.id <= a) {
+                continue;
+            }
+            listener.offer(event);
+        }
+        let dropped = subscription.dropped();
+        listener.lost(dropped - lost);
+        lost = dropped;
+    }
+}
+
+/// Up to [`HISTORY_CHUNK`] stored events from `since` after `after`, stopping at the first not
+/// yet settled (below `watermark`: an earlier batch may still land); and whether more are there.
+fn settled_events(
+    store: &Store,
+    since: Timestamp,
+    after: Option<EventId>,
+    watermark: Option<EventId>,
+) -> Result<(Vec<Event>, bool), StorageError> {
+    let range = ScanRange {
+        since: Some(since),
+        after,
+        ..ScanRange::default()
+    };
+    let mut events = Vec::new();
+    for item in store.scan(range, false) {
+        let (id, bytes) = item?;
+        if watermark.is_some_and(|w| id >= w) {
+            return Ok((events, false));
+        }
+        if events.len() == HISTORY_CHUNK {
+            return Ok((events, true));
+        }
+        events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
+    }
+    Ok((events, false))
+}
