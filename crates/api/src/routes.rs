@@ -17,6 +17,7 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::GET, "/health", Access::Open),
     (Method::GET, "/api/openapi.json", Access::Open),
     (Method::GET, "/metrics", READ),
+    (Method::GET, "/api/overview", READ),
     (Method::GET, "/api/events", READ),
     (Method::GET, "/api/events/stream", READ),
     (Method::GET, "/api/tap", READ),

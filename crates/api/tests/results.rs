@@ -97,6 +97,8 @@ async fn a_stage_defined_in_a_test_is_queryable_through_the_generic_route() {
         similar: Arc::default(),
         taps: Arc::default(),
         ids: Arc::default(),
+        config: None,
+        storage_limits: Default::default(),
         openapi: "{}".into(),
     };
     let deadline = Instant::now() + Duration::from_secs(60);

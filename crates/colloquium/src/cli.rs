@@ -66,6 +66,9 @@ pub enum Command {
     /// Stream the events passing a point of a running node (a stage, or the log) as NDJSON,
     /// a table on a terminal; `--since` replays the log first, then follows.
     Tap(TapArgs),
+    /// A live terminal view of a running node: sources, lanes, pipelines and stages, sinks,
+    /// with rates, lag, errors and the control-plane level (`/` filters by name, `q` quits).
+    Top(TopArgs),
     /// Load generators for benchmarking a running node.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -192,6 +195,19 @@ pub struct TapArgs {
     /// NDJSON even on a terminal.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `colloquium top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Show only sources, pipelines, stages and sinks whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// How often to refresh.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
     #[command(flatten)]
     pub api: ApiArgs,
 }

@@ -30,6 +30,7 @@ mod replay;
 mod security;
 mod server;
 mod tap;
+mod top;
 
 use std::process::ExitCode;
 
@@ -101,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => runtime()?.block_on(backup::backup(&args))?,
         Command::Restore(args) => backup::restore(&args)?,
         Command::Tap(args) => runtime()?.block_on(tap::run(&args))?,
+        Command::Top(args) => runtime()?.block_on(top::run(&args))?,
         Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
     }
     Ok(ExitCode::SUCCESS)

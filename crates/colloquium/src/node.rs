@@ -169,6 +169,16 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {admin_listen} (server.admin_listen)"))?;
     let admin_addr = admin_listener.local_addr()?;
+    let http_metrics = HttpMetrics::register(&registry);
+    let guard = crate::security::guard(&config, routes.paths(), &registry)?;
+    // Each reload rotates the tokens and reads the certificates again, as one with the config.
+    let (reloads, reload_thread) = Reloads::start(
+        args,
+        config.clone(),
+        runtime,
+        ReloadMetrics::register(&registry),
+        crate::security::refresher(guard.clone(), settings.certificates.clone()),
+    )?;
     let api = colloquium_api::router(ApiState {
         store: store.clone(),
         registry: registry.clone(),
@@ -182,6 +192,11 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         similar: ai.indexes.clone(),
         taps,
         ids: ids.clone(),
+        config: Some(Arc::new(reloads.clone())),
+        storage_limits: colloquium_api::overview::StorageLimits {
+            max_disk_usage: config.storage.max_disk_usage.map(|b| b.as_u64()),
+            retention: config.storage.retention,
+        },
         openapi: serde_json::to_string(&colloquium_api::description(
             &routes.paths().collect::<Vec<_>>(),
             &format!(
@@ -196,16 +211,6 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         .context("describing the API")?
         .into(),
     });
-    let http_metrics = HttpMetrics::register(&registry);
-    let guard = crate::security::guard(&config, routes.paths(), &registry)?;
-    // Each reload rotates the tokens and reads the certificates again, as one with the config.
-    let (reloads, reload_thread) = Reloads::start(
-        args,
-        config.clone(),
-        runtime,
-        ReloadMetrics::register(&registry),
-        crate::security::refresher(guard.clone(), settings.certificates.clone()),
-    )?;
     let guarded = |router: axum::Router| {
         router
             .layer(axum::middleware::from_fn_with_state(

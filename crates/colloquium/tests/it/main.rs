@@ -25,4 +25,5 @@ mod security;
 mod storage;
 mod tap;
 mod tcp;
+mod top;
 mod windows;

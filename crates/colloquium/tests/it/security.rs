@@ -912,5 +912,5 @@ pipelines:
         String::from_utf8_lossy(&output.stderr)
     );
     // Every operation was exercised, none skipped for want of a server or a schema.
-    assert!(stdout.contains("Tested: 28"), "{stdout}");
+    assert!(stdout.contains("Tested: 29"), "{stdout}");
 }
