@@ -11,6 +11,9 @@
 # colloquium_pipeline_latency_seconds (estimated within its histogram buckets).
 # LANES='{…}' sets the config's `lanes:` (e.g. a transactional capacity large enough that
 # ingest is never pushed back, to compare with builds before lanes).
+# With WATCH=1 the node is watched for the whole run as an operator would: the web dashboard
+# open in headless Chromium (polling the API) and `colloquium tap` attached to the last
+# pipeline's output, printing every event (WATCH_CPU=N runs both on core N).
 # With HELD=1 one more pipeline takes every event to an `http` sink whose endpoint (a local
 # socket) accepts the request and never answers, for the whole run: the figures are then those
 # of the other pipelines while it waits.
@@ -67,6 +70,20 @@ alive() { kill -0 $node 2>/dev/null || { echo "the node exited:"; tail -3 "$work
 until grep -q "colloquium ready" "$work/node.log"; do alive; sleep 0.1; done
 addr=$(sed -n 's/^colloquium ready http=\([^ ]*\).*/\1/p' "$work/node.log")
 
+if [ -n "${WATCH:-}" ]; then
+  watch_cpu=()
+  [ -n "${WATCH_CPU:-}" ] && watch_cpu=(taskset -c "$WATCH_CPU")
+  tools=${COLLOQUIUM_TOOLS_DIR:-$HOME/.cache/colloquium-tools}
+  "${watch_cpu[@]}" "$bin" tap --url "http://$addr" --pipeline "p$((pipelines - 1))" --json > "$work/tap.ndjson" 2> "$work/tap.err" &
+  tapper=$!
+  "${watch_cpu[@]}" "$tools/venv/bin/python" "$(dirname "$0")/../crates/colloquium/tests/dashboard.py" watch \
+    "{\"url\": \"http://$addr/\", \"chromium\": \"/usr/bin/chromium\", \"chromedriver\": \"/usr/bin/chromedriver\"}" > "$work/watch.json" &
+  watcher=$!
+  trap 'kill $node $tapper $watcher 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  until grep -q "following live" "$work/tap.err"; do alive; sleep 0.1; done
+  until [ "$(curl -s "$addr/metrics" | awk '/^colloquium_http_requests_total[{].*route="\/api\/overview"/ { s += $NF } END { print s + 0 }')" -ge 2 ]; do alive; sleep 0.2; done
+fi
+
 metric() { # sum of the samples of one metric line pattern
   curl -s "$addr/metrics" | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d", s }'
 }
@@ -87,5 +104,10 @@ else
   "$bin" bench http --addr "$addr" --connections 4 --batch 1000 --rate "$rate" --duration 30s --pid $node
   curl -s "$addr/metrics" | grep -E "_seconds_(sum|count)" | sed "s/^/  /"
   curl -s "$addr/metrics" | "$(dirname "$0")/latency.py"
+fi
+if [ -n "${WATCH:-}" ]; then
+  kill -TERM $watcher; wait $watcher || true
+  kill -INT $tapper; wait $tapper || true
+  echo "watched: dashboard drew $(python3 -c "import json; print(json.load(open('$work/watch.json'))['renders'])" 2>/dev/null || echo '?') times; tap printed $(wc -l < "$work/tap.ndjson") events; $(tail -1 "$work/tap.err")"
 fi
 grep VmHWM /proc/$node/status | awk '{printf "node peak RSS: %.0f MiB\n", $2/1024}'

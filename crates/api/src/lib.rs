@@ -15,6 +15,7 @@
 //! - [`metrics`]: `GET /metrics`, Prometheus text format.
 //! - [`admin`]: `GET /admin/config` and `POST /admin/reload`, on the admin listener.
 //! - [`backup`]: `POST /admin/backup` and `GET /admin/backup`, online backups.
+//! - [`ui`]: `GET /` and `GET /ui/{file}`, the web dashboard (assets embedded in the binary).
 //! - [`openapi`]: `GET /api/openapi.json`, the OpenAPI 3.1 description generated from the handlers.
 //! - [`routes`]: the route table (each route's scope) and the router builder that records it.
 //! - [`error`]: [`ApiError`] and its one mapping to HTTP statuses.
@@ -36,6 +37,7 @@ pub mod results;
 pub mod routes;
 pub mod stream;
 pub mod tap;
+pub mod ui;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -114,6 +116,8 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(overview::overview))
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi_json))
+        .routes(routes!(ui::index))
+        .routes(routes!(ui::file))
 }
 
 /// The OpenAPI description of both listeners' routes, with the HTTP sources at

@@ -15,6 +15,8 @@ const ADMIN: Access = Access::Needs(Scope::Admin);
 /// Each route (method, path pattern) of the API and admin listeners and what it needs.
 pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::GET, "/health", Access::Open),
+    (Method::GET, "/", Access::Open),
+    (Method::GET, "/ui/{file}", Access::Open),
     (Method::GET, "/api/openapi.json", Access::Open),
     (Method::GET, "/metrics", READ),
     (Method::GET, "/api/overview", READ),

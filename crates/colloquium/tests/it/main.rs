@@ -10,6 +10,7 @@ mod cli;
 mod compat;
 mod computo;
 mod crash;
+mod dashboard;
 mod faults;
 mod foundations;
 mod grafana;
