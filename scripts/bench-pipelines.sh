@@ -13,7 +13,8 @@
 # ingest is never pushed back, to compare with builds before lanes).
 # With WATCH=1 the node is watched for the whole run as an operator would: the web dashboard
 # open in headless Chromium (polling the API) and `colloquium tap` attached to the last
-# pipeline's output, printing every event (WATCH_CPU=N runs both on core N).
+# pipeline's output, printing every event (TAP_SAMPLE=N: one in N; WATCH_CPU=N runs both on
+# core N).
 # With HELD=1 one more pipeline takes every event to an `http` sink whose endpoint (a local
 # socket) accepts the request and never answers, for the whole run: the figures are then those
 # of the other pipelines while it waits.
@@ -74,13 +75,13 @@ if [ -n "${WATCH:-}" ]; then
   watch_cpu=()
   [ -n "${WATCH_CPU:-}" ] && watch_cpu=(taskset -c "$WATCH_CPU")
   tools=${COLLOQUIUM_TOOLS_DIR:-$HOME/.cache/colloquium-tools}
-  "${watch_cpu[@]}" "$bin" tap --url "http://$addr" --pipeline "p$((pipelines - 1))" --json > "$work/tap.ndjson" 2> "$work/tap.err" &
+  "${watch_cpu[@]}" "$bin" tap --url "http://$addr" --pipeline "p$((pipelines - 1))" --sample "${TAP_SAMPLE:-1}" --json > "$work/tap.ndjson" 2> "$work/tap.err" &
   tapper=$!
   "${watch_cpu[@]}" "$tools/venv/bin/python" "$(dirname "$0")/../crates/colloquium/tests/dashboard.py" watch \
     "{\"url\": \"http://$addr/\", \"chromium\": \"/usr/bin/chromium\", \"chromedriver\": \"/usr/bin/chromedriver\"}" > "$work/watch.json" &
   watcher=$!
   trap 'kill $node $tapper $watcher 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-  until grep -q "following live" "$work/tap.err"; do alive; sleep 0.1; done
+  until grep -qs "following live" "$work/tap.err"; do alive; sleep 0.1; done
   until [ "$(curl -s "$addr/metrics" | awk '/^colloquium_http_requests_total[{].*route="\/api\/overview"/ { s += $NF } END { print s + 0 }')" -ge 2 ]; do alive; sleep 0.2; done
 fi
 

@@ -6,11 +6,12 @@
 # watched / unwatched for both. Then the dashboard's page weight and time to first render
 # (fresh browser, empty cache) against a node with a few pipelines.
 #
-#   [ROUNDS=5] [DURATION=10s] [PIN=1] [LOADS=5] [BIN=...] scripts/bench-watched.sh
+#   [ROUNDS=5] [DURATION=10s] [PIN=1] [TAP_SAMPLE=N] [LOADS=5] [BIN=...] scripts/bench-watched.sh
 #
 # PIN=1 runs the node on core 0 and the load generator, the browser and the tap on core 1: the
 # figures are then the node's own cost of being watched (a dashboard usually runs on another
-# machine), not the browser's CPU.
+# machine), not the browser's CPU. TAP_SAMPLE=N has the tap print one event in N (the node then
+# serializes and sends only those).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}

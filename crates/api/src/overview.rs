@@ -259,7 +259,7 @@ pub fn build(state: &ApiState) -> Overview {
         no_route: samples.count("colloquium_router_no_route_total", &[]),
         storage,
         ai,
-        taps: state.taps.listeners(),
+        taps: state.taps.opened(),
     }
 }
 
@@ -348,6 +348,7 @@ impl Samples {
             .named(name)
             .filter_map(|s| s.label(label).map(str::to_owned))
             .collect();
+        values.sort_unstable();
         values.dedup();
         values
     }

@@ -1,16 +1,16 @@
 //! `GET /api/tap`: the events passing a point of the node, live, as Server-Sent Events — for
 //! `colloquium tap` and the dashboard.
 //!
-//! The point is a stage's outputs (`pipeline`, and `stage`, by default its last: what the
-//! pipeline sends to its sinks), or the log (no `pipeline`: every event as it becomes durable).
+//! The point is a pipeline's outputs (`pipeline`: what it sends to its sinks), one of its
+//! stages' (`pipeline` and `stage`), or the log (no `pipeline`: every event as it becomes durable).
 //! A tap never slows what it watches: its buffer is bounded (`buffer` events) and what does not
 //! fit is dropped and counted. A log tap with `since` first replays the log from that time
 //! (which waits for the reader: history holds nothing up), then follows the live feed with
 //! nothing missing or repeated at the seam: the same hand-over the pipeline workers use (see
 //! `pipeline::runtime::intake`), from a subscription taken before the history is read.
 //!
-//! The stream: one `event: live` when the history (if any) is done, each tapped event as a
-//! `data:` line (its JSON), and `event: status` with `{"seen", "dropped"}` whenever they
+//! The stream: one `event: live` when the history (if any) is done, the tapped events as
+//! `data:` lines (one event's JSON each; several to a message when they come fast), and `event: status` with `{"seen", "dropped"}` whenever they
 //! change (at most twice a second) and every 5 s as a keep-alive.
 
 use std::convert::Infallible;
@@ -30,14 +30,21 @@ use tokio::sync::mpsc;
 use crate::query::{query_params, time_param};
 use crate::{ApiError, ApiState};
 
-/// Events a tap buffers by default, and at most.
+/// Events a tap buffers by default, and at most (with at most `MAX_TAPS` taps open, what they
+/// hold is bounded).
 const DEFAULT_BUFFER: usize = 1_000;
-const MAX_BUFFER: usize = 100_000;
-/// Events a log tap's feed holds between two looks (every [`LOOK`]).
-const FEED_EVENTS: usize = 65_536;
+const MAX_BUFFER: usize = 10_000;
+/// Events a log tap's feed holds between two looks (every [`LOOK`]), and while its history is
+/// read.
+const FEED_EVENTS: usize = 32_768;
+/// History passes whose feed overflowed (ingest faster than the reader) that are read again
+/// from the log before the tap goes live anyway, counting what the feed dropped.
+const CATCH_UP_PASSES: u32 = 4;
 const LOOK: Duration = Duration::from_millis(20);
 /// Events read from the log per blocking read.
 const HISTORY_CHUNK: usize = 1_024;
+/// Most events sent as one SSE message.
+const BATCH_EVENTS: usize = 256;
 /// The line that marks the end of the history (empty: no event is).
 const LIVE: Bytes = Bytes::new();
 
@@ -48,7 +55,8 @@ const LIVE: Bytes = Bytes::new();
 pub struct TapParams {
     /// Tap this pipeline's stage outputs; without it, the log (every event stored).
     pipeline: Option<String>,
-    /// The stage (by id) of `pipeline`; by default its last, whose outputs go to the sinks.
+    /// A stage (by id) of `pipeline`: what it emits; without it, the pipeline's outputs (what
+    /// goes to its sinks).
     stage: Option<String>,
     /// Only events from this source.
     source: Option<String>,
@@ -58,8 +66,8 @@ pub struct TapParams {
     /// Log taps: replay the log from this ingest time first, then follow.
     #[param(schema_with = crate::openapi::param::time)]
     since: Option<String>,
-    /// Events the tap buffers for a slow reader before it drops (default 1000, at most 100000).
-    #[param(minimum = 1, maximum = 100000)]
+    /// Events the tap buffers for a slow reader before it drops (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     buffer: Option<usize>,
 }
 
@@ -67,7 +75,8 @@ pub struct TapParams {
 #[utoipa::path(get, path = "/api/tap", tag = "events", params(TapParams),
     responses((status = 200, description = "The tapped events as Server-Sent Events: `data:` lines of event JSON, `event: live` once the history is done, `event: status` with `seen` and `dropped`", content_type = "text/event-stream", body = String),
         (status = 400, description = "A parameter is malformed, or `since` is given for a stage", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such pipeline or stage on this node", body = crate::openapi::ErrorBody)))]
+        (status = 404, description = "No such pipeline or stage on this node", body = crate::openapi::ErrorBody),
+        (status = 503, description = "As many taps as a node serves are open", body = crate::openapi::ErrorBody)))]
 pub async fn tap(
     State(state): State<ApiState>,
     query: Result<Query<TapParams>, QueryRejection>,
@@ -83,6 +92,12 @@ pub async fn tap(
         return Err(ApiError::BadRequest("`sample` must be at least 1".into()));
     }
     let since = time_param("since", params.since.as_deref())?;
+    let opened = state.taps.open().ok_or_else(|| {
+        ApiError::Unavailable(format!(
+            "{} taps are open: the most a node serves at once",
+            colloquium_pipeline::tap::MAX_TAPS
+        ))
+    })?;
     let filter = Filter {
         source: params.source.clone(),
         sample: params.sample.unwrap_or(1),
@@ -97,7 +112,7 @@ pub async fn tap(
             }
             let stages = (state.taps.stages_of(pipeline))
                 .ok_or_else(|| ApiError::NoSuch(format!("pipeline `{pipeline}`")))?;
-            let stage = match &params.stage {
+            let point = match &params.stage {
                 Some(stage) => stages
                     .iter()
                     .find(|s| ***s == **stage)
@@ -105,12 +120,9 @@ pub async fn tap(
                     .ok_or_else(|| {
                         ApiError::NoSuch(format!("stage `{stage}` of pipeline `{pipeline}`"))
                     })?,
-                None => stages
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| ApiError::NoSuch(format!("a stage in `{pipeline}`")))?,
+                None => Arc::from(colloquium_pipeline::tap::OUTPUTS),
             };
-            let point = state.taps.point(&Arc::from(pipeline.as_str()), &stage);
+            let point = state.taps.point(&Arc::from(pipeline.as_str()), &point);
             // No history: live at once.
             let _ = listener.deliver_raw(LIVE).await;
             Box::new(point.attach(listener.clone()))
@@ -128,7 +140,7 @@ pub async fn tap(
             Box::new(AbortOnDrop(task))
         }
     };
-    Ok(Sse::new(stream(lines, listener, keep)).into_response())
+    Ok(Sse::new(stream(lines, listener, Box::new((keep, opened)))).into_response())
 }
 
 /// Ends a task when the stream that needs it is dropped (the client left).
@@ -152,6 +164,8 @@ fn stream(
         ticks: tokio::time::Interval,
         last: Option<TapCounts>,
         quiet: u32,
+        /// A marker taken while batching, sent next.
+        pending: Option<Bytes>,
         _keep: Box<dyn Send + Sync>,
     }
     let state = Streaming {
@@ -160,32 +174,53 @@ fn stream(
         ticks: tokio::time::interval(Duration::from_millis(500)),
         last: None,
         quiet: 0,
+        pending: None,
         _keep: keep,
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
-            tokio::select! {
-                line = s.lines.recv() => {
-                    let line = line?;
-                    let event = if line.is_empty() {
-                        SseEvent::default().event("live").data("{}")
-                    } else {
-                        // Event JSON holds no raw newline (serde escapes them in strings).
-                        SseEvent::default().data(String::from_utf8_lossy(&line))
-                    };
-                    return Some((Ok(event), s));
+            let first = match s.pending.take() {
+                Some(line) => Some(line),
+                None => tokio::select! {
+                    line = s.lines.recv() => Some(line?),
+                    _ = s.ticks.tick() => None,
+                },
+            };
+            let Some(first) = first else {
+                let counts = s.listener.counts();
+                s.quiet += 1;
+                if s.last != Some(counts) || s.quiet >= 10 {
+                    s.last = Some(counts);
+                    s.quiet = 0;
+                    let body = serde_json::to_string(&counts).unwrap_or_default();
+                    return Some((Ok(SseEvent::default().event("status").data(body)), s));
                 }
-                _ = s.ticks.tick() => {
-                    let counts = s.listener.counts();
-                    s.quiet += 1;
-                    if s.last != Some(counts) || s.quiet >= 10 {
-                        s.last = Some(counts);
-                        s.quiet = 0;
-                        let body = serde_json::to_string(&counts).unwrap_or_default();
-                        return Some((Ok(SseEvent::default().event("status").data(body)), s));
+                continue;
+            };
+            if first.is_empty() {
+                return Some((Ok(SseEvent::default().event("live").data("{}")), s));
+            }
+            // What is waiting goes as one message, one event per `data:` line (event JSON
+            // holds no raw newline: serde escapes them in strings): framing and flushing
+            // once per batch, not per event.
+            let mut batch = Vec::with_capacity(first.len() * 4);
+            batch.extend_from_slice(&first);
+            for _ in 1..BATCH_EVENTS {
+                match s.lines.try_recv() {
+                    Ok(line) if line.is_empty() => {
+                        s.pending = Some(line);
+                        break;
                     }
+                    Ok(line) => {
+                        batch.push(b'\n');
+                        batch.extend_from_slice(&line);
+                    }
+                    Err(_) => break,
                 }
             }
+            let data = String::from_utf8(batch)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            return Some((Ok(SseEvent::default().data(data)), s));
         }
     })
 }
@@ -204,6 +239,7 @@ async fn follow_log(
     let mut issued = ids.issued();
     let mut after: Option<EventId> = None;
     if let Some(since) = since {
+        let mut passes = 0;
         loop {
             let watermark = ids.watermark();
             let read = {
@@ -229,6 +265,12 @@ async fn follow_log(
                 continue;
             }
             if subscription.dropped() > 0 {
+                passes += 1;
+                if passes == CATCH_UP_PASSES {
+                    // The reader is slower than ingest: it cannot catch up without loss. Live
+                    // from here, the feed's drops counted as the tap's.
+                    break;
+                }
                 // Nothing from it was used yet, and the log has what it dropped: start over.
                 subscription = feed.subscribe_lossy(FEED_EVENTS);
                 issued = ids.issued();
@@ -244,7 +286,7 @@ async fn follow_log(
     if !listener.deliver_raw(LIVE).await {
         return;
     }
-    let mut lost = subscription.dropped();
+    let mut lost = 0;
     let mut looks = tokio::time::interval(LOOK);
     loop {
         looks.tick().await;

@@ -177,7 +177,8 @@ pub struct TapArgs {
     /// Tap this pipeline's stage outputs (without it: the log, every event stored).
     #[arg(long)]
     pub pipeline: Option<String>,
-    /// The stage of `--pipeline` (default: its last, whose outputs go to the sinks).
+    /// A stage of `--pipeline`: what it emits (without it: the pipeline's outputs, what goes to
+    /// its sinks).
     #[arg(long, requires = "pipeline")]
     pub stage: Option<String>,
     /// Only events from this source.

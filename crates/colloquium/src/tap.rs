@@ -101,8 +101,17 @@ impl Printer {
         match kind {
             // A comment (keep-alive) carries no data.
             "message" if data.is_empty() => Ok(()),
-            "message" if self.table => writeln!(out, "{}", row(&data)),
-            "message" => writeln!(out, "{data}"),
+            // One event per line (a message carries several when they come fast).
+            "message" => {
+                for event in data.lines() {
+                    if self.table {
+                        writeln!(out, "{}", row(event))?;
+                    } else {
+                        writeln!(out, "{event}")?;
+                    }
+                }
+                Ok(())
+            }
             "live" => {
                 eprintln!("colloquium tap: following live");
                 Ok(())
@@ -166,14 +175,14 @@ mod tests {
             seen: 0,
             dropped: 0,
         };
-        let stream = b"event: live\ndata: {}\n\ndata: {\"id\":\"A\"}\n\nevent: status\ndata: {\"seen\":5,\"dropped\":2}\n\n: keep-alive\n\n";
+        let stream = b"event: live\ndata: {}\n\ndata: {\"id\":\"A\"}\ndata: {\"id\":\"B\"}\n\nevent: status\ndata: {\"seen\":5,\"dropped\":2}\n\n: keep-alive\n\n";
         let mut buf = stream.to_vec();
         let mut out = Vec::new();
         while let Some(end) = find_frame_end(&buf) {
             let frame: Vec<u8> = buf.drain(..end).collect();
             printer.frame(&frame, &mut out).unwrap();
         }
-        assert_eq!(out, b"{\"id\":\"A\"}\n");
+        assert_eq!(out, b"{\"id\":\"A\"}\n{\"id\":\"B\"}\n");
         assert_eq!((printer.seen, printer.dropped), (5, 2));
         assert!(buf.is_empty());
         assert!(row("{\"id\":\"A\",\"data\":{\"x\":1}}").contains("{\"x\":1}"));

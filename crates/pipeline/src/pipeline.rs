@@ -47,6 +47,8 @@ pub struct Pipeline {
     batched: bool,
     /// Whether it stopped on our own fault (corrupt state) rather than an event's.
     corrupt: bool,
+    /// Where its outputs (what goes to its sinks) can be watched.
+    outputs_tap: Option<Arc<TapPoint>>,
 }
 
 struct Slot {
@@ -161,9 +163,10 @@ impl Pipeline {
         if !errors.is_empty() {
             return Err(errors);
         }
-        if let Some(taps) = &taps {
+        let outputs_tap = taps.as_ref().map(|taps| {
             taps.built(&name, stages.iter().map(|s| s.id.clone()).collect());
-        }
+            taps.point(&name, &Arc::from(crate::tap::OUTPUTS))
+        });
         let batched = stages.iter().any(|s| {
             let waits = matches!(s.on_error, OnError::Retry { max_attempts, backoff } if max_attempts > 1 && !backoff.is_zero());
             waits || matches!(s.stage, BuiltStage::Async(_))
@@ -176,6 +179,7 @@ impl Pipeline {
             tick_interval: config.tick_interval,
             batched,
             corrupt: false,
+            outputs_tap,
         })
     }
 
@@ -383,6 +387,9 @@ impl Pipeline {
             }
             batch = next;
         }
+        if let Some(tap) = &self.outputs_tap {
+            tap.offer(&batch);
+        }
         outcome.outputs = batch;
         outcome
     }
@@ -469,6 +476,9 @@ impl Pipeline {
                 continue;
             }
             if index + 1 == self.stages.len() {
+                if let Some(tap) = &self.outputs_tap {
+                    tap.offer(&emitted);
+                }
                 // Nothing runs after the last stage: no copy is kept to blame.
                 outcomes.extend(emitted.into_iter().map(|e| Outcome {
                     outputs: vec![e],
@@ -528,6 +538,9 @@ impl Pipeline {
                 );
             }
             items = next;
+        }
+        if let Some(tap) = &self.outputs_tap {
+            tap.offer(items.iter().map(|(_, e)| e));
         }
         for (k, event) in items {
             outcomes[k].outputs.push(event);

@@ -1,7 +1,7 @@
 //! Taps: live copies of the events a stage emits, for `colloquium tap` and the dashboard,
 //! that never slow the stage they watch.
 //!
-//! Each stage of a running pipeline has a [`TapPoint`]; with no listener, offering a stage's
+//! Each stage of a running pipeline has a [`TapPoint`], and so do its outputs ([`OUTPUTS`]); with no listener, offering a stage's
 //! outputs costs one atomic load. A listener has a bounded channel: each sampled event takes a
 //! slot with `try_reserve` (serialized only once it has one) or is counted as dropped — a slow
 //! reader loses events, the pipeline never waits. Points are kept by (pipeline, stage) name,
@@ -24,6 +24,25 @@ pub struct Taps {
     points: Mutex<HashMap<StageKey, Arc<TapPoint>>>,
     /// Each built pipeline's stage ids, in order (the last one's outputs are the pipeline's).
     stages: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
+    /// Taps open now, of any kind (at most [`MAX_TAPS`]).
+    open: Arc<AtomicUsize>,
+}
+
+/// The point of a pipeline's outputs (what goes to its sinks), beside its stages': no stage id
+/// is empty.
+pub const OUTPUTS: &str = "";
+
+/// Most taps open at once on a node: each holds a buffer, so their number is bounded too.
+pub const MAX_TAPS: usize = 32;
+
+/// A tap's place among the [`MAX_TAPS`]; given back when dropped.
+#[derive(Debug)]
+pub struct Opened(Arc<AtomicUsize>);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Taps {
@@ -48,13 +67,19 @@ impl Taps {
         known.get(pipeline).cloned()
     }
 
-    /// Listeners attached now, over every point.
-    pub fn listeners(&self) -> usize {
-        let points = self.points.lock().unwrap_or_else(PoisonError::into_inner);
-        points
-            .values()
-            .map(|p| p.active.load(Ordering::Relaxed))
-            .sum()
+    /// A place for one more tap, unless [`MAX_TAPS`] are open.
+    pub fn open(&self) -> Option<Opened> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_TAPS).then_some(n + 1)
+            });
+        taken.ok().map(|_| Opened(self.open.clone()))
+    }
+
+    /// Taps open now.
+    pub fn opened(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 }
 
@@ -269,7 +294,7 @@ mod tests {
             100,
         );
         let attached = [every, sampled, elsewhere].map(|l| point.attach(l));
-        assert_eq!(taps.listeners(), 3);
+        assert_eq!(point.active.load(Ordering::Relaxed), 3);
         point.offer(&(0..6).map(event).collect::<Vec<_>>());
         let counts = attached.each_ref().map(|a| a.listener.counts());
         let count = |seen, dropped| TapCounts { seen, dropped };
@@ -284,7 +309,12 @@ mod tests {
         assert_eq!(got, [0, 3], "every third event");
         assert!(every_lines.try_recv().is_ok());
         drop(attached);
-        assert_eq!(taps.listeners(), 0);
         assert_eq!(point.active.load(Ordering::Relaxed), 0);
+
+        let places: Vec<_> = (0..MAX_TAPS).map_while(|_| taps.open()).collect();
+        assert_eq!((places.len(), taps.opened()), (MAX_TAPS, MAX_TAPS));
+        assert!(taps.open().is_none(), "one tap too many");
+        drop(places);
+        assert!(taps.open().is_some() && taps.opened() == 0);
     }
 }

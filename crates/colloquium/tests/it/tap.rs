@@ -22,6 +22,8 @@ pipelines:
   - name: doubled
     stages: [{type: transform, id: twice, script: double}]
     sinks: [db]
+  - name: all
+    sinks: [db]
 "#;
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -68,12 +70,15 @@ impl Tap {
     }
 
     async fn said(&self, what: &str) {
-        let stderr = self.stderr.clone();
-        eventually(DEADLINE, what, || {
-            let found = stderr.lock().unwrap().iter().any(|l| l.contains(what));
-            async move { found.then_some(()) }
-        })
-        .await;
+        let until = std::time::Instant::now() + DEADLINE;
+        while !self.stderr.lock().unwrap().iter().any(|l| l.contains(what)) {
+            let stderr = self.stderr.lock().unwrap().join("\n");
+            assert!(
+                std::time::Instant::now() < until,
+                "the tap never said {what}: {stderr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -120,7 +125,8 @@ fn seqs(lines: &[Value], pointer: &str) -> BTreeMap<u64, usize> {
 
 /// `tap --since` started while events stream in replays the log, says when it follows live,
 /// and ends up with every acknowledged event exactly once; a stage tap started at the same
-/// time shows what the stage emits, each once, in the stage's own shape.
+/// time shows what the stage emits, each once, in the stage's own shape; a tap on a pipeline
+/// without stages shows what is routed to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_replays_then_follows_with_nothing_missing_or_repeated_at_the_seam() {
     let node = Arc::new(Node::start(CONFIG));
@@ -133,7 +139,7 @@ async fn since_replays_then_follows_with_nothing_missing_or_repeated_at_the_seam
     let loader = load(&node, 2_000, &stop, &acked);
     // Started mid-stream: history and live overlap in time.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = Tap::start(&node, &["--since", "0", "--buffer", "100000"]);
+    let log = Tap::start(&node, &["--since", "0", "--buffer", "10000"]);
     let stage = Tap::start(
         &node,
         &[
@@ -142,11 +148,14 @@ async fn since_replays_then_follows_with_nothing_missing_or_repeated_at_the_seam
             "--stage",
             "twice",
             "--buffer",
-            "100000",
+            "10000",
         ],
     );
+    // A pipeline without stages: its outputs are the events routed to it.
+    let outputs = Tap::start(&node, &["--pipeline", "all", "--buffer", "10000"]);
     log.said("following live").await;
     stage.said("following live").await;
+    outputs.said("following live").await;
     let live_from = acked.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -277,6 +286,7 @@ async fn a_stalled_tap_reader_drops_and_counts_and_the_pipeline_goes_on() {
         ("stage=twice", 400),
         ("pipeline=doubled&since=0", 400),
         ("buffer=0", 400),
+        ("buffer=10001", 400),
         ("sample=0", 400),
         ("what=1", 400),
     ] {
