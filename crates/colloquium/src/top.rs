@@ -244,14 +244,12 @@ impl View {
                 ])
             })
             .collect();
-        let n = rows.len() as u16;
-        let table = table(
+        table(
             rows,
             ["source", "type", "in/s", "stored/s", "refused/s", "stored"],
             &[20, 8, 12, 12, 12, 14],
             "Sources",
-        );
-        (table, n)
+        )
     }
 
     fn lanes(&self, now: &Overview) -> (Table<'static>, u16) {
@@ -275,14 +273,12 @@ impl View {
                 ])
             })
             .collect();
-        let n = rows.len() as u16;
-        let table = table(
+        table(
             rows,
             ["lane", "depth", "admitted/s", "shed"],
             &[20, 16, 12, 12],
             "Lanes",
-        );
-        (table, n)
+        )
     }
 
     fn pipelines(&self, now: &Overview) -> (Table<'static>, u16) {
@@ -362,8 +358,7 @@ impl View {
                 );
             }
         }
-        let n = rows.len() as u16;
-        let table = table(
+        table(
             rows,
             [
                 "pipeline / stage",
@@ -376,8 +371,7 @@ impl View {
             ],
             &[24, 10, 12, 12, 10, 18, 10],
             "Pipelines",
-        );
-        (table, n)
+        )
     }
 
     fn sinks(&self, now: &Overview) -> (Table<'static>, u16) {
@@ -393,26 +387,27 @@ impl View {
                 ])
             })
             .collect();
-        let n = rows.len() as u16;
-        let table = table(
+        table(
             rows,
             ["sink", "type", "sent/s", "sent"],
             &[20, 10, 12, 14],
             "Sinks",
-        );
-        (table, n)
+        )
     }
 }
 
+/// A bordered table with a bold header, and how many rows it has (for its height).
 fn table<'a, const N: usize>(
     rows: Vec<Row<'a>>,
     header: [&'a str; N],
     widths: &[u16],
     title: &'a str,
-) -> Table<'a> {
-    Table::new(rows, widths.iter().map(|w| Constraint::Length(*w)))
+) -> (Table<'a>, u16) {
+    let n = u16::try_from(rows.len()).unwrap_or(u16::MAX);
+    let table = Table::new(rows, widths.iter().map(|w| Constraint::Length(*w)))
         .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
-        .block(Block::bordered().title(title))
+        .block(Block::bordered().title(title));
+    (table, n)
 }
 
 fn rate(per_second: Option<f64>) -> String {
