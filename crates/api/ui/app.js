@@ -78,6 +78,12 @@ function bytes(n) {
   return n.toFixed(i ? 1 : 0) + " " + units[i];
 }
 
+function duration(seconds) {
+  const units = [["d", 86400], ["h", 3600], ["min", 60], ["s", 1]];
+  const [unit, size] = units.find(([, size]) => seconds >= size && seconds % size === 0) || ["s", 1];
+  return `${seconds / size} ${unit}`;
+}
+
 function time(ms) {
   return new Date(Number(ms)).toISOString().replace("T", " ").replace("Z", "");
 }
@@ -260,8 +266,8 @@ function renderStorage(o) {
   const against = s.max_disk_usage
     ? `${bytes(s.bytes)} of max_disk_usage ${bytes(s.max_disk_usage)}`
     : `${bytes(s.bytes)} stored; disk ${bytes(s.disk_available)} free of ${bytes(s.disk_total)} (no max_disk_usage)`;
-  const retention = s.retention_seconds ? `retention ${s.retention_seconds} s` : "no retention";
-  $("storage-text").replaceChildren(el("span", { id: "storage-bytes", "data-bytes": s.bytes }, against), ` · ${retention} · ${s.events_stored} events stored since start`);
+  const retention = s.retention_seconds ? `retention ${duration(s.retention_seconds)}` : "no retention";
+  $("storage-text").replaceChildren(el("span", { id: "storage-bytes", "data-bytes": s.bytes }, against), ` · ${retention} · events stored since start: ${s.events_stored}`);
   fill($("column-families").tBodies[0], Object.entries(s.column_families).map(([cf, n]) =>
     el("tr", {}, el("td", {}, cf), el("td", { class: "num" }, bytes(n)))));
 }
