@@ -2,7 +2,8 @@
 //! `colloquium tap` and the dashboard.
 //!
 //! The point is a pipeline's outputs (`pipeline`: what it sends to its sinks), one of its
-//! stages' (`pipeline` and `stage`), or the log (no `pipeline`: every event as it becomes durable).
+//! stages' (`pipeline` and `stage`), or the log (no `pipeline`: every event as it becomes
+//! durable).
 //! A tap never slows what it watches: its buffer is bounded (`buffer` events) and what does not
 //! fit is dropped and counted. A log tap with `since` first replays the log from that time
 //! (which waits for the reader: history holds nothing up), then follows the live feed with
@@ -10,8 +11,9 @@
 //! `pipeline::runtime::intake`), from a subscription taken before the history is read.
 //!
 //! The stream: one `event: live` when the history (if any) is done, the tapped events as
-//! `data:` lines (one event's JSON each; several to a message when they come fast), and `event: status` with `{"seen", "dropped"}` whenever they
-//! change (at most twice a second) and every 5 s as a keep-alive.
+//! `data:` lines (one event's JSON each; several to a message when they come fast), and
+//! `event: status` with `{"seen", "dropped"}` whenever they change (at most twice a second)
+//! and every 5 s as a keep-alive.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,9 +24,9 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use colloquium_event::{Event, EventId, IdGenerator, Timestamp};
+use colloquium_event::{EventId, IdGenerator, Timestamp};
 use colloquium_pipeline::tap::{Filter, Listener, TapCounts};
-use colloquium_storage::{ScanRange, StorageError, Store};
+use colloquium_storage::{ScanRange, Store};
 use tokio::sync::mpsc;
 
 use crate::query::{query_params, time_param};
@@ -53,7 +55,8 @@ const LIVE: Bytes = Bytes::new();
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TapParams {
-    /// Tap this pipeline's stage outputs; without it, the log (every event stored).
+    /// Tap this pipeline's outputs (or one of its stages'); without it, the log (every event
+    /// stored).
     pipeline: Option<String>,
     /// A stage (by id) of `pipeline`: what it emits; without it, the pipeline's outputs (what
     /// goes to its sinks).
@@ -244,8 +247,15 @@ async fn follow_log(
             let watermark = ids.watermark();
             let read = {
                 let store = store.clone();
-                tokio::task::spawn_blocking(move || settled_events(&store, since, after, watermark))
-                    .await
+                let range = ScanRange {
+                    since: Some(since),
+                    after,
+                    ..ScanRange::default()
+                };
+                tokio::task::spawn_blocking(move || {
+                    store.settled_events(range, watermark, HISTORY_CHUNK, false)
+                })
+                .await
             };
             let (events, more) = match read {
                 Ok(Ok(read)) => read,
@@ -305,31 +315,4 @@ async fn follow_log(
         listener.lost(dropped - lost);
         lost = dropped;
     }
-}
-
-/// Up to [`HISTORY_CHUNK`] stored events from `since` after `after`, stopping at the first not
-/// yet settled (below `watermark`: an earlier batch may still land); and whether more are there.
-fn settled_events(
-    store: &Store,
-    since: Timestamp,
-    after: Option<EventId>,
-    watermark: Option<EventId>,
-) -> Result<(Vec<Event>, bool), StorageError> {
-    let range = ScanRange {
-        since: Some(since),
-        after,
-        ..ScanRange::default()
-    };
-    let mut events = Vec::new();
-    for item in store.scan(range, false) {
-        let (id, bytes) = item?;
-        if watermark.is_some_and(|w| id >= w) {
-            return Ok((events, false));
-        }
-        if events.len() == HISTORY_CHUNK {
-            return Ok((events, true));
-        }
-        events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
-    }
-    Ok((events, false))
 }

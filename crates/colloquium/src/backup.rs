@@ -21,7 +21,7 @@ pub async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     }
     // The node resolves the directory on its machine: send it absolute, as meant here.
     let to = std::path::absolute(&args.to).context("--to")?;
-    let client = crate::client::http_client(args.token.as_deref(), args.tls_ca.as_deref())?;
+    let client = crate::client::http_client(&args.credentials)?;
     let url = |path: &str| format!("{}{path}", args.admin.trim_end_matches('/'));
     let body = serde_json::json!({ "to": to, "keep": args.keep });
     let request = client

@@ -144,10 +144,18 @@ pub struct BackupArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     pub admin: String,
-    /// A bearer token with the `admin` scope, when the node has tokens.
+    #[command(flatten)]
+    pub credentials: Credentials,
+}
+
+/// How the client tools (`backup`, `tap`, `top`) prove who they are and whom they trust.
+#[derive(Clone, Debug, Args)]
+pub struct Credentials {
+    /// A bearer token with the scope the command needs (`admin` for `backup`, `read` for `tap`
+    /// and `top`), when the node has tokens.
     #[arg(long, env = "COLLOQUIUM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// A CA certificate (PEM) to trust for an `https://` admin URL.
+    /// A CA certificate (PEM) to trust for an `https://` URL.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 }
@@ -163,12 +171,8 @@ pub struct ApiArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
-    /// A bearer token with the `read` scope, when the node has tokens.
-    #[arg(long, env = "COLLOQUIUM_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// A CA certificate (PEM) to trust for an `https://` URL.
-    #[arg(long, value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub credentials: Credentials,
 }
 
 /// `colloquium tap`.

@@ -1,15 +1,17 @@
 //! The HTTP client the terminal tools (`backup`, `tap`, `top`) talk to a running node with.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-/// A client that sends `token` (if any) as a bearer token on every request and trusts
-/// `tls_ca` (if any) for `https://` URLs. No overall timeout: backups and taps last; connecting
-/// is bounded.
-pub fn http_client(token: Option<&str>, tls_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+use crate::cli::Credentials;
+
+/// A client that sends the token (if any) as a bearer token on every request and trusts the
+/// CA (if any) for `https://` URLs. No overall timeout: backups and taps last; connecting is
+/// bounded.
+pub fn http_client(credentials: &Credentials) -> anyhow::Result<reqwest::Client> {
+    let (token, tls_ca) = (credentials.token.as_deref(), credentials.tls_ca.as_deref());
     let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
     if let Some(token) = token {
         // Marked sensitive so that it is never shown in a debug print of a request.

@@ -11,7 +11,7 @@ use crate::cli::TapArgs;
 /// Runs `colloquium tap` until the node closes the tap, stdout closes, or Ctrl-C.
 pub async fn run(args: &TapArgs) -> anyhow::Result<()> {
     let api = &args.api;
-    let client = crate::client::http_client(api.token.as_deref(), api.tls_ca.as_deref())?;
+    let client = crate::client::http_client(&api.credentials)?;
     let mut query: Vec<(&str, String)> = Vec::new();
     let options = [
         ("pipeline", args.pipeline.clone()),

@@ -26,7 +26,7 @@ pub async fn run(args: &TopArgs) -> anyhow::Result<()> {
         bail!("--interval: at least 100ms");
     }
     let api = &args.api;
-    let client = crate::client::http_client(api.token.as_deref(), api.tls_ca.as_deref())?;
+    let client = crate::client::http_client(&api.credentials)?;
     let url = format!("{}/api/overview", api.url.trim_end_matches('/'));
     let (keys_tx, mut keys) = tokio::sync::mpsc::channel(16);
     // Keys are read on a thread of their own: crossterm's reading blocks.

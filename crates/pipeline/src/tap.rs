@@ -1,8 +1,8 @@
 //! Taps: live copies of the events a stage emits, for `colloquium tap` and the dashboard,
 //! that never slow the stage they watch.
 //!
-//! Each stage of a running pipeline has a [`TapPoint`], and so do its outputs ([`OUTPUTS`]); with no listener, offering a stage's
-//! outputs costs one atomic load. A listener has a bounded channel: each sampled event takes a
+//! Each stage of a running pipeline has a [`TapPoint`], and so do its outputs ([`OUTPUTS`]);
+//! with no listener, offering a stage's outputs costs one atomic load. A listener has a bounded channel: each sampled event takes a
 //! slot with `try_reserve` (serialized only once it has one) or is counted as dropped — a slow
 //! reader loses events, the pipeline never waits. Points are kept by (pipeline, stage) name,
 //! so a tap outlives a reload that rebuilds its pipeline.
@@ -22,7 +22,7 @@ type StageKey = (Arc<str>, Arc<str>);
 #[derive(Debug, Default)]
 pub struct Taps {
     points: Mutex<HashMap<StageKey, Arc<TapPoint>>>,
-    /// Each built pipeline's stage ids, in order (the last one's outputs are the pipeline's).
+    /// Each built pipeline's stage ids, in order (which stages a tap may name).
     stages: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
     /// Taps open now, of any kind (at most [`MAX_TAPS`]).
     open: Arc<AtomicUsize>,

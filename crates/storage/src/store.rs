@@ -133,6 +133,31 @@ impl Store {
         Scan::new(self.shared_db(), ColumnFamily::Events, range, fill_cache)
     }
 
+    /// Up to `max` events of `range`, decoded, stopping before the first that has not settled
+    /// (at or past `watermark`: a batch reserved earlier may still land below it; `None`: no id
+    /// given out yet, all settled); and whether `max` cut the read short. The one catch-up read
+    /// of the pipeline workers and of log taps.
+    pub fn settled_events(
+        &self,
+        range: ScanRange,
+        watermark: Option<EventId>,
+        max: usize,
+        fill_cache: bool,
+    ) -> Result<(Vec<colloquium_event::Event>, bool), StorageError> {
+        let mut events = Vec::new();
+        for item in self.scan(range, fill_cache) {
+            let (id, bytes) = item?;
+            if watermark.is_some_and(|w| id >= w) {
+                break;
+            }
+            if events.len() >= max {
+                return Ok((events, true));
+            }
+            events.push(crate::log::decode(&id.to_bytes(), &bytes)?);
+        }
+        Ok((events, false))
+    }
+
     /// The events after `after` (all of them for `None`): the oldest one's id, and how many
     /// there are, counted up to `limit` keys (so a far-behind reader costs a bounded read).
     pub fn backlog(&self, after: Option<EventId>, limit: usize) -> Result<Backlog, StorageError> {

@@ -153,19 +153,7 @@ impl Intake {
             after,
             ..ScanRange::default()
         };
-        let mut events = Vec::new();
-        let mut full = false;
-        for item in self.store.scan(range, true) {
-            let (id, bytes) = item?;
-            if !settled(id) {
-                break;
-            }
-            if events.len() >= budget {
-                full = true;
-                break;
-            }
-            events.push(colloquium_storage::log::decode(&id.to_bytes(), &bytes)?);
-        }
+        let (events, full) = self.store.settled_events(range, watermark, budget, true)?;
         metrics.read(LOG, events.len());
         // Caught up with the log below a watermark past every batch reserved before the
         // subscription: from now on, every new event is in the subscription.
