@@ -251,6 +251,23 @@ impl Node {
         self.post_to("/events", body, content_type).await
     }
 
+    /// `POST /events` as a client under backpressure does: a 503 that says "retry shortly"
+    /// (`lane_full` when the control plane paused the lane, `overloaded`) is retried after
+    /// its `Retry-After`-sized pause until accepted. Tests that push volume on a busy CI
+    /// machine use this; any other answer is returned as is.
+    pub async fn post_accepted(&self, body: &str, content_type: &str) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, reply) = self.post(body, content_type).await;
+            let retry = status == 503
+                && matches!(reply["reason"].as_str(), Some("lane_full" | "overloaded"));
+            if !retry || Instant::now() > deadline {
+                return (status, reply);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `POST` to `path` (with its query string).
     pub async fn post_to(&self, path: &str, body: &str, content_type: &str) -> (u16, Value) {
         let response = self

@@ -102,7 +102,7 @@ fn load(
         let mut n = from;
         while !stop.load(Ordering::Relaxed) {
             let body: String = (n..n + 50).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
-            let (status, reply) = node.post(&body, "application/x-ndjson").await;
+            let (status, reply) = node.post_accepted(&body, "application/x-ndjson").await;
             assert_eq!(status, 202, "{reply}");
             n += 50;
             acked.store(n, Ordering::Relaxed);
@@ -131,7 +131,10 @@ fn seqs(lines: &[Value], pointer: &str) -> BTreeMap<u64, usize> {
 async fn since_replays_then_follows_with_nothing_missing_or_repeated_at_the_seam() {
     let node = Arc::new(Node::start(CONFIG));
     let body: String = (0..2_000).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
-    assert_eq!(node.post(&body, "application/x-ndjson").await.0, 202);
+    assert_eq!(
+        node.post_accepted(&body, "application/x-ndjson").await.0,
+        202
+    );
     let (stop, acked) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicU64::new(2_000)),
@@ -233,7 +236,10 @@ async fn a_stalled_tap_reader_drops_and_counts_and_the_pipeline_goes_on() {
         let body: String = (chunk * 1_000..(chunk + 1) * 1_000)
             .map(|i| format!("{{\"seq\":{i},\"pad\":\"{pad}\"}}\n"))
             .collect();
-        assert_eq!(node.post(&body, "application/x-ndjson").await.0, 202);
+        assert_eq!(
+            node.post_accepted(&body, "application/x-ndjson").await.0,
+            202
+        );
     }
     // Every event goes through the pipeline while the reader reads nothing.
     eventually(DEADLINE, "the pipeline to process every event", || {

@@ -94,7 +94,10 @@ async fn top_under_tmux_shows_a_pipelines_rate_filters_by_name_and_quits() {
         tokio::spawn(async move {
             let body: String = (0..20).map(|i| format!("{{\"amount\":{i}}}\n")).collect();
             while !stop.load(Ordering::Relaxed) {
-                assert_eq!(node.post(&body, "application/x-ndjson").await.0, 202);
+                assert_eq!(
+                    node.post_accepted(&body, "application/x-ndjson").await.0,
+                    202
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
