@@ -8,9 +8,13 @@
 #      HTTP load beside it, then draining a log already stored (the sink alone);
 #   5. WAIT_COUNT messages of 1,000 bytes (1 GB by default) waiting behind a held sink and a
 #      blocking lane: the node's peak RSS once its source paused.
-#   [BIN=path/to/colloquium] [COUNT=1000000] [WAIT_COUNT=1000000] scripts/bench-kafka.sh
+#   [BIN=path/to/colloquium] [COUNT=1000000] [WAIT_COUNT=1000000] [SOURCE_ONLY=1] scripts/bench-kafka.sh
+# SOURCE_ONLY=1 stops after 3 (to compare builds of the source, alternating BIN).
 set -euo pipefail
 bin=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/colloquium-target}/release/colloquium}
+# The load generator and meter (default: the node's binary); set it to compare nodes of two
+# builds with the same meter.
+tool=${TOOL:-$bin}
 tansu=${COLLOQUIUM_TANSU:-$HOME/.cache/colloquium-tools/bin/tansu}
 count=${COUNT:-1000000}
 work=$(mktemp -d /tmp/colloquium-bench.XXXXXX)
@@ -27,9 +31,9 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
 source "$(dirname "$0")/bench-node.sh"
 
 echo "== fill"
-"$bin" bench kafka produce --brokers "$brokers" --topic bench --count "$count" --size 200
+"$tool" bench kafka produce --brokers "$brokers" --topic bench --count "$count" --size 200
 echo "== plain rdkafka consumer loop"
-"$bin" bench kafka consume --brokers "$brokers" --topic bench --count "$count"
+"$tool" bench kafka consume --brokers "$brokers" --topic bench --count "$count"
 
 echo "== node: kafka source -> store (durable)"
 cat > "$work/config.yaml" <<EOF
@@ -41,9 +45,10 @@ sources:
     group_id: bench-node
 EOF
 start_node
-"$bin" bench kafka source --http "$http" --count "$count" --pid "$node"
+"$tool" bench kafka source --http "$http" --count "$count" --pid "$node"
 kill $node; wait $node 2>/dev/null || true
 rm -rf "$work/data"
+[ -n "${SOURCE_ONLY:-}" ] && exit 0
 
 # A pipeline that sends every event it reads (from the start of the log) to a kafka sink.
 sink_config() {
@@ -64,9 +69,9 @@ EOF
 echo "== node: pipeline -> kafka sink (200-byte events)"
 sink_config
 start_node
-"$bin" bench http --addr "$http" --connections 8 --batch 1000 --duration 15s > "$work/http.log" &
+"$tool" bench http --addr "$http" --connections 8 --batch 1000 --duration 15s > "$work/http.log" &
 load=$!
-"$bin" bench kafka sink --http "$http" --count "${SINK_COUNT:-1000000}" --pid "$node" || true
+"$tool" bench kafka sink --http "$http" --count "${SINK_COUNT:-1000000}" --pid "$node" || true
 wait $load || true
 tail -5 "$work/http.log"
 kill $node; wait $node 2>/dev/null || true
@@ -76,19 +81,19 @@ echo "== node: a stored log drained through a kafka sink (no ingest beside it)"
 # The same pipeline, started on a log already written, so the sink has the cores to itself.
 printf 'sinks: {}\n' > "$work/config.yaml"
 start_node
-"$bin" bench http --addr "$http" --connections 4 --batch 1000 --duration 4s > /dev/null
+"$tool" bench http --addr "$http" --connections 4 --batch 1000 --duration 4s > /dev/null
 stored=$(metric colloquium_storage_events_stored_total)
 kill $node; wait $node 2>/dev/null || true
 sink_config
 start_node
-"$bin" bench kafka sink --http "$http" --count "$stored" --pid "$node" || true
+"$tool" bench kafka sink --http "$http" --count "$stored" --pid "$node" || true
 kill $node; wait $node 2>/dev/null || true
 rm -rf "$work/data"
 
 echo "== node: ${WAIT_COUNT:=1000000} messages of 1,000 bytes waiting behind a held sink: peak RSS"
 # A sink that never answers and a lane of 1,000 that blocks: the source pauses its partitions.
 "$tansu" topic create backlog --partitions 4 --broker "tcp://$brokers" > /dev/null
-"$bin" bench kafka produce --brokers "$brokers" --topic backlog --count "$WAIT_COUNT" --size 1000
+"$tool" bench kafka produce --brokers "$brokers" --topic backlog --count "$WAIT_COUNT" --size 1000
 hole=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 python3 -c '
 import socket, sys, time

@@ -3,7 +3,7 @@
 //! queue instead of the log).
 
 use colloquium_event::{Event, Lane, Position, PositionedBatch, Priority, Reason, Reservation};
-use colloquium_ingest::{Accept, AcceptError};
+use colloquium_ingest::{Accept, AcceptError, Durable};
 use colloquium_pipeline::RuntimeHandle;
 use colloquium_router::{Admission, Lanes, Shed};
 use colloquium_storage::{StorageError, Store};
@@ -91,16 +91,17 @@ impl Accept for StoreAccept {
 
     /// What the lanes shed joins the batch's own dead letters, in the same write as its
     /// events and positions: a crash cannot keep the position and lose the shed events.
-    async fn accept_positioned(
+    fn accept_positioned(
         &self,
         source: &'static str,
         batch: PositionedBatch,
         ids: Reservation,
-    ) -> Result<(), AcceptError> {
+    ) -> Result<Durable, AcceptError> {
         let PositionedBatch {
             events,
             mut dead_letters,
             positions,
+            chain,
         } = batch;
         let Admitted {
             take,
@@ -112,15 +113,22 @@ impl Accept for StoreAccept {
             events: take,
             dead_letters,
             positions,
+            chain,
         };
-        let stored = self.store.append_positioned(source, batch, ids).await;
-        stored.map_err(refused)?;
-        for lane in Lane::ALL {
-            self.lanes.admitted(lane, admitted[lane.index()]);
-        }
-        self.count_shed(counts);
-        self.pipelines.notify();
-        Ok(())
+        let durable = self
+            .store
+            .queue_positioned(source, batch, ids)
+            .map_err(refused)?;
+        let this = self.clone();
+        Ok(Box::pin(async move {
+            durable.await.map_err(refused)?;
+            for lane in Lane::ALL {
+                this.lanes.admitted(lane, admitted[lane.index()]);
+            }
+            this.count_shed(counts);
+            this.pipelines.notify();
+            Ok(())
+        }))
     }
 
     fn positions(&self, source: &str) -> Result<Vec<Position>, AcceptError> {
@@ -205,6 +213,7 @@ impl StoreAccept {
 fn refused(e: StorageError) -> AcceptError {
     match e {
         StorageError::Closed => AcceptError::ShuttingDown,
+        StorageError::Busy => AcceptError::Overloaded,
         other => AcceptError::Unavailable(other.public_message().to_owned()),
     }
 }

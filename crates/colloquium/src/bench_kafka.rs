@@ -112,12 +112,13 @@ fn consume(args: &BenchKafkaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Samples the node's counter every second from its first increase until it reaches
-/// `--count`.
+/// Samples the node's counter every quarter second (a rate once a second) from its first
+/// increase until it reaches `--count`.
 async fn follow(args: &BenchKafkaArgs, metric: &str, lag: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut first: Option<(Instant, u64)> = None;
     let mut last = 0;
+    let mut last_at = Instant::now();
     while Instant::now() < deadline {
         let text = metrics_text(args.http).await?;
         let now = metric_sum(&text, metric).unwrap_or(0);
@@ -127,15 +128,20 @@ async fn follow(args: &BenchKafkaArgs, metric: &str, lag: bool) -> anyhow::Resul
         if let Some((at, from)) = first {
             let lag_now = metric_sum(&text, "colloquium_kafka_consumer_lag").unwrap_or(0);
             let elapsed = at.elapsed().as_secs_f64();
-            if lag {
-                println!(
-                    "t={elapsed:5.1}s stored={now} rate={:.0}/s lag={lag_now}",
-                    (now - last) as f64
-                );
-            } else {
-                println!("t={elapsed:5.1}s delivered={now}");
+            let done = now >= args.count;
+            if last_at.elapsed() >= Duration::from_secs(1) || done {
+                if lag {
+                    println!(
+                        "t={elapsed:5.1}s stored={now} rate={:.0}/s lag={lag_now}",
+                        (now - last) as f64 / last_at.elapsed().as_secs_f64()
+                    );
+                } else {
+                    println!("t={elapsed:5.1}s delivered={now}");
+                }
+                last = now;
+                last_at = Instant::now();
             }
-            if now >= args.count {
+            if done {
                 println!(
                     "node: {} in {elapsed:.1} s from the first: {:.0} events/s",
                     now - from,
@@ -147,8 +153,10 @@ async fn follow(args: &BenchKafkaArgs, metric: &str, lag: bool) -> anyhow::Resul
                 return Ok(());
             }
         }
-        last = now;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if first.is_none() {
+            (last, last_at) = (now, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     anyhow::bail!("the node did not reach {} in time ({last})", args.count)
 }

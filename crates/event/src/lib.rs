@@ -19,7 +19,7 @@ pub mod time;
 pub use event::{Event, KafkaOrigin, Metadata, Priority, PriorityParseError};
 pub use id::{EventId, IdGenerator, IdParseError, Reservation};
 pub use lane::{Lane, LaneMap};
-pub use position::{Position, PositionedBatch};
+pub use position::{BatchChain, Position, PositionedBatch};
 pub use reason::{Fault, Reason, UnknownReason};
 pub use time::{Timestamp, TimestampParseError};
 

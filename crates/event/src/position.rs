@@ -1,6 +1,9 @@
 //! Source positions: where a source that reads a replayable log (a Kafka partition) reads
 //! next, handed to storage with the batch they cover so both land in one write.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::{Event, Reason};
 
 /// One of a source's positions: its key (a Kafka source: topic, `0x00`, partition) and the
@@ -22,4 +25,25 @@ pub struct PositionedBatch {
     pub dead_letters: Vec<(Event, Reason, String)>,
     /// Where the source reads next once this batch is durable.
     pub positions: Vec<Position>,
+    /// The run of batches this one belongs to (see [`BatchChain`]).
+    pub chain: BatchChain,
+}
+
+/// A source's batches in flight at once, written in the order they were queued: once one
+/// fails, every later one in the chain fails unwritten. So a stored position never passes a
+/// record that was not stored, although several batches are on their way. After a failure the
+/// source reads again from its last durable position, in a new chain.
+#[derive(Clone, Debug, Default)]
+pub struct BatchChain(Arc<AtomicBool>);
+
+impl BatchChain {
+    /// Marks the chain broken: its batches not yet written fail.
+    pub fn break_off(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether a batch of the chain failed.
+    pub fn is_broken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }

@@ -1,8 +1,13 @@
 //! The hand-off from a source to whatever makes events durable.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use colloquium_event::{Event, Lane, Position, PositionedBatch, Priority, Reason, Reservation};
+
+/// A queued batch on its way to being durable: `Ok` once it is (see
+/// [`Accept::accept_positioned`]).
+pub type Durable = Pin<Box<dyn Future<Output = Result<(), AcceptError>> + Send>>;
 
 /// Takes batches from sources. `accept` resolves `Ok` only once the whole batch is durable;
 /// on `Err` none of it was stored.
@@ -56,18 +61,24 @@ pub trait Accept: Clone + Send + Sync + 'static {
         async { Err(AcceptError::Unavailable("no dead-letter queue".to_owned())) }
     }
 
-    /// Makes `batch` durable in one atomic write: its events (through the lanes, as
-    /// [`Accept::accept`]), its dead letters, and `source`'s positions, so that a source that
-    /// resumes from [`Accept::positions`] never stores a record twice or skips one. The default
-    /// refuses, for hand-offs that keep no positions.
+    /// Queues `batch` to be made durable in one atomic write: its events (through the lanes,
+    /// as [`Accept::accept`]), its dead letters, and `source`'s positions, so that a source
+    /// that resumes from [`Accept::positions`] never stores a record twice or skips one.
+    /// Returns once the batch is queued, without waiting for the write; what it returns
+    /// resolves `Ok` once the batch is durable. Batches queued one after another are written in
+    /// that order, and once one fails, every later one of its [`BatchChain`] fails unwritten,
+    /// so a source may keep several in flight. The default refuses, for hand-offs that keep no
+    /// positions.
+    ///
+    /// [`BatchChain`]: colloquium_event::BatchChain
     fn accept_positioned(
         &self,
         source: &'static str,
         batch: PositionedBatch,
         ids: Reservation,
-    ) -> impl Future<Output = Result<(), AcceptError>> + Send {
+    ) -> Result<Durable, AcceptError> {
         let _ = (source, batch, ids);
-        async { Err(AcceptError::Unavailable("no source positions".to_owned())) }
+        Err(AcceptError::Unavailable("no source positions".to_owned()))
     }
 
     /// `source`'s positions as last made durable by [`Accept::accept_positioned`].

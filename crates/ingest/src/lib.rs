@@ -26,7 +26,7 @@ pub mod tcp;
 pub mod topics;
 pub mod udp;
 
-pub use accept::{Accept, AcceptError};
+pub use accept::{Accept, AcceptError, Durable};
 pub use events::IngestMetrics;
 pub use http::HttpConfig;
 pub use source::{

@@ -6,8 +6,10 @@
 //! lost after rebalances (it silently stopped consuming); a loop that polls every 100 ms at most
 //! cannot be forgotten that way.
 //!
-//! The loop keeps at most one batch in flight to the store, and fills the next while it is
-//! written, so batches grow with the write latency (group commit). Offsets are stored in
+//! The loop keeps up to [`MAX_INFLIGHT`] batches in flight to the store, queued in order in
+//! one [`BatchChain`] (so the store's group commit merges them, and a failed one fails every
+//! later one unwritten: no stored position passes a message that was not stored), and fills
+//! the next while they are written. Batches are settled in order. Offsets are stored in
 //! librdkafka only after their batch is durable and only for partitions still assigned, and
 //! committed every `commit_interval`, on revocation (synchronously) and on shutdown.
 //!
@@ -17,13 +19,14 @@
 //! bounded whatever the broker holds. A write that fails (a full disk) seeks the partitions back
 //! to their last durable position: Kafka is the retry buffer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use colloquium_event::{
-    Event, KafkaOrigin, Metadata, Position, PositionedBatch, Priority, Reason, Timestamp,
+    BatchChain, Event, KafkaOrigin, Metadata, Position, PositionedBatch, Priority, Reason,
+    Timestamp,
 };
 use colloquium_ingest::stamp::Envelope;
 use colloquium_ingest::tcp::BadPayload;
@@ -55,6 +58,11 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How long asking the group for its committed offsets may take on assignment.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most batches on their way to the store at once. With the one filling, they hold at most
+/// `(MAX_INFLIGHT + 1) / BATCHES_PER_PENDING` of `server.max_pending_bytes` in payloads.
+pub(crate) const MAX_INFLIGHT: usize = 4;
+/// A batch is at most this fraction of `server.max_pending_bytes`.
+pub(crate) const BATCHES_PER_PENDING: usize = 8;
 /// Most messages taken between two turns of the loop.
 const MAX_DRAIN: usize = 10_000;
 /// How often `/health` and the lag gauges are refreshed.
@@ -146,7 +154,10 @@ struct Part {
 #[derive(Default)]
 struct State {
     pending: Pending,
-    inflight: Option<Inflight>,
+    /// Oldest first.
+    inflight: VecDeque<Inflight>,
+    /// The chain the batches in flight are queued in; a new one after a failure.
+    chain: BatchChain,
     parts: BTreeMap<Tp, Part>,
     paused: bool,
     /// Set after a failed write: no batch goes out before.
@@ -221,7 +232,7 @@ pub(crate) fn consume<A: Accept>(
                 ctx.report(&state);
                 last_report = Instant::now();
             }
-            state.inflight.is_some() || !state.pending.is_empty()
+            !state.inflight.is_empty() || !state.pending.is_empty()
         };
         // Short while a batch is on its way, so the next goes out as soon as it is durable.
         let timeout = if busy {
@@ -269,13 +280,14 @@ pub(crate) fn consume<A: Accept>(
 }
 
 impl<A: Accept> Ctx<A> {
-    /// One turn of the loop: finish the batch in flight if it is done, send the next if it
+    /// One turn of the loop: settle the batches in flight that are done, send the next if it
     /// may go, and pause or resume fetching.
     fn step(&self, consumer: &BaseConsumer<Self>, state: &mut State) {
         self.finish(consumer, state, false);
         let retry_due = state.retry_at.is_none_or(|at| Instant::now() >= at);
         let mut blocked = !retry_due;
-        if state.inflight.is_none() && !state.pending.is_empty() && retry_due {
+        let room = state.inflight.len() < MAX_INFLIGHT && !state.chain.is_broken();
+        if room && !state.pending.is_empty() && retry_due {
             let full = self.shared.accept.full(&mut state.pending.priorities());
             if full.is_none() {
                 state.retry_at = None;
@@ -464,94 +476,148 @@ impl<A: Accept> Ctx<A> {
             events,
             dead_letters: pending.dead_letters,
             positions,
+            chain: state.chain.clone(),
         };
-        let accept = self.shared.accept.clone();
-        let name = self.shared.name;
-        let task = self
-            .runtime
-            .spawn(async move { accept.accept_positioned(name, batch, ids).await });
-        state.inflight = Some(Inflight {
+        // Queued here, on the loop's thread, so batches reach the store in the order taken.
+        let task = match self
+            .shared
+            .accept
+            .accept_positioned(self.shared.name, batch, ids)
+        {
+            Ok(durable) => self.runtime.spawn(durable),
+            Err(e) => {
+                // Nothing later of this chain may be written before this one is read again.
+                state.chain.break_off();
+                self.runtime.spawn(async move { Err(e) })
+            }
+        };
+        state.inflight.push_back(Inflight {
             task,
             started: Instant::now(),
             offsets: pending.offsets,
         });
     }
 
-    /// Settles the batch in flight: when it is done (or, with `wait`, once it is, up to
-    /// [`FLUSH_TIMEOUT`]), stores its offsets for the partitions still assigned, or on failure
-    /// seeks them back to their durable position.
+    /// Settles the batches in flight, oldest first, while they are done (or, with `wait`, once
+    /// they are, up to [`FLUSH_TIMEOUT`] each): stores the offsets of a durable one for the
+    /// partitions still assigned; at a failed one, reads it and everything after it again.
     fn finish(&self, consumer: &BaseConsumer<Self>, state: &mut State, wait: bool) {
-        let Some(inflight) = state.inflight.take_if(|i| wait || i.task.is_finished()) else {
-            return;
-        };
-        let result = self.runtime.block_on(async {
-            match tokio::time::timeout(FLUSH_TIMEOUT, inflight.task).await {
+        while state
+            .inflight
+            .front()
+            .is_some_and(|i| wait || i.task.is_finished())
+        {
+            let Some(inflight) = state.inflight.pop_front() else {
+                return;
+            };
+            match self.outcome(inflight.task) {
+                Ok(()) => self.durable(consumer, state, &inflight.started, &inflight.offsets),
+                Err(error) => {
+                    self.failed(consumer, state, inflight.offsets, error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for a batch's write.
+    fn outcome(&self, task: JoinHandle<Result<(), AcceptError>>) -> Result<(), String> {
+        self.runtime.block_on(async {
+            match tokio::time::timeout(FLUSH_TIMEOUT, task).await {
                 Ok(Ok(result)) => result.map_err(|e| e.to_string()),
                 Ok(Err(e)) => Err(format!("the write task failed: {e}")),
                 Err(_) => Err("the write did not finish in time".to_owned()),
             }
-        });
-        match result {
-            Ok(()) => {
-                tracing::debug!(
-                    source = self.shared.name,
-                    messages = inflight.offsets.values().map(|r| r.messages).sum::<u64>(),
-                    elapsed = ?inflight.started.elapsed(),
-                    "kafka batch durable"
-                );
-                // Only partitions still assigned: another member may own the rest now.
-                let mut tpl = TopicPartitionList::new();
-                for (tp, range) in &inflight.offsets {
-                    let Some(part) = state.parts.get_mut(tp) else {
-                        continue;
-                    };
-                    part.durable = Some(range.next);
-                    // `store_offsets` takes the next offset to read (`store_offset` adds one
-                    // to what it is given: the last message's offset).
-                    if let Err(e) =
-                        tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(range.next))
-                    {
-                        tracing::debug!(source = self.shared.name, topic = %tp.0, partition = tp.1, error = %e, "listing an offset failed");
-                    }
-                    self.shared
-                        .metrics
-                        .stored
-                        .get_or_create(&self.labels(tp))
-                        .inc_by(range.messages);
-                }
-                if tpl.count() > 0 {
-                    match consumer.store_offsets(&tpl) {
-                        Ok(()) => state.uncommitted = true,
-                        Err(e) => {
-                            tracing::debug!(source = self.shared.name, error = %e, "storing offsets failed")
-                        }
-                    }
-                }
+        })
+    }
+
+    /// A batch is durable: its partitions' positions move on and their offsets are stored.
+    fn durable(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        state: &mut State,
+        started: &Instant,
+        offsets: &HashMap<Tp, Range>,
+    ) {
+        tracing::debug!(
+            source = self.shared.name,
+            messages = offsets.values().map(|r| r.messages).sum::<u64>(),
+            elapsed = ?started.elapsed(),
+            "kafka batch durable"
+        );
+        // Only partitions still assigned: another member may own the rest now.
+        let mut tpl = TopicPartitionList::new();
+        for (tp, range) in offsets {
+            let Some(part) = state.parts.get_mut(tp) else {
+                continue;
+            };
+            part.durable = Some(range.next);
+            // `store_offsets` takes the next offset to read (`store_offset` adds one to what
+            // it is given: the last message's offset).
+            if let Err(e) = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(range.next)) {
+                tracing::debug!(source = self.shared.name, topic = %tp.0, partition = tp.1, error = %e, "listing an offset failed");
             }
-            Err(error) => {
-                tracing::warn!(source = self.shared.name, %error, "storing a kafka batch failed; reading it again");
-                state.last_error = Some(error);
-                // What is pending follows the failed batch: read both again.
-                let pending = std::mem::take(&mut state.pending);
-                let mut from: HashMap<&Tp, i64> = HashMap::new();
-                for (tp, range) in inflight.offsets.iter().chain(pending.offsets.iter()) {
-                    let at = from.entry(tp).or_insert(range.first);
-                    *at = (*at).min(range.first);
+            self.shared
+                .metrics
+                .stored
+                .get_or_create(&self.labels(tp))
+                .inc_by(range.messages);
+        }
+        if tpl.count() > 0 {
+            match consumer.store_offsets(&tpl) {
+                Ok(()) => state.uncommitted = true,
+                Err(e) => {
+                    tracing::debug!(source = self.shared.name, error = %e, "storing offsets failed")
                 }
-                for (tp, first) in from {
-                    let Some(part) = state.parts.get(tp) else {
-                        continue;
-                    };
-                    let to = part.durable.unwrap_or(first);
-                    if let Err(e) =
-                        consumer.seek(&tp.0, tp.1, Offset::Offset(to), Duration::from_secs(5))
-                    {
-                        tracing::warn!(source = self.shared.name, topic = %tp.0, partition = tp.1, error = %e, "seeking back failed");
-                    }
-                }
-                state.retry_at = Some(Instant::now() + RETRY_AFTER);
             }
         }
+    }
+
+    /// A batch failed: the batches after it in flight fail too (its chain is broken, so the
+    /// store writes none of them), so every partition is read again from its last durable
+    /// position, in a new chain, after [`RETRY_AFTER`].
+    fn failed(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        state: &mut State,
+        offsets: HashMap<Tp, Range>,
+        error: String,
+    ) {
+        state.chain.break_off();
+        let mut from: HashMap<Tp, i64> = HashMap::new();
+        let mut reread = |offsets: &HashMap<Tp, Range>| {
+            for (tp, range) in offsets {
+                let at = from.entry(tp.clone()).or_insert(range.first);
+                *at = (*at).min(range.first);
+            }
+        };
+        reread(&offsets);
+        let later = std::mem::take(&mut state.inflight);
+        tracing::warn!(source = self.shared.name, %error, after = later.len(), "storing a kafka batch failed; reading it again, with the batches in flight after it");
+        state.last_error = Some(error);
+        for later in later {
+            if self.outcome(later.task).is_ok() {
+                // Possible only when the failed one was given up on (FLUSH_TIMEOUT) and may
+                // still land: reading both again may store them twice, never loses them.
+                tracing::warn!(
+                    source = self.shared.name,
+                    "a batch after a failed one was written; its messages are read again"
+                );
+            }
+            reread(&later.offsets);
+        }
+        reread(&std::mem::take(&mut state.pending).offsets);
+        for (tp, first) in from {
+            let Some(part) = state.parts.get(&tp) else {
+                continue;
+            };
+            let to = part.durable.unwrap_or(first);
+            if let Err(e) = consumer.seek(&tp.0, tp.1, Offset::Offset(to), Duration::from_secs(5)) {
+                tracing::warn!(source = self.shared.name, topic = %tp.0, partition = tp.1, error = %e, "seeking back failed");
+            }
+        }
+        state.chain = BatchChain::default();
+        state.retry_at = Some(Instant::now() + RETRY_AFTER);
     }
 
     /// Makes everything fetched durable: the batch in flight, then what is pending.

@@ -19,7 +19,8 @@
 //!
 //! How a message is stored exactly once (see [`crate::consumer`] for the loop):
 //! - each partition's next offset is written **in the same write batch** as the events and dead
-//!   letters it covers ([`Accept::accept_positioned`]);
+//!   letters it covers ([`Accept::accept_positioned`]); of several batches in flight, a failed
+//!   one fails every later one unwritten ([`colloquium_event::BatchChain`]);
 //! - on assignment a partition starts at the later of that stored position and the group's
 //!   committed offset (`start_from` only when neither exists);
 //! - the group's offsets are stored in librdkafka only after the batch is durable, committed
@@ -46,6 +47,7 @@ use colloquium_telemetry::health::HealthBoard;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
+use crate::consumer::BATCHES_PER_PENDING;
 use crate::metrics::KafkaMetrics;
 
 /// Where a partition starts when neither the group nor this node has a position for it.
@@ -196,7 +198,7 @@ impl SourceConfig for KafkaSourceConfig {
                 max_body: cx.settings.max_body_size,
                 // A quarter of the node's pending bytes per batch: one batch fills while the
                 // one before is written, and librdkafka's queue holds at most as much again.
-                max_batch_bytes: (max_pending / 4).max(1 << 20),
+                max_batch_bytes: (max_pending / BATCHES_PER_PENDING).max(1 << 20),
                 start_from: self.start_from,
                 commit_interval: self.commit_interval,
                 stall_after: self.stall_after,

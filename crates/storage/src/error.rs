@@ -57,6 +57,12 @@ pub enum StorageError {
         /// Why.
         message: String,
     },
+    /// The writer's queue is full; retry shortly.
+    #[error("the event log's write queue is full")]
+    Busy,
+    /// An earlier batch of the same source chain failed, so this one was not written.
+    #[error("an earlier batch of this source failed; this one was not written")]
+    ChainBroken,
     /// A paging cursor that this store did not hand out.
     #[error("invalid cursor")]
     BadCursor,
@@ -70,6 +76,8 @@ impl StorageError {
             StorageError::Closed => "the store is closed: the node is shutting down",
             StorageError::BadCursor => "invalid cursor",
             StorageError::Reopening => "the store is recovering from a write error; retry shortly",
+            StorageError::Busy => "the store is busy; retry shortly",
+            StorageError::ChainBroken => "an earlier batch of this source failed; retry",
             StorageError::Db(message) if is_no_space(message) => {
                 "the store cannot write: the disk is full"
             }

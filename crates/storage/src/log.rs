@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use colloquium_event::{Event, Reservation};
+use colloquium_event::{BatchChain, Event, Reservation};
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +39,8 @@ struct Request {
     settle: Option<Reservation>,
     /// Published to the feed once durable, before `settle` is dropped.
     publish: Option<Arc<[Event]>>,
+    /// A source's chain of batches in flight: skipped (failed) once an earlier one failed.
+    chain: Option<BatchChain>,
 }
 
 /// A record of another column family that must land atomically with a batch of events.
@@ -97,6 +99,42 @@ impl Writer {
         publish: Option<Arc<[Event]>>,
         extra: Vec<Extra>,
     ) -> Result<(), StorageError> {
+        let (request, result) = Self::request(events, settle, publish, extra, None)?;
+        self.sender()?
+            .send(request)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        result.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Queues `events` as [`Writer::append`] does, without waiting: batches queued one after
+    /// another are written in that order, and those of a `chain` that failed are not written.
+    /// What it returns resolves once the batch is durable. A full queue is
+    /// [`StorageError::Busy`], before anything is queued.
+    pub(crate) fn queue(
+        &self,
+        events: &[Event],
+        settle: Option<Reservation>,
+        publish: Option<Arc<[Event]>>,
+        extra: Vec<Extra>,
+        chain: BatchChain,
+    ) -> Result<impl Future<Output = Result<(), StorageError>> + Send + use<>, StorageError> {
+        let (request, result) = Self::request(events, settle, publish, extra, Some(chain))?;
+        self.sender()?.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StorageError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StorageError::Closed,
+        })?;
+        Ok(async move { result.await.map_err(|_| StorageError::Closed)? })
+    }
+
+    /// Encodes a batch into its request.
+    fn request(
+        events: &[Event],
+        settle: Option<Reservation>,
+        publish: Option<Arc<[Event]>>,
+        extra: Vec<Extra>,
+        chain: Option<BatchChain>,
+    ) -> Result<(Request, oneshot::Receiver<Result<(), StorageError>>), StorageError> {
         let mut records = Vec::with_capacity(events.len());
         let mut bytes: usize = extra.iter().map(|(_, k, v)| k.len() + v.len()).sum();
         for event in events {
@@ -104,12 +142,6 @@ impl Writer {
             bytes += record.0.len() + record.1.len();
             records.push(record);
         }
-        let queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(StorageError::Closed)?;
         let (done, result) = oneshot::channel();
         let request = Request {
             records,
@@ -118,12 +150,17 @@ impl Writer {
             done,
             settle,
             publish,
+            chain,
         };
-        queue
-            .send(request)
-            .await
-            .map_err(|_| StorageError::Closed)?;
-        result.await.map_err(|_| StorageError::Closed)?
+        Ok((request, result))
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Request>, StorageError> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StorageError::Closed)
     }
 
     /// Stops taking writes, finishes the queued ones and joins the thread.
@@ -158,16 +195,22 @@ fn write_loop(
     options.set_sync(sync);
     let mut group: Vec<Request> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.bytes;
-        group.push(first);
-        while bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(next) => {
-                    bytes += next.bytes;
-                    group.push(next);
-                }
-                Err(_) => break,
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            if request.chain.as_ref().is_some_and(BatchChain::is_broken) {
+                drop(request.settle);
+                let _ = request.done.send(Err(StorageError::ChainBroken));
+            } else {
+                bytes += request.bytes;
+                group.push(request);
             }
+            if bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if group.is_empty() {
+            continue;
         }
         let started = Instant::now();
         let events: u64 = group.iter().map(|r| r.records.len() as u64).sum();
@@ -187,7 +230,12 @@ fn write_loop(
         });
         match &result {
             Ok(()) => metrics.commit(events, bytes as u64, started.elapsed()),
-            Err(_) => metrics.commit_failed(events),
+            Err(_) => {
+                metrics.commit_failed(events);
+                for chain in group.iter().filter_map(|r| r.chain.as_ref()) {
+                    chain.break_off();
+                }
+            }
         }
         for request in group.drain(..) {
             // Publish before settling: once the watermark passes a batch, its subscribers have it.

@@ -30,24 +30,45 @@ impl Store {
         batch: PositionedBatch,
         ids: Reservation,
     ) -> Result<(), StorageError> {
+        self.queue_positioned(source, batch, ids)?.await
+    }
+
+    /// Queues `batch` for [`Store::append_positioned`]'s write and returns without waiting;
+    /// what it returns resolves once the batch is durable. Batches queued one after another
+    /// are written in that order, and once one of a [`BatchChain`] fails, the later ones of
+    /// that chain fail unwritten: a source may keep several in flight and its stored position
+    /// still never passes a record that was not stored.
+    ///
+    /// [`BatchChain`]: colloquium_event::BatchChain
+    pub fn queue_positioned(
+        &self,
+        source: &str,
+        batch: PositionedBatch,
+        ids: Reservation,
+    ) -> Result<impl Future<Output = Result<(), StorageError>> + Send + use<>, StorageError> {
         let PositionedBatch {
             events,
             dead_letters,
             positions,
+            chain,
         } = batch;
         let (letters, mut extra) = self.dead_letter_records(dead_letters)?;
+        let reasons: Vec<&'static str> = letters.iter().map(|l| l.reason.as_str()).collect();
         extra.extend(positions.iter().map(|p| {
             let key = row_key(source, &p.key);
             (ColumnFamily::Positions, key, p.next.to_be_bytes().to_vec())
         }));
         let events: Arc<[Event]> = events.into();
-        self.writer()
-            .append(&events, Some(ids), Some(events.clone()), extra)
-            .await?;
-        for letter in &letters {
-            self.count_dead_letter(letter.reason.as_str());
-        }
-        Ok(())
+        let durable =
+            (self.writer()).queue(&events, Some(ids), Some(events.clone()), extra, chain)?;
+        let store = self.clone();
+        Ok(async move {
+            durable.await?;
+            for reason in reasons {
+                store.count_dead_letter(reason);
+            }
+            Ok(())
+        })
     }
 
     /// `source`'s stored positions.
@@ -114,6 +135,7 @@ mod tests {
                     next: 7,
                 },
             ],
+            ..PositionedBatch::default()
         };
         store
             .append_positioned("kafka", batch, reservation)
@@ -139,5 +161,65 @@ mod tests {
         assert!(store.positions("kafka2").unwrap().is_empty());
         let letters = store.dead_letters(crate::ScanRange::default()).count();
         assert_eq!(letters, 1);
+    }
+
+    /// Several batches of a chain in flight: written in the order queued (the last position
+    /// wins, whichever answer is awaited first); once the chain is broken, a batch queued in it
+    /// is refused unwritten (no event, the position stays) and its ids still settle.
+    #[tokio::test]
+    async fn a_chain_is_written_in_order_and_a_broken_one_writes_nothing_more() {
+        let (_dir, store) = crate::test_store();
+        let ids = Arc::new(IdGenerator::default());
+        let chain = colloquium_event::BatchChain::default();
+        let batch = |n: u64, ids: &Arc<IdGenerator>| {
+            let (mut taken, reservation) = ids.reserve(Timestamp::now(), 1);
+            let mut event = event(n);
+            event.id = taken.remove(0);
+            let batch = PositionedBatch {
+                events: vec![event],
+                positions: vec![Position {
+                    key: b"t\0\0\0\0\x00".to_vec(),
+                    next: n,
+                }],
+                chain: chain.clone(),
+                ..PositionedBatch::default()
+            };
+            (batch, reservation)
+        };
+        let mut queued = Vec::new();
+        for n in 1..=20 {
+            let (batch, reservation) = batch(n, &ids);
+            queued.push(store.queue_positioned("kafka", batch, reservation).unwrap());
+        }
+        for durable in queued.into_iter().rev() {
+            durable.await.unwrap();
+        }
+        assert_eq!(store.positions("kafka").unwrap()[0].next, 20);
+
+        chain.break_off();
+        let (batch, reservation) = batch(21, &ids);
+        let refused = store
+            .queue_positioned("kafka", batch, reservation)
+            .unwrap()
+            .await;
+        assert!(
+            matches!(refused, Err(StorageError::ChainBroken)),
+            "{refused:?}"
+        );
+        assert_eq!(store.positions("kafka").unwrap()[0].next, 20);
+        let stored: Vec<u64> = store
+            .scan(crate::ScanRange::default(), false)
+            .map(|r| {
+                let (id, bytes) = r.unwrap();
+                let event = crate::log::decode(&id.to_bytes(), &bytes).unwrap();
+                event.data["n"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(stored, (1..=20).collect::<Vec<_>>());
+        assert_eq!(
+            ids.watermark(),
+            ids.issued(),
+            "the refused batch's ids settled"
+        );
     }
 }
