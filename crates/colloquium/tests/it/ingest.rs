@@ -427,10 +427,15 @@ async fn every_error_body_has_the_one_shape() {
         } else {
             node.addr
         };
-        let mut request = node.client.request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            format!("http://{host}{path}"),
-        );
+        // Each on a connection of its own: the server closes one whose body it refused
+        // unread (413), and a pooled client could send the next request down it.
+        let mut request = node
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("http://{host}{path}"),
+            )
+            .header("connection", "close");
         if let Some((content_type, body)) = body {
             request = request
                 .header("content-type", content_type)
